@@ -1,0 +1,55 @@
+"""agendapy: persistent job scheduling for Python on MongoDB, document-compatible with Node's Agenda 6.
+
+    from agendapy import Agenda, Job, backoff
+"""
+
+from __future__ import annotations
+
+from . import backoff
+from .agenda import Agenda, JobsResult, RunningStats
+from .errors import (
+    AgendaError,
+    DatabaseUnavailable,
+    InvalidData,
+    InvalidDate,
+    InvalidInput,
+    InvalidInterval,
+    InvalidJobName,
+    InvalidPriority,
+    InvalidTimezone,
+    JobNotFound,
+    JobTimeout,
+    LockLost,
+    NotRunning,
+    UnknownJob,
+    UnsafeQuery,
+)
+from .job import Job, JobState
+from .processor import DrainResult
+from .runner import RetryDetails
+
+__all__ = [
+    "Agenda",
+    "AgendaError",
+    "DatabaseUnavailable",
+    "DrainResult",
+    "InvalidData",
+    "InvalidDate",
+    "InvalidInput",
+    "InvalidInterval",
+    "InvalidJobName",
+    "InvalidPriority",
+    "InvalidTimezone",
+    "Job",
+    "JobNotFound",
+    "JobState",
+    "JobTimeout",
+    "JobsResult",
+    "LockLost",
+    "NotRunning",
+    "RetryDetails",
+    "RunningStats",
+    "UnknownJob",
+    "UnsafeQuery",
+    "backoff",
+]

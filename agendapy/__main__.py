@@ -1,0 +1,5 @@
+"""``python -m agendapy``: the same as the ``agendapy`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,671 @@
+"""The public façade: ``Agenda`` defines handlers, schedules jobs, queries them and runs a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from . import schedule as sched
+from .definition import Handler, JobDefinition
+from .errors import InvalidInput, JobNotFound, NotRunning
+from .events import EventEmitter
+from .job import Job, JobState, compute_job_state
+from .processor import DrainResult, Processor
+from .runner import run_job
+from .store.base import JobCriteria, JobQuery, JobStore
+from .store.mongo import MongoJobStore
+from .validate import check_bson, check_job_name
+
+if TYPE_CHECKING:
+    from .backoff import BackoffStrategy
+    from .embedded import EmbeddedServer
+
+__all__ = ["Agenda", "DrainResult", "JobsResult", "RunningStats"]
+
+log = logging.getLogger("agendapy")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Duration = str | int | float | timedelta
+IntervalInput = str | int | float | timedelta | Mapping[str, float]
+_UNSET: Any = object()
+
+#: Where the embedded database keeps its files when no URL is given.
+DEFAULT_DATA_DIR = ".agendapy/db"
+
+
+@dataclass(frozen=True)
+class JobsResult:
+    """``query_jobs``: the page of jobs (each with ``.state``) and the total that matched."""
+
+    jobs: list[Job]
+    total: int
+
+
+@dataclass(frozen=True)
+class RunningStats:
+    """Agenda's getRunningStats, in snake_case."""
+
+    version: str
+    queue_name: str | None
+    total_queue_size_db: int
+    config: dict[str, Any]
+    job_status: dict[str, dict[str, Any]]
+    queued_jobs: int | list[dict[str, Any]]
+    running_jobs: int | list[dict[str, Any]]
+    locked_jobs: int | list[dict[str, Any]]
+    internal: dict[str, Any] = field(default_factory=dict)
+
+
+def _package_version() -> str:
+    try:
+        return version("agendapy")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _positive_int(value: Any, field_name: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        limit = "0 or more" if allow_zero else "1 or more"
+        raise InvalidInput(field_name, value, f"must be an int, {limit}")
+    return value
+
+
+class Agenda:
+    """Schedules jobs in MongoDB and runs the ones this process defines.
+
+    Args:
+        db: a ``mongodb://`` URL (the database comes from its path), an ``AsyncMongoClient``, an
+            ``AsyncDatabase`` or a Motor client; None means ``$AGENDAPY_MONGO_URL``, else the embedded
+            database (needs the ``embedded`` extra) with its files in ``.agendapy/db``.
+        collection: the jobs collection (Agenda's ``agendaJobs``).
+        name: this worker's name, written to ``lastModifiedBy``.
+        process_every: how often to look for due jobs ("5 seconds", seconds, or a timedelta).
+        max_concurrency: runs at once in this process, over all names.
+        default_concurrency: runs at once per name, unless ``define`` says otherwise.
+        lock_limit: jobs this process may hold locked at once (0 = no fixed limit).
+        default_lock_limit: per name, unless ``define`` says otherwise (0 = no fixed limit).
+        default_lock_lifetime: how long a lock lasts without renewal before another worker may take the
+            job over; running jobs renew theirs automatically.
+        remove_on_complete: delete one-off jobs after they succeed.
+        database: the database name when ``db`` does not name one.
+        ensure_index: create the indexes on connect.
+    """
+
+    def __init__(
+        self,
+        db: Any = None,
+        *,
+        collection: str = "agendaJobs",
+        name: str | None = None,
+        process_every: Duration = "5 seconds",
+        max_concurrency: int = 20,
+        default_concurrency: int = 5,
+        lock_limit: int = 0,
+        default_lock_limit: int = 0,
+        default_lock_lifetime: Duration = "10 minutes",
+        remove_on_complete: bool = False,
+        database: str | None = None,
+        ensure_index: bool = True,
+    ) -> None:
+        self.name = name
+        self.process_every = sched.to_timedelta(process_every, field="process_every")
+        self.max_concurrency = _positive_int(max_concurrency, "max_concurrency")
+        self.default_concurrency = _positive_int(default_concurrency, "default_concurrency")
+        self.lock_limit = _positive_int(lock_limit, "lock_limit", allow_zero=True)
+        self.default_lock_limit = _positive_int(default_lock_limit, "default_lock_limit", allow_zero=True)
+        self.default_lock_lifetime = sched.to_timedelta(default_lock_lifetime, field="default_lock_lifetime")
+        self.remove_on_complete = bool(remove_on_complete)
+        self._collection_name = collection
+        self._database_name = database
+        self._ensure_index = ensure_index
+        self._db_source = db
+        self._store: JobStore = self._make_store(db) if db is not None else _PendingStore()
+        self._definitions: dict[str, JobDefinition] = {}
+        self._events = EventEmitter()
+        self._processor: Processor | None = None
+        self._stopping: Processor | None = None
+        self._connected = False
+        self._connect_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        self._embedded: EmbeddedServer | None = None
+
+    def _make_store(self, db: Any) -> MongoJobStore:
+        return MongoJobStore(
+            db, collection=self._collection_name, database=self._database_name, ensure_indexes=self._ensure_index
+        )
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def set_database(self, db: Any) -> None:
+        """Point this Agenda at another database before it connects (the CLI's ``--mongo-url``)."""
+        if self._connected:
+            raise RuntimeError("set_database must be called before the Agenda connects")
+        self._db_source = db
+        self._store = self._make_store(db)
+
+    @property
+    def store(self) -> JobStore:
+        """The job store (MongoDB)."""
+        return self._store
+
+    async def connect(self) -> None:
+        """Connect and create indexes (done by any method that needs the database); emits ``ready``."""
+        async with self._connect_lock:
+            if self._connected:
+                return
+            if self._db_source is None:
+                url = os.environ.get("AGENDAPY_MONGO_URL")
+                if not url:
+                    url = await self._start_embedded()
+                self._store = self._make_store(url)
+            await self._store.connect()
+            self._connected = True
+        await self._events.emit("ready")
+
+    async def _start_embedded(self) -> str:
+        from .embedded import ensure_embedded_server
+
+        data_dir = os.environ.get("AGENDAPY_DATA_DIR", DEFAULT_DATA_DIR)
+        url, server = await asyncio.to_thread(ensure_embedded_server, data_dir)
+        self._embedded = server
+        log.info("using the embedded database at %s (data in %s)", url, data_dir)
+        return url
+
+    async def close(self) -> None:
+        """Stop processing (if started), close the connection and any embedded server this Agenda started."""
+        await self.stop()
+        if self._connected:
+            await self._store.close()
+            self._connected = False
+        if self._embedded is not None:
+            await self._embedded.astop()
+            self._embedded = None
+
+    async def __aenter__(self) -> Agenda:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- definitions ------------------------------------------------------------------------------
+
+    @overload
+    def define(self, name: str, fn: F, **options: Any) -> F: ...
+
+    @overload
+    def define(self, name: str, fn: None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def define(self, name: str, fn: Any = None, **options: Any) -> Any:
+        """Register the handler of a job name; as ``@agenda.define("name", ...)`` it decorates it.
+
+        Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
+        ``remove_on_complete``, ``timeout``.
+        """
+        if fn is None:
+
+            def decorate(handler: F) -> F:
+                self._define(name, handler, **options)
+                return handler
+
+            return decorate
+        self._define(name, fn, **options)
+        return fn
+
+    def _define(
+        self,
+        name: str,
+        fn: Handler,
+        *,
+        concurrency: int | None = None,
+        lock_limit: int | None = None,
+        lock_lifetime: Duration | None = None,
+        priority: int | str | None = None,
+        backoff: BackoffStrategy | None = None,
+        remove_on_complete: bool | None = None,
+        timeout: Duration | None = None,
+    ) -> None:
+        check_job_name(name)
+        if not callable(fn):
+            raise InvalidInput("fn", fn, "the handler must be callable")
+        if backoff is not None and not callable(backoff):
+            raise InvalidInput("backoff", backoff, "must be a strategy from agendapy.backoff or a callable")
+        if name in self._definitions:
+            log.debug("redefining job %r", name)
+        self._definitions[name] = JobDefinition(
+            name=name,
+            fn=fn,
+            concurrency=self.default_concurrency
+            if concurrency is None
+            else _positive_int(concurrency, "concurrency"),
+            lock_limit=self.default_lock_limit
+            if lock_limit is None
+            else _positive_int(lock_limit, "lock_limit", allow_zero=True),
+            lock_lifetime=self.default_lock_lifetime
+            if lock_lifetime is None
+            else sched.to_timedelta(lock_lifetime, field="lock_lifetime"),
+            priority=sched.parse_priority(priority),
+            backoff=backoff,
+            remove_on_complete=self.remove_on_complete if remove_on_complete is None else bool(remove_on_complete),
+            timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
+        )
+
+    @property
+    def definitions(self) -> Mapping[str, JobDefinition]:
+        """The job names this process can run, with their options."""
+        return dict(self._definitions)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def on(self, event: str, listener: Callable[..., Any] | None = None) -> Any:
+        """Listen to an event (``start``, ``fail:send email`` ...); without a listener, a decorator."""
+        return self._events.on(event, listener)
+
+    def once(self, event: str, listener: F) -> F:
+        """Listen to the next emission of an event only."""
+        return self._events.once(event, listener)
+
+    def off(self, event: str, listener: Callable[..., Any] | None = None) -> None:
+        """Remove a listener (or all listeners of the event)."""
+        self._events.off(event, listener)
+
+    async def _emit_error(self, error: BaseException) -> None:
+        if self._events.listener_count("error") == 0:
+            log.error("agendapy error: %s", error, exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+            return
+        await self._events.emit("error", error)
+
+    # -- creating and scheduling -----------------------------------------------------------------
+
+    def create(self, name: str, data: Any = None) -> Job:
+        """A new, unsaved job of ``name`` (due now), with the definition's priority."""
+        check_job_name(name)
+        check_bson(data)
+        definition = self._definitions.get(name)
+        return Job(
+            name=name,
+            data=data,
+            priority=definition.priority if definition else 0,
+            next_run_at=sched.utcnow(),
+            agenda=self,
+        )
+
+    async def every(
+        self,
+        interval: IntervalInput,
+        names: str | Sequence[str],
+        data: Any = None,
+        *,
+        timezone: str | None = None,
+        skip_immediate: bool = False,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        skip_days: Sequence[int] | None = None,
+    ) -> Any:
+        """Run ``names`` on a schedule: one recurring document per name, kept across restarts.
+
+        ``interval``: a human string ("3 minutes"), seconds, a timedelta, an ISO-8601 duration ("PT15M"),
+        a mapping ({"minutes": 15}) or a cron expression (5 fields, or 6 with seconds first).
+        Returns the Job, or a list of Jobs when ``names`` is a list.
+        """
+        name_list = self._name_list(names)
+        jobs = []
+        for name in name_list:
+            job = self.create(name, data)
+            job.type = "single"
+            self._apply_constraints(job, start_date, end_date, skip_days)
+            job.repeat_every(interval, timezone=timezone, skip_immediate=skip_immediate)
+            jobs.append(job)
+        for job in jobs:
+            await self.save_job(job)
+        return jobs if not isinstance(names, str) else jobs[0]
+
+    async def schedule(
+        self,
+        when: datetime | str,
+        names: str | Sequence[str],
+        data: Any = None,
+        *,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        skip_days: Sequence[int] | None = None,
+    ) -> Any:
+        """Run ``names`` once at ``when`` (a datetime, naive = UTC, or "in 20 minutes", "tomorrow at noon")."""
+        name_list = self._name_list(names)
+        jobs = []
+        for name in name_list:
+            job = self.create(name, data)
+            self._apply_constraints(job, start_date, end_date, skip_days)
+            job.schedule(when)
+            jobs.append(job)
+        for job in jobs:
+            await self.save_job(job)
+        return jobs if not isinstance(names, str) else jobs[0]
+
+    async def now(self, name: str, data: Any = None) -> Job:
+        """Run ``name`` as soon as a worker is free."""
+        job = self.create(name, data)
+        await self.save_job(job)
+        return job
+
+    async def now_debounced(
+        self,
+        name: str,
+        data: Any,
+        unique_key: Mapping[str, Any],
+        delay: Duration,
+        *,
+        max_wait: Duration | None = None,
+        strategy: Literal["trailing", "leading"] = "trailing",
+    ) -> Job:
+        """Save a job unique on ``unique_key`` whose rapid repeats merge into one run (Agenda's nowDebounced)."""
+        job = self.create(name, data).unique(unique_key).debounce(delay, max_wait=max_wait, strategy=strategy)
+        await self.save_job(job)
+        return job
+
+    def _name_list(self, names: str | Sequence[str]) -> list[str]:
+        if isinstance(names, str):
+            return [check_job_name(names)]
+        if not isinstance(names, Sequence) or not names:
+            raise InvalidInput("names", names, "must be a job name or a non-empty list of names")
+        return [check_job_name(n, field="names") for n in names]
+
+    @staticmethod
+    def _apply_constraints(
+        job: Job,
+        start_date: datetime | str | None,
+        end_date: datetime | str | None,
+        skip_days: Sequence[int] | None,
+    ) -> None:
+        if start_date is not None:
+            job.start_date = sched.parse_when(start_date, field="start_date")
+        if end_date is not None:
+            job.end_date = sched.parse_when(end_date, field="end_date")
+        job.skip_days = sched.parse_skip_days(skip_days)
+
+    async def save_job(self, job: Job) -> Job:
+        """Validate and write ``job`` (what ``job.save()`` calls); wakes this worker if it is due soon."""
+        check_job_name(job.name)
+        check_bson(job.data)
+        check_bson(job.checkpoint_state, field="checkpoint_state")
+        if not isinstance(job.priority, int) or isinstance(job.priority, bool):
+            job.priority = sched.parse_priority(job.priority)
+        job.agenda = self
+        await self.connect()
+        await self._store.save_job(job, now=sched.utcnow(), last_modified_by=self.name)
+        self._wake_for(job)
+        return job
+
+    def _wake_for(self, job: Job) -> None:
+        if self._processor is None or job.name not in self._definitions or job.next_run_at is None:
+            return
+        if job.next_run_at <= sched.utcnow() + self.process_every:
+            self._processor.wake()
+
+    # -- querying and bulk changes -----------------------------------------------------------------
+
+    async def query_jobs(
+        self,
+        *,
+        name: str | None = None,
+        names: Sequence[str] | None = None,
+        state: JobState | str | None = None,
+        id: str | None = None,
+        ids: Sequence[str] | None = None,
+        search: str | None = None,
+        data: Any = _UNSET,
+        include_disabled: bool = True,
+        sort: Mapping[str, Literal["asc", "desc"]] | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> JobsResult:
+        """Find jobs; each returned job has its computed ``state`` available as ``job.state()``."""
+        criteria = self._criteria(id=id, ids=ids, name=name, names=names, data=data)
+        skip = _positive_int(skip, "skip", allow_zero=True)
+        limit = _positive_int(limit, "limit", allow_zero=True)
+        wanted: JobState | None = None
+        if state is not None:
+            try:
+                wanted = JobState(state)
+            except ValueError:
+                known = ", ".join(s.value for s in JobState)
+                raise InvalidInput("state", state, f"must be one of {known}") from None
+        query = JobQuery(
+            criteria=criteria, search=search, include_disabled=include_disabled, sort=sort, skip=skip, limit=limit
+        )
+        await self.connect()
+        if wanted is None:
+            jobs, total = await self._store.query(query)
+        else:
+            now = sched.utcnow()
+            matching = [j for j in await self._store.fetch_all_states(query) if compute_job_state(j, now) is wanted]
+            total = len(matching)
+            jobs = matching[skip : skip + limit if limit else None]
+        for job in jobs:
+            job.agenda = self
+        return JobsResult(jobs=jobs, total=total)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        await self.connect()
+        job = await self._store.get_job(job_id)
+        if job is not None:
+            job.agenda = self
+        return job
+
+    async def jobs_overview(self) -> list[dict[str, Any]]:
+        """Per job name: ``total`` and counts per state (running, scheduled, queued, completed, failed,
+        repeating) and ``paused`` (disabled)."""
+        await self.connect()
+        return await self._store.overview(sched.utcnow())
+
+    @staticmethod
+    def _criteria(
+        *,
+        id: str | None = None,
+        ids: Sequence[str] | None = None,
+        name: str | None = None,
+        names: Sequence[str] | None = None,
+        not_names: Sequence[str] | None = None,
+        data: Any = _UNSET,
+    ) -> JobCriteria:
+        for label, value in (("names", names), ("ids", ids), ("not_names", not_names)):
+            if value is not None and (isinstance(value, str) or not isinstance(value, Sequence)):
+                raise InvalidInput(label, value, "must be a list")
+        has_data = data is not _UNSET
+        if has_data:
+            check_bson(data)
+        return JobCriteria(
+            id=id, ids=ids, name=name, names=names, not_names=not_names, data=data if has_data else None,
+            has_data=has_data,
+        )
+
+    async def cancel(
+        self,
+        *,
+        id: str | None = None,
+        ids: Sequence[str] | None = None,
+        name: str | None = None,
+        names: Sequence[str] | None = None,
+        not_names: Sequence[str] | None = None,
+        data: Any = _UNSET,
+    ) -> int:
+        """Delete matching jobs; returns how many. With no criteria nothing is deleted (use cancel_all)."""
+        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        await self.connect()
+        return await self._store.remove(criteria)
+
+    async def cancel_all(self) -> int:
+        """Delete every job in the collection."""
+        await self.connect()
+        return await self._store.remove_all()
+
+    async def purge(self) -> int:
+        """Delete the jobs whose names this process does not define (nothing if it defines none)."""
+        if not self._definitions:
+            return 0
+        return await self.cancel(not_names=list(self._definitions))
+
+    async def disable(
+        self,
+        *,
+        id: str | None = None,
+        ids: Sequence[str] | None = None,
+        name: str | None = None,
+        names: Sequence[str] | None = None,
+        not_names: Sequence[str] | None = None,
+        data: Any = _UNSET,
+    ) -> int:
+        """Disable matching jobs (never locked while disabled); returns how many changed."""
+        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        await self.connect()
+        return await self._store.set_disabled(criteria, True)
+
+    async def enable(
+        self,
+        *,
+        id: str | None = None,
+        ids: Sequence[str] | None = None,
+        name: str | None = None,
+        names: Sequence[str] | None = None,
+        not_names: Sequence[str] | None = None,
+        data: Any = _UNSET,
+    ) -> int:
+        """Enable matching jobs; returns how many changed."""
+        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        await self.connect()
+        changed = await self._store.set_disabled(criteria, False)
+        if changed and self._processor is not None:
+            self._processor.wake()
+        return changed
+
+    # -- processing ------------------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._processor is not None
+
+    async def start(self) -> None:
+        """Connect and start claiming and running the defined jobs (safe to call twice)."""
+        async with self._start_lock:
+            if self._processor is not None:
+                return
+            await self.connect()
+            self._processor = Processor(self)
+            self._processor.start()
+
+    async def stop(self, grace: float = 8.0) -> None:
+        """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
+        seconds, then cancel them and unlock them for another worker. The connection stays open."""
+        processor, self._processor = self._processor, None
+        if processor is None:
+            processor = self._stopping
+            if processor is not None and grace <= 0:
+                processor.hurry()
+            return
+        self._stopping = processor
+        try:
+            if grace <= 0:
+                processor.hurry()
+            await processor.stop(grace)
+        finally:
+            self._stopping = None
+
+    def hurry_stop(self) -> None:
+        """Make a graceful stop in progress cancel its running jobs now (the CLI's second signal)."""
+        if self._stopping is not None:
+            self._stopping.hurry()
+
+    async def drain(self, timeout: float | None = None) -> DrainResult:
+        """Stop claiming and wait (up to ``timeout`` seconds) for the running jobs to finish."""
+        processor = self._processor
+        if processor is None:
+            return DrainResult(completed=0, running=0, timed_out=False)
+        result = await processor.drain(timeout)
+        if not result.timed_out:
+            self._processor = None
+        return result
+
+    async def running_stats(self, full: bool = False) -> RunningStats:
+        """What this worker holds and runs (Agenda's getRunningStats); raises NotRunning before start."""
+        processor = self._processor
+        if processor is None:
+            raise NotRunning("agenda not running!")
+        total = await self._store.queue_size(sched.utcnow())
+        job_status = {
+            name: {
+                "running": processor.running_count(name),
+                "locked": processor.locked_count(name),
+                "config": definition.config(),
+            }
+            for name, definition in self._definitions.items()
+        }
+
+        def listing(jobs: list[Job], count: int) -> int | list[dict[str, Any]]:
+            return [job.to_dict() for job in jobs] if full else count
+
+        waiting, running = processor.waiting_jobs, processor.running_jobs
+        return RunningStats(
+            version=_package_version(),
+            queue_name=self.name,
+            total_queue_size_db=total,
+            config={
+                "total_lock_limit": self.lock_limit,
+                "max_concurrency": self.max_concurrency,
+                "process_every": self.process_every,
+            },
+            job_status=job_status,
+            queued_jobs=listing(waiting, len(waiting)),
+            running_jobs=listing(running, len(running)),
+            locked_jobs=listing(waiting + running, len(waiting) + len(running)),
+        )
+
+    # -- what Job methods call ----------------------------------------------------------------------------
+
+    async def _touch(self, job: Job) -> None:
+        job._raise_if_lost()
+        job.locked_at = sched.utcnow()
+        await self.connect()
+        fields = ["locked_at", "progress"]
+        if not await self._store.save_state(job, fields=fields):
+            if job._lease is not None:
+                job._lease.lost = True
+                job._raise_if_lost()
+            raise JobNotFound(f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed")
+
+    async def _checkpoint(self, job: Job) -> None:
+        job._raise_if_lost()
+        check_bson(job.checkpoint_state, field="checkpoint_state")
+        await self.connect()
+        if not await self._store.save_state(job, fields=["checkpoint_state", "progress"]):
+            if job._lease is not None:
+                job._lease.lost = True
+                job._raise_if_lost()
+            raise JobNotFound(f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed")
+
+    async def _run_directly(self, job: Job) -> None:
+        await self.connect()
+        if job.id is None:
+            await self.save_job(job)
+        await run_job(self, job, self._definitions.get(job.name))
+
+    async def _refresh_run_fields(self, job: Job) -> None:
+        await self.connect()
+        await self._store.refresh_run_fields(job)
+
+
+class _PendingStore:
+    """Stands in until ``connect()`` resolves the default database."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("the Agenda is not connected yet (await agenda.connect() or start())")

@@ -1,0 +1,141 @@
+"""The ``agendapy`` command: run a worker for an Agenda defined in your code."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .agenda import Agenda
+from .errors import AgendaError
+
+__all__ = ["load_agenda", "main", "run_worker"]
+
+log = logging.getLogger("agendapy")
+err_console = Console(stderr=True)
+
+
+def load_agenda(target: str) -> Agenda:
+    """Import ``module:attribute`` (an Agenda, or a function returning one) from the current directory."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.BadParameter(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. myapp.jobs:agenda", param_hint="TARGET")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise click.BadParameter(f"cannot import module {module_name!r}: {exc}", param_hint="TARGET") from None
+        raise
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attribute!r}", param_hint="TARGET"
+            ) from None
+    if not isinstance(obj, Agenda) and callable(obj):
+        obj = obj()
+        if inspect.isawaitable(obj):
+            obj = asyncio.run(_await(obj))
+    if not isinstance(obj, Agenda):
+        raise click.BadParameter(f"{target!r} is {type(obj).__name__}, not an agendapy.Agenda", param_hint="TARGET")
+    return obj
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
+    """Run until SIGTERM or SIGINT; then stop gracefully within ``grace`` seconds (a second signal: at once)."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.warning(
+                "received %s: stopping (up to %g s for running jobs; signal again to stop at once)",
+                signal.Signals(signum).name,
+                grace,
+            )
+            stop_requested.set()
+        else:
+            log.warning("received %s again: stopping now", signal.Signals(signum).name)
+            agenda.hurry_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await agenda.start()
+        names = ", ".join(agenda.definitions) or "(none defined)"
+        log.info("worker %s started; runs: %s", agenda.name or "(unnamed)", names)
+        await stop_requested.wait()
+        await agenda.stop(grace=grace)
+    finally:
+        await agenda.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("worker stopped")
+
+
+def _configure_logging(level: str, json_logs: bool) -> None:
+    if json_logs:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('{"time":"%(asctime)s","level":"%(levelname)s","msg":%(message)r}'))
+    else:
+        handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=True)
+    logging.basicConfig(level=level.upper(), handlers=[handler], format="%(message)s", force=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agendapy")
+def main() -> None:
+    """agendapy: persistent job scheduling on MongoDB."""
+
+
+@main.command()
+@click.argument("target")
+@click.option(
+    "--mongo-url",
+    envvar="AGENDAPY_MONGO_URL",
+    help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else the Agenda's own, else the embedded database).",
+)
+@click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
+@click.option("--grace", default=8.0, show_default=True, type=float, help="Seconds running jobs get on SIGTERM.")
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of rich text.")
+def worker(target: str, mongo_url: str | None, name: str | None, grace: float, log_level: str, json_logs: bool) -> None:
+    """Run the jobs defined by TARGET (MODULE:ATTRIBUTE, an Agenda) until SIGTERM/SIGINT."""
+    _configure_logging(log_level, json_logs)
+    agenda = load_agenda(target)
+    if mongo_url:
+        agenda.set_database(mongo_url)
+    if name:
+        agenda.name = name
+    try:
+        asyncio.run(run_worker(agenda, grace=grace))
+    except AgendaError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except ValueError as exc:
+        err_console.print(f"[red]invalid input:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,108 @@
+"""The exceptions agendapy raises.
+
+Every error caused by bad input is a :class:`ValueError` (through :class:`InvalidInput`) that names the
+field and the value, so ``except ValueError`` catches them all and the message says what to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgendaError",
+    "DatabaseUnavailable",
+    "InvalidData",
+    "InvalidDate",
+    "InvalidInput",
+    "InvalidInterval",
+    "InvalidJobName",
+    "InvalidPriority",
+    "InvalidTimezone",
+    "JobNotFound",
+    "JobTimeout",
+    "LockLost",
+    "NotRunning",
+    "UnknownJob",
+    "UnsafeQuery",
+]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class AgendaError(Exception):
+    """Base class of every error agendapy raises on purpose."""
+
+
+class InvalidInput(AgendaError, ValueError):
+    """An argument was rejected; nothing was written.
+
+    Attributes:
+        field: the name of the argument or document field that was rejected.
+        value: the value that was given.
+        reason: why it was rejected.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {field} {_show(value)}: {reason}")
+
+
+class InvalidInterval(InvalidInput):
+    """A repeat interval, duration or cron expression could not be read."""
+
+
+class InvalidDate(InvalidInput):
+    """A date or date string could not be read."""
+
+
+class InvalidTimezone(InvalidInput):
+    """A timezone is not a known IANA name."""
+
+
+class InvalidPriority(InvalidInput):
+    """A priority is neither an int nor one of lowest/low/normal/high/highest."""
+
+
+class InvalidJobName(InvalidInput):
+    """A job name is empty, not a string, or otherwise unusable."""
+
+
+class InvalidData(InvalidInput):
+    """Job data (or another document value) cannot be stored as BSON."""
+
+
+class UnsafeQuery(InvalidInput):
+    """A filter uses an operator that would execute code on the server ($where, $function, ...)."""
+
+
+class UnknownJob(AgendaError, LookupError):
+    """A job name has no definition in this process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown job name {name!r}: no definition with this name (call agenda.define first)")
+
+
+class JobNotFound(AgendaError, LookupError):
+    """The job document no longer exists (it was removed while in use)."""
+
+
+class NotRunning(AgendaError, RuntimeError):
+    """An operation needs a started Agenda (``await agenda.start()``)."""
+
+
+class LockLost(AgendaError):
+    """This worker no longer holds the lock of the job it runs; its state writes are refused."""
+
+
+class JobTimeout(AgendaError, TimeoutError):
+    """A run exceeded its definition's ``timeout``."""
+
+
+class DatabaseUnavailable(AgendaError, ConnectionError):
+    """The database could not be reached in time."""

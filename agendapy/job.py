@@ -1,0 +1,366 @@
+"""The Job: one document of the jobs collection, with the methods Agenda's Job has."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import schedule as sched
+from .errors import InvalidInput, InvalidInterval, LockLost
+from .validate import check_safe_filter
+
+if TYPE_CHECKING:
+    from .agenda import Agenda
+
+__all__ = ["Job", "JobState", "compute_job_state"]
+
+JobType = Literal["normal", "single"]
+DebounceStrategy = Literal["trailing", "leading"]
+
+
+class JobState(StrEnum):
+    """The state Agenda computes for a job (it is never stored)."""
+
+    RUNNING = "running"
+    FAILED = "failed"
+    REPEATING = "repeating"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class DebounceOptions:
+    """How saves of one ``unique`` job are merged."""
+
+    delay: timedelta
+    max_wait: timedelta | None = None
+    strategy: DebounceStrategy = "trailing"
+
+
+@dataclass
+class Lease:
+    """The lock a worker holds on a job it claimed: every state write is fenced by it.
+
+    ``locked_at`` and ``token`` are both matched on write: a Node Agenda worker that takes over the job
+    changes ``lockedAt``, an agendapy worker changes both, so a stale holder's writes match nothing.
+    """
+
+    token: str
+    locked_at: datetime
+    lost: bool = False
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class Job:
+    """A job document. Attribute names are Agenda's in snake_case; see ``agendapy.store.schema``.
+
+    Chainable methods (``repeat_every``, ``schedule``, ``unique`` ...) change the job in memory and
+    return it; ``await job.save()`` writes it.
+    """
+
+    name: str
+    data: Any = None
+    id: str | None = None
+    type: JobType = "normal"
+    priority: int = 0
+    next_run_at: datetime | None = None
+    locked_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_finished_at: datetime | None = None
+    failed_at: datetime | None = None
+    fail_count: int = 0
+    fail_reason: str | None = None
+    repeat_interval: str | int | None = None
+    repeat_timezone: str | None = None
+    repeat_at: str | None = None
+    disabled: bool = False
+    progress: float | None = None
+    last_modified_by: str | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    skip_days: list[int] | None = None
+    debounce_started_at: datetime | None = None
+    #: Resumable state saved by :meth:`checkpoint`; cleared by a successful run.
+    checkpoint_state: Any = None
+    unique_query: dict[str, Any] | None = field(default=None, repr=False)
+    unique_insert_only: bool = field(default=False, repr=False)
+    debounce_options: DebounceOptions | None = field(default=None, repr=False)
+    agenda: Agenda | None = field(default=None, repr=False, compare=False)
+    _lease: Lease | None = field(default=None, repr=False, compare=False)
+
+    # -- schedule --------------------------------------------------------------------------------
+
+    def repeat_every(
+        self,
+        interval: str | int | float | timedelta | Mapping[str, float],
+        *,
+        timezone: str | None = None,
+        skip_immediate: bool = False,
+    ) -> Job:
+        """Make the job recurring; the next run is computed at once (the first is immediate by default)."""
+        parsed = sched.parse_interval(interval, field="interval")
+        sched.parse_timezone(timezone)
+        self.repeat_interval = parsed.stored
+        self.repeat_timezone = timezone
+        if skip_immediate:
+            saved_last_run = self.last_run_at
+            self.last_run_at = self.next_run_at or sched.utcnow()
+            self.compute_next_run_at()
+            self.last_run_at = saved_last_run
+        else:
+            self.compute_next_run_at()
+        return self
+
+    def repeat_at_time(self, time: str) -> Job:
+        """Run every day at a time of day such as ``"3:30pm"`` (Agenda's ``repeatAt``)."""
+        sched.next_repeat_at(time, last_run_at=None, now=sched.utcnow(), timezone=None)
+        self.repeat_at = time
+        return self
+
+    def schedule(self, when: datetime | str) -> Job:
+        """Set the next run: a ``datetime`` (naive means UTC) or a string like ``"in 20 minutes"``."""
+        at = sched.parse_when(when, field="when")
+        self.next_run_at = sched.apply_date_constraints(
+            at,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            skip_days=self.skip_days,
+            timezone=sched.parse_timezone(self.repeat_timezone),
+        )
+        return self
+
+    def set_priority(self, priority: int | str) -> Job:
+        """Set the priority: an int, or lowest/low/normal/high/highest."""
+        self.priority = sched.parse_priority(priority)
+        return self
+
+    def unique(self, query: Mapping[str, Any], *, insert_only: bool = False) -> Job:
+        """Save by upsert on ``query`` (plus the name) instead of inserting a new document."""
+        if not isinstance(query, Mapping):
+            raise InvalidInput("unique", query, "must be a mapping of field to value")
+        check_safe_filter(query, field="unique")
+        self.unique_query = dict(query)
+        self.unique_insert_only = insert_only
+        return self
+
+    def debounce(
+        self,
+        delay: str | float | timedelta,
+        *,
+        max_wait: str | float | timedelta | None = None,
+        strategy: DebounceStrategy = "trailing",
+    ) -> Job:
+        """Merge rapid saves of a ``unique`` job into one run (trailing: after the last; leading: the first)."""
+        if strategy not in ("trailing", "leading"):
+            raise InvalidInput("strategy", strategy, "must be 'trailing' or 'leading'")
+        self.debounce_options = DebounceOptions(
+            delay=sched.to_timedelta(delay, field="delay"),
+            max_wait=None if max_wait is None else sched.to_timedelta(max_wait, field="max_wait"),
+            strategy=strategy,
+        )
+        return self
+
+    def disable(self) -> Job:
+        """Mark the job disabled (save to apply): it is never locked while disabled."""
+        self.disabled = True
+        return self
+
+    def enable(self) -> Job:
+        """Clear ``disabled`` (save to apply)."""
+        self.disabled = False
+        return self
+
+    def compute_next_run_at(self) -> Job:
+        """Compute ``next_run_at`` from the repeat settings, as Agenda does; a bad interval fails the job."""
+        try:
+            self.next_run_at = sched.compute_next_run_at(
+                repeat_interval=self.repeat_interval,
+                repeat_timezone=self.repeat_timezone,
+                repeat_at=repeat_at_of(self),
+                last_run_at=self.last_run_at,
+                now=sched.utcnow(),
+                start_date=self.start_date,
+                end_date=self.end_date,
+                skip_days=self.skip_days,
+            )
+        except (InvalidInterval, InvalidInput) as exc:
+            self.next_run_at = None
+            self.fail(exc.reason if isinstance(exc, InvalidInterval) else str(exc))
+        return self
+
+    def fail(self, reason: BaseException | str) -> Job:
+        """Record a failure in memory: reason, ``fail_count + 1``, ``failed_at = last_finished_at = now``."""
+        if isinstance(reason, BaseException):
+            text = str(reason) or type(reason).__name__
+        else:
+            text = str(reason)
+        now = sched.utcnow()
+        self.fail_reason = text
+        self.fail_count += 1
+        self.failed_at = now
+        self.last_finished_at = now
+        return self
+
+    # -- database ---------------------------------------------------------------------------------
+
+    async def save(self) -> Job:
+        """Insert or update the job (upsert for ``every`` jobs and ``unique`` jobs); returns the job."""
+        await self._require_agenda().save_job(self)
+        return self
+
+    async def remove(self) -> int:
+        """Delete the job's document; returns how many were removed (0 or 1)."""
+        if self.id is None:
+            return 0
+        return await self._require_agenda().cancel(id=self.id)
+
+    async def touch(self, progress: float | None = None) -> None:
+        """Renew the lock (and record ``progress``, 0-100). Raises :class:`LockLost` if the lock is gone."""
+        if progress is not None:
+            if isinstance(progress, bool) or not isinstance(progress, int | float):
+                raise InvalidInput("progress", progress, "must be a number from 0 to 100")
+            self.progress = progress
+        await self._require_agenda()._touch(self)
+
+    async def run(self) -> Job:
+        """Run the handler now in this process (outside the worker's locks), saving state like a worker."""
+        await self._require_agenda()._run_directly(self)
+        return self
+
+    async def is_running(self) -> bool:
+        """Whether a run of this job is in progress (read from the database unless this worker runs it)."""
+        if self._lease is None and self.id is not None:
+            await self._require_agenda()._refresh_run_fields(self)
+        if self.last_run_at is None:
+            return False
+        if self.last_finished_at is None:
+            return True
+        return self.locked_at is not None and self.last_run_at > self.last_finished_at
+
+    # -- while running ----------------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once the worker asks the handler to stop (graceful shutdown, timeout or a lost lock)."""
+        return self._lease is not None and self._lease.stop_event.is_set()
+
+    async def stopping(self) -> None:
+        """Wait until the worker asks this run to stop."""
+        if self._lease is None:
+            await asyncio.Event().wait()
+            return
+        await self._lease.stop_event.wait()
+
+    @property
+    def lock_lost(self) -> bool:
+        """True when another worker took this job's lock over (this worker's writes are refused)."""
+        return self._lease is not None and self._lease.lost
+
+    async def checkpoint(self, state: Any) -> None:
+        """Persist resumable state: a later run after an interruption sees it in ``checkpoint_state``."""
+        self.checkpoint_state = state
+        await self._require_agenda()._checkpoint(self)
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def state(self, now: datetime | None = None) -> JobState:
+        """The state Agenda computes: running, failed, repeating, scheduled, queued or completed."""
+        return compute_job_state(self, now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job's stored fields as a plain dict (snake_case names)."""
+        skip = {"agenda", "_lease", "unique_query", "unique_insert_only", "debounce_options"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        out["repeat_at"] = repeat_at_of(self)
+        return out
+
+    def _require_agenda(self) -> Agenda:
+        if self.agenda is None:
+            raise RuntimeError(f"job {self.name!r} is not attached to an Agenda (create it with agenda.create)")
+        return self.agenda
+
+    def _raise_if_lost(self) -> None:
+        if self._lease is not None and self._lease.lost:
+            raise LockLost(f"job {self.name!r} ({self.id}) lost its lock to another worker")
+
+
+def compute_job_state(job: Job, now: datetime | None = None) -> JobState:
+    """Agenda's computeJobState; the order of the checks matters."""
+    if job.locked_at is not None:
+        return JobState.RUNNING
+    if job.failed_at is not None and (job.last_finished_at is None or job.failed_at >= job.last_finished_at):
+        return JobState.FAILED
+    if job.repeat_interval:
+        return JobState.REPEATING
+    if job.next_run_at is not None:
+        return JobState.SCHEDULED if job.next_run_at > (now or sched.utcnow()) else JobState.QUEUED
+    return JobState.COMPLETED
+
+
+class _RepeatAtValue(str):
+    """A job's stored ``repeat_at`` time; calling it sets a new one, like Agenda's ``job.repeatAt(time)``."""
+
+    _job: Job
+
+    def __new__(cls, value: str, job: Job) -> _RepeatAtValue:
+        obj = super().__new__(cls, value)
+        obj._job = job
+        return obj
+
+    def __call__(self, time: str) -> Job:
+        return self._job.repeat_at_time(time)
+
+
+class _NoRepeatAt:
+    """``job.repeat_at`` when unset: falsy, equal to None, and callable to set a time."""
+
+    __slots__ = ("_job",)
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+
+    def __call__(self, time: str) -> Job:
+        return self._job.repeat_at_time(time)
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, _NoRepeatAt)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+class _RepeatAtField:
+    """Lets ``repeat_at`` be both Agenda's attribute (a time string) and its chainable setter method."""
+
+    def __get__(self, job: Job | None, owner: type[Job]) -> Any:
+        if job is None:
+            return None  # the dataclass default
+        value: str | None = job.__dict__.get("_repeat_at")
+        return _NoRepeatAt(job) if value is None else _RepeatAtValue(value, job)
+
+    def __set__(self, job: Job, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput("repeat_at", value, "must be a time of day string such as '3:30pm'")
+        job.__dict__["_repeat_at"] = None if value is None else str(value)
+
+
+Job.repeat_at = _RepeatAtField()  # type: ignore[assignment]
+
+
+def repeat_at_of(job: Job) -> str | None:
+    """The plain stored ``repeat_at`` string (or None)."""
+    value: str | None = job.__dict__.get("_repeat_at")
+    return value

@@ -1,0 +1,378 @@
+"""The worker: claims due jobs, queues them locally, runs them within the limits, keeps their locks alive.
+
+Three small loops, each named after its job:
+
+* ``lock filling`` claims jobs (every ``process_every``, and at once when woken);
+* ``lock renewal`` moves ``lockedAt`` forward for every held job (the heartbeat), so long runs need no
+  ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped renewing;
+* runs are tasks started by ``_dispatch``, which is called whenever something changes.
+
+Claiming happens in two phases per pass: first only jobs that can start at once (a free slot under the
+job's ``concurrency`` and ``max_concurrency``), then a small look-ahead buffer (at most ``concurrency``
+waiting jobs per name, ``max_concurrency`` in all), so one worker never hoards a fleet's backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from . import schedule as sched
+from .errors import DatabaseUnavailable, LockLost
+from .job import Job
+from .runner import RunOutcome, run_job
+from .store.base import ClaimRequest
+
+if TYPE_CHECKING:
+    from .agenda import Agenda
+    from .definition import JobDefinition
+
+__all__ = ["DrainResult", "Processor"]
+
+log = logging.getLogger("agendapy")
+
+_MIN_HEARTBEAT = 0.05
+_MAX_ERROR_BACKOFF = 30.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What ``drain`` saw: runs completed while draining, runs still going, whether it timed out."""
+
+    completed: int
+    running: int
+    timed_out: bool
+
+
+class Processor:
+    """One worker's locking and running state."""
+
+    def __init__(self, agenda: Agenda) -> None:
+        self._agenda = agenda
+        self._store = agenda._store
+        self._waiting: list[tuple[Job, int]] = []
+        self._seq = itertools.count()
+        self._running: dict[int, tuple[Job, asyncio.Task[RunOutcome]]] = {}
+        self._running_by_name: Counter[str] = Counter()
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._wake = asyncio.Event()
+        self._filling = True
+        self._fill_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._completed = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._hurry = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the lock-filling and lock-renewal loops."""
+        self._fill_task = asyncio.create_task(self._lock_filling(), name="agendapy: lock filling")
+        self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
+
+    def hurry(self) -> None:
+        """Cut a graceful stop short: cancel the running jobs now."""
+        self._hurry.set()
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll (a job became due)."""
+        self._wake.set()
+
+    async def stop_filling(self) -> None:
+        """Stop claiming, and unlock the jobs held but not running (Agenda 6.2.6's stop)."""
+        self._filling = False
+        if self._fill_task is not None:
+            self._fill_task.cancel()
+            await asyncio.gather(self._fill_task, return_exceptions=True)
+            self._fill_task = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        waiting = [job for job, _ in self._waiting]
+        self._waiting.clear()
+        if waiting:
+            try:
+                await self._store.release(waiting)
+            except Exception as exc:
+                log.warning("could not unlock %d waiting jobs on stop: %s", len(waiting), exc)
+
+    async def drain(self, timeout: float | None) -> DrainResult:
+        """Stop claiming and wait for the running jobs, up to ``timeout`` seconds."""
+        completed_before = self._completed
+        await self.stop_filling()
+        timed_out = not await self._wait_idle(timeout)
+        if not timed_out:
+            await self._stop_renewal()
+        return DrainResult(
+            completed=self._completed - completed_before, running=len(self._running), timed_out=timed_out
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, ask running handlers to stop, wait ``grace`` seconds, then cancel and unlock them."""
+        await self.stop_filling()
+        for job, _ in self._running.values():
+            if job._lease is not None:
+                job._lease.stop_event.set()
+        if not await self._wait_idle(grace, interruptible=True):
+            tasks = [task for _, task in self._running.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_renewal()
+
+    async def _stop_renewal(self) -> None:
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            await asyncio.gather(self._renew_task, return_exceptions=True)
+            self._renew_task = None
+
+    async def _wait_idle(self, timeout: float | None, *, interruptible: bool = False) -> bool:
+        if not self._running:
+            return True
+        waits = [asyncio.ensure_future(self._idle.wait())]
+        if interruptible:
+            waits.append(asyncio.ensure_future(self._hurry.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        return not self._running
+
+    # -- stats ---------------------------------------------------------------------------------
+
+    @property
+    def waiting_jobs(self) -> list[Job]:
+        """Jobs locked by this worker and waiting for a slot or their time."""
+        return [job for job, _ in self._waiting]
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        """Jobs this worker is running."""
+        return [job for job, _ in self._running.values()]
+
+    def locked_count(self, name: str | None = None) -> int:
+        """Jobs this worker holds locks on (waiting + running), for one name or all."""
+        if name is None:
+            return len(self._waiting) + len(self._running)
+        return self._waiting_count(name) + self._running_by_name[name]
+
+    def running_count(self, name: str | None = None) -> int:
+        """Jobs running now, for one name or all."""
+        return len(self._running) if name is None else self._running_by_name[name]
+
+    def _waiting_count(self, name: str) -> int:
+        return sum(1 for job, _ in self._waiting if job.name == name)
+
+    # -- lock filling ----------------------------------------------------------------------------
+
+    async def _lock_filling(self) -> None:
+        failures = 0
+        while self._filling:
+            self._wake.clear()
+            try:
+                await self._fill()
+                if failures:
+                    log.warning("database reachable again; claiming resumed")
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or isinstance(exc, DatabaseUnavailable):
+                    log.error("claiming jobs failed (%s); retrying", exc)
+                await self._agenda._emit_error(exc)
+            self._dispatch()
+            interval = self._agenda.process_every.total_seconds()
+            if failures:
+                interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def _fill(self) -> None:
+        for immediate in (True, False):
+            while self._filling:
+                names = self._claimable_names(immediate=immediate)
+                if not names:
+                    break
+                job = await self._claim(names)
+                if job is None:
+                    break
+                self._accept(job)
+                self._dispatch()
+
+    def _claimable_names(self, *, immediate: bool) -> list[str]:
+        agenda = self._agenda
+        lock_limit = agenda.lock_limit
+        if lock_limit and self.locked_count() >= lock_limit:
+            return []
+        waiting_total = len(self._waiting)
+        names = []
+        for name, definition in agenda._definitions.items():
+            if definition.lock_limit and self.locked_count(name) >= definition.lock_limit:
+                continue
+            waiting = self._waiting_count(name)
+            if immediate:
+                busy = self._running_by_name[name] + waiting
+                free = min(definition.concurrency - busy, agenda.max_concurrency - len(self._running) - waiting_total)
+                if free > 0:
+                    names.append(name)
+            elif waiting < definition.concurrency and waiting_total < agenda.max_concurrency:
+                names.append(name)
+        return names
+
+    async def _claim(self, names: Sequence[str]) -> Job | None:
+        agenda = self._agenda
+        now = sched.utcnow()
+        request = ClaimRequest(
+            names=names,
+            now=now,
+            next_scan_at=now + agenda.process_every,
+            lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in names},
+            owner=agenda.name,
+        )
+        job = await self._store.claim(request, uuid.uuid4().hex)
+        if job is not None:
+            job.agenda = agenda
+        return job
+
+    def _accept(self, job: Job) -> None:
+        self._waiting.append((job, next(self._seq)))
+        self._waiting.sort(key=_queue_key)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Start every waiting job that is due and has a free slot; time the ones due soon."""
+        agenda = self._agenda
+        now = sched.utcnow()
+        window = agenda.process_every
+        release: list[Job] = []
+        keep: list[tuple[Job, int]] = []
+        for job, seq in self._waiting:
+            definition = agenda._definitions.get(job.name)
+            if definition is None:
+                release.append(job)
+                continue
+            if job.next_run_at is not None and job.next_run_at > now:
+                if job.next_run_at - now > window:
+                    release.append(job)  # no longer due within the window (rescheduled meanwhile)
+                else:
+                    self._arm_timer(seq, job.next_run_at - now)
+                    keep.append((job, seq))
+                continue
+            if (
+                len(self._running) >= agenda.max_concurrency
+                or self._running_by_name[job.name] >= definition.concurrency
+                or not self._filling
+            ):
+                keep.append((job, seq))
+                continue
+            self._start_run(job, seq, definition)
+        self._waiting = keep
+        if release:
+            asyncio.get_running_loop().create_task(self._release_quietly(release))
+
+    def _arm_timer(self, seq: int, delay: timedelta) -> None:
+        if seq in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(seq, None)
+            self._dispatch()
+
+        self._timers[seq] = loop.call_later(max(delay.total_seconds(), 0.0), fire)
+
+    def _start_run(self, job: Job, seq: int, definition: JobDefinition) -> None:
+        timer = self._timers.pop(seq, None)
+        if timer is not None:
+            timer.cancel()
+        self._running_by_name[job.name] += 1
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(self._run(job, definition), name=f"agendapy: run {job.name}")
+        self._running[seq] = (job, task)
+        task.add_done_callback(lambda _t, seq=seq, name=job.name: self._finished(seq, name))
+
+    async def _run(self, job: Job, definition: JobDefinition) -> RunOutcome:
+        try:
+            return await run_job(self._agenda, job, definition)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("run of %s (%s) crashed", job.name, job.id)
+            await self._agenda._emit_error(exc)
+            return RunOutcome(job, ran=True, succeeded=False, error=exc)
+
+    def _finished(self, seq: int, name: str) -> None:
+        self._running.pop(seq, None)
+        self._running_by_name[name] -= 1
+        self._completed += 1
+        if not self._running:
+            self._idle.set()
+        if self._filling:
+            self._wake.set()
+            self._dispatch()
+
+    async def _release_quietly(self, jobs: list[Job]) -> None:
+        try:
+            await self._store.release(jobs)
+        except Exception as exc:
+            log.warning("could not unlock %d jobs: %s", len(jobs), exc)
+
+    # -- lock renewal ----------------------------------------------------------------------------
+
+    async def _lock_renewal(self) -> None:
+        while True:
+            held = self.waiting_jobs + self.running_jobs
+            lifetimes = [self._lifetime(job) for job in held] or [self._agenda.default_lock_lifetime]
+            await asyncio.sleep(max(min(lifetimes).total_seconds() / 3, _MIN_HEARTBEAT))
+            now = sched.utcnow()
+            due = [
+                job
+                for job in self.waiting_jobs + self.running_jobs
+                if job._lease is not None and now - job._lease.locked_at >= self._lifetime(job) / 3
+            ]
+            if not due:
+                continue
+            try:
+                lost = await self._store.renew_locks(due, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing %d locks failed: %s", len(due), exc)
+                await self._agenda._emit_error(exc)
+                continue
+            for job in lost:
+                await self._lost(job)
+
+    def _lifetime(self, job: Job) -> timedelta:
+        definition = self._agenda._definitions.get(job.name)
+        return definition.lock_lifetime if definition is not None else self._agenda.default_lock_lifetime
+
+    async def _lost(self, job: Job) -> None:
+        lease = job._lease
+        if lease is None or lease.lost:
+            return
+        lease.lost = True
+        lease.stop_event.set()
+        self._waiting = [(j, s) for j, s in self._waiting if j is not job]
+        log.warning("lost the lock of %s (%s): another worker owns it now", job.name, job.id)
+        await self._agenda._events.emit_job_event("lock lost", job.name, job)
+        await self._agenda._emit_error(LockLost(f"job {job.name!r} ({job.id}) lost its lock"))
+
+
+def _queue_key(entry: tuple[Job, int]) -> tuple[datetime, int, int]:
+    job, seq = entry
+    return (job.next_run_at or _EPOCH, -job.priority, seq)

@@ -1,0 +1,177 @@
+"""One run of one job: Agenda's Job.run() sequence, with timeouts and fenced state writes.
+
+start save (lastRunAt, next run) -> ``start`` -> handler -> ``success`` | ``fail`` (+ ``retry`` or
+``retry exhausted``) -> final save (lock released) -> ``complete`` -> remove if ``remove_on_complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import schedule as sched
+from .errors import JobTimeout, LockLost
+from .job import Job
+
+if TYPE_CHECKING:
+    from .agenda import Agenda
+    from .definition import JobDefinition
+
+__all__ = ["RetryDetails", "RunOutcome", "run_job"]
+
+log = logging.getLogger("agendapy")
+
+
+@dataclass(frozen=True)
+class RetryDetails(Mapping[str, Any]):
+    """The second argument of the ``retry`` event: Agenda's ``{attempt, delay, nextRunAt, error}``.
+
+    ``delay`` is in seconds. Readable as attributes or as a mapping.
+    """
+
+    attempt: int
+    delay: float
+    next_run_at: datetime
+    error: BaseException
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Any:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended."""
+
+    job: Job
+    ran: bool
+    succeeded: bool
+    error: BaseException | None = None
+    interrupted: bool = False
+
+
+def _format_seconds(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    return f"{seconds:g} s"
+
+
+async def _invoke(definition: JobDefinition, job: Job) -> None:
+    """Call the handler: coroutines on the loop, plain functions in a worker thread; enforce the timeout."""
+    timeout = definition.timeout
+    if definition.is_async:
+        if timeout is None:
+            await definition.fn(job)
+            return
+        try:
+            async with asyncio.timeout(timeout.total_seconds()):
+                await definition.fn(job)
+        except TimeoutError:
+            raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
+        return
+    call = asyncio.to_thread(definition.fn, job)
+    if timeout is None:
+        await call
+        return
+    try:
+        await asyncio.wait_for(call, timeout.total_seconds())
+    except TimeoutError:
+        # The thread cannot be killed: it is asked to stop and the run fails now all the same.
+        if job._lease is not None:
+            job._lease.stop_event.set()
+        raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
+
+
+async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) -> RunOutcome:
+    """Run ``job`` once; with a lease every write is fenced, without one (``job.run()``) by id only."""
+    events = agenda._events
+    job.last_run_at = sched.utcnow()
+    job.compute_next_run_at()
+    if not await agenda._store.save_state(job):
+        error: BaseException = (
+            LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
+            if job._lease is not None and job._lease.lost
+            else LockLost(f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed")
+        )
+        await agenda._emit_error(error)
+        return RunOutcome(job, ran=False, succeeded=False, error=error)
+
+    await events.emit_job_event("start", job.name, job)
+    succeeded = False
+    failure: BaseException | None = None
+    try:
+        if definition is None:
+            raise LookupError("Undefined job")
+        await _invoke(definition, job)
+        if job.lock_lost:
+            raise LockLost(f"job {job.name!r} lost its lock while running; its result was not saved")
+    except asyncio.CancelledError:
+        await _interrupted(agenda, job)
+        raise
+    except Exception as exc:
+        failure = exc
+    else:
+        succeeded = True
+
+    if succeeded:
+        job.last_finished_at = sched.utcnow()
+        job.fail_count = 0
+        job.checkpoint_state = None
+        await events.emit_job_event("success", job.name, job)
+    else:
+        assert failure is not None
+        job.fail(failure)
+        await events.emit_job_event("fail", job.name, failure, job)
+        await _handle_retry(agenda, job, definition, failure)
+
+    job.locked_at = None
+    if not job.lock_lost and not await agenda._store.save_state(job):
+        log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
+    await events.emit_job_event("complete", job.name, job)
+
+    remove = definition.remove_on_complete if definition is not None else agenda.remove_on_complete
+    if succeeded and remove and job.next_run_at is None and not job.repeat_interval:
+        await job.remove()
+    return RunOutcome(job, ran=True, succeeded=succeeded, error=failure)
+
+
+async def _handle_retry(
+    agenda: Agenda, job: Job, definition: JobDefinition | None, error: BaseException
+) -> None:
+    strategy = definition.backoff if definition is not None else None
+    if strategy is None:
+        return
+    try:
+        delay = strategy(job.fail_count, error, job)
+    except Exception as exc:
+        log.exception("backoff strategy of %r raised", job.name)
+        await agenda._emit_error(exc)
+        return
+    if delay is None:
+        await agenda._events.emit_job_event("retry exhausted", job.name, error, job)
+        return
+    job.next_run_at = sched.utcnow() + timedelta(seconds=float(delay))
+    details = RetryDetails(attempt=job.fail_count, delay=float(delay), next_run_at=job.next_run_at, error=error)
+    await agenda._events.emit_job_event("retry", job.name, job, details)
+
+
+async def _interrupted(agenda: Agenda, job: Job) -> None:
+    """A run cancelled by a stop: unlock it and make it due now, so another worker resumes it at once."""
+    lease = job._lease
+    if lease is None or lease.lost:
+        return
+    try:
+        await agenda._store.release([job], reschedule_at=sched.utcnow())
+        log.warning("interrupted %s (%s); released for another worker", job.name, job.id)
+    except Exception:
+        log.exception("could not release interrupted job %s (%s)", job.name, job.id)

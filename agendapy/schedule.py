@@ -1,0 +1,689 @@
+"""Schedule maths: durations, repeat intervals, cron, dates, timezones and Agenda's ``computeNextRunAt``.
+
+Everything here works on aware UTC datetimes truncated to milliseconds (BSON precision). Strings are
+read by :mod:`agendapy.dates`; this module validates them, raises the errors of :mod:`agendapy.errors`,
+and does the arithmetic.
+
+Two readers of repeat intervals exist on purpose:
+
+* :func:`parse_interval` reads the Python API's input (bare numbers are seconds, "10ms" and "an hour"
+  work) and decides what to store: a cron or human string only when Node's Agenda 6 reads it the same
+  way, otherwise whole milliseconds, which Node reads as milliseconds.
+* :func:`interval_from_document` reads a stored ``repeatInterval`` exactly as Agenda 6.2.6 does
+  (numbers and numeric strings are milliseconds, human strings as human-interval 2.0.1 reads them), so
+  Node and Python workers sharing one collection compute the same next run.
+
+Where Agenda would loop forever (an interval of zero or less ms) or where Node uses the server's local
+time (no ``repeatTimezone``), agendapy raises :class:`InvalidInterval` or uses UTC instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Final
+from zoneinfo import ZoneInfo, available_timezones
+
+from croniter import croniter
+
+from agendapy import dates
+from agendapy.errors import InvalidDate, InvalidInput, InvalidInterval, InvalidPriority, InvalidTimezone
+
+__all__ = [
+    "Interval",
+    "apply_date_constraints",
+    "compute_next_run_at",
+    "interval_from_document",
+    "is_cron",
+    "next_cron",
+    "next_repeat_at",
+    "parse_interval",
+    "parse_priority",
+    "parse_skip_days",
+    "parse_timezone",
+    "parse_when",
+    "to_timedelta",
+    "to_utc",
+    "utcnow",
+]
+
+UTC: Final = UTC
+_MS: Final = timedelta(milliseconds=1)
+_PRIORITIES: Final = {"lowest": -20, "low": -10, "normal": 0, "high": 10, "highest": 20}
+_DURATION_KEYS: Final = frozenset(
+    {"weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"}
+)
+# cron-parser's predefined expressions (5-field equivalents; @secondly needs the seconds field).
+_CRON_ALIASES: Final = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@hourly": "0 * * * *",
+    "@minutely": "* * * * *",
+    "@secondly": "* * * * * *",
+    "@weekdays": "0 0 * * 1-5",
+    "@weekends": "0 0 * * 0,6",
+}
+_MONTH_AND_DAY_NAMES: Final = (
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "may",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "oct",
+    "nov",
+    "dec",
+    "sun",
+    "mon",
+    "tue",
+    "wed",
+    "thu",
+    "fri",
+    "sat",
+)
+_CRON_STEP_LIMIT: Final = 20_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instants
+# ---------------------------------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    """Return the current time, aware UTC, truncated to milliseconds."""
+    return to_utc(datetime.now(UTC))
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return ``value`` as aware UTC truncated to milliseconds; a naive datetime is taken as UTC."""
+    if not isinstance(value, datetime):
+        raise InvalidDate("date", value, "expected a datetime")
+    try:
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidDate("date", value, "the date is out of range once converted to UTC") from None
+    return aware.replace(microsecond=aware.microsecond // 1000 * 1000)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Durations
+# ---------------------------------------------------------------------------------------------------
+
+
+def to_timedelta(
+    value: str | int | float | timedelta | Mapping[str, float], *, field: str, allow_zero: bool = False
+) -> timedelta:
+    """Read a duration: seconds (number), ``timedelta``, human or ISO-8601 string, or a unit mapping.
+
+    Args:
+        value: ``30``/``1.5`` (seconds), ``timedelta``, "3 minutes", "1 hour and 30 minutes", "10ms",
+            "PT15M", or ``{"minutes": 15}`` (weeks, days, hours, minutes, seconds, milliseconds,
+            microseconds).
+        field: the argument name reported in errors.
+        allow_zero: accept a zero duration (never a negative one).
+
+    Raises:
+        InvalidInterval: for anything else, negative, NaN, infinite or (unless allowed) zero values.
+    """
+    if isinstance(value, bool):
+        raise InvalidInterval(field, value, "expected a duration, not a bool")
+    try:
+        result = _read_duration(value, field)
+    except OverflowError:
+        raise InvalidInterval(field, value, "the duration is too long") from None
+    if result < timedelta(0):
+        raise InvalidInterval(field, value, "a duration cannot be negative")
+    if result == timedelta(0) and not allow_zero:
+        raise InvalidInterval(field, value, "a duration must be longer than zero")
+    return result
+
+
+def _read_duration(value: object, field: str) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidInterval(field, value, "a duration must be a finite number of seconds")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        return _string_duration(value, field)
+    if isinstance(value, Mapping):
+        return _mapping_duration(value, field)
+    raise InvalidInterval(field, value, "expected seconds, a timedelta, a duration string or a mapping")
+
+
+def _string_duration(text: str, field: str) -> timedelta:
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidInterval(field, text, "the duration is empty")
+    if math.isfinite(dates.js_to_number(stripped)):
+        raise InvalidInterval(
+            field,
+            text,
+            "a bare number in a string is ambiguous (Agenda reads milliseconds, the Python "
+            "API seconds): pass a number of seconds or add a unit, e.g. '5 seconds'",
+        )
+    ms = dates.read_iso_duration_ms(stripped)
+    if ms is None:
+        ms = dates.read_duration_ms(stripped)
+    if ms is None:
+        if stripped.startswith("-"):
+            raise InvalidInterval(field, text, "a duration cannot be negative")
+        raise InvalidInterval(
+            field, text, "not a duration (try '3 minutes', '1 hour and 30 minutes', 'PT15M')"
+        )
+    if not math.isfinite(ms):
+        raise InvalidInterval(field, text, "the duration is too long")
+    return timedelta(milliseconds=ms)
+
+
+def _mapping_duration(mapping: Mapping[object, object], field: str) -> timedelta:
+    parts: dict[str, float] = {}
+    for key, amount in mapping.items():
+        if key not in _DURATION_KEYS:
+            raise InvalidInterval(
+                field, mapping, f"unknown unit {key!r} (use {', '.join(sorted(_DURATION_KEYS))})"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount):
+            raise InvalidInterval(field, mapping, f"{key} must be a finite number")
+        if amount < 0:
+            raise InvalidInterval(field, mapping, f"{key} cannot be negative")
+        parts[str(key)] = amount
+    if not parts:
+        raise InvalidInterval(field, mapping, "the mapping names no unit")
+    return timedelta(**parts)
+
+
+def _whole_ms(duration: timedelta) -> int:
+    # Node adds milliseconds to a Date, which drops any fraction; so do we.
+    return duration // _MS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Repeat intervals
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A normalised repeat interval: either a cron expression or a fixed length.
+
+    Attributes:
+        cron: a 5-field cron expression, or 6 fields with seconds first (as Node's cron-parser).
+        every: a fixed length, a whole number of milliseconds.
+        stored: the ``repeatInterval`` to store: a cron or human string Node reads the same way, or
+            whole milliseconds.
+    """
+
+    cron: str | None
+    every: timedelta | None
+    stored: str | int
+
+
+def is_cron(expression: str) -> bool:
+    """Tell whether ``expression`` is a cron expression of 5 fields, or 6 with seconds first."""
+    if not isinstance(expression, str):
+        return False
+    fields = expression.split()
+    if len(fields) not in (5, 6) or not all(_portable_cron_field(field) for field in fields):
+        return False
+    try:
+        return bool(croniter.is_valid(" ".join(fields), second_at_beginning=len(fields) == 6))
+    # croniter raises assorted errors on odd input; any of them means "not cron".
+    except Exception:
+        return False
+
+
+def _portable_cron_field(field: str) -> bool:
+    """Reject croniter-only syntax (R random, H hash, W weekday) that Node's cron-parser cannot read."""
+    if not field.isascii():
+        return False
+    letters = field.lower()
+    for name in _MONTH_AND_DAY_NAMES:
+        letters = letters.replace(name, "")
+    return all(not char.isalpha() or char == "l" for char in letters)
+
+
+def parse_interval(
+    value: str | int | float | timedelta | Mapping[str, float], *, field: str = "interval"
+) -> Interval:
+    """Read a repeat interval given to the Python API (cron, alias, human/ISO string, seconds, ...).
+
+    As in Agenda, a string that is a valid cron expression is cron; any other string must be a
+    duration. Numbers are seconds. The returned ``stored`` value reads back identically in Node.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _CRON_ALIASES:
+            return _alias_interval(text.lower(), field)
+        if is_cron(text):
+            return _cron_interval(text, text, field)
+        if len(text.split()) in (5, 6) and any(char in text for char in "*/,?#"):
+            raise InvalidInterval(
+                field, value, "not a valid cron expression (5 fields, or 6 with seconds first)"
+            )
+        every = _interval_length(to_timedelta(value, field=field), value, field)
+        node_ms = dates.node_human_interval(text)
+        same_in_node = math.isfinite(node_ms) and _whole_ms(timedelta(milliseconds=node_ms)) == _whole_ms(
+            every
+        )
+        return Interval(cron=None, every=every, stored=text if same_in_node else _whole_ms(every))
+    every = _interval_length(to_timedelta(value, field=field), value, field)
+    return Interval(cron=None, every=every, stored=_whole_ms(every))
+
+
+def _interval_length(duration: timedelta, value: object, field: str) -> timedelta:
+    whole = _whole_ms(duration)
+    if whole < 1:
+        raise InvalidInterval(field, value, "a repeat interval must be at least 1 millisecond")
+    return timedelta(milliseconds=whole)
+
+
+def _alias_interval(alias: str, field: str) -> Interval:
+    # Node reads "@hourly" etc. as a human interval ("hour"), so store the expression those aliases mean.
+    expression = _CRON_ALIASES[alias]
+    stored = alias if math.isnan(dates.node_human_interval(alias)) else expression
+    return _cron_interval(expression, stored, field)
+
+
+def _cron_interval(expression: str, stored: str, field: str) -> Interval:
+    if not math.isnan(dates.node_human_interval(stored)):
+        raise InvalidInterval(
+            field, stored, "Node's Agenda would read this cron expression as a human interval"
+        )
+    # cron-parser refuses expressions that never fire (e.g. 31 February); refuse them up front too.
+    next_cron(expression, datetime(2000, 1, 1, tzinfo=UTC), None, field=field)
+    return Interval(cron=" ".join(expression.split()), every=None, stored=stored)
+
+
+def interval_from_document(value: str | int | float) -> Interval:
+    """Read a stored ``repeatInterval`` as Agenda 6.2.6 does.
+
+    Numbers and purely numeric strings are milliseconds; other strings are human intervals when
+    human-interval reads them (that wins, as in Agenda), else cron expressions.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _document_error(value, "expected a string or a number")
+    if isinstance(value, int | float):
+        return _document_ms(value, value)
+    numeric = dates.js_to_number(value) if dates.js_trim(value) else math.nan
+    if math.isfinite(numeric):
+        return _document_ms(numeric, value)
+    node_ms = dates.node_human_interval(value)
+    if not math.isnan(node_ms):
+        return _document_ms(node_ms, value)
+    expression = _CRON_ALIASES.get(value.strip(), value)
+    if is_cron(expression):
+        try:
+            return _cron_interval(expression, value, "repeatInterval")
+        except InvalidInterval as error:
+            raise _document_error(value, error.reason) from None
+    raise _document_error(value, "not a cron expression and no readable human interval")
+
+
+def _document_ms(ms: float, value: str | int | float) -> Interval:
+    if not math.isfinite(ms) or ms >= timedelta.max / _MS:
+        raise _document_error(value, "the interval is not a finite number of milliseconds")
+    whole = _whole_ms(timedelta(milliseconds=ms))
+    if whole < 1:
+        raise _document_error(value, f"the interval is {ms:g} ms; it must be at least 1 ms")
+    stored: str | int = value if isinstance(value, str | int) else whole
+    return Interval(cron=None, every=timedelta(milliseconds=whole), stored=stored)
+
+
+def _document_error(value: object, detail: str) -> InvalidInterval:
+    reason = f"failed to calculate nextRunAt due to invalid repeat interval ({value}): {detail}"
+    return InvalidInterval("repeatInterval", value, reason)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cron
+# ---------------------------------------------------------------------------------------------------
+
+
+def next_cron(
+    expression: str, after: datetime, timezone: ZoneInfo | None, *, field: str = "cron"
+) -> datetime:
+    """Return the first time strictly after ``after`` that matches ``expression`` in ``timezone``.
+
+    Cron runs on wall-clock time in ``timezone`` (UTC if None). A time skipped by a DST change runs
+    shifted by the gap (02:30 becomes 03:30), as in Node's cron-parser; a time repeated when clocks
+    go back runs once, except that expressions firing every hour run in both repeated hours.
+
+    Raises:
+        InvalidInterval: the expression is not 5 or 6 fields (seconds first) or never fires.
+    """
+    if not is_cron(expression):
+        raise InvalidInterval(field, expression, "not a cron expression of 5 fields (or 6, seconds first)")
+    zone = timezone or ZoneInfo("UTC")
+    start = to_utc(after)
+    try:
+        return _next_cron_instant(" ".join(expression.split()), start, zone)
+    # croniter signals "no match within its search window" and date overflow with several types.
+    except Exception as error:
+        if isinstance(error, InvalidInterval):
+            raise
+        raise InvalidInterval(
+            field, expression, f"no next occurrence after {start.isoformat()}: {error}"
+        ) from None
+
+
+def _next_cron_instant(expression: str, after: datetime, zone: ZoneInfo) -> datetime:
+    # Walk wall-clock candidates; start early enough to see a repeated hour that follows `after`.
+    offsets = [_offset(zone, after + timedelta(hours=hours)) for hours in range(4)]
+    wall_start = (after + min(offsets)).replace(tzinfo=None)
+    walker = croniter(
+        expression, wall_start.replace(tzinfo=UTC), second_at_beginning=_has_seconds(expression)
+    )
+    both_folds = _fires_every_hour(walker)
+    best: datetime | None = None
+    stop: datetime | None = None
+    for _ in range(_CRON_STEP_LIMIT):
+        wall = walker.get_next(datetime).replace(tzinfo=None)
+        if best is not None and stop is not None and wall > stop:
+            return best
+        for instant in _instants(wall, zone, both_folds):
+            if instant > after and (best is None or instant < best):
+                best = instant
+        if best is not None and stop is None:
+            stop = _search_end(best, zone)
+    raise InvalidInterval("cron", expression, "too many steps while looking for the next occurrence")
+
+
+def _has_seconds(expression: str) -> bool:
+    return len(expression.split()) == 6
+
+
+def _fires_every_hour(walker: object) -> bool:
+    hours = getattr(walker, "expanded", [[], []])[1]
+    return hours == ["*"] or set(hours) >= set(range(24))
+
+
+def _offset(zone: ZoneInfo, instant: datetime) -> timedelta:
+    return instant.astimezone(zone).utcoffset() or timedelta(0)
+
+
+def _instants(wall: datetime, zone: ZoneInfo, both_folds: bool) -> list[datetime]:
+    """UTC instants at which wall-clock time ``wall`` happens in ``zone``."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if second <= first:  # normal time, or skipped by a DST gap: fold=0 is the gap-shifted instant
+        return [first]
+    return [first, second] if both_folds else [first]
+
+
+def _search_end(best: datetime, zone: ZoneInfo) -> datetime:
+    """Last wall-clock time that can still map to an instant before ``best`` (DST reorders them)."""
+    span = timedelta(hours=3)
+    offsets = {_offset(zone, best + delta) for delta in (-span, timedelta(0), span)}
+    shift = max(offsets) - min(offsets)
+    return (best + _offset(zone, best) + shift).replace(tzinfo=None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timezones, priorities, skip days
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_timezone(name: str | None, *, field: str = "timezone") -> ZoneInfo | None:
+    """Return the IANA zone called ``name`` (case-insensitive), or None for None or ""."""
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str):
+        raise InvalidTimezone(field, name, "expected an IANA timezone name such as 'Europe/Vienna'")
+    canonical = _zone_names().get(name.strip().lower())
+    if canonical is None:
+        raise InvalidTimezone(field, name, "unknown timezone (expected an IANA name such as 'Europe/Vienna')")
+    try:
+        return ZoneInfo(canonical)
+    # A zone listed by tzdata can still fail to load on a damaged install; report it as unknown.
+    except (KeyError, ValueError, OSError) as error:
+        raise InvalidTimezone(field, name, f"cannot load timezone: {error}") from None
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> dict[str, str]:
+    # Only listed names are ever opened, so odd strings ("../etc", NUL bytes) never reach the filesystem.
+    names = {zone.lower(): zone for zone in available_timezones()}
+    names.setdefault("utc", "UTC")
+    return names
+
+
+def parse_priority(value: int | str | None, *, field: str = "priority") -> int:
+    """Return the numeric priority: an int as is, or lowest -20, low -10, normal 0, high 10, highest 20."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise InvalidPriority(field, value, "expected an int or lowest/low/normal/high/highest")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _PRIORITIES:
+        return _PRIORITIES[value.strip().lower()]
+    raise InvalidPriority(field, value, "expected an int or lowest/low/normal/high/highest")
+
+
+def parse_skip_days(days: Iterable[int] | None, *, field: str = "skip_days") -> list[int] | None:
+    """Validate days of the week to skip (0=Sunday .. 6=Saturday); return them sorted, without repeats."""
+    if days is None:
+        return None
+    if isinstance(days, str | bytes) or not isinstance(days, Iterable):
+        raise InvalidInput(field, days, "expected a list of days, 0=Sunday .. 6=Saturday")
+    result: set[int] = set()
+    for day in days:
+        if isinstance(day, bool) or not isinstance(day, int) or not 0 <= day <= 6:
+            raise InvalidInput(field, day, "a skip day must be an integer 0-6 (0=Sunday, 6=Saturday)")
+        result.add(day)
+    return sorted(result)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dates
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_when(
+    value: datetime | str,
+    *,
+    now: datetime | None = None,
+    timezone: ZoneInfo | None = None,
+    field: str = "when",
+) -> datetime:
+    """Read when to run: a datetime (naive is UTC) or a string ("now", ISO-8601, "in 20 minutes", ...).
+
+    Strings are tried as "now", an ISO-8601 date (its wall time in ``timezone`` when it has no offset),
+    "in <duration>" / "<duration> from now" / "<duration> ago", then natural language
+    ("tomorrow at noon", "3:30pm", "next monday at 9am") read in ``timezone`` (UTC if None).
+    """
+    if isinstance(value, datetime):
+        return to_utc(value)
+    if not isinstance(value, str):
+        raise InvalidDate(field, value, "expected a datetime or a date string")
+    base = to_utc(now) if now is not None else utcnow()
+    text = value.strip()
+    if not text:
+        raise InvalidDate(field, value, "the date is empty")
+    parsed = _read_date_string(text, base, timezone)
+    if parsed is None:
+        raise InvalidDate(
+            field, value, "not a date (try a datetime, 'now', 'in 20 minutes', 'tomorrow at noon')"
+        )
+    try:
+        return to_utc(parsed)
+    except OverflowError:
+        raise InvalidDate(field, value, "the date is out of range") from None
+
+
+def _read_date_string(text: str, now: datetime, zone: ZoneInfo | None) -> datetime | None:
+    if text.lower() == "now":
+        return now
+    iso = dates.read_iso_datetime(text, zone)
+    if iso is not None:
+        return iso
+    relative = dates.read_relative(text)
+    if relative is not None:
+        try:
+            delta = to_timedelta(relative[0], field="when", allow_zero=True)
+            return now + delta * relative[1]
+        except (InvalidInterval, OverflowError):
+            pass  # not a duration: let the natural-language reader try
+    return dates.read_natural_date(text, now=now, timezone_=zone)
+
+
+def next_repeat_at(
+    repeat_at: str, *, last_run_at: datetime | None, now: datetime, timezone: ZoneInfo | None
+) -> datetime:
+    """Return the next occurrence of a time of day ("3:30pm", "15:30", "noon") in ``timezone``.
+
+    Today's occurrence when it is after ``now`` and is not ``last_run_at``; tomorrow's otherwise.
+
+    Raises:
+        InvalidDate: ``repeat_at`` is not a time of day.
+    """
+    at = dates.read_time_of_day(repeat_at) if isinstance(repeat_at, str) else None
+    if at is None:
+        raise InvalidDate("repeatAt", repeat_at, "failed to calculate repeatAt time due to invalid format")
+    zone = timezone or ZoneInfo("UTC")
+    current = to_utc(now)
+    today = current.astimezone(zone).date()
+    candidate = _at_wall_time(today, at.hour, at.minute, at.second, zone)
+    if candidate <= current or (last_run_at is not None and candidate == to_utc(last_run_at)):
+        candidate = _at_wall_time(today + timedelta(days=1), at.hour, at.minute, at.second, zone)
+    return candidate
+
+
+def _at_wall_time(day: date, hour: int, minute: int, second: int, zone: ZoneInfo) -> datetime:
+    # fold=0: a time skipped by DST is shifted forward by the gap, a repeated one happens the first time.
+    wall = datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=zone)
+    return wall.astimezone(UTC)
+
+
+def apply_date_constraints(
+    when: datetime | None,
+    *,
+    start_date: datetime | None,
+    end_date: datetime | None,
+    skip_days: Sequence[int] | None,
+    timezone: ZoneInfo | None,
+) -> datetime | None:
+    """Apply Agenda's startDate, skipDays and endDate rules to a next run time (None: never runs).
+
+    Before ``start_date`` moves to ``start_date``; a skipped weekday (0=Sunday, read in ``timezone``,
+    UTC if None) moves forward a day at a time keeping the time of day; after ``end_date`` is None.
+    """
+    if when is None:
+        return None
+    result: datetime | None = to_utc(when)
+    assert result is not None
+    if start_date is not None and result < to_utc(start_date):
+        result = to_utc(start_date)
+    if skip_days:
+        result = _skip_days(result, _weekdays(skip_days), timezone or ZoneInfo("UTC"))
+        if result is None:
+            return None
+    if end_date is not None and result > to_utc(end_date):
+        return None
+    return result
+
+
+def _weekdays(days: Iterable[object]) -> set[int]:
+    # Documents written by Node may hold doubles (1.0); anything that is not a whole number never matches.
+    return {
+        int(day)
+        for day in days
+        if isinstance(day, int | float) and not isinstance(day, bool) and float(day).is_integer()
+    }
+
+
+def _skip_days(when: datetime, skip: set[int], zone: ZoneInfo) -> datetime | None:
+    if len(skip & set(range(7))) >= 7:
+        return None
+    local = when.astimezone(zone)
+    if local.isoweekday() % 7 not in skip:  # isoweekday: Monday 1 .. Sunday 7; Agenda: Sunday 0
+        return when
+    wall = local.replace(tzinfo=None)
+    for _ in range(7):
+        wall += timedelta(days=1)
+        if wall.isoweekday() % 7 not in skip:
+            return to_utc(wall.replace(tzinfo=zone))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# computeNextRunAt
+# ---------------------------------------------------------------------------------------------------
+
+
+def compute_next_run_at(
+    *,
+    repeat_interval: str | int | float | None,
+    repeat_timezone: str | None,
+    repeat_at: str | None,
+    last_run_at: datetime | None,
+    now: datetime,
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+    skip_days: Sequence[int] | None = None,
+) -> datetime | None:
+    """Compute a job's next run as Agenda 6.2.6's ``computeNextRunAt`` does (None: no next run).
+
+    A fixed interval runs ``last_run_at + interval``, or ``now`` when the job never ran. A cron
+    expression runs at its next time after ``last_run_at`` (or ``now``), in ``repeat_timezone``. A
+    ``repeat_at`` time of day is used when there is no interval. Date constraints apply last.
+
+    Raises:
+        InvalidInterval: unreadable ``repeat_interval`` (the reason reads like Agenda's failReason).
+        InvalidDate: unreadable ``repeat_at``.
+        InvalidTimezone: unknown ``repeat_timezone``.
+    """
+    zone = parse_timezone(repeat_timezone, field="repeatTimezone")
+    current = to_utc(now)
+    last = to_utc(last_run_at) if last_run_at is not None else None
+    if _js_truthy(repeat_interval):
+        assert repeat_interval is not None  # narrowed by _js_truthy
+        when = _next_from_interval(interval_from_document(repeat_interval), last, current, zone)
+    elif repeat_at:
+        when = next_repeat_at(repeat_at, last_run_at=last, now=current, timezone=zone)
+    else:
+        return None
+    return apply_date_constraints(
+        when, start_date=start_date, end_date=end_date, skip_days=skip_days, timezone=zone
+    )
+
+
+def _js_truthy(value: object) -> bool:
+    # Agenda checks `if (repeatInterval)`: None, "", 0 and NaN mean "no interval".
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return bool(value)
+
+
+def _next_from_interval(
+    interval: Interval, last: datetime | None, now: datetime, zone: ZoneInfo | None
+) -> datetime:
+    base = last or now
+    if interval.every is not None:
+        if last is None:
+            return now  # a never-run job runs at once, as in Agenda
+        try:
+            return last + interval.every
+        except OverflowError:
+            raise _document_error(interval.stored, "the next run is beyond the year 9999") from None
+    assert interval.cron is not None  # an Interval has exactly one of cron and every
+    try:
+        when = next_cron(interval.cron, base, zone, field="repeatInterval")
+        if when <= base:  # Agenda's nudge for cron results that are not after the last run
+            when = next_cron(interval.cron, base + timedelta(seconds=1), zone, field="repeatInterval")
+    except InvalidInterval as error:
+        raise _document_error(interval.stored, error.reason) from None
+    return when

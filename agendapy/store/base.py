@@ -1,0 +1,131 @@
+"""The JobStore interface: everything the façade and the worker need from a database.
+
+Only implementations of this protocol build queries or speak BSON; the processor and the façade work
+with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small dataclasses below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from ..job import Job, Lease
+
+__all__ = ["ClaimRequest", "JobCriteria", "JobQuery", "JobStore", "SortDirection"]
+
+SortDirection = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class JobCriteria:
+    """Which jobs a cancel/disable/enable/query applies to (Agenda's RemoveJobsOptions)."""
+
+    id: str | None = None
+    ids: Sequence[str] | None = None
+    name: str | None = None
+    names: Sequence[str] | None = None
+    not_names: Sequence[str] | None = None
+    data: Any = None
+    has_data: bool = False
+
+    def is_empty(self) -> bool:
+        """True when no criterion is given (Agenda then removes or changes nothing)."""
+        return (
+            self.id is None
+            and self.ids is None
+            and self.name is None
+            and self.names is None
+            and self.not_names is None
+            and not self.has_data
+        )
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """``query_jobs`` options that the store applies (state filtering happens above it)."""
+
+    criteria: JobCriteria = field(default_factory=JobCriteria)
+    search: str | None = None
+    include_disabled: bool = True
+    sort: Mapping[str, SortDirection] | None = None
+    skip: int = 0
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One claim pass: lock the next job of ``names`` that is due by ``next_scan_at`` or whose lock expired.
+
+    ``lock_deadlines`` gives, per name, the ``lockedAt`` at or before which a lock counts as expired.
+    """
+
+    names: Sequence[str]
+    now: datetime
+    next_scan_at: datetime
+    lock_deadlines: Mapping[str, datetime]
+    owner: str | None
+
+
+class JobStore(Protocol):
+    """What agendapy needs from a database."""
+
+    async def connect(self) -> None:
+        """Open the connection and create the indexes."""
+
+    async def close(self) -> None:
+        """Release the connection if this store owns it."""
+
+    async def save_job(self, job: Job, *, now: datetime, last_modified_by: str | None) -> None:
+        """Insert/update/upsert ``job`` (Agenda's saveJob); sets ``job.id`` and what the database decided."""
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+
+    async def claim(self, request: ClaimRequest, token: str) -> Job | None:
+        """Atomically lock one job for this worker; the returned job carries a Lease with ``token``."""
+
+    async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
+        """Write the worker-managed fields (all, or those named); fenced by the job's lease if it has one.
+
+        Returns False when nothing matched: the job is gone, or its lock was taken over.
+        """
+
+    async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
+        """Move ``lockedAt`` to ``now`` for each leased job; returns the jobs whose lock was lost."""
+
+    async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
+        """Unlock leased jobs (fenced); with ``reschedule_at``, also make them due then."""
+
+    async def refresh_run_fields(self, job: Job) -> None:
+        """Reload lastRunAt, lockedAt and lastFinishedAt from the database (raises JobNotFound)."""
+
+    async def query(self, query: JobQuery) -> tuple[list[Job], int]:
+        """Jobs matching the query, and how many match without skip/limit."""
+
+    async def fetch_all_states(self, query: JobQuery) -> list[Job]:
+        """Every matching job with the fields needed to compute its state (for state filters)."""
+
+    async def overview(self, now: datetime) -> list[dict[str, Any]]:
+        """Per job name: total and a count per state (Agenda's getJobsOverview)."""
+
+    async def remove(self, criteria: JobCriteria) -> int:
+        """Delete the matching jobs; no criteria deletes nothing."""
+
+    async def remove_all(self) -> int:
+        """Delete every job."""
+
+    async def set_disabled(self, criteria: JobCriteria, disabled: bool) -> int:
+        """Set ``disabled`` on the matching jobs; returns how many changed."""
+
+    async def queue_size(self, now: datetime) -> int:
+        """How many jobs are due (nextRunAt < now)."""
+
+    async def distinct_names(self) -> list[str]:
+        """The job names present in the collection."""
+
+
+def lease_of(job: Job) -> Lease | None:
+    """The lease a worker holds on ``job``, if any."""
+    return job._lease

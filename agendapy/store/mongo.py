@@ -1,0 +1,534 @@
+"""The MongoDB JobStore, on PyMongo's native async client."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from bson import CodecOptions
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    InvalidURI,
+    OperationFailure,
+)
+from pymongo.uri_parser import parse_uri
+
+from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
+from ..job import Job, JobState, Lease, compute_job_state
+from .base import ClaimRequest, JobCriteria, JobQuery
+from .queries import (
+    CLAIM_SORT,
+    INDEXES,
+    claim_filter,
+    claim_update,
+    criteria_filter,
+    fence_filter,
+    query_filter,
+    query_sort,
+)
+from .schema import PROCESSOR_FIELDS, document_from_job, job_from_document, to_object_id
+
+__all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "MongoJobStore", "redact_url"]
+
+log = logging.getLogger("agendapy.store")
+
+DEFAULT_COLLECTION = "agendaJobs"
+DEFAULT_DATABASE = "agenda"
+_SERVER_SELECTION_TIMEOUT_MS = 10_000
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The worker-managed fields of one run, in Agenda's saveJobState (+ ours).
+STATE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("locked_at", "lockedAt"),
+    ("next_run_at", "nextRunAt"),
+    ("last_run_at", "lastRunAt"),
+    ("progress", "progress"),
+    ("fail_reason", "failReason"),
+    ("fail_count", "failCount"),
+    ("failed_at", "failedAt"),
+    ("last_finished_at", "lastFinishedAt"),
+    ("last_modified_by", "lastModifiedBy"),
+    ("checkpoint_state", "checkpoint"),
+)
+_STATE_KEYS = dict(STATE_FIELDS)
+_SCHEDULE_FIELDS = ("repeatInterval", "repeatTimezone", "repeatAt", "startDate", "endDate", "skipDays")
+
+
+def redact_url(url: str) -> str:
+    """A MongoDB URL without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _translate_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn "cannot reach the server" into DatabaseUnavailable, naming the server."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except ConnectionFailure as exc:
+            store = args[0]
+            assert isinstance(store, MongoJobStore)
+            raise DatabaseUnavailable(f"cannot reach MongoDB at {store.describe()}: {exc}") from exc
+
+    return wrapper
+
+
+class MongoJobStore:
+    """Jobs in one MongoDB collection, as Node Agenda 6 stores them.
+
+    Args:
+        db: a ``mongodb://`` or ``mongodb+srv://`` URL (the database comes from its path), an
+            ``AsyncMongoClient``, an ``AsyncDatabase``, or a Motor client/database (its settings are
+            copied onto a native async client, since Motor is deprecated upstream).
+        collection: the collection name (Agenda's default ``agendaJobs``).
+        database: the database name when ``db`` does not say (default ``agenda``).
+        ensure_indexes: create the indexes on connect.
+    """
+
+    def __init__(
+        self,
+        db: str | AsyncMongoClient[Any] | AsyncDatabase[Any] | Any,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        database: str | None = None,
+        ensure_indexes: bool = True,
+    ) -> None:
+        if not isinstance(collection, str) or not collection or "$" in collection:
+            raise InvalidInput("collection", collection, "must be a non-empty name without '$'")
+        self._source = db
+        self._collection_name = collection
+        self._database_name = database
+        self._ensure_indexes = ensure_indexes
+        self._client: AsyncMongoClient[Any] | None = None
+        self._owns_client = False
+        self._collection: AsyncCollection[dict[str, Any]] | None = None
+        self._url: str | None = None
+        if isinstance(db, str):
+            self._validate_url(db)
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _validate_url(self, url: str) -> None:
+        if not url.startswith(("mongodb://", "mongodb+srv://")):
+            raise InvalidInput("db", redact_url(url), "must start with mongodb:// or mongodb+srv://")
+        try:
+            parse_uri(url, validate=True, warn=False, connect_timeout=None) if not url.startswith(
+                "mongodb+srv://"
+            ) else None
+        except (InvalidURI, ConfigurationError, ValueError) as exc:
+            raise InvalidInput("db", redact_url(url), str(exc)) from None
+        self._url = url
+
+    def describe(self) -> str:
+        """Where this store points, for messages (no password)."""
+        if self._url:
+            return redact_url(self._url)
+        if self._client is not None:
+            return ", ".join(f"{h}:{p}" for h, p in self._client.topology_description.server_descriptions())
+        return repr(self._source)
+
+    @property
+    def collection(self) -> AsyncCollection[dict[str, Any]]:
+        """The jobs collection (connect first)."""
+        if self._collection is None:
+            raise RuntimeError("the job store is not connected")
+        return self._collection
+
+    @property
+    def database(self) -> AsyncDatabase[dict[str, Any]]:
+        """The database holding the jobs collection (connect first)."""
+        return self.collection.database
+
+    async def connect(self) -> None:
+        """Resolve the client and database, check the server answers, create the indexes."""
+        if self._collection is not None:
+            return
+        database = self._resolve_database()
+        codec = CodecOptions(tz_aware=True, tzinfo=UTC)
+        self._collection = database.get_collection(self._collection_name, codec_options=codec)
+        try:
+            await database.command("ping")
+        except ConnectionFailure as exc:
+            await self.close()
+            raise DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {exc}") from exc
+        if self._ensure_indexes:
+            await self._create_indexes()
+
+    def _resolve_database(self) -> AsyncDatabase[dict[str, Any]]:
+        source = self._source
+        if _is_motor(source):
+            source = _native_from_motor(source)
+            self._owns_client = True
+        if isinstance(source, str):
+            parsed = parse_uri(source, warn=True) if source.startswith("mongodb://") else {"database": None}
+            kwargs: dict[str, Any] = {}
+            if "serverselectiontimeoutms" not in source.lower():
+                kwargs["serverSelectionTimeoutMS"] = _SERVER_SELECTION_TIMEOUT_MS
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(source, **kwargs)
+            self._client, self._owns_client = client, True
+            name = self._database_name or parsed.get("database") or _db_from_srv(source) or DEFAULT_DATABASE
+            return client[name]
+        if isinstance(source, AsyncMongoClient):
+            self._client = source
+            return source[self._database_name or _default_database(source)]
+        if isinstance(source, AsyncDatabase):
+            self._client = source.client
+            return source
+        raise InvalidInput(
+            "db",
+            source,
+            "must be a mongodb:// URL, an AsyncMongoClient, an AsyncDatabase or a Motor client/database",
+        )
+
+    async def _create_indexes(self) -> None:
+        for name, keys, options in INDEXES:
+            try:
+                await self.collection.create_index(keys, name=name, **options)
+            except OperationFailure as exc:
+                # An existing collection may hold duplicate recurring documents from older Agenda
+                # versions; the unique index is then skipped rather than refusing to start.
+                log.warning("could not create index %s on %s: %s", name, self._collection_name, exc)
+
+    async def close(self) -> None:
+        """Close the client if this store created it."""
+        if self._client is not None and self._owns_client:
+            await self._client.close()
+        self._client = None
+        self._collection = None
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    @_translate_errors
+    async def save_job(self, job: Job, *, now: datetime, last_modified_by: str | None) -> None:
+        """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert."""
+        job.last_modified_by = last_modified_by
+        doc = document_from_job(job)
+        props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+        if job.id is not None:
+            found = await self.collection.find_one_and_update(
+                {"_id": to_object_id(job.id), "name": job.name},
+                {"$set": props},
+                return_document=ReturnDocument.AFTER,
+            )
+            if found is not None:
+                _absorb(job, found)
+            return
+        if job.type == "single":
+            await self._save_single(job, doc, props, now)
+        elif job.unique_query is not None:
+            await self._save_unique(job, doc, props, now)
+        else:
+            result = await self.collection.insert_one(doc)
+            job.id = str(result.inserted_id)
+
+    async def _save_single(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
+        # One document per recurring name. A stored nextRunAt survives a re-call of every() (at every boot)
+        # when it is due (Agenda's rule) or when the schedule itself did not change (so restarts never
+        # push a schedule forward).
+        for _ in range(3):
+            existing = await self.collection.find_one({"name": job.name, "type": "single"})
+            if existing is None:
+                try:
+                    result = await self.collection.insert_one(doc)
+                except DuplicateKeyError:
+                    continue  # another process created it first; update that one
+                job.id = str(result.inserted_id)
+                return
+            update = dict(props)
+            unchanged = all(existing.get(k) == props.get(k) for k in _SCHEDULE_FIELDS)
+            next_run = props.get("nextRunAt")
+            if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
+                update.pop("nextRunAt", None)
+            found = await self.collection.find_one_and_update(
+                {"_id": existing["_id"]}, {"$set": update}, return_document=ReturnDocument.AFTER
+            )
+            if found is not None:
+                _absorb(job, found)
+                return
+        raise RuntimeError(f"could not save recurring job {job.name!r}: it kept changing concurrently")
+
+    async def _save_unique(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
+        assert job.unique_query is not None
+        query = {**job.unique_query, "name": job.name}
+        debounce = job.debounce_options
+        if debounce is None:
+            if job.unique_insert_only:
+                update: dict[str, Any] = {"$setOnInsert": _without(doc, query)}
+            else:
+                update = {"$set": props, "$setOnInsert": _only_processor(doc, query)}
+        else:
+            existing = await self.collection.find_one(query)
+            update = _debounce_update(job, doc, props, query, existing, now)
+        found = await self.collection.find_one_and_update(
+            query, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        if found is not None:
+            _absorb(job, found)
+
+    # -- one run's locks and state --------------------------------------------------------------
+
+    @_translate_errors
+    async def claim(self, request: ClaimRequest, token: str) -> Job | None:
+        """Lock the next claimable job of ``request.names`` (one atomic find_one_and_update)."""
+        found = await self.collection.find_one_and_update(
+            claim_filter(request),
+            claim_update(request, token),
+            sort=CLAIM_SORT,
+            return_document=ReturnDocument.AFTER,
+        )
+        if found is None:
+            return None
+        job = job_from_document(found)
+        job._lease = Lease(token=token, locked_at=request.now)
+        return job
+
+    @_translate_errors
+    async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
+        """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
+        names = fields if fields is not None else [attr for attr, _ in STATE_FIELDS]
+        values = {_STATE_KEYS[attr]: getattr(job, attr) for attr in names}
+        lease = job._lease
+        if lease is not None and "locked_at" in names and job.locked_at is None:
+            values["lockToken"] = None
+        if lease is None:
+            result = await self.collection.update_one(fence_filter(job.id, None, None), {"$set": values})
+            return result.matched_count > 0
+        async with lease.write_lock:
+            if lease.lost:
+                return False
+            result = await self.collection.update_one(
+                fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}
+            )
+            if result.matched_count == 0:
+                return False
+            if "locked_at" in names and job.locked_at is not None:
+                lease.locked_at = job.locked_at
+            return True
+
+    @_translate_errors
+    async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
+        """Heartbeat: move each lease's ``lockedAt`` forward; returns the jobs whose lock is gone."""
+        lost: list[Job] = []
+        for job in jobs:
+            lease = job._lease
+            if lease is None or lease.lost:
+                continue
+            async with lease.write_lock:
+                result = await self.collection.update_one(
+                    fence_filter(job.id, lease.locked_at, lease.token), {"$set": {"lockedAt": now}}
+                )
+                if result.matched_count:
+                    lease.locked_at = now
+                    job.locked_at = now
+                else:
+                    lost.append(job)
+        return lost
+
+    @_translate_errors
+    async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
+        """Unlock the given leased jobs; with ``reschedule_at`` they become due then."""
+        for job in jobs:
+            lease = job._lease
+            if lease is None or lease.lost:
+                continue
+            values: dict[str, Any] = {"lockedAt": None, "lockToken": None}
+            if reschedule_at is not None:
+                values["nextRunAt"] = reschedule_at
+            async with lease.write_lock:
+                await self.collection.update_one(
+                    fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}
+                )
+            job.locked_at = None
+
+    @_translate_errors
+    async def refresh_run_fields(self, job: Job) -> None:
+        """Reload lastRunAt, lockedAt, lastFinishedAt (for ``is_running`` on a job read earlier)."""
+        found = await self.collection.find_one(
+            {"_id": to_object_id(job.id)}, projection={"lastRunAt": 1, "lockedAt": 1, "lastFinishedAt": 1}
+        )
+        if found is None:
+            raise JobNotFound(f"job with id {job.id} not found in database")
+        fresh = job_from_document({"name": job.name, **found})
+        job.last_run_at, job.locked_at = fresh.last_run_at, fresh.locked_at
+        job.last_finished_at = fresh.last_finished_at
+
+    # -- reading and bulk changes -----------------------------------------------------------------
+
+    @_translate_errors
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        found = await self.collection.find_one({"_id": to_object_id(job_id)})
+        return None if found is None else job_from_document(found)
+
+    @_translate_errors
+    async def query(self, query: JobQuery) -> tuple[list[Job], int]:
+        """Matching jobs (sorted, skipped, limited in the database) and the total match count."""
+        flt = query_filter(query)
+        cursor = self.collection.find(flt, sort=query_sort(query.sort), skip=query.skip, limit=query.limit)
+        jobs = [job_from_document(doc) async for doc in cursor]
+        total = await self.collection.count_documents(flt)
+        return jobs, total
+
+    @_translate_errors
+    async def fetch_all_states(self, query: JobQuery) -> list[Job]:
+        """Every matching job, sorted (the caller filters by computed state and pages)."""
+        cursor = self.collection.find(query_filter(query), sort=query_sort(query.sort))
+        return [job_from_document(doc) async for doc in cursor]
+
+    @_translate_errors
+    async def overview(self, now: datetime) -> list[dict[str, Any]]:
+        """Per name: total, running, scheduled, queued, completed, failed, repeating, paused."""
+        projection = {
+            k: 1
+            for k in ("name", "lockedAt", "failedAt", "lastFinishedAt", "repeatInterval", "nextRunAt", "disabled")
+        }
+        counts: dict[str, dict[str, Any]] = {}
+        async for doc in self.collection.find({}, projection=projection):
+            job = job_from_document(doc)
+            entry = counts.setdefault(job.name, _empty_overview(job.name))
+            entry["total"] += 1
+            entry[compute_job_state(job, now).value] += 1
+            if job.disabled:
+                entry["paused"] += 1
+        return sorted(counts.values(), key=lambda e: e["name"])
+
+    @_translate_errors
+    async def remove(self, criteria: JobCriteria) -> int:
+        """Delete matching jobs; empty criteria delete nothing (Agenda's rule)."""
+        if criteria.is_empty():
+            return 0
+        result = await self.collection.delete_many(criteria_filter(criteria))
+        return result.deleted_count
+
+    @_translate_errors
+    async def remove_all(self) -> int:
+        """Delete every job in the collection."""
+        result = await self.collection.delete_many({})
+        return result.deleted_count
+
+    @_translate_errors
+    async def set_disabled(self, criteria: JobCriteria, disabled: bool) -> int:
+        """Disable or enable matching jobs; returns how many changed."""
+        if criteria.is_empty():
+            return 0
+        result = await self.collection.update_many(criteria_filter(criteria), {"$set": {"disabled": disabled}})
+        return result.modified_count
+
+    @_translate_errors
+    async def queue_size(self, now: datetime) -> int:
+        """How many jobs are due (Agenda's getQueueSize: nextRunAt < now)."""
+        return await self.collection.count_documents({"nextRunAt": {"$lt": now}})
+
+    @_translate_errors
+    async def distinct_names(self) -> list[str]:
+        """Distinct job names, via $group (allowed under the Stable API, unlike distinct)."""
+        cursor = await self.collection.aggregate([{"$group": {"_id": "$name"}}, {"$sort": {"_id": 1}}])
+        return [doc["_id"] async for doc in cursor if isinstance(doc.get("_id"), str)]
+
+
+def _absorb(job: Job, doc: dict[str, Any]) -> None:
+    """Copy what the database decided (id, nextRunAt, debounce start) back onto the job."""
+    job.id = str(doc["_id"])
+    fresh = job_from_document(doc)
+    job.next_run_at = fresh.next_run_at
+    job.debounce_started_at = fresh.debounce_started_at
+    job.data = fresh.data
+
+
+def _without(doc: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+    # $setOnInsert may not touch paths the upsert query already sets (nor their parents or children).
+    def clashes(key: str) -> bool:
+        return any(q == key or q.startswith(key + ".") or key.startswith(q + ".") for q in query)
+
+    return {k: v for k, v in doc.items() if not clashes(k)}
+
+
+def _only_processor(doc: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+    return _without({k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}, query)
+
+
+def _debounce_update(
+    job: Job,
+    doc: dict[str, Any],
+    props: dict[str, Any],
+    query: dict[str, Any],
+    existing: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Agenda's debounce: trailing pushes the run back (up to max_wait); leading keeps the first run."""
+    options = job.debounce_options
+    assert options is not None
+    if existing is None:
+        fields = dict(props)
+        if options.strategy == "trailing":
+            fields["nextRunAt"] = now + options.delay
+        fields["debounceStartedAt"] = now
+        return {"$set": _without(fields, query), "$setOnInsert": _only_processor(doc, query)}
+    fields = dict(props)
+    started = existing.get("debounceStartedAt")
+    if isinstance(started, datetime) and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    if options.strategy == "leading":
+        fields.pop("nextRunAt", None)
+        fields["debounceStartedAt"] = started or now
+    elif options.max_wait is not None and started is not None and now - started >= options.max_wait:
+        fields["nextRunAt"] = now
+        fields["debounceStartedAt"] = None
+    else:
+        fields["nextRunAt"] = now + options.delay
+        fields["debounceStartedAt"] = started or now
+    return {"$set": fields}
+
+
+def _empty_overview(name: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "total": 0, "paused": 0}
+    for state in JobState:
+        entry[state.value] = 0
+    return entry
+
+
+def _is_motor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("motor.")
+
+
+def _native_from_motor(obj: Any) -> AsyncMongoClient[Any] | AsyncDatabase[Any]:
+    """A native async client with the Motor client's settings (Motor wraps a sync PyMongo client)."""
+    delegate = getattr(obj, "delegate", None)
+    client = getattr(delegate, "client", delegate)  # a Motor database's delegate is a sync Database
+    init_kwargs = getattr(client, "_init_kwargs", None)
+    if not isinstance(init_kwargs, dict):
+        raise InvalidInput("db", obj, "this Motor client's settings cannot be read; pass a mongodb:// URL")
+    native: AsyncMongoClient[Any] = AsyncMongoClient(**init_kwargs)
+    db_name = getattr(obj, "name", None) if hasattr(obj, "client") else None
+    return native[db_name] if isinstance(db_name, str) else native
+
+
+def _default_database(client: AsyncMongoClient[Any]) -> str:
+    try:
+        return client.get_default_database().name
+    except ConfigurationError:
+        return DEFAULT_DATABASE
+
+
+def _db_from_srv(url: str) -> str | None:
+    path = urlsplit(url).path.lstrip("/")
+    return path or None

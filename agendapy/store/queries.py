@@ -1,0 +1,154 @@
+"""Every MongoDB filter and update agendapy sends, each built by one named function beside its index.
+
+Keeping them here answers "which index serves this query" in one place; ``tests/integration`` checks
+the claim query's plan with ``explain``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..errors import InvalidInput
+from ..validate import check_safe_filter
+from .base import ClaimRequest, JobCriteria, JobQuery
+from .schema import to_object_id
+
+__all__ = [
+    "CLAIM_SORT",
+    "INDEXES",
+    "claim_filter",
+    "claim_update",
+    "criteria_filter",
+    "fence_filter",
+    "query_filter",
+    "query_sort",
+]
+
+#: Agenda's lock index (same name and keys, so Node and Python create the same index), plus ours.
+INDEXES: tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...] = (
+    (
+        "findAndLockNextJobIndex",
+        [("name", 1), ("nextRunAt", 1), ("priority", -1), ("lockedAt", 1), ("disabled", 1)],
+        {},
+    ),
+    # One recurring ("single") document per name, even when two processes call every() at once.
+    (
+        "agendapySingleJobName",
+        [("name", 1), ("type", 1)],
+        {"unique": True, "partialFilterExpression": {"type": "single"}},
+    ),
+)
+
+#: Agenda's default claim order: earliest due first, then highest priority.
+CLAIM_SORT: list[tuple[str, int]] = [("nextRunAt", 1), ("priority", -1)]
+
+
+def claim_filter(request: ClaimRequest) -> dict[str, Any]:
+    """Agenda's find-and-lock filter over several names (served by findAndLockNextJobIndex).
+
+    A job is claimable when it is unlocked and due within the scan window, or when its lock is older than
+    its definition's lock lifetime (its worker died): the second branch is how crashed work comes back.
+    """
+    names = list(request.names)
+    branches: list[dict[str, Any]] = [
+        {"name": {"$in": names}, "lockedAt": None, "nextRunAt": {"$lte": request.next_scan_at}}
+    ]
+    by_deadline: dict[datetime, list[str]] = defaultdict(list)
+    for name in names:
+        by_deadline[request.lock_deadlines[name]].append(name)
+    for deadline, group in by_deadline.items():
+        branches.append({"name": {"$in": group}, "lockedAt": {"$lte": deadline}})
+    return {"disabled": {"$ne": True}, "$or": branches}
+
+
+def claim_update(request: ClaimRequest, token: str) -> dict[str, Any]:
+    """Take the lock: a new ``lockedAt`` and a token only this claim knows."""
+    fields: dict[str, Any] = {"lockedAt": request.now, "lockToken": token}
+    if request.owner:
+        fields["lastModifiedBy"] = request.owner
+    return {"$set": fields}
+
+
+def fence_filter(job_id: Any, locked_at: datetime | None, token: str | None) -> dict[str, Any]:
+    """Match the job only while this worker's lock is the current one (by _id)."""
+    if token is None:
+        return {"_id": to_object_id(job_id)}
+    return {"_id": to_object_id(job_id), "lockedAt": locked_at, "lockToken": token}
+
+
+def _flatten(prefix: str, value: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for key, item in value.items():
+        path = f"{prefix}.{key}"
+        if isinstance(item, Mapping) and item and not any(str(k).startswith("$") for k in item):
+            _flatten(path, item, out)
+        else:
+            out[path] = item
+
+
+def criteria_filter(criteria: JobCriteria) -> dict[str, Any]:
+    """Agenda's RemoveJobsOptions as a filter; a ``data`` mapping matches by its leaves (dot notation)."""
+    clauses: list[dict[str, Any]] = []
+    if criteria.id is not None:
+        clauses.append({"_id": to_object_id(criteria.id)})
+    if criteria.ids is not None:
+        clauses.append({"_id": {"$in": [to_object_id(i) for i in criteria.ids]}})
+    if criteria.name is not None:
+        clauses.append({"name": criteria.name})
+    if criteria.names is not None:
+        clauses.append({"name": {"$in": list(criteria.names)}})
+    if criteria.not_names is not None:
+        clauses.append({"name": {"$nin": list(criteria.not_names)}})
+    if criteria.has_data:
+        check_safe_filter(criteria.data, field="data")
+        if isinstance(criteria.data, Mapping) and criteria.data:
+            flat: dict[str, Any] = {}
+            _flatten("data", criteria.data, flat)
+            clauses.append(flat)
+        else:
+            clauses.append({"data": criteria.data})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def query_filter(query: JobQuery) -> dict[str, Any]:
+    """The filter of ``query_jobs`` (without the state, which is computed)."""
+    clauses = [criteria_filter(query.criteria)] if not query.criteria.is_empty() else []
+    if query.search:
+        clauses.append({"name": {"$regex": re.escape(query.search), "$options": "i"}})
+    if not query.include_disabled:
+        clauses.append({"disabled": {"$ne": True}})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+_SORT_FIELDS = {
+    "next_run_at": "nextRunAt",
+    "nextRunAt": "nextRunAt",
+    "last_run_at": "lastRunAt",
+    "lastRunAt": "lastRunAt",
+    "last_finished_at": "lastFinishedAt",
+    "lastFinishedAt": "lastFinishedAt",
+    "priority": "priority",
+    "name": "name",
+    "data": "data",
+}
+
+
+def query_sort(sort: Mapping[str, str] | None) -> list[tuple[str, int]]:
+    """``query_jobs`` sort; Agenda's default is most recent nextRunAt, then lastRunAt, first."""
+    if not sort:
+        return [("nextRunAt", -1), ("lastRunAt", -1)]
+    out: list[tuple[str, int]] = []
+    for key, direction in sort.items():
+        if key not in _SORT_FIELDS:
+            raise InvalidInput("sort", dict(sort), f"cannot sort by {key!r} (known: {', '.join(_SORT_FIELDS)})")
+        if direction not in ("asc", "desc", 1, -1):
+            raise InvalidInput("sort", dict(sort), f"direction of {key!r} must be 'asc' or 'desc'")
+        out.append((_SORT_FIELDS[key], 1 if direction in ("asc", 1) else -1))
+    return out

@@ -1,0 +1,130 @@
+"""The document schema: Agenda 6's field names (camelCase) <-> Job attributes (snake_case).
+
+Node Agenda reads and writes the same documents, so names and types here are Agenda's. Fields that
+agendapy adds sit beside them and Node Agenda ignores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+
+from ..job import Job, repeat_at_of
+
+__all__ = [
+    "AGENDA_FIELDS",
+    "PROCESSOR_FIELDS",
+    "document_from_job",
+    "job_from_document",
+    "to_object_id",
+]
+
+#: (attribute, document field) for every field Agenda 6 knows, in the order it writes them.
+AGENDA_FIELDS: tuple[tuple[str, str], ...] = (
+    ("name", "name"),
+    ("priority", "priority"),
+    ("next_run_at", "nextRunAt"),
+    ("type", "type"),
+    ("data", "data"),
+    ("locked_at", "lockedAt"),
+    ("last_run_at", "lastRunAt"),
+    ("last_finished_at", "lastFinishedAt"),
+    ("failed_at", "failedAt"),
+    ("fail_count", "failCount"),
+    ("fail_reason", "failReason"),
+    ("repeat_interval", "repeatInterval"),
+    ("repeat_timezone", "repeatTimezone"),
+    ("repeat_at", "repeatAt"),
+    ("disabled", "disabled"),
+    ("progress", "progress"),
+    ("debounce_started_at", "debounceStartedAt"),
+    ("start_date", "startDate"),
+    ("end_date", "endDate"),
+    ("skip_days", "skipDays"),
+    ("last_modified_by", "lastModifiedBy"),
+)
+
+#: Fields agendapy adds (Node Agenda leaves them alone).
+EXTRA_FIELDS: tuple[tuple[str, str], ...] = (("checkpoint_state", "checkpoint"),)
+
+#: Fields only the worker writes (Agenda's saveJobState); ``save()`` never overwrites them.
+PROCESSOR_FIELDS = frozenset(
+    {
+        "lockedAt",
+        "lastRunAt",
+        "lastFinishedAt",
+        "failedAt",
+        "failCount",
+        "failReason",
+        "progress",
+        "lockToken",
+        "checkpoint",
+    }
+)
+
+_DATE_FIELDS = frozenset(
+    {"nextRunAt", "lockedAt", "lastRunAt", "lastFinishedAt", "failedAt", "debounceStartedAt", "startDate", "endDate"}
+)
+
+
+def to_object_id(value: Any) -> Any:
+    """Job ids are strings in the API; ObjectId hex strings become ObjectIds in queries."""
+    if isinstance(value, str) and ObjectId.is_valid(value):
+        return ObjectId(value)
+    return value
+
+
+def _id_string(value: Any) -> str:
+    return str(value)
+
+
+def document_from_job(job: Job) -> dict[str, Any]:
+    """Every Agenda field of ``job`` as a document (without ``_id``); unset optional fields are null."""
+    doc: dict[str, Any] = {}
+    for attr, key in AGENDA_FIELDS:
+        doc[key] = repeat_at_of(job) if attr == "repeat_at" else getattr(job, attr)
+    if job.checkpoint_state is not None:
+        doc["checkpoint"] = job.checkpoint_state
+    return doc
+
+
+def _as_utc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def job_from_document(doc: Mapping[str, Any]) -> Job:
+    """Build a Job from a stored document, tolerating what Node Agenda or older versions wrote."""
+    values: dict[str, Any] = {}
+    for attr, key in AGENDA_FIELDS + EXTRA_FIELDS:
+        if key not in doc:
+            continue
+        value = doc[key]
+        if key in _DATE_FIELDS:
+            value = _as_utc(value) if isinstance(value, datetime) else None
+        values[attr] = value
+    values["fail_count"] = int(values.get("fail_count") or 0)
+    values["priority"] = _int_or_zero(values.get("priority"))
+    values["disabled"] = bool(values.get("disabled") or False)
+    if values.get("type") not in ("normal", "single"):
+        values["type"] = "normal"
+    if values.get("skip_days") is not None and not isinstance(values["skip_days"], list):
+        values["skip_days"] = None
+    values.setdefault("name", "")
+    job = Job(**values)
+    job.id = _id_string(doc["_id"]) if "_id" in doc else None
+    return job
+
+
+def _int_or_zero(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return 0

@@ -1,0 +1,99 @@
+"""Shared fixtures: one real MongoDB-wire server per test session, one fresh database per test.
+
+The server is ``$AGENDAPY_TEST_MONGO_URL`` when set (a real mongod), else SecantusDB started by
+agendapy's own embedded-server manager on a free loopback port with a temporary data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from bson import CodecOptions
+from pymongo import AsyncMongoClient
+
+from agendapy import Agenda
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> Iterator[str]:
+    url = os.environ.get("AGENDAPY_TEST_MONGO_URL")
+    if url:
+        yield url
+        return
+    from agendapy.embedded import EmbeddedServer
+
+    server = EmbeddedServer(None)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def db_url(mongo_url: str, db_name: str) -> str:
+    """A URL naming this test's own database."""
+    return with_database(mongo_url, db_name)
+
+
+@pytest.fixture
+async def client(mongo_url: str, db_name: str) -> AsyncIterator[AsyncMongoClient[Any]]:
+    c: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True)
+    try:
+        yield c
+    finally:
+        await c.drop_database(db_name)
+        await c.close()
+
+
+@pytest.fixture
+def jobs_collection(client: AsyncMongoClient[Any], db_name: str) -> Any:
+    """The raw ``agendaJobs`` collection of this test's database, for assertions on documents."""
+    from datetime import UTC
+
+    return client[db_name].get_collection("agendaJobs", codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+
+
+MakeAgenda = Callable[..., Awaitable[Agenda]]
+
+
+@pytest.fixture
+async def make_agenda(db_url: str, client: AsyncMongoClient[Any]) -> AsyncIterator[MakeAgenda]:
+    """Build connected Agendas on this test's database (process_every 50 ms unless given); all are
+    closed at the end of the test."""
+    made: list[Agenda] = []
+
+    async def make(**options: Any) -> Agenda:
+        options.setdefault("process_every", 0.05)
+        agenda = Agenda(options.pop("db", db_url), **options)
+        made.append(agenda)
+        await agenda.connect()
+        return agenda
+
+    try:
+        yield make
+    finally:
+        for agenda in made:
+            await agenda.stop(grace=1.0)
+            await agenda.close()
+
+
+@pytest.fixture
+async def agenda(make_agenda: MakeAgenda) -> Agenda:
+    """One connected, not yet started Agenda with process_every 50 ms."""
+    return await make_agenda()
