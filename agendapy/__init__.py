@@ -1,6 +1,6 @@
 """agendapy: persistent job scheduling for Python on MongoDB, document-compatible with Node's Agenda 6.
 
-    from agendapy import Agenda, Job, backoff
+from agendapy import Agenda, Job, backoff
 """
 
 from __future__ import annotations

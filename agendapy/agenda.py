@@ -138,7 +138,10 @@ class Agenda:
 
     def _make_store(self, db: Any) -> MongoJobStore:
         return MongoJobStore(
-            db, collection=self._collection_name, database=self._database_name, ensure_indexes=self._ensure_index
+            db,
+            collection=self._collection_name,
+            database=self._database_name,
+            ensure_indexes=self._ensure_index,
         )
 
     # -- connection ------------------------------------------------------------------------------
@@ -255,7 +258,9 @@ class Agenda:
             else sched.to_timedelta(lock_lifetime, field="lock_lifetime"),
             priority=sched.parse_priority(priority),
             backoff=backoff,
-            remove_on_complete=self.remove_on_complete if remove_on_complete is None else bool(remove_on_complete),
+            remove_on_complete=self.remove_on_complete
+            if remove_on_complete is None
+            else bool(remove_on_complete),
             timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
         )
 
@@ -280,7 +285,9 @@ class Agenda:
 
     async def _emit_error(self, error: BaseException) -> None:
         if self._events.listener_count("error") == 0:
-            log.error("agendapy error: %s", error, exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+            log.error(
+                "agendapy error: %s", error, exc_info=error if log.isEnabledFor(logging.DEBUG) else None
+            )
             return
         await self._events.emit("error", error)
 
@@ -440,14 +447,21 @@ class Agenda:
                 known = ", ".join(s.value for s in JobState)
                 raise InvalidInput("state", state, f"must be one of {known}") from None
         query = JobQuery(
-            criteria=criteria, search=search, include_disabled=include_disabled, sort=sort, skip=skip, limit=limit
+            criteria=criteria,
+            search=search,
+            include_disabled=include_disabled,
+            sort=sort,
+            skip=skip,
+            limit=limit,
         )
         await self.connect()
         if wanted is None:
             jobs, total = await self._store.query(query)
         else:
             now = sched.utcnow()
-            matching = [j for j in await self._store.fetch_all_states(query) if compute_job_state(j, now) is wanted]
+            matching = [
+                j for j in await self._store.fetch_all_states(query) if compute_job_state(j, now) is wanted
+            ]
             total = len(matching)
             jobs = matching[skip : skip + limit if limit else None]
         for job in jobs:
@@ -485,7 +499,12 @@ class Agenda:
         if has_data:
             check_bson(data)
         return JobCriteria(
-            id=id, ids=ids, name=name, names=names, not_names=not_names, data=data if has_data else None,
+            id=id,
+            ids=ids,
+            name=name,
+            names=names,
+            not_names=not_names,
+            data=data if has_data else None,
             has_data=has_data,
         )
 
@@ -641,7 +660,9 @@ class Agenda:
             if job._lease is not None:
                 job._lease.lost = True
                 job._raise_if_lost()
-            raise JobNotFound(f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed")
+            raise JobNotFound(
+                f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
+            )
 
     async def _checkpoint(self, job: Job) -> None:
         job._raise_if_lost()
@@ -651,7 +672,9 @@ class Agenda:
             if job._lease is not None:
                 job._lease.lost = True
                 job._raise_if_lost()
-            raise JobNotFound(f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed")
+            raise JobNotFound(
+                f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
+            )
 
     async def _run_directly(self, job: Job) -> None:
         await self.connect()

@@ -21,21 +21,25 @@ from .errors import AgendaError
 __all__ = ["load_agenda", "main", "run_worker"]
 
 log = logging.getLogger("agendapy")
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def load_agenda(target: str) -> Agenda:
     """Import ``module:attribute`` (an Agenda, or a function returning one) from the current directory."""
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
-        raise click.BadParameter(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. myapp.jobs:agenda", param_hint="TARGET")
+        raise click.BadParameter(
+            f"{target!r}: expected MODULE:ATTRIBUTE, e.g. myapp.jobs:agenda", param_hint="TARGET"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise click.BadParameter(f"cannot import module {module_name!r}: {exc}", param_hint="TARGET") from None
+            raise click.BadParameter(
+                f"cannot import module {module_name!r}: {exc}", param_hint="TARGET"
+            ) from None
         raise
     obj: Any = module
     for part in attribute.split("."):
@@ -50,7 +54,9 @@ def load_agenda(target: str) -> Agenda:
         if inspect.isawaitable(obj):
             obj = asyncio.run(_await(obj))
     if not isinstance(obj, Agenda):
-        raise click.BadParameter(f"{target!r} is {type(obj).__name__}, not an agendapy.Agenda", param_hint="TARGET")
+        raise click.BadParameter(
+            f"{target!r} is {type(obj).__name__}, not an agendapy.Agenda", param_hint="TARGET"
+        )
     return obj
 
 
@@ -96,7 +102,9 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
 def _configure_logging(level: str, json_logs: bool) -> None:
     if json_logs:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('{"time":"%(asctime)s","level":"%(levelname)s","msg":%(message)r}'))
+        handler.setFormatter(
+            logging.Formatter('{"time":"%(asctime)s","level":"%(levelname)s","msg":%(message)r}')
+        )
     else:
         handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=True)
     logging.basicConfig(level=level.upper(), handlers=[handler], format="%(message)s", force=True)
@@ -116,25 +124,29 @@ def main() -> None:
     help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else the Agenda's own, else the embedded database).",
 )
 @click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
-@click.option("--grace", default=8.0, show_default=True, type=float, help="Seconds running jobs get on SIGTERM.")
+@click.option(
+    "--grace", default=8.0, show_default=True, type=float, help="Seconds running jobs get on SIGTERM."
+)
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of rich text.")
-def worker(target: str, mongo_url: str | None, name: str | None, grace: float, log_level: str, json_logs: bool) -> None:
+def worker(
+    target: str, mongo_url: str | None, name: str | None, grace: float, log_level: str, json_logs: bool
+) -> None:
     """Run the jobs defined by TARGET (MODULE:ATTRIBUTE, an Agenda) until SIGTERM/SIGINT."""
     _configure_logging(log_level, json_logs)
     agenda = load_agenda(target)
-    if mongo_url:
-        agenda.set_database(mongo_url)
-    if name:
-        agenda.name = name
     try:
+        if mongo_url:
+            agenda.set_database(mongo_url)
+        if name:
+            agenda.name = name
         asyncio.run(run_worker(agenda, grace=grace))
-    except AgendaError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        sys.exit(1)
     except ValueError as exc:
-        err_console.print(f"[red]invalid input:[/red] {exc}")
+        err_console.print(f"[red]invalid input:[/red] {exc}", markup=True, highlight=False)
         sys.exit(2)
+    except AgendaError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

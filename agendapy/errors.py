@@ -85,7 +85,9 @@ class UnknownJob(AgendaError, LookupError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"unknown job name {name!r}: no definition with this name (call agenda.define first)")
+        super().__init__(
+            f"unknown job name {name!r}: no definition with this name (call agenda.define first)"
+        )
 
 
 class JobNotFound(AgendaError, LookupError):

@@ -284,7 +284,9 @@ class Job:
 
     def _require_agenda(self) -> Agenda:
         if self.agenda is None:
-            raise RuntimeError(f"job {self.name!r} is not attached to an Agenda (create it with agenda.create)")
+            raise RuntimeError(
+                f"job {self.name!r} is not attached to an Agenda (create it with agenda.create)"
+            )
         return self.agenda
 
     def _raise_if_lost(self) -> None:

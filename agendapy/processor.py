@@ -225,7 +225,9 @@ class Processor:
             waiting = self._waiting_count(name)
             if immediate:
                 busy = self._running_by_name[name] + waiting
-                free = min(definition.concurrency - busy, agenda.max_concurrency - len(self._running) - waiting_total)
+                free = min(
+                    definition.concurrency - busy, agenda.max_concurrency - len(self._running) - waiting_total
+                )
                 if free > 0:
                     names.append(name)
             elif waiting < definition.concurrency and waiting_total < agenda.max_concurrency:
@@ -301,7 +303,9 @@ class Processor:
             timer.cancel()
         self._running_by_name[job.name] += 1
         self._idle.clear()
-        task = asyncio.get_running_loop().create_task(self._run(job, definition), name=f"agendapy: run {job.name}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(job, definition), name=f"agendapy: run {job.name}"
+        )
         self._running[seq] = (job, task)
         task.add_done_callback(lambda _t, seq=seq, name=job.name: self._finished(seq, name))
 

@@ -101,7 +101,9 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
             if job._lease is not None and job._lease.lost
-            else LockLost(f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed")
+            else LockLost(
+                f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
+            )
         )
         await agenda._emit_error(error)
         return RunOutcome(job, ran=False, succeeded=False, error=error)
@@ -161,7 +163,9 @@ async def _handle_retry(
         await agenda._events.emit_job_event("retry exhausted", job.name, error, job)
         return
     job.next_run_at = sched.utcnow() + timedelta(seconds=float(delay))
-    details = RetryDetails(attempt=job.fail_count, delay=float(delay), next_run_at=job.next_run_at, error=error)
+    details = RetryDetails(
+        attempt=job.fail_count, delay=float(delay), next_run_at=job.next_run_at, error=error
+    )
     await agenda._events.emit_job_event("retry", job.name, job, details)
 
 

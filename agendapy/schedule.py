@@ -20,6 +20,7 @@ time (no ``repeatTimezone``), agendapy raises :class:`InvalidInterval` or uses U
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -50,7 +51,6 @@ __all__ = [
     "utcnow",
 ]
 
-UTC: Final = UTC
 _MS: Final = timedelta(milliseconds=1)
 _PRIORITIES: Final = {"lowest": -20, "low": -10, "normal": 0, "high": 10, "highest": 20}
 _DURATION_KEYS: Final = frozenset(
@@ -69,26 +69,8 @@ _CRON_ALIASES: Final = {
     "@weekdays": "0 0 * * 1-5",
     "@weekends": "0 0 * * 0,6",
 }
-_MONTH_AND_DAY_NAMES: Final = (
-    "jan",
-    "feb",
-    "mar",
-    "apr",
-    "may",
-    "jun",
-    "jul",
-    "aug",
-    "sep",
-    "oct",
-    "nov",
-    "dec",
-    "sun",
-    "mon",
-    "tue",
-    "wed",
-    "thu",
-    "fri",
-    "sat",
+_CRON_NAMES: Final = re.compile(
+    r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat"
 )
 _CRON_STEP_LIMIT: Final = 20_000
 
@@ -247,9 +229,7 @@ def _portable_cron_field(field: str) -> bool:
     """Reject croniter-only syntax (R random, H hash, W weekday) that Node's cron-parser cannot read."""
     if not field.isascii():
         return False
-    letters = field.lower()
-    for name in _MONTH_AND_DAY_NAMES:
-        letters = letters.replace(name, "")
+    letters = _CRON_NAMES.sub("", field.lower())
     return all(not char.isalpha() or char == "l" for char in letters)
 
 
@@ -272,13 +252,21 @@ def parse_interval(
                 field, value, "not a valid cron expression (5 fields, or 6 with seconds first)"
             )
         every = _interval_length(to_timedelta(value, field=field), value, field)
-        node_ms = dates.node_human_interval(text)
-        same_in_node = math.isfinite(node_ms) and _whole_ms(timedelta(milliseconds=node_ms)) == _whole_ms(
-            every
+        return Interval(
+            cron=None, every=every, stored=text if _node_agrees(text, every) else _whole_ms(every)
         )
-        return Interval(cron=None, every=every, stored=text if same_in_node else _whole_ms(every))
     every = _interval_length(to_timedelta(value, field=field), value, field)
     return Interval(cron=None, every=every, stored=_whole_ms(every))
+
+
+def _node_agrees(text: str, every: timedelta) -> bool:
+    """Tell whether Node's human-interval reads ``text`` as ``every`` too (then the string can be stored)."""
+    node_ms = dates.node_human_interval(text)
+    return (
+        math.isfinite(node_ms)
+        and abs(node_ms) < 1e15
+        and _whole_ms(timedelta(milliseconds=node_ms)) == _whole_ms(every)
+    )
 
 
 def _interval_length(duration: timedelta, value: object, field: str) -> timedelta:
@@ -368,10 +356,10 @@ def next_cron(
     start = to_utc(after)
     try:
         return _next_cron_instant(" ".join(expression.split()), start, zone)
+    except InvalidInterval:
+        raise
     # croniter signals "no match within its search window" and date overflow with several types.
     except Exception as error:
-        if isinstance(error, InvalidInterval):
-            raise
         raise InvalidInterval(
             field, expression, f"no next occurrence after {start.isoformat()}: {error}"
         ) from None
@@ -506,21 +494,16 @@ def parse_when(
     ("tomorrow at noon", "3:30pm", "next monday at 9am") read in ``timezone`` (UTC if None).
     """
     if isinstance(value, datetime):
-        return to_utc(value)
-    if not isinstance(value, str):
-        raise InvalidDate(field, value, "expected a datetime or a date string")
-    base = to_utc(now) if now is not None else utcnow()
-    text = value.strip()
-    if not text:
-        raise InvalidDate(field, value, "the date is empty")
-    parsed = _read_date_string(text, base, timezone)
+        parsed: datetime | None = value
+    elif isinstance(value, str) and value.strip():
+        parsed = _read_date_string(value.strip(), to_utc(now) if now is not None else utcnow(), timezone)
+    else:
+        raise InvalidDate(field, value, "expected a datetime or a non-empty date string")
     if parsed is None:
-        raise InvalidDate(
-            field, value, "not a date (try a datetime, 'now', 'in 20 minutes', 'tomorrow at noon')"
-        )
+        raise InvalidDate(field, value, "not a date (try 'now', 'in 20 minutes', 'tomorrow at noon')")
     try:
         return to_utc(parsed)
-    except OverflowError:
+    except InvalidDate:
         raise InvalidDate(field, value, "the date is out of range") from None
 
 
@@ -532,6 +515,8 @@ def _read_date_string(text: str, now: datetime, zone: ZoneInfo | None) -> dateti
         return iso
     relative = dates.read_relative(text)
     if relative is not None:
+        if math.isfinite(dates.js_to_number(relative[0])):
+            return None  # "in 5": five what? (dateparser would guess May)
         try:
             delta = to_timedelta(relative[0], field="when", allow_zero=True)
             return now + delta * relative[1]
@@ -583,14 +568,14 @@ def apply_date_constraints(
     """
     if when is None:
         return None
-    result: datetime | None = to_utc(when)
-    assert result is not None
-    if start_date is not None and result < to_utc(start_date):
-        result = to_utc(start_date)
+    result = to_utc(when)
+    if start_date is not None:
+        result = max(result, to_utc(start_date))
     if skip_days:
-        result = _skip_days(result, _weekdays(skip_days), timezone or ZoneInfo("UTC"))
-        if result is None:
+        moved = _skip_days(result, _weekdays(skip_days), timezone or ZoneInfo("UTC"))
+        if moved is None:
             return None
+        result = moved
     if end_date is not None and result > to_utc(end_date):
         return None
     return result
@@ -649,8 +634,7 @@ def compute_next_run_at(
     zone = parse_timezone(repeat_timezone, field="repeatTimezone")
     current = to_utc(now)
     last = to_utc(last_run_at) if last_run_at is not None else None
-    if _js_truthy(repeat_interval):
-        assert repeat_interval is not None  # narrowed by _js_truthy
+    if repeat_interval is not None and _js_truthy(repeat_interval):
         when = _next_from_interval(interval_from_document(repeat_interval), last, current, zone)
     elif repeat_at:
         when = next_repeat_at(repeat_at, last_run_at=last, now=current, timezone=zone)

@@ -77,6 +77,14 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _brief(exc: Exception) -> str:
+    """The useful head of a PyMongo connection error (without the topology dump)."""
+    text = str(exc)
+    for marker in (" (configured timeouts", ", Timeout:"):
+        text = text.split(marker, 1)[0]
+    return text
+
+
 def _translate_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn "cannot reach the server" into DatabaseUnavailable, naming the server."""
 
@@ -87,7 +95,7 @@ def _translate_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
         except ConnectionFailure as exc:
             store = args[0]
             assert isinstance(store, MongoJobStore)
-            raise DatabaseUnavailable(f"cannot reach MongoDB at {store.describe()}: {exc}") from exc
+            raise DatabaseUnavailable(f"cannot reach MongoDB at {store.describe()}: {_brief(exc)}") from exc
 
     return wrapper
 
@@ -169,7 +177,7 @@ class MongoJobStore:
             await database.command("ping")
         except ConnectionFailure as exc:
             await self.close()
-            raise DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {exc}") from exc
+            raise DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}") from exc
         if self._ensure_indexes:
             await self._create_indexes()
 
@@ -399,7 +407,15 @@ class MongoJobStore:
         """Per name: total, running, scheduled, queued, completed, failed, repeating, paused."""
         projection = {
             k: 1
-            for k in ("name", "lockedAt", "failedAt", "lastFinishedAt", "repeatInterval", "nextRunAt", "disabled")
+            for k in (
+                "name",
+                "lockedAt",
+                "failedAt",
+                "lastFinishedAt",
+                "repeatInterval",
+                "nextRunAt",
+                "disabled",
+            )
         }
         counts: dict[str, dict[str, Any]] = {}
         async for doc in self.collection.find({}, projection=projection):
@@ -430,7 +446,9 @@ class MongoJobStore:
         """Disable or enable matching jobs; returns how many changed."""
         if criteria.is_empty():
             return 0
-        result = await self.collection.update_many(criteria_filter(criteria), {"$set": {"disabled": disabled}})
+        result = await self.collection.update_many(
+            criteria_filter(criteria), {"$set": {"disabled": disabled}}
+        )
         return result.modified_count
 
     @_translate_errors

@@ -147,7 +147,9 @@ def query_sort(sort: Mapping[str, str] | None) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for key, direction in sort.items():
         if key not in _SORT_FIELDS:
-            raise InvalidInput("sort", dict(sort), f"cannot sort by {key!r} (known: {', '.join(_SORT_FIELDS)})")
+            raise InvalidInput(
+                "sort", dict(sort), f"cannot sort by {key!r} (known: {', '.join(_SORT_FIELDS)})"
+            )
         if direction not in ("asc", "desc", 1, -1):
             raise InvalidInput("sort", dict(sort), f"direction of {key!r} must be 'asc' or 'desc'")
         out.append((_SORT_FIELDS[key], 1 if direction in ("asc", 1) else -1))

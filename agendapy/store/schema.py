@@ -66,7 +66,16 @@ PROCESSOR_FIELDS = frozenset(
 )
 
 _DATE_FIELDS = frozenset(
-    {"nextRunAt", "lockedAt", "lastRunAt", "lastFinishedAt", "failedAt", "debounceStartedAt", "startDate", "endDate"}
+    {
+        "nextRunAt",
+        "lockedAt",
+        "lastRunAt",
+        "lastFinishedAt",
+        "failedAt",
+        "debounceStartedAt",
+        "startDate",
+        "endDate",
+    }
 )
 
 
