@@ -435,7 +435,7 @@ class Agenda:
         skip: int = 0,
         limit: int = 0,
     ) -> JobsResult:
-        """Find jobs; each returned job has its computed ``state`` available as ``job.state()``."""
+        """Find jobs; each returned job has its computed ``job.state``."""
         criteria = self._criteria(id=id, ids=ids, name=name, names=names, data=data)
         skip = _positive_int(skip, "skip", allow_zero=True)
         limit = _positive_int(limit, "limit", allow_zero=True)

@@ -271,9 +271,10 @@ class Job:
 
     # -- views ------------------------------------------------------------------------------------
 
-    def state(self, now: datetime | None = None) -> JobState:
-        """The state Agenda computes: running, failed, repeating, scheduled, queued or completed."""
-        return compute_job_state(self, now)
+    @property
+    def state(self) -> JobState:
+        """The state Agenda computes (now): running, failed, repeating, scheduled, queued or completed."""
+        return compute_job_state(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The job's stored fields as a plain dict (snake_case names)."""

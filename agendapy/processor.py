@@ -339,8 +339,10 @@ class Processor:
 
     async def _lock_renewal(self) -> None:
         while True:
-            held = self.waiting_jobs + self.running_jobs
-            lifetimes = [self._lifetime(job) for job in held] or [self._agenda.default_lock_lifetime]
+            # Every definition's lifetime counts, not only the held jobs': a job claimed during the
+            # sleep must be renewed in time.
+            lifetimes = [d.lock_lifetime for d in self._agenda._definitions.values()]
+            lifetimes.append(self._agenda.default_lock_lifetime)
             await asyncio.sleep(max(min(lifetimes).total_seconds() / 3, _MIN_HEARTBEAT))
             now = sched.utcnow()
             due = [

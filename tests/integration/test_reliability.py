@@ -1,0 +1,235 @@
+"""Beyond Agenda in the core: lock heartbeat, fenced writes, timeouts, graceful stop, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from agendapy import Agenda, Job, JobTimeout, LockLost, backoff
+from support import EventLog, wait_until
+
+
+async def test_heartbeat_keeps_a_long_job_locked_so_no_other_worker_runs_it(make_agenda: Any, jobs_collection: Any) -> None:
+    first: Agenda = await make_agenda(name="first")
+    second: Agenda = await make_agenda(name="second")
+    runs: list[str] = []
+    release = asyncio.Event()
+    lock_times: list[datetime] = []
+
+    async def long_job(job: Job) -> None:
+        runs.append(job.agenda.name if job.agenda else "?")
+        doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+        lock_times.append(doc["lockedAt"])
+        await asyncio.wait_for(release.wait(), 10)
+
+    for agenda in (first, second):
+        agenda.define("long", long_job, lock_lifetime=0.3)
+    job = await first.now("long")
+    await first.start()
+    await wait_until(lambda: len(runs) == 1)
+    await second.start()
+
+    async def lock_moved() -> bool:
+        doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+        return doc["lockedAt"] is not None and doc["lockedAt"] > lock_times[0]
+
+    await wait_until(lock_moved, timeout=5)
+    await asyncio.sleep(0.8)  # more than two lock lifetimes: without renewal `second` would take it over
+    assert runs == ["first"]
+    release.set()
+    log = EventLog(first, "complete")
+    await log.wait("complete")
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["lockedAt"] is None and doc["lastFinishedAt"] is not None
+    assert runs == ["first"]
+
+
+async def test_a_worker_that_lost_its_lock_cannot_overwrite_the_new_owner(agenda: Agenda, jobs_collection: Any) -> None:
+    started = asyncio.Event()
+    finish = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    @agenda.define("victim", lock_lifetime=0.3)
+    async def victim(job: Job) -> None:
+        started.set()
+        await asyncio.wait_for(finish.wait(), 10)
+        seen["lock_lost"] = job.lock_lost
+        try:
+            await job.touch()
+        except LockLost as exc:
+            seen["touch"] = exc
+
+    lost = EventLog(agenda, "lock lost", "complete")
+    job = await agenda.now("victim")
+    await agenda.start()
+    await asyncio.wait_for(started.wait(), 10)
+    # Another worker (say Node Agenda after a network partition) takes the lock over. Its lockedAt is
+    # ahead of our clock so that its lock does not expire during the test (the thief never renews).
+    thief_lock = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    await jobs_collection.update_one(
+        {"_id": ObjectId(job.id)}, {"$set": {"lockedAt": thief_lock, "lastModifiedBy": "thief"}}
+    )
+    await lost.wait("lock lost")
+    finish.set()
+    await lost.wait("complete")
+    assert seen["lock_lost"] is True
+    assert isinstance(seen["touch"], LockLost)
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["lockedAt"] == thief_lock, "the stale worker overwrote the new owner's lock"
+    assert doc["lastModifiedBy"] == "thief"
+    assert doc.get("lastFinishedAt") is None
+
+
+async def test_async_handler_is_cancelled_at_its_timeout_and_retried(agenda: Agenda, jobs_collection: Any) -> None:
+    cancelled = asyncio.Event()
+
+    @agenda.define("slow", timeout=0.2, backoff=backoff.constant(delay=30, max_retries=1))
+    async def slow(job: Job) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    log = EventLog(agenda, "fail", "retry")
+    job = await agenda.now("slow")
+    await agenda.start()
+    (error, failed_job), = await log.wait("fail")
+    await log.wait("retry")
+    assert isinstance(error, JobTimeout)
+    assert cancelled.is_set()
+    assert "timed out after 0.2 s" in str(error)
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    await wait_until(lambda: _unlocked(jobs_collection, job.id))
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["failReason"] == "timed out after 0.2 s"
+    assert doc["failCount"] == 1
+    assert doc["nextRunAt"] > datetime.now(UTC)  # the backoff's retry, 30 s away
+
+
+async def _unlocked(collection: Any, job_id: str | None) -> bool:
+    doc = await collection.find_one({"_id": ObjectId(job_id)})
+    return doc is not None and doc["lockedAt"] is None
+
+
+async def test_sync_handler_is_asked_to_stop_at_its_timeout(agenda: Agenda) -> None:
+    saw_stop = threading.Event()
+
+    @agenda.define("blocking", timeout=0.2)
+    def blocking(job: Job) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if job.stop_requested:
+                saw_stop.set()
+                return
+            time.sleep(0.01)
+
+    log = EventLog(agenda, "fail")
+    await agenda.now("blocking")
+    await agenda.start()
+    (error, _job), = await log.wait("fail")
+    assert isinstance(error, JobTimeout)
+    assert await asyncio.to_thread(saw_stop.wait, 5)
+
+
+async def test_stop_asks_handlers_to_stop_and_a_cooperative_job_finishes(agenda: Agenda, jobs_collection: Any) -> None:
+    started = asyncio.Event()
+
+    @agenda.define("cooperative")
+    async def cooperative(job: Job) -> None:
+        started.set()
+        await asyncio.wait_for(job.stopping(), 10)
+        assert job.stop_requested
+
+    log = EventLog(agenda, "success")
+    job = await agenda.now("cooperative")
+    await agenda.start()
+    await asyncio.wait_for(started.wait(), 10)
+    began = time.monotonic()
+    await agenda.stop(grace=5)
+    assert time.monotonic() - began < 4
+    assert log.count("success") == 1
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["lockedAt"] is None and doc["lastFinishedAt"] is not None
+
+
+async def test_interrupted_job_resumes_from_its_checkpoint_on_another_worker(
+    make_agenda: Any, jobs_collection: Any
+) -> None:
+    first: Agenda = await make_agenda(name="first")
+    second: Agenda = await make_agenda(name="second")
+    processed: list[tuple[str, int]] = []
+    resumed_from: list[Any] = []
+    reached_three = asyncio.Event()
+
+    async def chunks(job: Job) -> None:
+        state = job.checkpoint_state or {"next": 0}
+        resumed_from.append(job.checkpoint_state)
+        for i in range(state["next"], 6):
+            processed.append((job.agenda.name if job.agenda else "?", i))
+            await job.checkpoint({"next": i + 1})
+            if i == 2 and job.agenda is first:
+                reached_three.set()
+                await asyncio.sleep(30)  # ignores stop requests: cancelled after the grace period
+
+    first.define("chunks", chunks)
+    second.define("chunks", chunks)
+    job = await first.now("chunks", {"items": 6})
+    await first.start()
+    await asyncio.wait_for(reached_three.wait(), 10)
+    await first.stop(grace=0.2)
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["lockedAt"] is None, "an interrupted job must be unlocked at once"
+    assert doc["checkpoint"] == {"next": 3}
+
+    log = EventLog(second, "complete")
+    await second.start()
+    await log.wait("complete")
+    assert resumed_from == [None, {"next": 3}]
+    assert [i for _, i in processed] == [0, 1, 2, 3, 4, 5]
+    assert {w for w, i in processed if i >= 3} == {"second"}
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc.get("checkpoint") is None, "a successful run clears the checkpoint"
+
+
+async def test_checkpoint_rejects_state_bson_cannot_hold(agenda: Agenda) -> None:
+    errors: list[BaseException] = []
+
+    @agenda.define("bad checkpoint")
+    async def bad(job: Job) -> None:
+        try:
+            await job.checkpoint({"a": {1, 2}})
+        except ValueError as exc:
+            errors.append(exc)
+
+    log = EventLog(agenda, "complete")
+    await agenda.now("bad checkpoint")
+    await agenda.start()
+    await log.wait("complete")
+    assert errors and "checkpoint_state" in str(errors[0])
+
+
+@pytest.mark.parametrize("grace", [0.3])
+async def test_stop_cancels_after_grace_and_makes_the_job_due_now(agenda: Agenda, jobs_collection: Any, grace: float) -> None:
+    started = asyncio.Event()
+
+    @agenda.define("stubborn")
+    async def stubborn(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    job = await agenda.now("stubborn")
+    await agenda.start()
+    await asyncio.wait_for(started.wait(), 10)
+    began = time.monotonic()
+    await agenda.stop(grace=grace)
+    assert time.monotonic() - began < grace + 1
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["lockedAt"] is None
+    assert doc["nextRunAt"] is not None and doc["nextRunAt"] <= datetime.now(UTC)
