@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from agendapy.errors import InvalidInput
 
 __all__ = [
+    "MAX_DELAY",
     "BackoffStrategy",
     "aggressive",
     "combine",

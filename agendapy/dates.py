@@ -51,7 +51,10 @@ _YEAR: Final = 365 * _DAY
 # ---------------------------------------------------------------------------------------------------
 
 # JavaScript's WhiteSpace and LineTerminator code points (String.prototype.trim, Number()).
-_JS_SPACE: Final = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_SPACE: Final = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 _JS_DECIMAL: Final = r"[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 _JS_DECIMAL_FULL: Final = re.compile(_JS_DECIMAL + r"\Z")
 _JS_DECIMAL_PREFIX: Final = re.compile(_JS_DECIMAL)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
-from .errors import JobTimeout, LockLost
+from .errors import DatabaseUnavailable, JobTimeout, LockLost
 from .job import Job
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["RetryDetails", "RunOutcome", "run_job"]
 
 log = logging.getLogger("agendapy")
+
+_MAX_SAVE_RETRY_DELAY = 5.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         await _handle_retry(agenda, job, definition, failure)
 
     job.locked_at = None
-    if not job.lock_lost and not await agenda._store.save_state(job):
+    if not job.lock_lost and not await _save_final_state(agenda, job):
         log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
     await events.emit_job_event("complete", job.name, job)
 
@@ -145,6 +147,19 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     if succeeded and remove and job.next_run_at is None and not job.repeat_interval:
         await job.remove()
     return RunOutcome(job, ran=True, succeeded=succeeded, error=failure)
+
+
+async def _save_final_state(agenda: Agenda, job: Job) -> bool:
+    """Save the outcome; while the database is unreachable, keep trying (the lease stays valid, since
+    nobody can take the lock over while the database is down), so a finished run is never run again."""
+    delay = 0.1
+    while True:
+        try:
+            return await agenda._store.save_state(job)
+        except DatabaseUnavailable as exc:
+            log.warning("saving the outcome of %s (%s) failed (%s); retrying in %.1f s", job.name, job.id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_SAVE_RETRY_DELAY)
 
 
 async def _handle_retry(

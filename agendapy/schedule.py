@@ -247,7 +247,7 @@ def parse_interval(
             return _alias_interval(text.lower(), field)
         if is_cron(text):
             return _cron_interval(text, text, field)
-        if len(text.split()) in (5, 6) and any(char in text for char in "*/,?#"):
+        if _looks_like_cron(text):
             raise InvalidInterval(
                 field, value, "not a valid cron expression (5 fields, or 6 with seconds first)"
             )
@@ -257,6 +257,15 @@ def parse_interval(
         )
     every = _interval_length(to_timedelta(value, field=field), value, field)
     return Interval(cron=None, every=every, stored=_whole_ms(every))
+
+
+def _looks_like_cron(text: str) -> bool:
+    """Tell whether ``text`` is shaped like cron (so a "not a duration" message would mislead)."""
+    fields = text.split()
+    cron_chars = set("0123456789*/,?#-lwhr")
+    return len(fields) in (5, 6) and all(
+        set(_CRON_NAMES.sub("", field.lower())) <= cron_chars for field in fields
+    )
 
 
 def _node_agrees(text: str, every: timedelta) -> bool:
@@ -319,9 +328,10 @@ def interval_from_document(value: str | int | float) -> Interval:
 
 
 def _document_ms(ms: float, value: str | int | float) -> Interval:
-    if not math.isfinite(ms) or ms >= timedelta.max / _MS:
-        raise _document_error(value, "the interval is not a finite number of milliseconds")
-    whole = _whole_ms(timedelta(milliseconds=ms))
+    try:
+        whole = _whole_ms(timedelta(milliseconds=ms))
+    except (OverflowError, ValueError):  # NaN, infinite or beyond timedelta's range
+        raise _document_error(value, f"the interval is {ms:g} ms, not a usable length") from None
     if whole < 1:
         raise _document_error(value, f"the interval is {ms:g} ms; it must be at least 1 ms")
     stored: str | int = value if isinstance(value, str | int) else whole

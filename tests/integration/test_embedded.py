@@ -1,0 +1,313 @@
+"""The embedded SecantusDB server: lifecycle, durability, sharing through server.json, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from agendapy import embedded
+from agendapy.embedded import EmbeddedServer, ensure_embedded_server, find_server_command
+from agendapy.errors import AgendaError, DatabaseUnavailable
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextmanager
+def connect(url: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as dead: its parent may not have reaped it yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def wait_dead(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def dead_pid() -> int:
+    """A pid that belonged to a process which has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    srv = EmbeddedServer(tmp_path / "db")
+    yield srv
+    srv.stop()
+
+
+def test_start_and_stop_are_idempotent(server: EmbeddedServer) -> None:
+    url = server.start()
+    pid = server.pid
+    assert pid is not None
+    assert server.running
+    assert url == server.url == f"mongodb://127.0.0.1:{server.port}/?directConnection=true"
+    assert server.start() == url
+    assert server.pid == pid
+    with connect(url) as client:
+        hello = client.admin.command("hello")
+        assert hello["isWritablePrimary"]
+
+    server.stop()
+    server.stop()
+    assert not server.running
+    assert server.pid is None
+    assert not is_alive(pid)
+    assert not (server.data_dir / "server.json").exists()
+    assert (server.data_dir / "storage").is_dir()  # an explicit data dir is kept
+
+
+def test_restart_keeps_port_and_data(server: EmbeddedServer) -> None:
+    url = server.start()
+    port, old_pid = server.port, server.pid
+    with connect(url) as client:
+        client.t.things.insert_one({"_id": 1, "name": "kept"})
+
+    assert server.restart() == url
+    assert server.port == port
+    assert server.pid != old_pid
+    with connect(url) as client:
+        assert client.t.things.find_one({"_id": 1}) == {"_id": 1, "name": "kept"}
+
+
+def test_kill_then_start_recovers_acknowledged_writes(server: EmbeddedServer) -> None:
+    url = server.start()
+    pid = server.pid
+    assert pid is not None
+    with connect(url) as client:
+        for i in range(50):
+            client.t.things.insert_one({"_id": i})
+
+    server.kill()
+    assert not server.running
+    assert not is_alive(pid)
+    record = json.loads((server.data_dir / "server.json").read_text())
+    assert record["pid"] == pid  # a crash leaves the record behind
+
+    server.start()
+    with connect(server.url) as client:
+        assert client.t.things.count_documents({}) == 50
+
+
+def test_stop_is_graceful_while_clients_connect(
+    server: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SecantusDB sometimes misses a SIGTERM that arrives together with a new connection; stop() must
+    # notice and signal again rather than wait for its SIGKILL deadline.
+    for _ in range(3):
+        server.start()
+        address = ("127.0.0.1", server.port)
+        done = threading.Event()
+
+        def connect_repeatedly() -> None:
+            while not done.is_set():
+                with suppress(OSError):
+                    socket.create_connection(address, 0.2).close()
+
+        thread = threading.Thread(target=connect_repeatedly)
+        thread.start()
+        started = time.monotonic()
+        try:
+            server.stop(timeout=8.0)
+        finally:
+            done.set()
+            thread.join()
+        assert time.monotonic() - started < 4.0
+    assert "killing it" not in caplog.text
+
+
+def test_temporary_data_dir_is_removed_on_stop() -> None:
+    srv = EmbeddedServer(None)
+    try:
+        srv.start()
+        data_dir = srv.data_dir
+        assert (data_dir / "storage").is_dir()
+        assert (data_dir / "server.log").is_file()
+    finally:
+        srv.stop()
+    assert not data_dir.exists()
+
+
+def test_two_servers_run_side_by_side() -> None:
+    with EmbeddedServer(None) as first, EmbeddedServer(None) as second:
+        assert first.port != second.port
+        assert first.data_dir != second.data_dir
+        with connect(first.url) as a, connect(second.url) as b:
+            a.t.things.insert_one({"_id": "first"})
+            b.t.things.insert_one({"_id": "second"})
+            assert [d["_id"] for d in a.t.things.find()] == ["first"]
+            assert [d["_id"] for d in b.t.things.find()] == ["second"]
+
+
+async def test_async_context_manager(tmp_path: Path) -> None:
+    async with EmbeddedServer(tmp_path / "db") as srv:
+        pid = srv.pid
+        assert pid is not None
+        assert srv.running
+    assert not srv.running
+    assert not is_alive(pid)
+
+
+def test_ensure_reuses_a_live_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    url, owner = ensure_embedded_server(data_dir)
+    assert owner is not None
+    try:
+        record = json.loads((data_dir / "server.json").read_text())
+        assert record["pid"] == owner.pid
+        assert record["url"] == url
+
+        again, second_owner = ensure_embedded_server(data_dir)
+        assert (again, second_owner) == (url, None)
+    finally:
+        owner.stop()
+    assert not (data_dir / "server.json").exists()
+
+
+def test_ensure_replaces_a_stale_record(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    stale = {
+        "pid": dead_pid(),
+        "host": "127.0.0.1",
+        "port": 9,
+        "url": "mongodb://127.0.0.1:9/",
+        "started_at": "",
+    }
+    (data_dir / "server.json").write_text(json.dumps(stale))
+
+    url, owner = ensure_embedded_server(data_dir)
+    assert owner is not None
+    try:
+        with connect(url) as client:
+            client.t.things.insert_one({"_id": "survives"})
+        assert json.loads((data_dir / "server.json").read_text())["pid"] == owner.pid
+
+        # A crashed owner leaves its record; the next caller starts a new server on the same data.
+        owner.kill()
+        url2, owner2 = ensure_embedded_server(data_dir)
+        assert owner2 is not None
+        try:
+            with connect(url2) as client:
+                assert client.t.things.find_one() == {"_id": "survives"}
+        finally:
+            owner2.stop()
+    finally:
+        owner.stop()
+
+
+def test_ensure_starts_one_server_for_concurrent_callers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    results: list[tuple[str, EmbeddedServer | None]] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            results.append(ensure_embedded_server(data_dir))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    owners = [srv for _, srv in results if srv is not None]
+    try:
+        assert errors == []
+        assert len(owners) == 1
+        assert len({url for url, _ in results}) == 1
+    finally:
+        for srv in owners:
+            srv.stop()
+
+
+def test_server_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "db"
+    code = (
+        "import sys, time\n"
+        "from agendapy.embedded import EmbeddedServer\n"
+        "srv = EmbeddedServer(sys.argv[1])\n"
+        "srv.start()\n"
+        "print(srv.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        server_pid = int(owner.stdout.readline())
+        assert is_alive(server_pid)
+    finally:
+        owner.send_signal(signal.SIGKILL)  # no atexit, no finally: only the watchdog can stop the server
+        owner.wait()
+    assert wait_dead(server_pid)
+
+
+def test_missing_secantusdb_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "_SERVER_SCRIPT", "no-such-secantusd-script")
+    monkeypatch.setattr(embedded, "_SERVER_MODULE", "no_such_secantus_module")
+    with pytest.raises(AgendaError, match=r"pip install 'agendapy\[embedded\]'"):
+        find_server_command()
+    srv = EmbeddedServer(None)
+    with pytest.raises(AgendaError, match="AGENDAPY_MONGO_URL"):
+        srv.start()
+    srv.stop()
+
+
+def test_early_exit_reports_the_log(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    failing = [
+        sys.executable,
+        "-c",
+        "import sys; print('boom: cannot open storage', file=sys.stderr); sys.exit(3)",
+    ]
+    monkeypatch.setattr(embedded, "find_server_command", lambda: failing)
+    srv = EmbeddedServer(tmp_path / "db")
+    with pytest.raises(
+        DatabaseUnavailable, match=r"exited early with code 3(.|\n)*boom: cannot open storage"
+    ):
+        srv.start()
+    assert not srv.running
+
+
+def test_port_in_use_is_reported(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        srv = EmbeddedServer(tmp_path / "db", port=port)
+        with pytest.raises(DatabaseUnavailable, match="in use"):
+            srv.start()
+        assert not srv.running
