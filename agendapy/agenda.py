@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
@@ -126,7 +126,7 @@ class Agenda:
         self._database_name = database
         self._ensure_index = ensure_index
         self._db_source = db
-        self._store: JobStore = self._make_store(db) if db is not None else _PendingStore()
+        self._store: JobStore = self._make_store(db) if db is not None else cast(JobStore, _PendingStore())
         self._definitions: dict[str, JobDefinition] = {}
         self._events = EventEmitter()
         self._processor: Processor | None = None
@@ -346,7 +346,7 @@ class Agenda:
         end_date: datetime | str | None = None,
         skip_days: Sequence[int] | None = None,
     ) -> Any:
-        """Run ``names`` once at ``when`` (a datetime, naive = UTC, or "in 20 minutes", "tomorrow at noon")."""
+        """Run ``names`` once at ``when``: a datetime (naive = UTC) or "in 20 minutes", "tomorrow at noon"."""
         name_list = self._name_list(names)
         jobs = []
         for name in name_list:
@@ -374,7 +374,7 @@ class Agenda:
         max_wait: Duration | None = None,
         strategy: Literal["trailing", "leading"] = "trailing",
     ) -> Job:
-        """Save a job unique on ``unique_key`` whose rapid repeats merge into one run (Agenda's nowDebounced)."""
+        """Save a job unique on ``unique_key`` whose rapid repeats merge into one run (nowDebounced)."""
         job = self.create(name, data).unique(unique_key).debounce(delay, max_wait=max_wait, strategy=strategy)
         await self.save_job(job)
         return job

@@ -65,7 +65,7 @@ async def _await(value: Any) -> Any:
 
 
 async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
-    """Run until SIGTERM or SIGINT; then stop gracefully within ``grace`` seconds (a second signal: at once)."""
+    """Run until SIGTERM/SIGINT, then stop gracefully within ``grace`` seconds (a second signal: at once)."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals_seen = 0

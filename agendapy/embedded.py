@@ -64,7 +64,7 @@ _LOCK_NAME = ".lock"
 _LOG_ROTATE_BYTES = 5 * 1024 * 1024
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.05
-_RESIGNAL_AFTER = 500
+_RESIGNAL_AFTER = 0.5
 _PORT_ATTEMPTS = 3
 
 _CONFIG_TEXT = """\
@@ -418,7 +418,7 @@ class EmbeddedServer:
                 self._temp_cleanup()
 
     # The timeout is the server's grace period before SIGKILL, not a limit on this call.
-    async def astop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def astop(self, timeout: float = 10.0) -> None:
         """Like :meth:`stop`, without blocking the event loop."""
         await asyncio.to_thread(self.stop, timeout)
 

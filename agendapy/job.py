@@ -158,7 +158,7 @@ class Job:
         max_wait: str | float | timedelta | None = None,
         strategy: DebounceStrategy = "trailing",
     ) -> Job:
-        """Merge rapid saves of a ``unique`` job into one run (trailing: after the last; leading: the first)."""
+        """Merge rapid saves of a ``unique`` job into one run (trailing: last wins; leading: first)."""
         if strategy not in ("trailing", "leading"):
             raise InvalidInput("strategy", strategy, "must be 'trailing' or 'leading'")
         self.debounce_options = DebounceOptions(
@@ -198,10 +198,7 @@ class Job:
 
     def fail(self, reason: BaseException | str) -> Job:
         """Record a failure in memory: reason, ``fail_count + 1``, ``failed_at = last_finished_at = now``."""
-        if isinstance(reason, BaseException):
-            text = str(reason) or type(reason).__name__
-        else:
-            text = str(reason)
+        text = (str(reason) or type(reason).__name__) if isinstance(reason, BaseException) else str(reason)
         now = sched.utcnow()
         self.fail_reason = text
         self.fail_count += 1

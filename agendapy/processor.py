@@ -15,6 +15,7 @@ waiting jobs per name, ``max_concurrency`` in all), so one worker never hoards a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -117,7 +118,7 @@ class Processor:
         )
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming, ask running handlers to stop, wait ``grace`` seconds, then cancel and unlock them."""
+        """Stop claiming, ask running handlers to stop, wait ``grace`` s, then cancel and unlock them."""
         await self.stop_filling()
         for job, _ in self._running.values():
             if job._lease is not None:
@@ -195,10 +196,8 @@ class Processor:
             interval = self._agenda.process_every.total_seconds()
             if failures:
                 interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
 
     async def _fill(self) -> None:
         for immediate in (True, False):
@@ -307,7 +306,12 @@ class Processor:
             self._run(job, definition), name=f"agendapy: run {job.name}"
         )
         self._running[seq] = (job, task)
-        task.add_done_callback(lambda _t, seq=seq, name=job.name: self._finished(seq, name))
+        name = job.name
+
+        def done(_task: asyncio.Task[RunOutcome]) -> None:
+            self._finished(seq, name)
+
+        task.add_done_callback(done)
 
     async def _run(self, job: Job, definition: JobDefinition) -> RunOutcome:
         try:

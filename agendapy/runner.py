@@ -157,7 +157,9 @@ async def _save_final_state(agenda: Agenda, job: Job) -> bool:
         try:
             return await agenda._store.save_state(job)
         except DatabaseUnavailable as exc:
-            log.warning("saving the outcome of %s (%s) failed (%s); retrying in %.1f s", job.name, job.id, exc, delay)
+            log.warning(
+                "saving the outcome of %s (%s) failed (%s); retrying in %.1f s", job.name, job.id, exc, delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_SAVE_RETRY_DELAY)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -85,7 +85,7 @@ def _brief(exc: Exception) -> str:
     return text
 
 
-def _translate_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn "cannot reach the server" into DatabaseUnavailable, naming the server."""
 
     @functools.wraps(fn)
@@ -171,7 +171,7 @@ class MongoJobStore:
         if self._collection is not None:
             return
         database = self._resolve_database()
-        codec = CodecOptions(tz_aware=True, tzinfo=UTC)
+        codec: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
         self._collection = database.get_collection(self._collection_name, codec_options=codec)
         try:
             await database.command("ping")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_until
 
 from agendapy import Agenda
-from support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,21 @@ WORKER_MODULE = textwrap.dedent(
 def _spawn_worker(module_dir: Path, db_url: str, results_url: str, name: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RESULTS_URL": results_url, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "agendapy", "worker", "jobmod:agenda", "--mongo-url", db_url, "--name", name,
-         "--grace", "3", "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "agendapy",
+            "worker",
+            "jobmod:agenda",
+            "--mongo-url",
+            db_url,
+            "--name",
+            name,
+            "--grace",
+            "3",
+            "--log-level",
+            "WARNING",
+        ],
         cwd=module_dir,
         env=env,
         stdout=subprocess.PIPE,
@@ -129,14 +142,18 @@ async def _has_run(collection: Any, job_id: str | None) -> bool:
 
 
 def test_help_lists_the_worker_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "agendapy", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agendapy", "--help"], capture_output=True, text=True, check=True
+    )
     assert "worker" in out.stdout
 
 
 def test_bad_module_path_is_a_clear_usage_error(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "agendapy", "worker", "no_such_module_here:agenda"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 2
     assert "no_such_module_here" in out.stderr
@@ -144,7 +161,10 @@ def test_bad_module_path_is_a_clear_usage_error(tmp_path: Path) -> None:
 
 def test_target_without_attribute_is_a_clear_usage_error(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agendapy", "worker", "just_a_module"], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "agendapy", "worker", "just_a_module"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 2
     assert "MODULE:ATTRIBUTE" in out.stderr
@@ -154,7 +174,10 @@ def test_bad_url_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "jobmod.py").write_text("from agendapy import Agenda\nagenda = Agenda()\n")
     out = subprocess.run(
         [sys.executable, "-m", "agendapy", "worker", "jobmod:agenda", "--mongo-url", "localhost:27017"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "mongodb://" in out.stderr

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-
-from agendapy import Agenda, Job, JobTimeout, LockLost, backoff
 from support import EventLog, wait_until
 
+from agendapy import Agenda, Job, JobTimeout, LockLost, backoff
 
-async def test_heartbeat_keeps_a_long_job_locked_so_no_other_worker_runs_it(make_agenda: Any, jobs_collection: Any) -> None:
+
+async def test_heartbeat_keeps_a_long_job_locked_so_no_other_worker_runs_it(
+    make_agenda: Any, jobs_collection: Any
+) -> None:
     first: Agenda = await make_agenda(name="first")
     second: Agenda = await make_agenda(name="second")
     runs: list[str] = []
@@ -50,7 +52,9 @@ async def test_heartbeat_keeps_a_long_job_locked_so_no_other_worker_runs_it(make
     assert runs == ["first"]
 
 
-async def test_a_worker_that_lost_its_lock_cannot_overwrite_the_new_owner(agenda: Agenda, jobs_collection: Any) -> None:
+async def test_a_worker_that_lost_its_lock_cannot_overwrite_the_new_owner(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
     started = asyncio.Event()
     finish = asyncio.Event()
     seen: dict[str, Any] = {}
@@ -86,7 +90,9 @@ async def test_a_worker_that_lost_its_lock_cannot_overwrite_the_new_owner(agenda
     assert doc.get("lastFinishedAt") is None
 
 
-async def test_async_handler_is_cancelled_at_its_timeout_and_retried(agenda: Agenda, jobs_collection: Any) -> None:
+async def test_async_handler_is_cancelled_at_its_timeout_and_retried(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
     cancelled = asyncio.Event()
 
     @agenda.define("slow", timeout=0.2, backoff=backoff.constant(delay=30, max_retries=1))
@@ -100,7 +106,7 @@ async def test_async_handler_is_cancelled_at_its_timeout_and_retried(agenda: Age
     log = EventLog(agenda, "fail", "retry")
     job = await agenda.now("slow")
     await agenda.start()
-    (error, failed_job), = await log.wait("fail")
+    ((error, _failed_job),) = await log.wait("fail")
     await log.wait("retry")
     assert isinstance(error, JobTimeout)
     assert cancelled.is_set()
@@ -133,12 +139,14 @@ async def test_sync_handler_is_asked_to_stop_at_its_timeout(agenda: Agenda) -> N
     log = EventLog(agenda, "fail")
     await agenda.now("blocking")
     await agenda.start()
-    (error, _job), = await log.wait("fail")
+    ((error, _job),) = await log.wait("fail")
     assert isinstance(error, JobTimeout)
     assert await asyncio.to_thread(saw_stop.wait, 5)
 
 
-async def test_stop_asks_handlers_to_stop_and_a_cooperative_job_finishes(agenda: Agenda, jobs_collection: Any) -> None:
+async def test_stop_asks_handlers_to_stop_and_a_cooperative_job_finishes(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
     started = asyncio.Event()
 
     @agenda.define("cooperative")
@@ -216,7 +224,9 @@ async def test_checkpoint_rejects_state_bson_cannot_hold(agenda: Agenda) -> None
 
 
 @pytest.mark.parametrize("grace", [0.3])
-async def test_stop_cancels_after_grace_and_makes_the_job_due_now(agenda: Agenda, jobs_collection: Any, grace: float) -> None:
+async def test_stop_cancels_after_grace_and_makes_the_job_due_now(
+    agenda: Agenda, jobs_collection: Any, grace: float
+) -> None:
     started = asyncio.Event()
 
     @agenda.define("stubborn")
