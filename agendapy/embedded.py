@@ -3,7 +3,8 @@
 :class:`EmbeddedServer` starts ``secantusd-py`` on a loopback port over a data directory, waits until it
 answers ``hello`` and stops it again. :func:`ensure_embedded_server` is what the CLI and ``Agenda``'s
 default use: several processes on one machine share one server per data directory, recorded in
-``server.json``, and the process that started it owns it.
+``server.json``, and the process that started it owns it. The owner stops its servers at exit; a small
+watchdog process per server stops it too when the owner dies without running exit hooks.
 
 Layout of a data directory::
 
@@ -79,6 +80,7 @@ _CONFIG_TEXT = """\
 # PR_SET_PDEATHSIG is tied to the *thread* that forked (a server started from asyncio.to_thread would
 # die with that worker thread) and needs a preexec_fn, which is unsafe in threaded programs.
 _WATCHDOG = """\
+# agendapy: embedded-server watchdog (stops the server when its owner dies)
 import os, signal, socket, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 pid, grace, host, port = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -280,12 +280,12 @@ class MongoJobStore:
         debounce = job.debounce_options
         if debounce is None:
             if job.unique_insert_only:
-                update: dict[str, Any] = {"$setOnInsert": _without(doc, query)}
+                update: dict[str, Any] = {"$setOnInsert": doc}
             else:
-                update = {"$set": props, "$setOnInsert": _only_processor(doc, query)}
+                update = {"$set": props, "$setOnInsert": _only_processor(doc)}
         else:
             existing = await self.collection.find_one(query)
-            update = _debounce_update(job, doc, props, query, existing, now)
+            update = _debounce_update(job, doc, props, existing, now)
         found = await self.collection.find_one_and_update(
             query, update, upsert=True, return_document=ReturnDocument.AFTER
         )
@@ -472,23 +472,14 @@ def _absorb(job: Job, doc: dict[str, Any]) -> None:
     job.data = fresh.data
 
 
-def _without(doc: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
-    # $setOnInsert may not touch paths the upsert query already sets (nor their parents or children).
-    def clashes(key: str) -> bool:
-        return any(q == key or q.startswith(key + ".") or key.startswith(q + ".") for q in query)
-
-    return {k: v for k, v in doc.items() if not clashes(k)}
-
-
-def _only_processor(doc: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
-    return _without({k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}, query)
+def _only_processor(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}
 
 
 def _debounce_update(
     job: Job,
     doc: dict[str, Any],
     props: dict[str, Any],
-    query: dict[str, Any],
     existing: dict[str, Any] | None,
     now: datetime,
 ) -> dict[str, Any]:
@@ -500,7 +491,7 @@ def _debounce_update(
         if options.strategy == "trailing":
             fields["nextRunAt"] = now + options.delay
         fields["debounceStartedAt"] = now
-        return {"$set": _without(fields, query), "$setOnInsert": _only_processor(doc, query)}
+        return {"$set": fields, "$setOnInsert": _only_processor(doc)}
     fields = dict(props)
     started = existing.get("debounceStartedAt")
     if isinstance(started, datetime) and started.tzinfo is None:
