@@ -21,6 +21,7 @@ from .processor import DrainResult, Processor
 from .runner import run_job
 from .store.base import JobCriteria, JobQuery, JobStore
 from .store.mongo import MongoJobStore
+from .store.runs import RunRecord
 from .validate import check_bson, check_job_name
 
 if TYPE_CHECKING:
@@ -96,6 +97,13 @@ class Agenda:
         remove_on_complete: delete one-off jobs after they succeed.
         database: the database name when ``db`` does not name one.
         ensure_index: create the indexes on connect.
+        history: which runs ``agenda.runs()`` records: "all", "recurring" (default) or "none"
+            (once-per-interval runs are always recorded: the record is their guard).
+        history_ttl: how long run records are kept (a TTL index).
+        history_keep: at most this many records per job name.
+        runs_collection: the run records' collection.
+        dependency_check_every: how often a job waiting for its ``requires`` checks again
+            (default: ``process_every``).
     """
 
     def __init__(
@@ -113,6 +121,11 @@ class Agenda:
         remove_on_complete: bool = False,
         database: str | None = None,
         ensure_index: bool = True,
+        history: Literal["all", "recurring", "none"] = "recurring",
+        history_ttl: Duration = "30 days",
+        history_keep: int = 1000,
+        runs_collection: str = "agendaRuns",
+        dependency_check_every: Duration | None = None,
     ) -> None:
         self.name = name
         self.process_every = sched.to_timedelta(process_every, field="process_every")
@@ -122,6 +135,18 @@ class Agenda:
         self.default_lock_limit = _positive_int(default_lock_limit, "default_lock_limit", allow_zero=True)
         self.default_lock_lifetime = sched.to_timedelta(default_lock_lifetime, field="default_lock_lifetime")
         self.remove_on_complete = bool(remove_on_complete)
+        if history not in ("all", "recurring", "none"):
+            raise InvalidInput("history", history, "must be 'all', 'recurring' or 'none'")
+        self.history = history
+        self._history_ttl = sched.to_timedelta(history_ttl, field="history_ttl")
+        self._history_keep = _positive_int(history_keep, "history_keep")
+        self._runs_collection = runs_collection
+        self.dependency_check_every = (
+            self.process_every
+            if dependency_check_every is None
+            else sched.to_timedelta(dependency_check_every, field="dependency_check_every")
+        )
+        self._finished_runs = 0
         self._collection_name = collection
         self._database_name = database
         self._ensure_index = ensure_index
@@ -142,6 +167,9 @@ class Agenda:
             collection=self._collection_name,
             database=self._database_name,
             ensure_indexes=self._ensure_index,
+            runs_collection=self._runs_collection,
+            history_ttl=self._history_ttl,
+            history_keep=self._history_keep,
         )
 
     # -- connection ------------------------------------------------------------------------------
@@ -212,7 +240,9 @@ class Agenda:
         """Register the handler of a job name; as ``@agenda.define("name", ...)`` it decorates it.
 
         Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
-        ``remove_on_complete``, ``timeout``.
+        ``remove_on_complete``, ``timeout`` (a run longer than this fails), ``once_per_interval`` (each
+        interval of a recurring schedule runs at most once across all workers), ``history`` (record
+        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting).
         """
         if fn is None:
 
@@ -236,6 +266,8 @@ class Agenda:
         backoff: BackoffStrategy | None = None,
         remove_on_complete: bool | None = None,
         timeout: Duration | None = None,
+        once_per_interval: bool = False,
+        history: bool | None = None,
     ) -> None:
         check_job_name(name)
         if not callable(fn):
@@ -262,6 +294,8 @@ class Agenda:
             if remove_on_complete is None
             else bool(remove_on_complete),
             timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
+            once_per_interval=bool(once_per_interval),
+            history=history,
         )
 
     @property
@@ -317,18 +351,41 @@ class Agenda:
         start_date: datetime | str | None = None,
         end_date: datetime | str | None = None,
         skip_days: Sequence[int] | None = None,
+        fixed_delay: bool = False,
+        misfire: Literal["once", "skip", "all"] | None = None,
+        requires: Sequence[str] | None = None,
     ) -> Any:
         """Run ``names`` on a schedule: one recurring document per name, kept across restarts.
 
         ``interval``: a human string ("3 minutes"), seconds, a timedelta, an ISO-8601 duration ("PT15M"),
         a mapping ({"minutes": 15}) or a cron expression (5 fields, or 6 with seconds first).
+        ``fixed_delay``: the next run starts ``interval`` after the previous one finished (runs never
+        overlap; a duration, not cron). ``misfire``: what to do about ticks missed while no worker ran
+        ("once": one catch-up run, the default; "skip"; "all"). ``requires``: job names whose runs must
+        have succeeded for this run's whole interval first (the job waits, visibly, until they have).
+
         Returns the Job, or a list of Jobs when ``names`` is a list.
         """
         name_list = self._name_list(names)
+        parsed = sched.parse_interval(interval, field="interval")
+        if fixed_delay and parsed.every is None:
+            raise InvalidInput(
+                "fixed_delay", interval, "a fixed delay needs a duration, not a cron expression"
+            )
+        if misfire is not None and misfire not in ("once", "skip", "all"):
+            raise InvalidInput("misfire", misfire, "must be 'once', 'skip' or 'all'")
+        required = None if requires is None else self._name_list(requires, field="requires")
+        if fixed_delay and (required or misfire in ("skip", "all")):
+            raise InvalidInput(
+                "fixed_delay", fixed_delay, "cannot be combined with requires or misfire skip/all"
+            )
         jobs = []
         for name in name_list:
             job = self.create(name, data)
             job.type = "single"
+            job.fixed_delay = bool(fixed_delay)
+            job.misfire = misfire
+            job.requires = required
             self._apply_constraints(job, start_date, end_date, skip_days)
             job.repeat_every(interval, timezone=timezone, skip_immediate=skip_immediate)
             jobs.append(job)
@@ -379,12 +436,12 @@ class Agenda:
         await self.save_job(job)
         return job
 
-    def _name_list(self, names: str | Sequence[str]) -> list[str]:
+    def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
         if isinstance(names, str):
-            return [check_job_name(names)]
+            return [check_job_name(names, field=field)]
         if not isinstance(names, Sequence) or not names:
-            raise InvalidInput("names", names, "must be a job name or a non-empty list of names")
-        return [check_job_name(n, field="names") for n in names]
+            raise InvalidInput(field, names, "must be a job name or a non-empty list of names")
+        return [check_job_name(n, field=field) for n in names]
 
     @staticmethod
     def _apply_constraints(
@@ -648,6 +705,41 @@ class Agenda:
             running_jobs=listing(running, len(running)),
             locked_jobs=listing(waiting + running, len(waiting) + len(running)),
         )
+
+    # -- run history -----------------------------------------------------------------------------------
+
+    async def runs(
+        self,
+        name: str | None = None,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        status: Literal["running", "succeeded", "failed", "skipped"] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Run records, newest first: interval, started, finished, status, error, worker."""
+        if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
+            raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
+        limit = _positive_int(limit, "limit", allow_zero=True)
+        since_at = None if since is None else sched.parse_when(since, field="since")
+        until_at = None if until is None else sched.parse_when(until, field="until")
+        await self.connect()
+        return await self._store.runs.query(
+            name=name, since=since_at, until=until_at, status=status, limit=limit
+        )
+
+    def _records_history(self, job: Job, definition: JobDefinition | None) -> bool:
+        if definition is not None and definition.history is not None:
+            return definition.history
+        if self.history == "all":
+            return True
+        return self.history == "recurring" and bool(job.repeat_interval)
+
+    async def _trim_history(self, name: str) -> None:
+        # Trimming costs a query; the TTL bounds the collection anyway, so trim now and then.
+        self._finished_runs += 1
+        if self._finished_runs % 50 == 1:
+            await self._store.runs.trim(name)
 
     # -- what Job methods call ----------------------------------------------------------------------------
 

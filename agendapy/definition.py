@@ -32,6 +32,10 @@ class JobDefinition:
     backoff: BackoffStrategy | None = None
     remove_on_complete: bool = False
     timeout: timedelta | None = None
+    #: Run each interval of a recurring schedule at most once across all workers.
+    once_per_interval: bool = False
+    #: Record every run in the run history (None: the Agenda's ``history`` setting decides).
+    history: bool | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,6 +51,7 @@ class JobDefinition:
             "priority": self.priority,
             "timeout": self.timeout,
             "remove_on_complete": self.remove_on_complete,
+            "once_per_interval": self.once_per_interval,
         }
 
 

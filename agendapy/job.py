@@ -21,12 +21,14 @@ __all__ = ["Job", "JobState", "compute_job_state"]
 
 JobType = Literal["normal", "single"]
 DebounceStrategy = Literal["trailing", "leading"]
+Misfire = Literal["once", "skip", "all"]
 
 
 class JobState(StrEnum):
     """The state Agenda computes for a job (it is never stored)."""
 
     RUNNING = "running"
+    WAITING = "waiting"
     FAILED = "failed"
     REPEATING = "repeating"
     SCHEDULED = "scheduled"
@@ -90,6 +92,18 @@ class Job:
     debounce_started_at: datetime | None = None
     #: Resumable state saved by :meth:`checkpoint`; cleared by a successful run.
     checkpoint_state: Any = None
+    #: ``every(..., fixed_delay=True)``: the next run is the previous finish + the interval.
+    fixed_delay: bool = False
+    #: What a recurring job does about ticks missed while no worker ran: "once", "skip" or "all".
+    misfire: Misfire | None = None
+    #: Names of jobs whose runs must cover this job's interval before it runs.
+    requires: list[str] | None = None
+    #: The interval [start, end) the current (or last, or pending) run handles.
+    interval_started_at: datetime | None = None
+    interval_ended_at: datetime | None = None
+    #: Required jobs this job is waiting for, and why (set while it waits).
+    waiting_for: list[str] | None = None
+    waiting_reason: str | None = None
     unique_query: dict[str, Any] | None = field(default=None, repr=False)
     unique_insert_only: bool = field(default=False, repr=False)
     debounce_options: DebounceOptions | None = field(default=None, repr=False)
@@ -296,6 +310,8 @@ def compute_job_state(job: Job, now: datetime | None = None) -> JobState:
     """Agenda's computeJobState; the order of the checks matters."""
     if job.locked_at is not None:
         return JobState.RUNNING
+    if job.waiting_for:
+        return JobState.WAITING
     if job.failed_at is not None and (job.last_finished_at is None or job.failed_at >= job.last_finished_at):
         return JobState.FAILED
     if job.repeat_interval:

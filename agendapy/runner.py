@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
 from .errors import DatabaseUnavailable, JobTimeout, LockLost
+from .intervals import RunInterval
 from .job import Job
+from .planning import RunPlan, fixed_delay_next_run, plan_run
 
 if TYPE_CHECKING:
     from .agenda import Agenda
@@ -54,13 +56,13 @@ class RetryDetails(Mapping[str, Any]):
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended."""
+    """How a run ended: ``status`` is succeeded, failed, skipped, waiting or "not run"."""
 
     job: Job
     ran: bool
     succeeded: bool
     error: BaseException | None = None
-    interrupted: bool = False
+    status: str = "succeeded"
 
 
 def _format_seconds(value: timedelta) -> str:
@@ -97,8 +99,25 @@ async def _invoke(definition: JobDefinition, job: Job) -> None:
 async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) -> RunOutcome:
     """Run ``job`` once; with a lease every write is fenced, without one (``job.run()``) by id only."""
     events = agenda._events
-    job.last_run_at = sched.utcnow()
-    job.compute_next_run_at()
+    now = sched.utcnow()
+    plan = plan_run(job, definition, now)
+    previous_last_run = job.last_run_at
+    job.last_run_at = now
+    if plan.agenda_rule:
+        job.compute_next_run_at()
+    else:
+        job.next_run_at = plan.next_run_at
+    if plan.interval is not None:
+        job.interval_started_at = plan.interval.started_at
+        job.interval_ended_at = plan.interval.ended_at
+
+    if job.requires and plan.interval is not None:
+        missing, reason = await _missing_requirements(agenda, job, plan.interval)
+        if missing:
+            return await _wait_for_requirements(agenda, job, missing, reason, previous_last_run, now)
+    job.waiting_for = None
+    job.waiting_reason = None
+
     if not await agenda._store.save_state(job):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
@@ -108,7 +127,22 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
             )
         )
         await agenda._emit_error(error)
-        return RunOutcome(job, ran=False, succeeded=False, error=error)
+        return RunOutcome(job, ran=False, succeeded=False, error=error, status="not run")
+
+    run_id: str | None = None
+    if plan.skip_reason is not None:
+        return await _skip(agenda, job, definition, plan, plan.skip_reason)
+    if plan.guard or agenda._records_history(job, definition):
+        run_id = await agenda._store.runs.start(
+            name=job.name,
+            job_id=job.id,
+            interval=plan.interval,
+            guard=plan.guard,
+            started_at=now,
+            worker=agenda.name,
+        )
+        if run_id is None:
+            return await _skip(agenda, job, definition, plan, "another worker already ran this interval")
 
     await events.emit_job_event("start", job.name, job)
     succeeded = False
@@ -127,8 +161,9 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     else:
         succeeded = True
 
+    finished_at = sched.utcnow()
     if succeeded:
-        job.last_finished_at = sched.utcnow()
+        job.last_finished_at = finished_at
         job.fail_count = 0
         job.checkpoint_state = None
         await events.emit_job_event("success", job.name, job)
@@ -137,16 +172,101 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         job.fail(failure)
         await events.emit_job_event("fail", job.name, failure, job)
         await _handle_retry(agenda, job, definition, failure)
+    if job.fixed_delay and job.next_run_at is None:
+        job.next_run_at = fixed_delay_next_run(job, finished_at)
 
     job.locked_at = None
     if not job.lock_lost and not await _save_final_state(agenda, job):
         log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
+    if run_id is not None:
+        await _finish_record(agenda, job, run_id, succeeded, failure, finished_at)
     await events.emit_job_event("complete", job.name, job)
 
     remove = definition.remove_on_complete if definition is not None else agenda.remove_on_complete
     if succeeded and remove and job.next_run_at is None and not job.repeat_interval:
         await job.remove()
-    return RunOutcome(job, ran=True, succeeded=succeeded, error=failure)
+    return RunOutcome(
+        job, ran=True, succeeded=succeeded, error=failure, status="succeeded" if succeeded else "failed"
+    )
+
+
+async def _missing_requirements(agenda: Agenda, job: Job, interval: RunInterval) -> tuple[list[str], str]:
+    """The required jobs whose succeeded runs do not yet cover ``interval``, and why."""
+    missing: list[str] = []
+    reasons: list[str] = []
+    span = f"[{interval.started_at.isoformat()}, {interval.ended_at.isoformat()})"
+    for name in job.requires or []:
+        covered, failed = await agenda._store.runs.coverage(name, interval)
+        if covered:
+            continue
+        missing.append(name)
+        if failed:
+            reasons.append(f"{name!r} failed for {span}: {failed[-1].error}")
+        else:
+            reasons.append(f"{name!r} has not completed {span} yet")
+    return missing, "; ".join(reasons)
+
+
+async def _wait_for_requirements(
+    agenda: Agenda,
+    job: Job,
+    missing: list[str],
+    reason: str,
+    previous_last_run: datetime | None,
+    now: datetime,
+) -> RunOutcome:
+    """Not a run: keep the interval pending, unlock, and check again shortly."""
+    first_time = job.waiting_for is None
+    job.waiting_for = missing
+    job.waiting_reason = reason
+    job.last_run_at = previous_last_run
+    job.next_run_at = now + agenda.dependency_check_every
+    job.locked_at = None
+    level = logging.WARNING if "failed" in reason else logging.INFO
+    if first_time or level == logging.WARNING:
+        log.log(level, "%s (%s) waits: %s", job.name, job.id, reason)
+    await agenda._store.save_state(job)
+    return RunOutcome(job, ran=False, succeeded=False, status="waiting")
+
+
+async def _skip(
+    agenda: Agenda, job: Job, definition: JobDefinition | None, plan: RunPlan, reason: str
+) -> RunOutcome:
+    """Advance the schedule without calling the handler (the interval was run elsewhere, or missed)."""
+    log.info("%s (%s) skipped: %s", job.name, job.id, reason)
+    if plan.skip_reason is not None and agenda._records_history(job, definition):
+        await agenda._store.runs.start(
+            name=job.name,
+            job_id=job.id,
+            interval=plan.interval,
+            guard=False,
+            started_at=job.last_run_at or sched.utcnow(),
+            worker=agenda.name,
+            status="skipped",
+        )
+    job.locked_at = None
+    await agenda._store.save_state(job)
+    return RunOutcome(job, ran=False, succeeded=False, status="skipped")
+
+
+async def _finish_record(
+    agenda: Agenda,
+    job: Job,
+    run_id: str,
+    succeeded: bool,
+    failure: BaseException | None,
+    finished_at: datetime,
+) -> None:
+    try:
+        await agenda._store.runs.finish(
+            run_id,
+            status="succeeded" if succeeded else "failed",
+            finished_at=finished_at,
+            error=job.fail_reason if failure is not None else None,
+        )
+        await agenda._trim_history(job.name)
+    except Exception as exc:
+        log.warning("could not record the end of run %s of %s: %s", run_id, job.name, exc)
 
 
 async def _save_final_state(agenda: Agenda, job: Job) -> bool:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..job import Job, Lease
+
+if TYPE_CHECKING:
+    from .runs import MongoRunStore
 
 __all__ = ["ClaimRequest", "JobCriteria", "JobQuery", "JobStore", "SortDirection"]
 
@@ -70,6 +73,10 @@ class ClaimRequest:
 
 class JobStore(Protocol):
     """What agendapy needs from a database."""
+
+    @property
+    def runs(self) -> MongoRunStore:
+        """Run records (history, interval guards, dependency checks)."""
 
     async def connect(self) -> None:
         """Open the connection and create the indexes."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +35,7 @@ from .queries import (
     query_filter,
     query_sort,
 )
+from .runs import DEFAULT_RUNS_COLLECTION, MongoRunStore
 from .schema import PROCESSOR_FIELDS, document_from_job, job_from_document, to_object_id
 
 __all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "MongoJobStore", "redact_url"]
@@ -60,9 +61,22 @@ STATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("last_finished_at", "lastFinishedAt"),
     ("last_modified_by", "lastModifiedBy"),
     ("checkpoint_state", "checkpoint"),
+    ("interval_started_at", "intervalStartedAt"),
+    ("interval_ended_at", "intervalEndedAt"),
+    ("waiting_for", "waitingFor"),
+    ("waiting_reason", "waitingReason"),
 )
 _STATE_KEYS = dict(STATE_FIELDS)
-_SCHEDULE_FIELDS = ("repeatInterval", "repeatTimezone", "repeatAt", "startDate", "endDate", "skipDays")
+_SCHEDULE_FIELDS = (
+    "repeatInterval",
+    "repeatTimezone",
+    "repeatAt",
+    "startDate",
+    "endDate",
+    "skipDays",
+    "fixedDelay",
+    "misfire",
+)
 
 
 def redact_url(url: str) -> str:
@@ -119,6 +133,9 @@ class MongoJobStore:
         collection: str = DEFAULT_COLLECTION,
         database: str | None = None,
         ensure_indexes: bool = True,
+        runs_collection: str = DEFAULT_RUNS_COLLECTION,
+        history_ttl: timedelta = timedelta(days=30),
+        history_keep: int = 1000,
     ) -> None:
         if not isinstance(collection, str) or not collection or "$" in collection:
             raise InvalidInput("collection", collection, "must be a non-empty name without '$'")
@@ -130,6 +147,10 @@ class MongoJobStore:
         self._owns_client = False
         self._collection: AsyncCollection[dict[str, Any]] | None = None
         self._url: str | None = None
+        self._runs_collection_name = runs_collection
+        self._history_ttl = history_ttl
+        self._history_keep = history_keep
+        self._runs: MongoRunStore | None = None
         if isinstance(db, str):
             self._validate_url(db)
 
@@ -162,6 +183,13 @@ class MongoJobStore:
         return self._collection
 
     @property
+    def runs(self) -> MongoRunStore:
+        """The run records beside the jobs (connect first)."""
+        if self._runs is None:
+            raise RuntimeError("the job store is not connected")
+        return self._runs
+
+    @property
     def database(self) -> AsyncDatabase[dict[str, Any]]:
         """The database holding the jobs collection (connect first)."""
         return self.collection.database
@@ -178,8 +206,14 @@ class MongoJobStore:
         except ConnectionFailure as exc:
             await self.close()
             raise DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}") from exc
+        self._runs = MongoRunStore(
+            database.get_collection(self._runs_collection_name, codec_options=codec),
+            ttl=self._history_ttl,
+            keep_per_name=self._history_keep,
+        )
         if self._ensure_indexes:
             await self._create_indexes()
+            await self._runs.create_indexes()
 
     def _resolve_database(self) -> AsyncDatabase[dict[str, Any]]:
         source = self._source
@@ -222,6 +256,7 @@ class MongoJobStore:
             await self._client.close()
         self._client = None
         self._collection = None
+        self._runs = None
 
     # -- saving ---------------------------------------------------------------------------------
 

@@ -48,7 +48,16 @@ AGENDA_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 #: Fields agendapy adds (Node Agenda leaves them alone).
-EXTRA_FIELDS: tuple[tuple[str, str], ...] = (("checkpoint_state", "checkpoint"),)
+EXTRA_FIELDS: tuple[tuple[str, str], ...] = (
+    ("checkpoint_state", "checkpoint"),
+    ("fixed_delay", "fixedDelay"),
+    ("misfire", "misfire"),
+    ("requires", "requires"),
+    ("interval_started_at", "intervalStartedAt"),
+    ("interval_ended_at", "intervalEndedAt"),
+    ("waiting_for", "waitingFor"),
+    ("waiting_reason", "waitingReason"),
+)
 
 #: Fields only the worker writes (Agenda's saveJobState); ``save()`` never overwrites them.
 PROCESSOR_FIELDS = frozenset(
@@ -62,6 +71,10 @@ PROCESSOR_FIELDS = frozenset(
         "progress",
         "lockToken",
         "checkpoint",
+        "intervalStartedAt",
+        "intervalEndedAt",
+        "waitingFor",
+        "waitingReason",
     }
 )
 
@@ -75,6 +88,8 @@ _DATE_FIELDS = frozenset(
         "debounceStartedAt",
         "startDate",
         "endDate",
+        "intervalStartedAt",
+        "intervalEndedAt",
     }
 )
 
@@ -95,8 +110,11 @@ def document_from_job(job: Job) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for attr, key in AGENDA_FIELDS:
         doc[key] = repeat_at_of(job) if attr == "repeat_at" else getattr(job, attr)
-    if job.checkpoint_state is not None:
-        doc["checkpoint"] = job.checkpoint_state
+    # agendapy's own fields are written only when used, so Agenda-only documents stay Agenda's shape.
+    for attr, key in EXTRA_FIELDS:
+        value = getattr(job, attr)
+        if value is not None and value is not False:
+            doc[key] = value
     return doc
 
 
@@ -121,8 +139,12 @@ def job_from_document(doc: Mapping[str, Any]) -> Job:
     values["disabled"] = bool(values.get("disabled") or False)
     if values.get("type") not in ("normal", "single"):
         values["type"] = "normal"
-    if values.get("skip_days") is not None and not isinstance(values["skip_days"], list):
-        values["skip_days"] = None
+    for list_attr in ("skip_days", "requires", "waiting_for"):
+        if values.get(list_attr) is not None and not isinstance(values[list_attr], list):
+            values[list_attr] = None
+    values["fixed_delay"] = values.get("fixed_delay") is True
+    if values.get("misfire") not in ("once", "skip", "all"):
+        values["misfire"] = None
     values.setdefault("name", "")
     job = Job(**values)
     job.id = _id_string(doc["_id"]) if "_id" in doc else None

@@ -62,6 +62,13 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def connect_until(address: tuple[str, int], done: threading.Event) -> None:
+    """Open and close connections to ``address`` until ``done`` is set."""
+    while not done.is_set():
+        with suppress(OSError):
+            socket.create_connection(address, 0.2).close()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     srv = EmbeddedServer(tmp_path / "db")
@@ -129,15 +136,8 @@ def test_stop_is_graceful_while_clients_connect(
     # notice and signal again rather than wait for its SIGKILL deadline.
     for _ in range(3):
         server.start()
-        address = ("127.0.0.1", server.port)
         done = threading.Event()
-
-        def connect_repeatedly() -> None:
-            while not done.is_set():
-                with suppress(OSError):
-                    socket.create_connection(address, 0.2).close()
-
-        thread = threading.Thread(target=connect_repeatedly)
+        thread = threading.Thread(target=connect_until, args=(("127.0.0.1", server.port), done))
         thread.start()
         started = time.monotonic()
         try:

@@ -165,7 +165,7 @@ async def test_query_jobs_computes_each_state(agenda: Agenda) -> None:
     assert states["running"] == "running"  # a str enum
 
 
-@pytest.mark.parametrize("state", list(JobState))
+@pytest.mark.parametrize("state", [s for s in JobState if s is not JobState.WAITING])
 async def test_query_jobs_filters_by_state(agenda: Agenda, state: JobState) -> None:
     await make_every_state(agenda)
     result = await agenda.query_jobs(state=state.value)

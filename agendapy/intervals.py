@@ -1,0 +1,77 @@
+"""Ticks and intervals of a recurring schedule, for once-per-interval runs, dependencies and misfires.
+
+A schedule fires at *ticks*: the times a cron expression matches, or, for a fixed length, the multiples
+of that length on the wall clock of the job's timezone (an hourly job ticks at :00, a 15-minute job at
+:00, :15, :30, :45). The run due at tick ``T`` handles the interval that ends at ``T``: an hourly job
+running at 10:00 handles [09:00, 10:00).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from .schedule import Interval, next_cron, to_utc
+
+__all__ = ["RunInterval", "interval_ending_at_or_before", "tick_after", "tick_at_or_before"]
+
+_EPOCH_WALL = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class RunInterval:
+    """The half-open interval [started_at, ended_at) a run handles."""
+
+    started_at: datetime
+    ended_at: datetime
+
+    def contains(self, other: RunInterval) -> bool:
+        """Whether ``other`` lies within this interval."""
+        return self.started_at <= other.started_at and other.ended_at <= self.ended_at
+
+
+def _zone(zone: ZoneInfo | None) -> ZoneInfo:
+    return zone or ZoneInfo("UTC")
+
+
+def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    return to_utc(wall.replace(tzinfo=zone).astimezone(UTC))
+
+
+def tick_at_or_before(interval: Interval, at: datetime, zone: ZoneInfo | None) -> datetime:
+    """The latest tick at or before ``at``."""
+    tz = _zone(zone)
+    if interval.every is not None:
+        wall = _wall(at, tz)
+        steps = (wall - _EPOCH_WALL) // interval.every
+        tick = _instant(_EPOCH_WALL + steps * interval.every, tz)
+        # Near a DST change the wall-clock tick can map after `at`; step back one length then.
+        return tick if tick <= at else tick - interval.every
+    assert interval.cron is not None
+    seconds = len(interval.cron.split()) == 6
+    walker = croniter(interval.cron, (at + _MS).astimezone(tz), second_at_beginning=seconds)
+    previous: datetime = walker.get_prev(datetime)
+    return to_utc(previous)
+
+
+def tick_after(interval: Interval, after: datetime, zone: ZoneInfo | None) -> datetime:
+    """The earliest tick strictly after ``after``."""
+    if interval.every is not None:
+        return tick_at_or_before(interval, after, zone) + interval.every
+    assert interval.cron is not None
+    return next_cron(interval.cron, after, zone)
+
+
+def interval_ending_at_or_before(interval: Interval, at: datetime, zone: ZoneInfo | None) -> RunInterval:
+    """The interval whose end is the latest tick at or before ``at``."""
+    end = tick_at_or_before(interval, at, zone)
+    start = tick_at_or_before(interval, end - _MS, zone)
+    return RunInterval(started_at=start, ended_at=end)

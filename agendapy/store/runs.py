@@ -1,0 +1,227 @@
+"""Run records (collection ``agendaRuns``): run history, once-per-interval guards, dependency checks.
+
+One document per run. ``intervalKey`` is unique: for a once-per-interval run it is the job name and the
+interval's end, so a second worker's insert for the same interval fails with a duplicate key and that
+worker skips the interval; for every other run it is the record's own id, so it never collides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from ..intervals import RunInterval
+
+__all__ = ["DEFAULT_RUNS_COLLECTION", "MongoRunStore", "RunRecord", "RunStatus"]
+
+DEFAULT_RUNS_COLLECTION = "agendaRuns"
+RunStatus = Literal["running", "succeeded", "failed", "skipped"]
+_STATUSES = ("running", "succeeded", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job, as ``agenda.runs()`` returns it."""
+
+    id: str
+    name: str
+    job_id: str | None
+    interval_started_at: datetime | None
+    interval_ended_at: datetime | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: RunStatus
+    error: str | None
+    worker: str | None
+
+
+def interval_key(name: str, interval: RunInterval) -> str:
+    """The unique key that lets only one run handle ``interval`` of job ``name``."""
+    end = interval.ended_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    return f"{name}\x00{end}"
+
+
+def _aware(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return None
+
+
+def _record(doc: dict[str, Any]) -> RunRecord:
+    status = doc.get("status")
+    return RunRecord(
+        id=str(doc["_id"]),
+        name=str(doc.get("name", "")),
+        job_id=None if doc.get("jobId") is None else str(doc["jobId"]),
+        interval_started_at=_aware(doc.get("intervalStartedAt")),
+        interval_ended_at=_aware(doc.get("intervalEndedAt")),
+        started_at=_aware(doc.get("startedAt")) or datetime.min.replace(tzinfo=UTC),
+        finished_at=_aware(doc.get("finishedAt")),
+        status=status if status in _STATUSES else "failed",
+        error=doc.get("error"),
+        worker=doc.get("worker"),
+    )
+
+
+class MongoRunStore:
+    """Run records in one collection beside the jobs."""
+
+    def __init__(
+        self, collection: AsyncCollection[dict[str, Any]], *, ttl: timedelta, keep_per_name: int
+    ) -> None:
+        self._collection = collection
+        self._ttl = ttl
+        self._keep = keep_per_name
+
+    async def create_indexes(self) -> None:
+        """The unique interval key, the history listing, and the TTL that bounds the collection."""
+        await self._collection.create_index(
+            [("intervalKey", ASCENDING)], name="agendapyIntervalKey", unique=True
+        )
+        await self._collection.create_index(
+            [("name", ASCENDING), ("startedAt", DESCENDING)], name="agendapyRunsByName"
+        )
+        try:
+            await self._collection.create_index(
+                [("startedAt", ASCENDING)],
+                name="agendapyRunsTTL",
+                expireAfterSeconds=max(int(self._ttl.total_seconds()), 1),
+            )
+        except OperationFailure:
+            # An index with other options exists (the TTL changed): replace it.
+            await self._collection.drop_index("agendapyRunsTTL")
+            await self._collection.create_index(
+                [("startedAt", ASCENDING)],
+                name="agendapyRunsTTL",
+                expireAfterSeconds=max(int(self._ttl.total_seconds()), 1),
+            )
+
+    async def start(
+        self,
+        *,
+        name: str,
+        job_id: str | None,
+        interval: RunInterval | None,
+        guard: bool,
+        started_at: datetime,
+        worker: str | None,
+        status: RunStatus = "running",
+    ) -> str | None:
+        """Insert a run record; with ``guard`` it claims ``interval`` and returns None if it was taken."""
+        run_id = ObjectId()
+        doc: dict[str, Any] = {
+            "_id": run_id,
+            "name": name,
+            "jobId": job_id,
+            "intervalStartedAt": interval.started_at if interval else None,
+            "intervalEndedAt": interval.ended_at if interval else None,
+            "intervalKey": interval_key(name, interval) if guard and interval else str(run_id),
+            "startedAt": started_at,
+            "finishedAt": started_at if status == "skipped" else None,
+            "status": status,
+            "error": None,
+            "worker": worker,
+        }
+        try:
+            await self._collection.insert_one(doc)
+        except DuplicateKeyError:
+            return await self._take_over(doc, started_at=started_at, worker=worker)
+        return str(run_id)
+
+    async def _take_over(
+        self, doc: dict[str, Any], *, started_at: datetime, worker: str | None
+    ) -> str | None:
+        """The interval is taken. If its run is still "running" for this same job, its worker died or was
+        interrupted (the caller holds the job's lock now, so nobody else runs it): resume that run.
+        Otherwise the interval is done (or belongs to another job document): skip it."""
+        existing = await self._collection.find_one_and_update(
+            {"intervalKey": doc["intervalKey"], "status": "running", "jobId": doc["jobId"]},
+            {"$set": {"worker": worker, "resumedAt": started_at}, "$inc": {"attempts": 1}},
+        )
+        return None if existing is None else str(existing["_id"])
+
+    async def finish(
+        self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None
+    ) -> None:
+        """Record how a run ended."""
+        await self._collection.update_one(
+            {"_id": ObjectId(run_id)}, {"$set": {"status": status, "finishedAt": finished_at, "error": error}}
+        )
+
+    async def release_guard(self, run_id: str) -> None:
+        """Give an interval back (the run never started its handler, e.g. an interrupted start)."""
+        await self._collection.delete_one({"_id": ObjectId(run_id), "status": "running"})
+
+    async def trim(self, name: str) -> None:
+        """Keep at most ``keep_per_name`` records of ``name`` (the newest)."""
+        cursor = self._collection.find({"name": name}, projection={"startedAt": 1}).sort(
+            "startedAt", DESCENDING
+        )
+        cursor = cursor.skip(self._keep).limit(1)
+        oldest_kept = [doc async for doc in cursor]
+        if oldest_kept:
+            await self._collection.delete_many(
+                {
+                    "name": name,
+                    "startedAt": {"$lte": oldest_kept[0]["startedAt"]},
+                    "status": {"$ne": "running"},
+                }
+            )
+
+    async def query(
+        self,
+        *,
+        name: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        status: RunStatus | None,
+        limit: int,
+    ) -> list[RunRecord]:
+        """Run records, newest first."""
+        query: dict[str, Any] = {}
+        if name is not None:
+            query["name"] = name
+        if status is not None:
+            query["status"] = status
+        started: dict[str, Any] = {}
+        if since is not None:
+            started["$gte"] = since
+        if until is not None:
+            started["$lt"] = until
+        if started:
+            query["startedAt"] = started
+        cursor = self._collection.find(query).sort([("startedAt", DESCENDING), ("_id", DESCENDING)])
+        if limit:
+            cursor = cursor.limit(limit)
+        return [_record(doc) async for doc in cursor]
+
+    async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
+        """Whether succeeded runs of ``name`` cover ``interval`` without a gap, and the failed runs that
+        overlap it (to report a failed requirement)."""
+        cursor = self._collection.find(
+            {
+                "name": name,
+                "status": {"$in": ["succeeded", "failed"]},
+                "intervalStartedAt": {"$lt": interval.ended_at},
+                "intervalEndedAt": {"$gt": interval.started_at},
+            }
+        ).sort("intervalStartedAt", ASCENDING)
+        records = [_record(doc) async for doc in cursor]
+        reached = interval.started_at
+        for record in records:
+            if record.status != "succeeded":
+                continue
+            assert record.interval_started_at is not None and record.interval_ended_at is not None
+            if record.interval_started_at > reached:
+                break
+            reached = max(reached, record.interval_ended_at)
+            if reached >= interval.ended_at:
+                break
+        failed = [r for r in records if r.status == "failed"]
+        return reached >= interval.ended_at, failed
