@@ -6,7 +6,7 @@ from agendapy import Agenda, Job, backoff
 from __future__ import annotations
 
 from . import backoff
-from .agenda import Agenda, JobsResult, RunningStats
+from .agenda import Agenda, JobsResult, RunDueResult, RunningStats
 from .errors import (
     AgendaError,
     DatabaseUnavailable,
@@ -27,6 +27,7 @@ from .errors import (
 from .job import Job, JobState
 from .processor import DrainResult
 from .runner import RetryDetails
+from .store.runs import RunRecord
 
 __all__ = [
     "Agenda",
@@ -48,6 +49,8 @@ __all__ = [
     "LockLost",
     "NotRunning",
     "RetryDetails",
+    "RunDueResult",
+    "RunRecord",
     "RunningStats",
     "UnknownJob",
     "UnsafeQuery",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobNotFound, NotRunning
+from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
 from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .backoff import BackoffStrategy
     from .embedded import EmbeddedServer
 
-__all__ = ["Agenda", "DrainResult", "JobsResult", "RunningStats"]
+__all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
 log = logging.getLogger("agendapy")
 
@@ -47,6 +47,21 @@ class JobsResult:
 
     jobs: list[Job]
     total: int
+
+
+@dataclass(frozen=True)
+class RunDueResult:
+    """What ``run_due`` ran: jobs by outcome (``failed`` pairs each job with its error)."""
+
+    succeeded: list[Job]
+    failed: list[tuple[Job, BaseException | None]]
+    skipped: list[Job]
+    waiting: list[Job]
+
+    @property
+    def ok(self) -> bool:
+        """True when no run failed (jobs still waiting for their requirements are not failures)."""
+        return not self.failed
 
 
 @dataclass(frozen=True)
@@ -671,6 +686,26 @@ class Agenda:
         if not result.timed_out:
             self._processor = None
         return result
+
+    async def run_due(self, names: Sequence[str] | None = None) -> RunDueResult:
+        """Run every job due now (of ``names``, or of every defined name) under the same locks as a
+        worker, wait for them, and report: for crontab, Kubernetes CronJobs and serverless functions."""
+        if names is not None:
+            wanted = self._name_list(names)
+            for name in wanted:
+                if name not in self._definitions:
+                    raise UnknownJob(name)
+        else:
+            wanted = list(self._definitions)
+        await self.connect()
+        processor = Processor(self, names=wanted)
+        outcomes = await processor.run_due(sched.utcnow())
+        return RunDueResult(
+            succeeded=[o.job for o in outcomes if o.status == "succeeded"],
+            failed=[(o.job, o.error) for o in outcomes if o.status == "failed"],
+            skipped=[o.job for o in outcomes if o.status == "skipped"],
+            waiting=[o.job for o in outcomes if o.status == "waiting"],
+        )
 
     async def running_stats(self, full: bool = False) -> RunningStats:
         """What this worker holds and runs (Agenda's getRunningStats); raises NotRunning before start."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import json
 import logging
 import os
 import signal
@@ -14,9 +15,10 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 
-from .agenda import Agenda
-from .errors import AgendaError
+from .agenda import Agenda, RunDueResult
+from .errors import AgendaError, UnknownJob
 
 __all__ = ["load_agenda", "main", "run_worker"]
 
@@ -147,6 +149,83 @@ def worker(
     except AgendaError as exc:
         err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         sys.exit(1)
+
+
+@main.command("run-due")
+@click.argument("target")
+@click.argument("names", nargs=-1)
+@click.option(
+    "--mongo-url",
+    envvar="AGENDAPY_MONGO_URL",
+    help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else the Agenda's own, else the embedded database).",
+)
+@click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+def run_due(
+    target: str,
+    names: tuple[str, ...],
+    mongo_url: str | None,
+    name: str | None,
+    as_json: bool,
+    log_level: str,
+) -> None:
+    """Run the jobs of TARGET that are due now (all defined names, or NAMES), wait, and exit:
+    0 when every run succeeded, 1 when any failed. For crontab, Kubernetes CronJobs and serverless."""
+    _configure_logging(log_level, json_logs=as_json)
+    agenda = load_agenda(target)
+    try:
+        if mongo_url:
+            agenda.set_database(mongo_url)
+        if name:
+            agenda.name = name
+        result = asyncio.run(_run_due(agenda, list(names) or None))
+    except ValueError as exc:
+        err_console.print(f"[red]invalid input:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+    except AgendaError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(2 if isinstance(exc, UnknownJob) else 1)
+    _print_run_due(result, as_json)
+    sys.exit(0 if result.ok else 1)
+
+
+async def _run_due(agenda: Agenda, names: list[str] | None) -> RunDueResult:
+    try:
+        return await agenda.run_due(names)
+    finally:
+        await agenda.close()
+
+
+def _print_run_due(result: RunDueResult, as_json: bool) -> None:
+    rows: list[dict[str, Any]] = []
+    for status, jobs in (
+        ("succeeded", result.succeeded),
+        ("skipped", result.skipped),
+        ("waiting", result.waiting),
+    ):
+        for job in jobs:
+            detail = job.waiting_reason if status == "waiting" else None
+            rows.append({"name": job.name, "id": job.id, "status": status, "detail": detail})
+    for job, error in result.failed:
+        rows.append(
+            {"name": job.name, "id": job.id, "status": "failed", "detail": job.fail_reason or str(error)}
+        )
+    if as_json:
+        click.echo(json.dumps({"ok": result.ok, "runs": rows}))
+        return
+    console = Console()
+    if not rows:
+        console.print("nothing was due")
+        return
+    table = Table(title="run-due")
+    for column in ("name", "id", "status", "detail"):
+        table.add_column(column)
+    colours = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "cyan"}
+    for row in rows:
+        status = f"[{colours[row['status']]}]{row['status']}[/]"
+        table.add_row(row["name"], row["id"] or "", status, row["detail"] or "")
+    console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -308,10 +308,10 @@ class Job:
 
 def compute_job_state(job: Job, now: datetime | None = None) -> JobState:
     """Agenda's computeJobState; the order of the checks matters."""
+    if job.waiting_for:  # locked too while a worker checks its requirements again
+        return JobState.WAITING
     if job.locked_at is not None:
         return JobState.RUNNING
-    if job.waiting_for:
-        return JobState.WAITING
     if job.failed_at is not None and (job.last_finished_at is None or job.failed_at >= job.last_finished_at):
         return JobState.FAILED
     if job.repeat_interval:

@@ -2,7 +2,7 @@
 
 Plain recurring jobs follow Agenda (the next run counts from this run's start). A job switches to
 *interval scheduling* when its definition has ``once_per_interval``, or it ``requires`` other jobs, or
-its ``misfire`` policy is "skip" or "all": its runs then follow the ticks of its schedule
+it names a ``misfire`` policy: its runs then follow the ticks of its schedule
 (:mod:`agendapy.intervals`) and each handles the interval that ends at its tick.
 
 Misfires (ticks that passed while no worker ran):
@@ -43,7 +43,7 @@ class RunPlan:
 
 def _interval_scheduling(job: Job, definition: JobDefinition | None) -> bool:
     once = definition is not None and definition.once_per_interval
-    return bool(once or job.requires or job.misfire in ("skip", "all"))
+    return bool(once or job.requires or job.misfire is not None)
 
 
 def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPlan:
@@ -60,7 +60,7 @@ def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPl
     scheduled = job.next_run_at or now
 
     if not _interval_scheduling(job, definition):
-        handled = interval_ending_at_or_before(interval, scheduled, zone)
+        handled = interval_ending_at_or_before(interval, max(scheduled, now), zone)
         return RunPlan(interval=handled, next_run_at=None, agenda_rule=True)
 
     misfire = job.misfire or "once"

@@ -56,8 +56,12 @@ class DrainResult:
 class Processor:
     """One worker's locking and running state."""
 
-    def __init__(self, agenda: Agenda) -> None:
+    def __init__(self, agenda: Agenda, *, names: Sequence[str] | None = None) -> None:
         self._agenda = agenda
+        # Run-due mode: only these names, only jobs due by the cutoff (no look-ahead), outcomes kept.
+        self._only_names = None if names is None else set(names)
+        self._cutoff: datetime | None = None
+        self._outcomes: list[RunOutcome] = []
         self._store = agenda._store
         self._waiting: list[tuple[Job, int]] = []
         self._seq = itertools.count()
@@ -149,6 +153,46 @@ class Processor:
                 waiter.cancel()
         return not self._running
 
+    async def run_due(self, cutoff: datetime) -> list[RunOutcome]:
+        """Claim and run every job due by ``cutoff``, wait for all of them, and return their outcomes.
+
+        Jobs that waited for their ``requires`` get another round while the previous round made
+        progress (a required job may just have run).
+        """
+        self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
+        try:
+            while True:
+                self._cutoff = cutoff
+                before = len(self._outcomes)
+                await self._drain_due()
+                round_outcomes = self._outcomes[before:]
+                waiting = {o.job.name for o in round_outcomes if o.status == "waiting"}
+                progressed = any(o.status == "succeeded" for o in round_outcomes)
+                if not waiting or not progressed:
+                    break
+                self._only_names = waiting
+                cutoff = sched.utcnow() + self._agenda.dependency_check_every
+        finally:
+            await self.stop_filling()
+            await self._stop_renewal()
+        return self._latest_outcomes()
+
+    async def _drain_due(self) -> None:
+        while True:
+            self._wake.clear()
+            await self._fill()
+            self._dispatch()
+            if not self._running and not self._waiting:
+                return
+            await self._wake.wait()
+
+    def _latest_outcomes(self) -> list[RunOutcome]:
+        """One outcome per job: its last (a job that waited and then ran reports the run)."""
+        latest: dict[str, RunOutcome] = {}
+        for outcome in self._outcomes:
+            latest[outcome.job.id or str(id(outcome.job))] = outcome
+        return list(latest.values())
+
     # -- stats ---------------------------------------------------------------------------------
 
     @property
@@ -219,6 +263,8 @@ class Processor:
         waiting_total = len(self._waiting)
         names = []
         for name, definition in agenda._definitions.items():
+            if self._only_names is not None and name not in self._only_names:
+                continue
             if definition.lock_limit and self.locked_count(name) >= definition.lock_limit:
                 continue
             waiting = self._waiting_count(name)
@@ -239,7 +285,7 @@ class Processor:
         request = ClaimRequest(
             names=names,
             now=now,
-            next_scan_at=now + agenda.process_every,
+            next_scan_at=self._cutoff if self._cutoff is not None else now + agenda.process_every,
             lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in names},
             owner=agenda.name,
         )
@@ -259,6 +305,8 @@ class Processor:
         agenda = self._agenda
         now = sched.utcnow()
         window = agenda.process_every
+        if self._cutoff is not None:
+            window = max(window, self._cutoff - now)
         release: list[Job] = []
         keep: list[tuple[Job, int]] = []
         for job, seq in self._waiting:
@@ -315,13 +363,15 @@ class Processor:
 
     async def _run(self, job: Job, definition: JobDefinition) -> RunOutcome:
         try:
-            return await run_job(self._agenda, job, definition)
+            outcome = await run_job(self._agenda, job, definition)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("run of %s (%s) crashed", job.name, job.id)
             await self._agenda._emit_error(exc)
-            return RunOutcome(job, ran=True, succeeded=False, error=exc)
+            outcome = RunOutcome(job, ran=True, succeeded=False, error=exc, status="failed")
+        self._outcomes.append(outcome)
+        return outcome
 
     def _finished(self, seq: int, name: str) -> None:
         self._running.pop(seq, None)

@@ -216,14 +216,14 @@ async def _wait_for_requirements(
     now: datetime,
 ) -> RunOutcome:
     """Not a run: keep the interval pending, unlock, and check again shortly."""
-    first_time = job.waiting_for is None
+    changed = job.waiting_reason != reason
     job.waiting_for = missing
     job.waiting_reason = reason
     job.last_run_at = previous_last_run
     job.next_run_at = now + agenda.dependency_check_every
     job.locked_at = None
-    level = logging.WARNING if "failed" in reason else logging.INFO
-    if first_time or level == logging.WARNING:
+    if changed:
+        level = logging.WARNING if "failed" in reason else logging.INFO
         log.log(level, "%s (%s) waits: %s", job.name, job.id, reason)
     await agenda._store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="waiting")

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_until
 
 from agendapy import Agenda
+
+from support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -181,3 +182,61 @@ def test_bad_url_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "mongodb://" in out.stderr
+
+
+RUN_DUE_MODULE = textwrap.dedent(
+    """
+    from agendapy import Agenda
+
+    agenda = Agenda()
+
+    @agenda.define("fine")
+    def fine(job):
+        print("fine ran")
+
+    @agenda.define("broken")
+    def broken(job):
+        raise RuntimeError("disk full")
+    """
+)
+
+
+def _run_due(module_dir: Path, db_url: str, *names: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agendapy", "run-due", "jobmod:agenda", *names, "--mongo-url", db_url, "--json"],
+        cwd=module_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_run_due_exit_codes(tmp_path: Path, db_url: str) -> None:
+    import json
+
+    (tmp_path / "jobmod.py").write_text(RUN_DUE_MODULE)
+    producer = Agenda(db_url)
+    try:
+        await producer.now("fine")
+        await producer.now("fine")
+        await producer.now("broken")
+    finally:
+        await producer.close()
+
+    only_fine = await asyncio.to_thread(_run_due, tmp_path, db_url, "fine")
+    assert only_fine.returncode == 0, only_fine.stderr
+    report = json.loads(only_fine.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True
+    assert [r["status"] for r in report["runs"]] == ["succeeded", "succeeded"]
+
+    everything = await asyncio.to_thread(_run_due, tmp_path, db_url)
+    assert everything.returncode == 1
+    report = json.loads(everything.stdout.strip().splitlines()[-1])
+    assert [(r["name"], r["status"], r["detail"]) for r in report["runs"]] == [("broken", "failed", "disk full")]
+
+    nothing_due = await asyncio.to_thread(_run_due, tmp_path, db_url)
+    assert nothing_due.returncode == 0
+
+    unknown = await asyncio.to_thread(_run_due, tmp_path, db_url, "no such job")
+    assert unknown.returncode == 2
+    assert "no such job" in unknown.stderr

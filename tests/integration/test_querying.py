@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from support import EventLog
 
 from agendapy import Agenda, Job, JobsResult, JobState
+
+from support import EventLog
 
 
 def utcnow() -> datetime:

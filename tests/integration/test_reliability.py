@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from support import EventLog, wait_until
 
 from agendapy import Agenda, Job, JobTimeout, LockLost, backoff
+
+from support import EventLog, wait_until
 
 
 async def test_heartbeat_keeps_a_long_job_locked_so_no_other_worker_runs_it(

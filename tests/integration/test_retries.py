@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from support import EventLog, wait_until
 
 from agendapy import Agenda, Job, backoff
+
+from support import EventLog, wait_until
 
 
 def utcnow() -> datetime:

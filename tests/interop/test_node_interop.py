@@ -18,9 +18,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import EventLog, wait_until
 
 from agendapy import Agenda, Job
+
+from support import EventLog, wait_until
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(90)]
 
