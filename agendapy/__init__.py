@@ -10,6 +10,7 @@ from .agenda import Agenda, JobsResult, RunDueResult, RunningStats
 from .errors import (
     AgendaError,
     DatabaseUnavailable,
+    Interrupted,
     InvalidData,
     InvalidDate,
     InvalidInput,
@@ -34,6 +35,7 @@ __all__ = [
     "AgendaError",
     "DatabaseUnavailable",
     "DrainResult",
+    "Interrupted",
     "InvalidData",
     "InvalidDate",
     "InvalidInput",

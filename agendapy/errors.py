@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "AgendaError",
     "DatabaseUnavailable",
+    "Interrupted",
     "InvalidData",
     "InvalidDate",
     "InvalidInput",
@@ -100,6 +101,11 @@ class NotRunning(AgendaError, RuntimeError):
 
 class LockLost(AgendaError):
     """This worker no longer holds the lock of the job it runs; its state writes are refused."""
+
+
+class Interrupted(AgendaError):
+    """Raise from a handler to stop now without failing: the job is unlocked, made due at once, and
+    keeps its checkpoint, so another worker resumes it (use it when ``job.stop_requested`` is set)."""
 
 
 class JobTimeout(AgendaError, TimeoutError):

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
-from .errors import DatabaseUnavailable, JobTimeout, LockLost
+from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
 from .intervals import RunInterval
 from .job import Job
 from .planning import RunPlan, fixed_delay_next_run, plan_run
@@ -154,8 +154,12 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         if job.lock_lost:
             raise LockLost(f"job {job.name!r} lost its lock while running; its result was not saved")
     except asyncio.CancelledError:
-        await _interrupted(agenda, job)
+        await _interrupted(agenda, job, run_id, guarded=plan.guard)
         raise
+    except Interrupted:
+        await _interrupted(agenda, job, run_id, guarded=plan.guard)
+        await events.emit_job_event("complete", job.name, job)
+        return RunOutcome(job, ran=True, succeeded=False, status="interrupted")
     except Exception as exc:
         failure = exc
     else:
@@ -306,13 +310,23 @@ async def _handle_retry(
     await agenda._events.emit_job_event("retry", job.name, job, details)
 
 
-async def _interrupted(agenda: Agenda, job: Job) -> None:
-    """A run cancelled by a stop: unlock it and make it due now, so another worker resumes it at once."""
+async def _interrupted(agenda: Agenda, job: Job, run_id: str | None, *, guarded: bool) -> None:
+    """A run cancelled by a stop: unlock it and make it due now, so another worker resumes it at once.
+
+    A once-per-interval record stays "running": the worker that resumes the job takes it over.
+    """
+    if run_id is not None and not guarded:
+        try:
+            await agenda._store.runs.finish(
+                run_id, status="failed", finished_at=sched.utcnow(), error="interrupted; resumed later"
+            )
+        except Exception as exc:
+            log.warning("could not record the interruption of %s: %s", job.name, exc)
     lease = job._lease
     if lease is None or lease.lost:
         return
     try:
         await agenda._store.release([job], reschedule_at=sched.utcnow())
-        log.warning("interrupted %s (%s); released for another worker", job.name, job.id)
+        log.info("interrupted %s (%s); released for another worker", job.name, job.id)
     except Exception:
         log.exception("could not release interrupted job %s (%s)", job.name, job.id)

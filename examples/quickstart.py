@@ -51,4 +51,6 @@ async def schedule_demo_jobs() -> None:
     for i, who in enumerate(["ada@example.com", "grace@example.com", "linus@example.com"]):
         await agenda.schedule(f"in {2 + 2 * i} seconds", "send welcome email", {"to": who})
     await agenda.now("flaky import")
-    console.print("[bold]scheduled: a heartbeat every 5 s, three emails, one flaky import. Ctrl-C stops.[/bold]")
+    console.print(
+        "[bold]scheduled: a heartbeat every 5 s, three emails, one flaky import. Ctrl-C stops.[/bold]"
+    )
