@@ -22,7 +22,15 @@ from .runner import run_job
 from .store.base import JobCriteria, JobQuery, JobStore
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
-from .validate import check_bson, check_job_name
+from .validate import (
+    check_bson,
+    check_id,
+    check_ids,
+    check_job_name,
+    check_names,
+    check_priority,
+    check_safe_filter,
+)
 
 if TYPE_CHECKING:
     from .backoff import BackoffStrategy
@@ -84,6 +92,21 @@ def _package_version() -> str:
         return version("agendapy")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def _bounded_int(value: Any, field_name: str) -> int:
+    """A skip or limit: 0 or more, and small enough for the server."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+        raise InvalidInput(field_name, value, "must be an int from 0 to 2**31 - 1")
+    return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _positive_int(value: Any, field_name: str, *, allow_zero: bool = False) -> int:
@@ -447,7 +470,12 @@ class Agenda:
         strategy: Literal["trailing", "leading"] = "trailing",
     ) -> Job:
         """Save a job unique on ``unique_key`` whose rapid repeats merge into one run (nowDebounced)."""
-        job = self.create(name, data).unique(unique_key).debounce(delay, max_wait=max_wait, strategy=strategy)
+        job = self.create(name, data)
+        try:
+            job.unique(unique_key)
+        except InvalidInput as exc:
+            raise type(exc)("unique_key", unique_key, exc.reason) from None
+        job.debounce(delay, max_wait=max_wait, strategy=strategy)
         await self.save_job(job)
         return job
 
@@ -476,8 +504,11 @@ class Agenda:
         check_job_name(job.name)
         check_bson(job.data)
         check_bson(job.checkpoint_state, field="checkpoint_state")
+        if job.unique_query is not None:  # an upsert sends the key and the document together
+            check_bson([job.unique_query, job.data, job.checkpoint_state], field="data")
         if not isinstance(job.priority, int) or isinstance(job.priority, bool):
             job.priority = sched.parse_priority(job.priority)
+        check_priority(job.priority)
         job.agenda = self
         await self.connect()
         await self._store.save_job(job, now=sched.utcnow(), last_modified_by=self.name)
@@ -509,8 +540,12 @@ class Agenda:
     ) -> JobsResult:
         """Find jobs; each returned job has its computed ``job.state``."""
         criteria = self._criteria(id=id, ids=ids, name=name, names=names, data=data)
-        skip = _positive_int(skip, "skip", allow_zero=True)
-        limit = _positive_int(limit, "limit", allow_zero=True)
+        skip = _bounded_int(skip, "skip")
+        limit = _bounded_int(limit, "limit")
+        if search is not None and (not isinstance(search, str) or not _encodable(search)):
+            raise InvalidInput("search", search, "must be a string")
+        if sort is not None and not isinstance(sort, Mapping):
+            raise InvalidInput("sort", sort, 'must be a mapping such as {"nextRunAt": "desc"}')
         wanted: JobState | None = None
         if state is not None:
             try:
@@ -564,18 +599,16 @@ class Agenda:
         not_names: Sequence[str] | None = None,
         data: Any = _UNSET,
     ) -> JobCriteria:
-        for label, value in (("names", names), ("ids", ids), ("not_names", not_names)):
-            if value is not None and (isinstance(value, str) or not isinstance(value, Sequence)):
-                raise InvalidInput(label, value, "must be a list")
+        # Every criterion is a plain value: a mapping such as {"$ne": None} must never reach a filter.
         has_data = data is not _UNSET
         if has_data:
-            check_bson(data)
+            check_safe_filter(data, field="data")
         return JobCriteria(
-            id=id,
-            ids=ids,
-            name=name,
-            names=names,
-            not_names=not_names,
+            id=None if id is None else str(check_id(id)),
+            ids=None if ids is None else [str(i) for i in check_ids(ids)],
+            name=None if name is None else check_job_name(name),
+            names=None if names is None else check_names(names, field="names"),
+            not_names=None if not_names is None else check_names(not_names, field="not_names"),
             data=data if has_data else None,
             has_data=has_data,
         )
@@ -755,7 +788,7 @@ class Agenda:
         """Run records, newest first: interval, started, finished, status, error, worker."""
         if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
             raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
-        limit = _positive_int(limit, "limit", allow_zero=True)
+        limit = _bounded_int(limit, "limit")
         since_at = None if since is None else sched.parse_when(since, field="since")
         until_at = None if until is None else sched.parse_when(until, field="until")
         await self.connect()
@@ -794,6 +827,8 @@ class Agenda:
     async def _checkpoint(self, job: Job) -> None:
         job._raise_if_lost()
         check_bson(job.checkpoint_state, field="checkpoint_state")
+        if job.unique_query is not None:  # an upsert sends the key and the document together
+            check_bson([job.unique_query, job.data, job.checkpoint_state], field="data")
         await self.connect()
         if not await self._store.save_state(job, fields=["checkpoint_state", "progress"]):
             if job._lease is not None:

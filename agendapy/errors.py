@@ -29,7 +29,10 @@ __all__ = [
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (RecursionError, Exception):  # a value too deep or too odd to print must not hide the error
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 200 else text[:197] + "..."
 
 

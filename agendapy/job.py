@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import schedule as sched
 from .errors import InvalidInput, InvalidInterval, LockLost
-from .validate import check_safe_filter
+from .validate import check_unique_query
 
 if TYPE_CHECKING:
     from .agenda import Agenda
 
 __all__ = ["Job", "JobState", "compute_job_state"]
+
+_LONGEST_DEBOUNCE = timedelta(days=3650)
 
 JobType = Literal["normal", "single"]
 DebounceStrategy = Literal["trailing", "leading"]
@@ -122,15 +124,27 @@ class Job:
         """Make the job recurring; the next run is computed at once (the first is immediate by default)."""
         parsed = sched.parse_interval(interval, field="interval")
         sched.parse_timezone(timezone)
+        saved = (self.repeat_interval, self.repeat_timezone, self.last_run_at)
         self.repeat_interval = parsed.stored
         self.repeat_timezone = timezone
         if skip_immediate:
-            saved_last_run = self.last_run_at
             self.last_run_at = self.next_run_at or sched.utcnow()
-            self.compute_next_run_at()
-            self.last_run_at = saved_last_run
-        else:
-            self.compute_next_run_at()
+        try:
+            self.next_run_at = sched.compute_next_run_at(
+                repeat_interval=self.repeat_interval,
+                repeat_timezone=self.repeat_timezone,
+                repeat_at=repeat_at_of(self),
+                last_run_at=self.last_run_at,
+                now=sched.utcnow(),
+                start_date=self.start_date,
+                end_date=self.end_date,
+                skip_days=self.skip_days,
+            )
+        except InvalidInput as exc:
+            self.repeat_interval, self.repeat_timezone, _ = saved
+            raise InvalidInterval("interval", interval, exc.reason) from None
+        finally:
+            self.last_run_at = saved[2]
         return self
 
     def repeat_at_time(self, time: str) -> Job:
@@ -158,10 +172,7 @@ class Job:
 
     def unique(self, query: Mapping[str, Any], *, insert_only: bool = False) -> Job:
         """Save by upsert on ``query`` (plus the name) instead of inserting a new document."""
-        if not isinstance(query, Mapping):
-            raise InvalidInput("unique", query, "must be a mapping of field to value")
-        check_safe_filter(query, field="unique")
-        self.unique_query = dict(query)
+        self.unique_query = check_unique_query(query)
         self.unique_insert_only = insert_only
         return self
 
@@ -175,11 +186,12 @@ class Job:
         """Merge rapid saves of a ``unique`` job into one run (trailing: last wins; leading: first)."""
         if strategy not in ("trailing", "leading"):
             raise InvalidInput("strategy", strategy, "must be 'trailing' or 'leading'")
-        self.debounce_options = DebounceOptions(
-            delay=sched.to_timedelta(delay, field="delay"),
-            max_wait=None if max_wait is None else sched.to_timedelta(max_wait, field="max_wait"),
-            strategy=strategy,
-        )
+        delay_td = sched.to_timedelta(delay, field="delay")
+        wait_td = None if max_wait is None else sched.to_timedelta(max_wait, field="max_wait")
+        for label, value in (("delay", delay_td), ("max_wait", wait_td)):
+            if value is not None and value > _LONGEST_DEBOUNCE:
+                raise InvalidInput(label, value, "must be at most 10 years")
+        self.debounce_options = DebounceOptions(delay=delay_td, max_wait=wait_td, strategy=strategy)
         return self
 
     def disable(self) -> Job:

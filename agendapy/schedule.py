@@ -462,6 +462,8 @@ def parse_priority(value: int | str | None, *, field: str = "priority") -> int:
         return 0
     if isinstance(value, bool):
         raise InvalidPriority(field, value, "expected an int or lowest/low/normal/high/highest")
+    if isinstance(value, int | float) and not (-(2**63) <= value <= 2**63 - 1):
+        raise InvalidPriority(field, value, "must fit in a 64-bit integer")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -97,6 +98,18 @@ def _brief(exc: Exception) -> str:
     for marker in (" (configured timeouts", ", Timeout:"):
         text = text.split(marker, 1)[0]
     return text
+
+
+@contextlib.contextmanager
+def _user_filter(field: str, value: Any) -> Iterator[None]:
+    """A filter built from user input that the server refuses is bad input, not a crash."""
+    try:
+        yield
+    except OperationFailure as exc:
+        if exc.code == 11000:  # a duplicate key is not about the filter
+            raise
+        message = (exc.details or {}).get("errmsg") or str(exc)
+        raise InvalidInput(field, value, f"the server rejected it: {message}") from None
 
 
 def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -319,11 +332,13 @@ class MongoJobStore:
             else:
                 update = {"$set": props, "$setOnInsert": _only_processor(doc)}
         else:
-            existing = await self.collection.find_one(query)
+            with _user_filter("unique", job.unique_query):
+                existing = await self.collection.find_one(query)
             update = _debounce_update(job, doc, props, existing, now)
-        found = await self.collection.find_one_and_update(
-            query, update, upsert=True, return_document=ReturnDocument.AFTER
-        )
+        with _user_filter("unique", job.unique_query):
+            found = await self.collection.find_one_and_update(
+                query, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
         if found is not None:
             _absorb(job, found)
 
@@ -426,16 +441,20 @@ class MongoJobStore:
     async def query(self, query: JobQuery) -> tuple[list[Job], int]:
         """Matching jobs (sorted, skipped, limited in the database) and the total match count."""
         flt = query_filter(query)
-        cursor = self.collection.find(flt, sort=query_sort(query.sort), skip=query.skip, limit=query.limit)
-        jobs = [job_from_document(doc) async for doc in cursor]
-        total = await self.collection.count_documents(flt)
+        with _user_filter("data", query.criteria.data):
+            cursor = self.collection.find(
+                flt, sort=query_sort(query.sort), skip=query.skip, limit=query.limit
+            )
+            jobs = [job_from_document(doc) async for doc in cursor]
+            total = await self.collection.count_documents(flt)
         return jobs, total
 
     @_translate_errors
     async def fetch_all_states(self, query: JobQuery) -> list[Job]:
         """Every matching job, sorted (the caller filters by computed state and pages)."""
-        cursor = self.collection.find(query_filter(query), sort=query_sort(query.sort))
-        return [job_from_document(doc) async for doc in cursor]
+        with _user_filter("data", query.criteria.data):
+            cursor = self.collection.find(query_filter(query), sort=query_sort(query.sort))
+            return [job_from_document(doc) async for doc in cursor]
 
     @_translate_errors
     async def overview(self, now: datetime) -> list[dict[str, Any]]:
@@ -467,7 +486,8 @@ class MongoJobStore:
         """Delete matching jobs; empty criteria delete nothing (Agenda's rule)."""
         if criteria.is_empty():
             return 0
-        result = await self.collection.delete_many(criteria_filter(criteria))
+        with _user_filter("data", criteria.data):
+            result = await self.collection.delete_many(criteria_filter(criteria))
         return result.deleted_count
 
     @_translate_errors
@@ -481,9 +501,10 @@ class MongoJobStore:
         """Disable or enable matching jobs; returns how many changed."""
         if criteria.is_empty():
             return 0
-        result = await self.collection.update_many(
-            criteria_filter(criteria), {"$set": {"disabled": disabled}}
-        )
+        with _user_filter("data", criteria.data):
+            result = await self.collection.update_many(
+                criteria_filter(criteria), {"$set": {"disabled": disabled}}
+            )
         return result.modified_count
 
     @_translate_errors

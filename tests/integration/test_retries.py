@@ -149,10 +149,11 @@ async def test_presets(agenda: Agenda) -> None:
 async def test_backoff_retries_until_success(agenda: Agenda, jobs_collection: Any) -> None:
     attempts: list[int] = []
     agenda.define("retried", flaky(2, attempts), backoff=backoff.constant(delay=0.1, max_retries=5))
-    log = EventLog(agenda, "retry:retried", "success:retried", "retry exhausted:retried")
+    log = EventLog(agenda, "retry:retried", "success:retried", "retry exhausted:retried", "complete:retried")
     await agenda.now("retried")
     await agenda.start()
     await log.wait("success:retried")
+    await log.wait("complete:retried", 3)  # the final state is saved between success and complete
     assert attempts == [1, 2, 3]
     details = [d for _, d in log.args("retry:retried")]
     assert [d.delay for d in details] == pytest.approx([0.1, 0.1])
