@@ -246,40 +246,51 @@ class Processor:
     async def _fill(self) -> None:
         for immediate in (True, False):
             while self._filling:
-                names = self._claimable_names(immediate=immediate)
-                if not names:
+                names, room = self._claimable(immediate=immediate)
+                if not names or room <= 0:
                     break
-                job = await self._claim(names)
-                if job is None:
-                    break
-                self._accept(job)
+                jobs = await self._claim(names, room)
+                for job in jobs:
+                    self._accept(job)
                 self._dispatch()
+                if len(jobs) < room:
+                    break  # fewer due than there was room for: nothing more to claim now
 
-    def _claimable_names(self, *, immediate: bool) -> list[str]:
+    def _claimable(self, *, immediate: bool) -> tuple[list[str], int]:
+        """The names to claim for, and how many jobs to claim at most.
+
+        ``immediate``: only as many as can start at once (free slots under each name's concurrency and
+        ``max_concurrency``). Otherwise the look-ahead buffer: up to ``concurrency`` waiting jobs per
+        name and ``max_concurrency`` in all. Lock limits cap both.
+        """
         agenda = self._agenda
-        lock_limit = agenda.lock_limit
-        if lock_limit and self.locked_count() >= lock_limit:
-            return []
         waiting_total = len(self._waiting)
-        names = []
+        if immediate:
+            room = agenda.max_concurrency - len(self._running) - waiting_total
+        else:
+            room = agenda.max_concurrency - waiting_total
+        if agenda.lock_limit:
+            room = min(room, agenda.lock_limit - self.locked_count())
+        names: list[str] = []
+        per_name_room = 0
         for name, definition in agenda._definitions.items():
             if self._only_names is not None and name not in self._only_names:
                 continue
-            if definition.lock_limit and self.locked_count(name) >= definition.lock_limit:
-                continue
             waiting = self._waiting_count(name)
             if immediate:
-                busy = self._running_by_name[name] + waiting
-                free = min(
-                    definition.concurrency - busy, agenda.max_concurrency - len(self._running) - waiting_total
-                )
-                if free > 0:
-                    names.append(name)
-            elif waiting < definition.concurrency and waiting_total < agenda.max_concurrency:
+                free = definition.concurrency - self._running_by_name[name] - waiting
+            else:
+                free = definition.concurrency - waiting
+            if definition.lock_limit:
+                left = definition.lock_limit - self.locked_count(name)
+                free = min(free, left)
+                room = min(room, left)  # a batch over several names must not overshoot this one
+            if free > 0:
                 names.append(name)
-        return names
+                per_name_room += free
+        return names, min(room, per_name_room)
 
-    async def _claim(self, names: Sequence[str]) -> Job | None:
+    async def _claim(self, names: Sequence[str], limit: int) -> list[Job]:
         agenda = self._agenda
         now = sched.utcnow()
         request = ClaimRequest(
@@ -289,10 +300,10 @@ class Processor:
             lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in names},
             owner=agenda.name,
         )
-        job = await self._store.claim(request, uuid.uuid4().hex)
-        if job is not None:
+        jobs = await self._store.claim(request, uuid.uuid4().hex, limit)
+        for job in jobs:
             job.agenda = agenda
-        return job
+        return jobs
 
     def _accept(self, job: Job) -> None:
         self._waiting.append((job, next(self._seq)))

@@ -90,8 +90,9 @@ class JobStore(Protocol):
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
 
-    async def claim(self, request: ClaimRequest, token: str) -> Job | None:
-        """Atomically lock one job for this worker; the returned job carries a Lease with ``token``."""
+    async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+        """Atomically lock up to ``limit`` jobs for this worker, in claim order; each returned job
+        carries a Lease with ``token``."""
 
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write the worker-managed fields (all, or those named); fenced by the job's lease if it has one.
