@@ -118,7 +118,7 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     job.waiting_for = None
     job.waiting_reason = None
 
-    if not await agenda._store.save_state(job):
+    if not await agenda._store.save_state_batched(job):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
             if job._lease is not None and job._lease.lost
@@ -279,7 +279,7 @@ async def _save_final_state(agenda: Agenda, job: Job) -> bool:
     delay = 0.1
     while True:
         try:
-            return await agenda._store.save_state(job)
+            return await agenda._store.save_state_batched(job)
         except DatabaseUnavailable as exc:
             log.warning(
                 "saving the outcome of %s (%s) failed (%s); retrying in %.1f s", job.name, job.id, exc, delay

@@ -100,6 +100,9 @@ class JobStore(Protocol):
         Returns False when nothing matched: the job is gone, or its lock was taken over.
         """
 
+    async def save_state_batched(self, job: Job) -> bool:
+        """``save_state`` of every field; writes issued together may be sent as one batch."""
+
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Move ``lockedAt`` to ``now`` for each leased job; returns the jobs whose lock was lost."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -11,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from bson import CodecOptions
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -78,6 +79,21 @@ _SCHEDULE_FIELDS = (
     "fixedDelay",
     "misfire",
 )
+
+
+def _state_values(job: Job) -> dict[str, Any]:
+    values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
+    if job._lease is not None and job.locked_at is None:
+        values["lockToken"] = None  # the final write of a run releases the lock
+    return values
+
+
+def _same_instant(stored: Any, written: datetime | None) -> bool:
+    if stored is None or written is None:
+        return stored is None and written is None
+    if isinstance(stored, datetime) and stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    return bool(stored == written)
 
 
 def redact_url(url: str) -> str:
@@ -164,6 +180,9 @@ class MongoJobStore:
         self._history_ttl = history_ttl
         self._history_keep = history_keep
         self._runs: MongoRunStore | None = None
+        self._pending_states: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
         if isinstance(db, str):
             self._validate_url(db)
 
@@ -408,6 +427,86 @@ class MongoJobStore:
             if "locked_at" in names and job.locked_at is not None:
                 lease.locked_at = job.locked_at
             return True
+
+    async def save_state_batched(self, job: Job) -> bool:
+        """``save_state`` of every field, fenced; the writes of runs that start in the same event-loop
+        turn (a claimed batch) go to the server as one bulk write."""
+        if job._lease is None:
+            return await self.save_state(job)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._pending_states.append((job, done))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Runs started together reach this point in the same turn; flush on the next one.
+            loop.call_soon(lambda: self._flushes.add(loop.create_task(self._flush_states())))
+        return await done
+
+    async def _flush_states(self) -> None:
+        batch, self._pending_states = self._pending_states, []
+        self._flush_scheduled = False
+        try:
+            results = await self._write_states([job for job, _ in batch])
+        except ConnectionFailure as exc:
+            error = DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}")
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+        except Exception as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for (_, done), ok in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(ok)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushes.discard(task)
+
+    async def _write_states(self, jobs: list[Job]) -> list[bool]:
+        if len(jobs) == 1:
+            return [await self.save_state(jobs[0])]
+        leases = [job._lease for job in jobs]
+        assert all(lease is not None for lease in leases)
+        async with contextlib.AsyncExitStack() as stack:
+            for lease in leases:
+                assert lease is not None
+                await stack.enter_async_context(lease.write_lock)
+            values = [_state_values(job) for job in jobs]
+            writes = [
+                UpdateOne(fence_filter(job.id, lease.locked_at, lease.token), {"$set": value})
+                for job, lease, value in zip(jobs, leases, values, strict=True)
+                if lease is not None
+            ]
+            result = await self.collection.bulk_write(writes, ordered=False)
+            if result.matched_count == len(writes):
+                outcomes = [True] * len(writes)
+            else:
+                outcomes = await self._which_applied(jobs, values)
+            for job, lease, ok in zip(jobs, leases, outcomes, strict=True):
+                if ok and lease is not None and job.locked_at is not None:
+                    lease.locked_at = job.locked_at
+            return outcomes
+
+    async def _which_applied(self, jobs: list[Job], values: list[dict[str, Any]]) -> list[bool]:
+        """After a partly matched bulk write: a write applied iff the document now holds what it set
+        for the fields no other writer sets to the same value (this run's lastRunAt and lock)."""
+        ids = [to_object_id(job.id) for job in jobs]
+        found = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
+        outcomes = []
+        for job_id, job, value in zip(ids, jobs, values, strict=True):
+            doc = found.get(job_id)
+            lease = job._lease
+            token = None if value["lockedAt"] is None else (lease.token if lease else None)
+            outcomes.append(
+                doc is not None
+                and _same_instant(doc.get("lastRunAt"), value["lastRunAt"])
+                and _same_instant(doc.get("lockedAt"), value["lockedAt"])
+                and doc.get("lockToken") == token
+            )
+        return outcomes
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:

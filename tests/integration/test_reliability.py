@@ -244,3 +244,40 @@ async def test_stop_cancels_after_grace_and_makes_the_job_due_now(
     doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
     assert doc["lockedAt"] is None
     assert doc["nextRunAt"] is not None and doc["nextRunAt"] <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("final", [False, True])
+async def test_batched_state_writes_are_fenced_one_by_one(
+    agenda: Agenda, jobs_collection: Any, final: bool
+) -> None:
+    from agendapy.store.base import ClaimRequest
+
+    agenda.define("batched", lambda job: None)
+    for n in range(3):
+        await agenda.now("batched", {"n": n})
+    now = datetime.now(UTC).replace(microsecond=0)
+    request = ClaimRequest(
+        names=["batched"],
+        now=now,
+        next_scan_at=now + timedelta(minutes=1),
+        lock_deadlines={"batched": now - timedelta(minutes=10)},
+        owner="me",
+    )
+    jobs = await agenda.store.claim(request, "token-1", 3)
+    assert len(jobs) == 3
+    stolen = jobs[1]
+    await jobs_collection.update_one(
+        {"_id": ObjectId(stolen.id)}, {"$set": {"lockedAt": now + timedelta(hours=1), "lockToken": "thief"}}
+    )
+    for job in jobs:
+        job.last_run_at = now
+        job.progress = 42
+        if final:
+            job.locked_at = None
+    results = await asyncio.gather(*(agenda.store.save_state_batched(job) for job in jobs))
+    assert results == [True, False, True]
+    docs = {str(d["_id"]): d async for d in jobs_collection.find({})}
+    assert docs[stolen.id]["lockToken"] == "thief" and docs[stolen.id].get("progress") is None
+    for job in (jobs[0], jobs[2]):
+        assert docs[job.id]["progress"] == 42
+        assert docs[job.id]["lockToken"] == (None if final else "token-1")
