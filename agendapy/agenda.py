@@ -142,6 +142,8 @@ class Agenda:
         runs_collection: the run records' collection.
         dependency_check_every: how often a job waiting for its ``requires`` checks again
             (default: ``process_every``).
+        change_streams: wake up at once when a job becomes due, through a change stream (needs a
+            replica set; without one, or when the stream fails, polling carries on alone).
     """
 
     def __init__(
@@ -164,6 +166,7 @@ class Agenda:
         history_keep: int = 1000,
         runs_collection: str = "agendaRuns",
         dependency_check_every: Duration | None = None,
+        change_streams: bool = True,
     ) -> None:
         self.name = name
         self.process_every = sched.to_timedelta(process_every, field="process_every")
@@ -185,6 +188,7 @@ class Agenda:
             else sched.to_timedelta(dependency_check_every, field="dependency_check_every")
         )
         self._finished_runs = 0
+        self.change_streams = bool(change_streams)
         self._collection_name = collection
         self._database_name = database
         self._ensure_index = ensure_index

@@ -29,7 +29,7 @@ from . import schedule as sched
 from .errors import DatabaseUnavailable, LockLost
 from .job import Job
 from .runner import RunOutcome, run_job
-from .store.base import ClaimRequest
+from .store.base import ClaimRequest, WakeUpsUnavailable
 
 if TYPE_CHECKING:
     from .agenda import Agenda
@@ -71,6 +71,7 @@ class Processor:
         self._wake = asyncio.Event()
         self._filling = True
         self._fill_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._completed = 0
         self._idle = asyncio.Event()
@@ -83,6 +84,8 @@ class Processor:
         """Start the lock-filling and lock-renewal loops."""
         self._fill_task = asyncio.create_task(self._lock_filling(), name="agendapy: lock filling")
         self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
+        if self._agenda.change_streams:
+            self._listen_task = asyncio.create_task(self._wake_up_listening(), name="agendapy: wake-ups")
 
     def hurry(self) -> None:
         """Cut a graceful stop short: cancel the running jobs now."""
@@ -95,10 +98,11 @@ class Processor:
     async def stop_filling(self) -> None:
         """Stop claiming, and unlock the jobs held but not running (Agenda 6.2.6's stop)."""
         self._filling = False
-        if self._fill_task is not None:
-            self._fill_task.cancel()
-            await asyncio.gather(self._fill_task, return_exceptions=True)
-            self._fill_task = None
+        for task in (self._fill_task, self._listen_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._fill_task = self._listen_task = None
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -399,6 +403,30 @@ class Processor:
             await self._store.release(jobs)
         except Exception as exc:
             log.warning("could not unlock %d jobs: %s", len(jobs), exc)
+
+    # -- wake-ups ---------------------------------------------------------------------------------
+
+    async def _wake_up_listening(self) -> None:
+        """Claim at once when a job of ours becomes due (change streams); polling stays the fallback."""
+        pause = 1.0
+        while self._filling:
+            try:
+                async for name, next_run_at in self._store.due_changes():
+                    pause = 1.0
+                    if name not in self._agenda._definitions or next_run_at is None:
+                        continue
+                    if next_run_at <= sched.utcnow() + self._agenda.process_every:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except WakeUpsUnavailable as exc:
+                every = self._agenda.process_every.total_seconds()
+                log.info("no instant wake-ups (%s); polling every %g s", exc, every)
+                return
+            except Exception as exc:
+                log.warning("change stream failed (%s); polling until it is back", exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_ERROR_BACKOFF)
 
     # -- lock renewal ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small datac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -16,7 +16,12 @@ from ..job import Job, Lease
 if TYPE_CHECKING:
     from .runs import MongoRunStore
 
-__all__ = ["ClaimRequest", "JobCriteria", "JobQuery", "JobStore", "SortDirection"]
+__all__ = ["ClaimRequest", "JobCriteria", "JobQuery", "JobStore", "SortDirection", "WakeUpsUnavailable"]
+
+
+class WakeUpsUnavailable(Exception):
+    """The database cannot notify changes (e.g. a standalone mongod has no change streams)."""
+
 
 SortDirection = Literal["asc", "desc"]
 
@@ -102,6 +107,9 @@ class JobStore(Protocol):
 
     async def save_state_batched(self, job: Job) -> bool:
         """``save_state`` of every field; writes issued together may be sent as one batch."""
+
+    def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
+        """``(name, nextRunAt)`` of jobs that may have become claimable, as they change."""
 
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Move ``lockedAt`` to ``now`` for each leased job; returns the jobs whose lock was lost."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -26,10 +26,11 @@ from pymongo.uri_parser import parse_uri
 
 from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
-from .base import ClaimRequest, JobCriteria, JobQuery
+from .base import ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
 from .queries import (
     CLAIM_SORT,
     INDEXES,
+    WAKE_UP_PIPELINE,
     claim_filter,
     claim_update,
     criteria_filter,
@@ -47,6 +48,8 @@ log = logging.getLogger("agendapy.store")
 DEFAULT_COLLECTION = "agendaJobs"
 DEFAULT_DATABASE = "agenda"
 _SERVER_SELECTION_TIMEOUT_MS = 10_000
+# Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
+_NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -507,6 +510,30 @@ class MongoJobStore:
                 and doc.get("lockToken") == token
             )
         return outcomes
+
+    async def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
+        """Yield ``(name, nextRunAt)`` of jobs that may have become claimable: inserted, rescheduled,
+        unlocked or re-enabled (a change stream; needs a replica set). Claims and lock renewals do
+        not appear."""
+        try:
+            stream_cm = await self.collection.watch(
+                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
+            )
+        except OperationFailure as exc:
+            if exc.code in _NO_CHANGE_STREAMS:
+                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
+            raise
+        async with stream_cm as stream:
+            async for change in stream:
+                doc = change.get("fullDocument")
+                if not doc or doc.get("disabled") is True or doc.get("lockedAt") is not None:
+                    continue
+                name = doc.get("name")
+                if isinstance(name, str):
+                    next_run = doc.get("nextRunAt")
+                    if isinstance(next_run, datetime) and next_run.tzinfo is None:
+                        next_run = next_run.replace(tzinfo=UTC)
+                    yield name, next_run if isinstance(next_run, datetime) else None
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:

@@ -20,6 +20,7 @@ from .schema import to_object_id
 __all__ = [
     "CLAIM_SORT",
     "INDEXES",
+    "WAKE_UP_PIPELINE",
     "claim_filter",
     "claim_update",
     "criteria_filter",
@@ -45,6 +46,22 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...] = (
 
 #: Agenda's default claim order: earliest due first, then highest priority.
 CLAIM_SORT: list[tuple[str, int]] = [("nextRunAt", 1), ("priority", -1)]
+
+
+#: Change-stream filter for instant wake-ups: inserts and replacements, and updates that reschedule,
+#: unlock or re-enable a job. Claims and lock renewals (which only move lockedAt forward) stay out.
+WAKE_UP_PIPELINE: list[dict[str, Any]] = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": {"$in": ["insert", "replace"]}},
+                {"operationType": "update", "updateDescription.updatedFields.nextRunAt": {"$exists": True}},
+                {"operationType": "update", "updateDescription.updatedFields.lockedAt": {"$type": "null"}},
+                {"operationType": "update", "updateDescription.updatedFields.disabled": False},
+            ]
+        }
+    }
+]
 
 
 def claim_filter(request: ClaimRequest) -> dict[str, Any]:

@@ -971,3 +971,30 @@ async def test_worker_that_lost_its_lock_cannot_write(agenda: Agenda, jobs_colle
     assert doc["lockedAt"] == takeover
     assert doc["lastModifiedBy"] == "node-worker"
     assert doc.get("lastFinishedAt") is None
+
+
+async def test_change_streams_wake_an_idle_worker_long_before_its_next_poll(make_agenda: Any) -> None:
+    worker = await make_agenda(name="idle", process_every=60)
+    producer = await make_agenda(name="producer")
+    started = asyncio.Event()
+    async def instant(job: Any) -> None:
+        started.set()
+
+    worker.define("instant", instant)
+    await worker.start()
+    await asyncio.sleep(0.3)  # the worker's first poll has passed; the next is a minute away
+    await producer.now("instant")  # another process (no in-process wake-up): only the stream can tell
+    await asyncio.wait_for(started.wait(), 10)
+
+
+async def test_without_change_streams_the_worker_still_polls(make_agenda: Any) -> None:
+    worker = await make_agenda(name="polling", process_every=0.1, change_streams=False)
+    producer = await make_agenda(name="producer")
+    started = asyncio.Event()
+    async def polled(job: Any) -> None:
+        started.set()
+
+    worker.define("polled", polled)
+    await worker.start()
+    await producer.now("polled")
+    await asyncio.wait_for(started.wait(), 10)
