@@ -483,6 +483,34 @@ class Agenda:
         await self.save_job(job)
         return job
 
+    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Save many new jobs in one round trip (plain one-off or recurring jobs made by ``create``;
+        not ``unique``/``every`` jobs, which need an upsert each)."""
+        jobs = list(jobs)
+        for job in jobs:
+            if not isinstance(job, Job):
+                raise InvalidInput("jobs", job, "must be Jobs made by agenda.create")
+            if job.id is not None or job.type == "single" or job.unique_query is not None:
+                raise InvalidInput("jobs", job, "insert_many takes new jobs without unique() or every()")
+            check_job_name(job.name)
+            check_bson(job.data)
+            check_priority(job.priority)
+            job.agenda = self
+        await self.connect()
+        await self._store.insert_many(jobs, last_modified_by=self.name)
+        for name in {job.name for job in jobs}:
+            self._wake_for(next(job for job in jobs if job.name == name))
+        return jobs
+
+    async def now_many(self, name: str, datas: Sequence[Any]) -> list[Job]:
+        """``now(name, data)`` for each data, in one round trip."""
+        return await self.insert_many([self.create(name, data) for data in datas])
+
+    async def schedule_many(self, when: datetime | str, name: str, datas: Sequence[Any]) -> list[Job]:
+        """``schedule(when, name, data)`` for each data, in one round trip."""
+        at = sched.parse_when(when, field="when")
+        return await self.insert_many([self.create(name, data).schedule(at) for data in datas])
+
     def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
         if isinstance(names, str):
             return [check_job_name(names, field=field)]

@@ -92,6 +92,9 @@ class JobStore(Protocol):
     async def save_job(self, job: Job, *, now: datetime, last_modified_by: str | None) -> None:
         """Insert/update/upsert ``job`` (Agenda's saveJob); sets ``job.id`` and what the database decided."""
 
+    async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
+        """Insert new plain jobs in bulk; sets their ids."""
+
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
 

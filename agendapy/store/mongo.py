@@ -318,6 +318,19 @@ class MongoJobStore:
             result = await self.collection.insert_one(doc)
             job.id = str(result.inserted_id)
 
+    @_translate_errors
+    async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
+        """Insert new one-off jobs in one round trip (per 100,000); sets each job's id."""
+        if not jobs:
+            return
+        docs = []
+        for job in jobs:
+            job.last_modified_by = last_modified_by
+            docs.append(document_from_job(job))
+        result = await self.collection.insert_many(docs, ordered=True)
+        for job, inserted_id in zip(jobs, result.inserted_ids, strict=True):
+            job.id = str(inserted_id)
+
     async def _save_single(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
         # One document per recurring name. A stored nextRunAt survives a re-call of every() (at every boot)
         # when it is due (Agenda's rule) or when the schedule itself did not change (so restarts never

@@ -770,3 +770,21 @@ async def test_unique_rejects_code_operators(agenda: Agenda, jobs_collection: An
 async def test_invalid_process_every_is_rejected(db_url: str) -> None:
     with pytest.raises(ValueError, match="soon-ish"):
         Agenda(db_url, process_every="soon-ish")
+
+
+async def test_now_many_inserts_in_one_round_trip(agenda: Agenda, jobs_collection: Any) -> None:
+    jobs = await agenda.now_many("bulk", [{"n": n} for n in range(50)])
+    assert len({job.id for job in jobs}) == 50
+    docs = [d async for d in jobs_collection.find({"name": "bulk"}).sort("data.n", 1)]
+    assert [d["data"]["n"] for d in docs] == list(range(50))
+    assert all(d["type"] == "normal" and d["lockedAt"] is None for d in docs)
+
+
+async def test_schedule_many_and_insert_many(agenda: Agenda, jobs_collection: Any) -> None:
+    later = await agenda.schedule_many("in 1 hour", "later", [1, 2])
+    assert all(job.next_run_at and job.next_run_at > datetime.now(UTC) for job in later)
+    with pytest.raises(ValueError, match="jobs"):
+        await agenda.insert_many([agenda.create("u").unique({"data.k": 1})])
+    with pytest.raises(ValueError, match="data"):
+        await agenda.now_many("bad", [{"ok": 1}, {"bad": {1, 2}}])
+    assert await jobs_collection.count_documents({}) == 2
