@@ -19,7 +19,7 @@ from .events import EventEmitter
 from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
 from .runner import run_job
-from .store.base import JobCriteria, JobQuery, JobStore
+from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
 from .validate import (
@@ -121,7 +121,7 @@ class Agenda:
 
     Args:
         db: a ``mongodb://`` URL (the database comes from its path), an ``AsyncMongoClient``, an
-            ``AsyncDatabase`` or a Motor client; None means ``$AGENDAPY_MONGO_URL``, else the embedded
+            ``AsyncDatabase``, a Motor client, or any ``JobStore`` implementation; None means ``$AGENDAPY_MONGO_URL``, else the embedded
             database (needs the ``embedded`` extra) with its files in ``.agendapy/db``.
         collection: the jobs collection (Agenda's ``agendaJobs``).
         name: this worker's name, written to ``lastModifiedBy``.
@@ -193,7 +193,7 @@ class Agenda:
         self._database_name = database
         self._ensure_index = ensure_index
         self._db_source = db
-        self._store: JobStore = self._make_store(db) if db is not None else cast(JobStore, _PendingStore())
+        self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, _PendingStore())
         self._definitions: dict[str, JobDefinition] = {}
         self._events = EventEmitter()
         self._processor: Processor | None = None
@@ -202,6 +202,10 @@ class Agenda:
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
         self._embedded: EmbeddedServer | None = None
+
+    def _store_for(self, db: Any) -> JobStore:
+        # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
+        return cast(JobStore, db) if is_job_store(db) else self._make_store(db)
 
     def _make_store(self, db: Any) -> MongoJobStore:
         return MongoJobStore(
@@ -221,7 +225,7 @@ class Agenda:
         if self._connected:
             raise RuntimeError("set_database must be called before the Agenda connects")
         self._db_source = db
-        self._store = self._make_store(db)
+        self._store = self._store_for(db)
 
     @property
     def store(self) -> JobStore:

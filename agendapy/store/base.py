@@ -14,9 +14,18 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ..job import Job, Lease
 
 if TYPE_CHECKING:
-    from .runs import MongoRunStore
+    from ..intervals import RunInterval
+    from .runs import RunRecord, RunStatus
 
-__all__ = ["ClaimRequest", "JobCriteria", "JobQuery", "JobStore", "SortDirection", "WakeUpsUnavailable"]
+__all__ = [
+    "ClaimRequest",
+    "JobCriteria",
+    "JobQuery",
+    "JobStore",
+    "RunStore",
+    "SortDirection",
+    "WakeUpsUnavailable",
+]
 
 
 class WakeUpsUnavailable(Exception):
@@ -76,11 +85,48 @@ class ClaimRequest:
     owner: str | None
 
 
+class RunStore(Protocol):
+    """Run records: history, once-per-interval guards and dependency coverage."""
+
+    async def start(
+        self,
+        *,
+        name: str,
+        job_id: str | None,
+        interval: RunInterval | None,
+        guard: bool,
+        started_at: datetime,
+        worker: str | None,
+        status: RunStatus = "running",
+    ) -> str | None:
+        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere)."""
+
+    async def finish(self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None) -> None:
+        """Record how a run ended."""
+
+    async def trim(self, name: str) -> None:
+        """Keep the newest records of ``name`` only."""
+
+    async def query(
+        self,
+        *,
+        name: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        status: RunStatus | None,
+        limit: int,
+    ) -> list[RunRecord]:
+        """Run records, newest first."""
+
+    async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
+        """Whether succeeded runs of ``name`` cover ``interval``, and the failed runs overlapping it."""
+
+
 class JobStore(Protocol):
     """What agendapy needs from a database."""
 
     @property
-    def runs(self) -> MongoRunStore:
+    def runs(self) -> RunStore:
         """Run records (history, interval guards, dependency checks)."""
 
     async def connect(self) -> None:
@@ -146,6 +192,12 @@ class JobStore(Protocol):
 
     async def distinct_names(self) -> list[str]:
         """The job names present in the collection."""
+
+
+def is_job_store(obj: object) -> bool:
+    """Whether ``obj`` implements JobStore (checked on its type, so no property is evaluated)."""
+    kind = type(obj)
+    return all(hasattr(kind, method) for method in ("connect", "claim", "save_job", "save_state", "renew_locks"))
 
 
 def lease_of(job: Job) -> Lease | None:
