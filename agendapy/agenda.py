@@ -18,7 +18,7 @@ from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
 from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
-from .runner import run_job
+from .runner import keep_trying, run_job
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
@@ -121,8 +121,9 @@ class Agenda:
 
     Args:
         db: a ``mongodb://`` URL (the database comes from its path), an ``AsyncMongoClient``, an
-            ``AsyncDatabase``, a Motor client, or any ``JobStore`` implementation; None means ``$AGENDAPY_MONGO_URL``, else the embedded
-            database (needs the ``embedded`` extra) with its files in ``.agendapy/db``.
+            ``AsyncDatabase``, a Motor client, or any ``JobStore`` implementation; None means
+            ``$AGENDAPY_MONGO_URL``, else the embedded database (needs the ``embedded`` extra) with
+            its files in ``.agendapy/db``.
         collection: the jobs collection (Agenda's ``agendaJobs``).
         name: this worker's name, written to ``lastModifiedBy``.
         process_every: how often to look for due jobs ("5 seconds", seconds, or a timedelta).
@@ -820,8 +821,10 @@ class Agenda:
         until: datetime | str | None = None,
         status: Literal["running", "succeeded", "failed", "skipped"] | None = None,
         limit: int = 100,
+        job_id: str | None = None,
     ) -> list[RunRecord]:
-        """Run records, newest first: interval, started, finished, status, error, worker."""
+        """Run records, newest first: interval, started, finished, status, error, worker
+        (of one job name, or one job document with ``job_id``)."""
         if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
             raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
         limit = _bounded_int(limit, "limit")
@@ -829,7 +832,12 @@ class Agenda:
         until_at = None if until is None else sched.parse_when(until, field="until")
         await self.connect()
         return await self._store.runs.query(
-            name=name, since=since_at, until=until_at, status=status, limit=limit
+            name=name,
+            since=since_at,
+            until=until_at,
+            status=status,
+            limit=limit,
+            job_id=None if job_id is None else str(check_id(job_id, field="job_id")),
         )
 
     def _records_history(self, job: Job, definition: JobDefinition | None) -> bool:
@@ -845,28 +853,34 @@ class Agenda:
         if self._finished_runs % 50 == 1:
             await self._store.runs.trim(name)
 
+    def local_status(self) -> dict[str, dict[str, int]]:
+        """Per defined name, the jobs this process runs and holds locked now (no database query);
+        zeros when the worker is not started."""
+        processor = self._processor
+        return {
+            name: {
+                "running": processor.running_count(name) if processor else 0,
+                "locked": processor.locked_count(name) if processor else 0,
+            }
+            for name in self._definitions
+        }
+
     # -- what Job methods call ----------------------------------------------------------------------------
 
     async def _touch(self, job: Job) -> None:
-        job._raise_if_lost()
-        job.locked_at = sched.utcnow()
-        await self.connect()
-        fields = ["locked_at", "progress"]
-        if not await self._store.save_state(job, fields=fields):
-            if job._lease is not None:
-                job._lease.lost = True
-                job._raise_if_lost()
-            raise JobNotFound(
-                f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
-            )
+        await self._write_during_run(job, ["locked_at", "progress"])
 
     async def _checkpoint(self, job: Job) -> None:
-        job._raise_if_lost()
         check_bson(job.checkpoint_state, field="checkpoint_state")
-        if job.unique_query is not None:  # an upsert sends the key and the document together
-            check_bson([job.unique_query, job.data, job.checkpoint_state], field="data")
+        await self._write_during_run(job, ["locked_at", "checkpoint_state", "progress"])
+
+    async def _write_during_run(self, job: Job, fields: list[str]) -> None:
+        """A fenced write from inside a run (touch, checkpoint); it renews the lock too. While the
+        database is unreachable it waits for it (nobody can take the lock over meanwhile)."""
+        job._raise_if_lost()
         await self.connect()
-        if not await self._store.save_state(job, fields=["checkpoint_state", "progress"]):
+        job.locked_at = sched.utcnow()
+        if not await keep_trying(lambda: self._store.save_state(job, fields=fields), job):
             if job._lease is not None:
                 job._lease.lost = True
                 job._raise_if_lost()

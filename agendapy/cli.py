@@ -1,8 +1,14 @@
-"""The ``agendapy`` command: run a worker for an Agenda defined in your code."""
+"""The ``agendapy`` command: run workers, look at and change jobs, serve the dashboard.
+
+Exit status: 0 on success, 2 for bad input (a bad TARGET, JSON, interval or date, an unknown job id,
+criteria that match no job), 1 for anything else (a database that cannot be reached, a failed run in
+``run-due``, a missing optional extra).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import json
@@ -10,20 +16,53 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
+from pymongo.errors import PyMongoError
 
+from . import cli_output as out
 from .agenda import Agenda, RunDueResult
 from .errors import AgendaError, UnknownJob
+from .job import Job, JobState
+from .log_config import LEVELS, bind_job_context, configure_logging
+from .runner import handler_threads_running
+from .store.runs import RunRecord
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 __all__ = ["load_agenda", "main", "run_worker"]
 
 log = logging.getLogger("agendapy")
-err_console = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+#: ``lastModifiedBy`` of the changes made by the CLI without a TARGET.
+CLI_NAME = "agendapy-cli"
+
+
+class CliError(click.ClickException):
+    """An error reported in one line on stderr; exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        out.error(self.format_message())
+
+
+class BadInput(CliError):
+    """Bad input reported in one line on stderr; exit status 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+# -- loading an Agenda -----------------------------------------------------------------------------------
 
 
 def load_agenda(target: str) -> Agenda:
@@ -66,6 +105,183 @@ async def _await(value: Any) -> Any:
     return await value
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a command finds its Agenda: TARGET's, or a bare one on ``mongo_url`` and ``collection``."""
+
+    target: str | None = None
+    mongo_url: str | None = None
+    collection: str | None = None
+    #: A worker name for ``lastModifiedBy`` (default: TARGET's own, or "agendapy-cli").
+    name: str | None = None
+
+    def open(self, *, indexes: bool = False) -> Agenda:
+        """Load TARGET (pointed at ``mongo_url`` if given) or build a bare Agenda (no handlers) that
+        creates the indexes only when ``indexes`` is set."""
+        if not self.target:
+            return Agenda(
+                self.mongo_url or None,
+                collection=self.collection or "agendaJobs",
+                name=self.name or CLI_NAME,
+                ensure_index=indexes,
+            )
+        if self.collection:
+            raise click.BadParameter(
+                "applies only without --target (TARGET's Agenda names its own collection)",
+                param_hint="--collection",
+            )
+        agenda = load_agenda(self.target)
+        if self.mongo_url:
+            agenda.set_database(self.mongo_url)
+        if self.name:
+            agenda.name = self.name
+        return agenda
+
+
+def _guard(call: Callable[[], T]) -> T:
+    """Run ``call`` and turn agendapy's and the driver's errors into one-line errors and exit statuses."""
+    try:
+        return call()
+    except (click.ClickException, click.Abort):
+        raise
+    except UnknownJob as exc:
+        raise BadInput(str(exc)) from None
+    except ValueError as exc:
+        raise BadInput(f"invalid input: {exc}") from None
+    except (AgendaError, PyMongoError) as exc:
+        raise CliError(_brief(str(exc))) from None
+
+
+def _brief(text: str) -> str:
+    for marker in (" (configured timeouts", ", Timeout:"):
+        text = text.split(marker, 1)[0]
+    return text
+
+
+def _with_agenda(source: Source, work: Callable[[Agenda], Awaitable[T]], *, indexes: bool = False) -> T:
+    """Open the Agenda, run ``work`` on it in a fresh event loop, close it."""
+
+    async def body(agenda: Agenda) -> T:
+        try:
+            return await work(agenda)
+        finally:
+            await agenda.close()
+
+    return _guard(lambda: asyncio.run(body(source.open(indexes=indexes))))
+
+
+# -- shared options ------------------------------------------------------------------------------------------
+
+
+def mongo_url_option(fn: F) -> F:
+    """``--mongo-url`` (env ``AGENDAPY_MONGO_URL``)."""
+    return click.option(
+        "--mongo-url",
+        envvar="AGENDAPY_MONGO_URL",
+        metavar="URL",
+        help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else TARGET's own, else the embedded database).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: print the result as one JSON document."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)
+
+
+def database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--target``, ``--mongo-url`` and ``--collection``, handed to the command as ``source``."""
+
+    @mongo_url_option
+    @click.option(
+        "--collection",
+        metavar="NAME",
+        help="The jobs collection when there is no --target (default: agendaJobs).",
+    )
+    @click.option(
+        "--target",
+        "-t",
+        metavar="MODULE:ATTR",
+        help="Your Agenda (its database, collection and definitions); optional here.",
+    )
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any, target: str | None, mongo_url: str | None, collection: str | None, **kwargs: Any
+    ) -> Any:
+        return fn(*args, source=Source(target, mongo_url, collection), **kwargs)
+
+    return wrapper
+
+
+def _criteria_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--data",
+        "data_json",
+        metavar="JSON",
+        help="Only jobs whose data match (an object matches by its fields).",
+    )(fn)
+    fn = click.option("--name", "names", multiple=True, help="Jobs of this name (repeatable).")(fn)
+    return click.option("--id", "ids", multiple=True, help="The job with this id (repeatable).")(fn)
+
+
+def _parse_json(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+
+
+def _criteria(ids: tuple[str, ...], names: tuple[str, ...], data_json: str | None) -> dict[str, Any]:
+    criteria: dict[str, Any] = {}
+    if ids:
+        criteria["ids"] = list(ids)
+    if names:
+        criteria["names"] = list(names)
+    if data_json is not None:
+        criteria["data"] = _parse_json(data_json, "--data")
+    if not criteria:
+        raise click.UsageError("say which jobs: --id, --name or --data")
+    return criteria
+
+
+def _describe(criteria: dict[str, Any]) -> str:
+    parts = [f"{key}={json.dumps(value, default=str)}" for key, value in criteria.items()]
+    return ", ".join(parts)
+
+
+# -- the command group ---------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agendapy")
+def main() -> None:
+    """agendapy: persistent job scheduling on MongoDB.
+
+    \b
+    Commands:
+      worker TARGET            run the jobs TARGET defines until SIGTERM/SIGINT
+      run-due TARGET [NAMES]   run what is due now, wait, exit (crontab, CronJobs)
+      jobs ls                  list jobs (filters, paging)
+      jobs show ID             one job: every field, its data, its recent runs
+      jobs cancel              delete jobs by --id/--name/--data
+      jobs retry ID            make a job (usually a failed one) due now
+      jobs pause | resume      disable or enable jobs by --id/--name/--data
+      jobs purge TARGET        delete the jobs whose names TARGET does not define
+      schedule NAME [WHEN]     create a job: now, at a date, or --every INTERVAL
+      stats                    jobs per name and state, and how many are due
+      dashboard TARGET         serve the web dashboard
+
+    TARGET is MODULE:ATTR naming your Agenda (or a function returning one), e.g. myapp.jobs:agenda.
+    Commands that only read or change documents take it as an optional --target, or work from
+    --mongo-url (env AGENDAPY_MONGO_URL) and --collection alone. Every command that prints data
+    takes --json. Exit status: 0 ok, 1 error (e.g. the database cannot be reached), 2 bad input.
+    """
+
+
+# -- worker and run-due ------------------------------------------------------------------------------------
+
+
 async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully within ``grace`` seconds (a second signal: at once)."""
     loop = asyncio.get_running_loop()
@@ -101,67 +317,88 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     log.info("worker stopped")
 
 
-def _configure_logging(level: str, json_logs: bool) -> None:
-    if json_logs:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter('{"time":"%(asctime)s","level":"%(levelname)s","msg":%(message)r}')
-        )
-    else:
-        handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=True)
-    logging.basicConfig(level=level.upper(), handlers=[handler], format="%(message)s", force=True)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="agendapy")
-def main() -> None:
-    """agendapy: persistent job scheduling on MongoDB."""
+def _level_option(default: str) -> Callable[[F], F]:
+    return click.option(
+        "--log-level",
+        default=default,
+        show_default=True,
+        type=click.Choice(LEVELS, case_sensitive=False),
+        help="Log level.",
+    )
 
 
 @main.command()
 @click.argument("target")
-@click.option(
-    "--mongo-url",
-    envvar="AGENDAPY_MONGO_URL",
-    help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else the Agenda's own, else the embedded database).",
-)
+@mongo_url_option
 @click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
 @click.option(
     "--grace", default=8.0, show_default=True, type=float, help="Seconds running jobs get on SIGTERM."
 )
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
-@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of rich text.")
+@_level_option("INFO")
+@click.option(
+    "--json-logs", is_flag=True, help="Log JSON lines (with job_id and job_name) instead of rich text."
+)
+@click.option(
+    "--metrics-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="AGENDAPY_METRICS_PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: off; needs agendapy[metrics]).",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address of the metrics server.")
 def worker(
-    target: str, mongo_url: str | None, name: str | None, grace: float, log_level: str, json_logs: bool
+    target: str,
+    mongo_url: str | None,
+    name: str | None,
+    grace: float,
+    log_level: str,
+    json_logs: bool,
+    metrics_port: int,
+    metrics_host: str,
 ) -> None:
     """Run the jobs defined by TARGET (MODULE:ATTRIBUTE, an Agenda) until SIGTERM/SIGINT."""
-    _configure_logging(log_level, json_logs)
-    agenda = load_agenda(target)
+    configure_logging(log_level, json=json_logs)
+
+    async def work(agenda: Agenda) -> None:
+        bind_job_context(agenda)
+        server = _serve_metrics(agenda, metrics_host, metrics_port) if metrics_port else None
+        try:
+            await run_worker(agenda, grace=grace)
+        finally:
+            if server is not None:
+                server.close()
+        busy = handler_threads_running()
+        if busy:
+            # Threads cannot be cancelled, and the interpreter would wait for them at exit. Their jobs
+            # stay locked and come back when the locks expire; leave now, as the platform would.
+            log.warning("%d handler thread(s) ignored the stop request; exiting without them", busy)
+            logging.shutdown()
+            os._exit(0)
+
+    _with_agenda(Source(target, mongo_url, name=name), work)
+
+
+def _serve_metrics(agenda: Agenda, host: str, port: int) -> MetricsServer:
     try:
-        if mongo_url:
-            agenda.set_database(mongo_url)
-        if name:
-            agenda.name = name
-        asyncio.run(run_worker(agenda, grace=grace))
-    except ValueError as exc:
-        err_console.print(f"[red]invalid input:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(2)
-    except AgendaError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(1)
+        from .metrics import serve_metrics
+
+        server = serve_metrics(agenda, port, addr=host)
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+    log.info("metrics at http://%s:%d/metrics", host, server.port)
+    return server
 
 
 @main.command("run-due")
 @click.argument("target")
 @click.argument("names", nargs=-1)
-@click.option(
-    "--mongo-url",
-    envvar="AGENDAPY_MONGO_URL",
-    help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else the Agenda's own, else the embedded database).",
-)
+@mongo_url_option
 @click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@json_option
+@_level_option("WARNING")
 def run_due(
     target: str,
     names: tuple[str, ...],
@@ -172,60 +409,372 @@ def run_due(
 ) -> None:
     """Run the jobs of TARGET that are due now (all defined names, or NAMES), wait, and exit:
     0 when every run succeeded, 1 when any failed. For crontab, Kubernetes CronJobs and serverless."""
-    _configure_logging(log_level, json_logs=as_json)
-    agenda = load_agenda(target)
-    try:
-        if mongo_url:
-            agenda.set_database(mongo_url)
-        if name:
-            agenda.name = name
-        result = asyncio.run(_run_due(agenda, list(names) or None))
-    except ValueError as exc:
-        err_console.print(f"[red]invalid input:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(2)
-    except AgendaError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(2 if isinstance(exc, UnknownJob) else 1)
-    _print_run_due(result, as_json)
-    sys.exit(0 if result.ok else 1)
+    configure_logging(log_level, json=as_json)
+
+    async def work(agenda: Agenda) -> RunDueResult:
+        return await agenda.run_due(list(names) or None)
+
+    result = _with_agenda(Source(target, mongo_url, name=name), work)
+    out.print_run_due(result, as_json)
+    sys.exit(0 if result.ok else EXIT_ERROR)
 
 
-async def _run_due(agenda: Agenda, names: list[str] | None) -> RunDueResult:
-    try:
-        return await agenda.run_due(names)
-    finally:
-        await agenda.close()
+# -- jobs ------------------------------------------------------------------------------------------------
 
 
-def _print_run_due(result: RunDueResult, as_json: bool) -> None:
-    rows: list[dict[str, Any]] = []
-    for status, jobs in (
-        ("succeeded", result.succeeded),
-        ("skipped", result.skipped),
-        ("waiting", result.waiting),
-    ):
-        for job in jobs:
-            detail = job.waiting_reason if status == "waiting" else None
-            rows.append({"name": job.name, "id": job.id, "status": status, "detail": detail})
-    for job, error in result.failed:
-        rows.append(
-            {"name": job.name, "id": job.id, "status": "failed", "detail": job.fail_reason or str(error)}
+@main.group()
+def jobs() -> None:
+    """List, inspect and change jobs."""
+
+
+@jobs.command("ls")
+@database_options
+@click.option("--name", "names", multiple=True, help="Only jobs of this name (repeatable).")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in JobState], case_sensitive=False),
+    help="Only jobs in this computed state.",
+)
+@click.option("--search", metavar="TEXT", help="Only names containing TEXT (case-insensitive).")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(0), help="At most this many (0: all)."
+)
+@click.option("--skip", default=0, show_default=True, type=click.IntRange(0), help="Skip this many first.")
+@json_option
+def jobs_ls(
+    source: Source,
+    names: tuple[str, ...],
+    state: str | None,
+    search: str | None,
+    limit: int,
+    skip: int,
+    as_json: bool,
+) -> None:
+    """List jobs, most recent next run first: id, name, state, next and last run, fails, lock."""
+
+    async def work(agenda: Agenda) -> Any:
+        return await agenda.query_jobs(
+            names=list(names) or None, state=state, search=search, skip=skip, limit=limit
         )
+
+    result = _with_agenda(source, work)
     if as_json:
-        click.echo(json.dumps({"ok": result.ok, "runs": rows}))
+        jobs = [out.job_json(job) for job in result.jobs]
+        out.print_json({"total": result.total, "skip": skip, "limit": limit, "jobs": jobs})
         return
-    console = Console()
-    if not rows:
-        console.print("nothing was due")
+    out.print_jobs(result.jobs, total=result.total, skip=skip)
+
+
+@jobs.command("show")
+@click.argument("job_id", metavar="ID")
+@database_options
+@click.option(
+    "--runs", "runs_limit", default=10, show_default=True, type=click.IntRange(0), help="Recent runs to show."
+)
+@json_option
+def jobs_show(source: Source, job_id: str, runs_limit: int, as_json: bool) -> None:
+    """Show one job: every field, its data as JSON and its recent runs."""
+
+    async def work(agenda: Agenda) -> tuple[Job, list[RunRecord]]:
+        job = await _get_job(agenda, job_id)
+        runs: list[RunRecord] = []
+        if runs_limit:
+            records = await agenda.runs(job.name, limit=max(100, runs_limit * 10))
+            runs = [run for run in records if run.job_id == job.id][:runs_limit]
+        return job, runs
+
+    job, runs = _with_agenda(source, work)
+    if as_json:
+        out.print_json({"job": out.job_json(job), "runs": [out.run_json(run) for run in runs]})
         return
-    table = Table(title="run-due")
-    for column in ("name", "id", "status", "detail"):
-        table.add_column(column)
-    colours = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "cyan"}
-    for row in rows:
-        status = f"[{colours[row['status']]}]{row['status']}[/]"
-        table.add_row(row["name"], row["id"] or "", status, row["detail"] or "")
-    console.print(table)
+    out.print_job(job, runs)
+
+
+async def _get_job(agenda: Agenda, job_id: str) -> Job:
+    job = await agenda.get_job(job_id)
+    if job is None:
+        raise BadInput(f"no job with id {job_id!r}")
+    return job
+
+
+async def _count_matching(agenda: Agenda, criteria: dict[str, Any]) -> int:
+    result = await agenda.query_jobs(**criteria, limit=1)
+    if result.total == 0:
+        raise BadInput(f"no job matches {_describe(criteria)}")
+    return result.total
+
+
+async def _confirm(question: str) -> None:
+    await asyncio.to_thread(click.confirm, question, abort=True, err=True)
+
+
+@jobs.command("cancel")
+@database_options
+@_criteria_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def jobs_cancel(
+    source: Source,
+    ids: tuple[str, ...],
+    names: tuple[str, ...],
+    data_json: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete the jobs matching --id, --name and --data (all given criteria must match)."""
+    criteria = _criteria(ids, names, data_json)
+
+    async def work(agenda: Agenda) -> int:
+        matching = await _count_matching(agenda, criteria)
+        if not yes:
+            await _confirm(f"Delete {matching} job(s) matching {_describe(criteria)}?")
+        return await agenda.cancel(**criteria)
+
+    cancelled = _with_agenda(source, work)
+    if as_json:
+        out.print_json({"cancelled": cancelled})
+    else:
+        out.say(f"cancelled {cancelled} job(s)")
+
+
+@jobs.command("retry")
+@click.argument("job_id", metavar="ID")
+@database_options
+@json_option
+def jobs_retry(source: Source, job_id: str, as_json: bool) -> None:
+    """Make job ID (usually a failed one) due now, changing nothing else: job.schedule("now").save()."""
+
+    async def work(agenda: Agenda) -> Job:
+        job = await _get_job(agenda, job_id)
+        job.schedule("now")
+        if job.next_run_at is None:
+            raise BadInput(f"job {job_id} cannot run again: its end date has passed")
+        if job.locked_at is not None:
+            out.warn(
+                f"job {job_id} is locked (running, or its worker died); the run in progress may reschedule it"
+            )
+        if job.disabled:
+            out.warn(f"job {job_id} is paused: it runs once resumed (agendapy jobs resume --id {job_id})")
+        return await job.save()
+
+    job = _with_agenda(source, work)
+    if as_json:
+        out.print_json(out.job_json(job))
+        return
+    failure = f" (failed {job.fail_count} time(s): {job.fail_reason})" if job.fail_count else ""
+    out.say(f"job {job.id} ({job.name}) is due now{failure}")
+
+
+def _toggle(source: Source, criteria: dict[str, Any], *, pause: bool, as_json: bool) -> None:
+    async def work(agenda: Agenda) -> tuple[int, int]:
+        matching = await _count_matching(agenda, criteria)
+        changed = await (agenda.disable(**criteria) if pause else agenda.enable(**criteria))
+        return matching, changed
+
+    matching, changed = _with_agenda(source, work)
+    verb = "paused" if pause else "resumed"
+    if as_json:
+        out.print_json({"matched": matching, verb: changed})
+        return
+    already = f" ({matching - changed} already {verb})" if matching != changed else ""
+    out.say(f"{verb} {changed} job(s){already}")
+
+
+@jobs.command("pause")
+@database_options
+@_criteria_options
+@json_option
+def jobs_pause(
+    source: Source, ids: tuple[str, ...], names: tuple[str, ...], data_json: str | None, as_json: bool
+) -> None:
+    """Disable the matching jobs: no worker locks them until they are resumed."""
+    _toggle(source, _criteria(ids, names, data_json), pause=True, as_json=as_json)
+
+
+@jobs.command("resume")
+@database_options
+@_criteria_options
+@json_option
+def jobs_resume(
+    source: Source, ids: tuple[str, ...], names: tuple[str, ...], data_json: str | None, as_json: bool
+) -> None:
+    """Enable the matching jobs again."""
+    _toggle(source, _criteria(ids, names, data_json), pause=False, as_json=as_json)
+
+
+@jobs.command("purge")
+@click.argument("target")
+@mongo_url_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def jobs_purge(target: str, mongo_url: str | None, yes: bool, as_json: bool) -> None:
+    """Delete every job whose name TARGET does not define (agenda.purge())."""
+
+    async def work(agenda: Agenda) -> int:
+        defined = set(agenda.definitions)
+        if not defined:
+            out.warn(f"{target} defines no job names: nothing is purged")
+            return 0
+        doomed = [entry for entry in await agenda.jobs_overview() if entry["name"] not in defined]
+        if not doomed:
+            return 0
+        if not yes:
+            listing = ", ".join(f"{entry['name']} ({entry['total']})" for entry in doomed)
+            total = sum(int(entry["total"]) for entry in doomed)
+            await _confirm(f"Delete {total} job(s) of names {target} does not define: {listing}?")
+        return await agenda.purge()
+
+    purged = _with_agenda(Source(target, mongo_url), work)
+    if as_json:
+        out.print_json({"purged": purged})
+    else:
+        out.say(f"purged {purged} job(s)")
+
+
+# -- schedule, stats, dashboard --------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@click.argument("when", required=False)
+@click.option("--data", "data_json", metavar="JSON", help="The job's data, as JSON.")
+@click.option(
+    "--every",
+    "interval",
+    metavar="INTERVAL",
+    help='Repeat: "5 minutes", "PT15M", a cron expression; WHEN is then the earliest first run.',
+)
+@click.option(
+    "--timezone", metavar="TZ", help="IANA timezone of a --every schedule (cron), e.g. Europe/Paris."
+)
+@database_options
+@json_option
+def schedule(
+    source: Source,
+    name: str,
+    when: str | None,
+    data_json: str | None,
+    interval: str | None,
+    timezone: str | None,
+    as_json: bool,
+) -> None:
+    """Create job NAME: due WHEN ("now", "in 20 minutes", "2030-01-01 09:00"; UTC unless it says)
+    or, with --every, recurring (one document per NAME: a new schedule replaces the old one)."""
+    data = _parse_json(data_json, "--data")
+    if interval is None:
+        if when is None:
+            raise click.UsageError("give WHEN (now, a date, 'in 20 minutes') or --every INTERVAL")
+        if timezone is not None:
+            raise click.BadParameter("applies to --every schedules only", param_hint="--timezone")
+
+    async def work(agenda: Agenda) -> Job:
+        if source.target and name not in agenda.definitions:
+            out.warn(f"{source.target} does not define {name!r}: it runs when a worker that defines it is up")
+        if interval is not None:
+            start = None if when is None or when.strip().lower() == "now" else when
+            job: Job = await agenda.every(interval, name, data, timezone=timezone, start_date=start)
+            return job
+        assert when is not None
+        scheduled: Job = await agenda.schedule(when, name, data)
+        return scheduled
+
+    job = _with_agenda(source, work, indexes=True)
+    if as_json:
+        out.print_json(out.job_json(job))
+        return
+    repeat = f", every {job.repeat_interval}" if job.repeat_interval else ""
+    zone = f" ({job.repeat_timezone})" if job.repeat_timezone else ""
+    next_run = out.ago(job.next_run_at, datetime.now(UTC))
+    out.say(f"scheduled {job.name} ({job.id}): next run {next_run}{repeat}{zone}")
+
+
+@main.command()
+@database_options
+@json_option
+def stats(source: Source, as_json: bool) -> None:
+    """Jobs per name and state (from the database, over every worker) and how many are due now.
+
+    Each worker's own running and locked counts live in its memory: see `worker --metrics-port`.
+    """
+
+    async def work(agenda: Agenda) -> tuple[list[dict[str, Any]], int, list[str] | None]:
+        overview = await agenda.jobs_overview()
+        due = await agenda.store.queue_size(datetime.now(UTC))
+        defined = sorted(agenda.definitions) if source.target else None
+        known = {entry["name"] for entry in overview}
+        for missing in sorted(set(defined or ()) - known):
+            overview.append({"name": missing, **dict.fromkeys(out.OVERVIEW_COLUMNS, 0)})
+        return overview, due, defined
+
+    overview, due, defined = _with_agenda(source, work)
+    if as_json:
+        out.print_json({"overview": overview, "queue_size": due, "defined": defined})
+        return
+    out.print_stats(overview, due, defined)
+
+
+@main.command()
+@click.argument("target")
+@mongo_url_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
+@click.option(
+    "--token",
+    envvar="AGENDAPY_DASHBOARD_TOKEN",
+    help="Require this bearer token (env AGENDAPY_DASHBOARD_TOKEN).",
+)
+@click.option(
+    "--basic-auth",
+    metavar="USER:PASSWORD",
+    envvar="AGENDAPY_DASHBOARD_BASIC_AUTH",
+    help="Require HTTP basic auth (env AGENDAPY_DASHBOARD_BASIC_AUTH).",
+)
+@click.option("--read-only", is_flag=True, help="Show jobs; refuse every change.")
+@_level_option("INFO")
+def dashboard(
+    target: str,
+    mongo_url: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    basic_auth: str | None,
+    read_only: bool,
+    log_level: str,
+) -> None:
+    """Serve the web dashboard for TARGET's jobs (needs agendapy[dashboard])."""
+    credentials: tuple[str, str] | None = None
+    if basic_auth is not None:
+        user, sep, password = basic_auth.partition(":")
+        if not sep or not user or not password:
+            raise click.BadParameter("expected USER:PASSWORD", param_hint="--basic-auth")
+        credentials = (user, password)
+    try:
+        module = importlib.import_module("agendapy.dashboard")
+    except ImportError as exc:
+        raise CliError(f"the dashboard needs its extra: pip install 'agendapy[dashboard]' ({exc})") from None
+    configure_logging(log_level)
+
+    async def serve(agenda: Agenda) -> None:
+        served = module.serve(
+            agenda, host=host, port=port, token=token, basic_auth=credentials, read_only=read_only
+        )
+        if inspect.isawaitable(served):
+            await served
+
+    # uvicorn stops on SIGTERM/SIGINT and then raises the signal again for the handler it found:
+    # make that one end the process with status 0, as a worker's graceful stop does.
+    previous = {signum: signal.signal(signum, _exit_ok) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _with_agenda(Source(target, mongo_url), serve)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,6 +58,8 @@ class Lease:
     token: str
     locked_at: datetime
     lost: bool = False
+    #: The run is writing its final state (or releasing the job): heartbeats leave it alone.
+    finishing: bool = False
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -40,6 +40,7 @@ __all__ = ["DrainResult", "Processor"]
 log = logging.getLogger("agendapy")
 
 _MIN_HEARTBEAT = 0.05
+_STOP_SLACK = 0.8
 _MAX_ERROR_BACKOFF = 30.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -95,22 +96,24 @@ class Processor:
         """Claim now instead of at the next poll (a job became due)."""
         self._wake.set()
 
-    async def stop_filling(self) -> None:
-        """Stop claiming, and unlock the jobs held but not running (Agenda 6.2.6's stop)."""
+    async def stop_filling(self, timeout: float | None = None) -> None:
+        """Stop claiming, and unlock the jobs held but not running (Agenda 6.2.6's stop), within
+        ``timeout`` seconds (what is not unlocked by then comes back when its lock expires)."""
         self._filling = False
-        for task in (self._fill_task, self._listen_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        tasks = [task for task in (self._fill_task, self._listen_task) if task is not None]
+        for task in tasks:
+            task.cancel()
         self._fill_task = self._listen_task = None
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         waiting = [job for job, _ in self._waiting]
         self._waiting.clear()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
         if waiting:
             try:
-                await self._store.release(waiting)
+                await asyncio.wait_for(self._store.release(waiting), timeout)
             except Exception as exc:
                 log.warning("could not unlock %d waiting jobs on stop: %s", len(waiting), exc)
 
@@ -126,16 +129,23 @@ class Processor:
         )
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming, ask running handlers to stop, wait ``grace`` s, then cancel and unlock them."""
-        await self.stop_filling()
+        """Stop claiming, ask running handlers to stop, wait ``grace`` s, then cancel and unlock them.
+
+        Returns within about ``grace`` + 1 s whatever the database does: platforms kill soon after.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         for job, _ in self._running.values():
             if job._lease is not None:
                 job._lease.stop_event.set()
-        if not await self._wait_idle(grace, interruptible=True):
+        unlocking = asyncio.ensure_future(self.stop_filling(timeout=max(grace, 0.5)))
+        if not await self._wait_idle(max(deadline - loop.time(), 0.0), interruptible=True):
             tasks = [task for _, task in self._running.values()]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancelled runs unlock themselves; give them a moment, not forever.
+            await asyncio.wait(tasks, timeout=_STOP_SLACK)
+        await asyncio.wait([unlocking], timeout=max(deadline + _STOP_SLACK - loop.time(), 0.1))
         await self._stop_renewal()
 
     async def _stop_renewal(self) -> None:
@@ -310,8 +320,32 @@ class Processor:
         return jobs
 
     def _accept(self, job: Job) -> None:
+        held = self._held(job.id)
+        if held is not None:
+            # This worker claimed a job it already holds: its lock looked expired to the claim query
+            # (a slow round trip, a late heartbeat). Keep the one run, under the new lock.
+            asyncio.get_running_loop().create_task(self._adopt_lock(held, job))
+            return
         self._waiting.append((job, next(self._seq)))
         self._waiting.sort(key=_queue_key)
+
+    def _held(self, job_id: str | None) -> Job | None:
+        for job, _ in self._waiting:
+            if job.id == job_id:
+                return job
+        for job, _ in self._running.values():
+            if job.id == job_id:
+                return job
+        return None
+
+    async def _adopt_lock(self, held: Job, claimed: Job) -> None:
+        lease, fresh = held._lease, claimed._lease
+        if lease is None or fresh is None:
+            return
+        async with lease.write_lock:
+            lease.token, lease.locked_at = fresh.token, fresh.locked_at
+            if held.locked_at is not None:
+                held.locked_at = fresh.locked_at
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -433,15 +467,18 @@ class Processor:
     async def _lock_renewal(self) -> None:
         while True:
             # Every definition's lifetime counts, not only the held jobs': a job claimed during the
-            # sleep must be renewed in time.
+            # sleep must be renewed in time. Waking every quarter lifetime and renewing what is a
+            # quarter old keeps each lock under half its lifetime even when a round is slow.
             lifetimes = [d.lock_lifetime for d in self._agenda._definitions.values()]
             lifetimes.append(self._agenda.default_lock_lifetime)
-            await asyncio.sleep(max(min(lifetimes).total_seconds() / 3, _MIN_HEARTBEAT))
+            await asyncio.sleep(max(min(lifetimes).total_seconds() / 4, _MIN_HEARTBEAT))
             now = sched.utcnow()
             due = [
                 job
                 for job in self.waiting_jobs + self.running_jobs
-                if job._lease is not None and now - job._lease.locked_at >= self._lifetime(job) / 3
+                if job._lease is not None
+                and not job._lease.finishing
+                and now - job._lease.locked_at >= self._lifetime(job) / 4
             ]
             if not due:
                 continue

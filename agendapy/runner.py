@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,26 @@ def _format_seconds(value: timedelta) -> str:
     return f"{seconds:g} s"
 
 
+_threads_lock = threading.Lock()
+_threads_running = 0
+
+
+def handler_threads_running() -> int:
+    """How many plain-function handlers are still executing in worker threads."""
+    return _threads_running
+
+
+def _in_thread(fn: Callable[[Job], Any], job: Job) -> Any:
+    global _threads_running
+    with _threads_lock:
+        _threads_running += 1
+    try:
+        return fn(job)
+    finally:
+        with _threads_lock:
+            _threads_running -= 1
+
+
 async def _invoke(definition: JobDefinition, job: Job) -> None:
     """Call the handler: coroutines on the loop, plain functions in a worker thread; enforce the timeout."""
     timeout = definition.timeout
@@ -83,7 +104,7 @@ async def _invoke(definition: JobDefinition, job: Job) -> None:
         except TimeoutError:
             raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
         return
-    call = asyncio.to_thread(definition.fn, job)
+    call = asyncio.to_thread(_in_thread, definition.fn, job)
     if timeout is None:
         await call
         return
@@ -103,6 +124,9 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     plan = plan_run(job, definition, now)
     previous_last_run = job.last_run_at
     job.last_run_at = now
+    if job._lease is not None:
+        # The start write renews the lock too: a claim answered slowly must not start out expired.
+        job.locked_at = now
     if plan.agenda_rule:
         job.compute_next_run_at()
     else:
@@ -154,10 +178,14 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         if job.lock_lost:
             raise LockLost(f"job {job.name!r} lost its lock while running; its result was not saved")
     except asyncio.CancelledError:
-        await _interrupted(agenda, job, run_id, guarded=plan.guard)
+        # A plain function goes on in its thread after a cancel: its job must not run elsewhere yet.
+        still_running = definition is not None and not definition.is_async
+        await _interrupted(agenda, job, run_id, guarded=plan.guard, still_running=still_running)
+        # Agenda emits complete after every run; an interrupted one too (listeners close spans, timers).
+        await events.emit_job_event("complete", job.name, job)
         raise
     except Interrupted:
-        await _interrupted(agenda, job, run_id, guarded=plan.guard)
+        await _interrupted(agenda, job, run_id, guarded=plan.guard, still_running=False)
         await events.emit_job_event("complete", job.name, job)
         return RunOutcome(job, ran=True, succeeded=False, status="interrupted")
     except Exception as exc:
@@ -179,7 +207,7 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     if job.fixed_delay and job.next_run_at is None:
         job.next_run_at = fixed_delay_next_run(job, finished_at)
 
-    job.locked_at = None
+    _finishing(job)
     if not job.lock_lost and not await _save_final_state(agenda, job):
         log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
     if run_id is not None:
@@ -192,6 +220,13 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     return RunOutcome(
         job, ran=True, succeeded=succeeded, error=failure, status="succeeded" if succeeded else "failed"
     )
+
+
+def _finishing(job: Job) -> None:
+    """The next write releases the lock: from now on heartbeats leave this lease alone."""
+    job.locked_at = None
+    if job._lease is not None:
+        job._lease.finishing = True
 
 
 async def _missing_requirements(agenda: Agenda, job: Job, interval: RunInterval) -> tuple[list[str], str]:
@@ -225,7 +260,7 @@ async def _wait_for_requirements(
     job.waiting_reason = reason
     job.last_run_at = previous_last_run
     job.next_run_at = now + agenda.dependency_check_every
-    job.locked_at = None
+    _finishing(job)
     if changed:
         level = logging.WARNING if "failed" in reason else logging.INFO
         log.log(level, "%s (%s) waits: %s", job.name, job.id, reason)
@@ -248,7 +283,7 @@ async def _skip(
             worker=agenda.name,
             status="skipped",
         )
-    job.locked_at = None
+    _finishing(job)
     await agenda._store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="skipped")
 
@@ -276,14 +311,17 @@ async def _finish_record(
 async def _save_final_state(agenda: Agenda, job: Job) -> bool:
     """Save the outcome; while the database is unreachable, keep trying (the lease stays valid, since
     nobody can take the lock over while the database is down), so a finished run is never run again."""
+    return await keep_trying(lambda: agenda._store.save_state_batched(job), job)
+
+
+async def keep_trying(write: Callable[[], Awaitable[bool]], job: Job) -> bool:
+    """Run a fenced write of ``job``'s run, retrying with a growing pause while the database is away."""
     delay = 0.1
     while True:
         try:
-            return await agenda._store.save_state_batched(job)
+            return await write()
         except DatabaseUnavailable as exc:
-            log.warning(
-                "saving the outcome of %s (%s) failed (%s); retrying in %.1f s", job.name, job.id, exc, delay
-            )
+            log.warning("writing %s (%s) failed (%s); retrying in %.1f s", job.name, job.id, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_SAVE_RETRY_DELAY)
 
@@ -310,10 +348,14 @@ async def _handle_retry(
     await agenda._events.emit_job_event("retry", job.name, job, details)
 
 
-async def _interrupted(agenda: Agenda, job: Job, run_id: str | None, *, guarded: bool) -> None:
+async def _interrupted(
+    agenda: Agenda, job: Job, run_id: str | None, *, guarded: bool, still_running: bool = False
+) -> None:
     """A run cancelled by a stop: unlock it and make it due now, so another worker resumes it at once.
 
-    A once-per-interval record stays "running": the worker that resumes the job takes it over.
+    A once-per-interval record stays "running": the worker that resumes the job takes it over. A
+    handler still running in its thread (``still_running``) keeps the lock instead: the job comes back
+    one lock lifetime after this worker stops renewing it, so it never runs twice at once.
     """
     if run_id is not None and not guarded:
         try:
@@ -324,6 +366,14 @@ async def _interrupted(agenda: Agenda, job: Job, run_id: str | None, *, guarded:
             log.warning("could not record the interruption of %s: %s", job.name, exc)
     lease = job._lease
     if lease is None or lease.lost:
+        return
+    if still_running:
+        log.warning(
+            "%s (%s) ignored the request to stop and still runs in its thread; it stays locked and "
+            "comes back when its lock expires",
+            job.name,
+            job.id,
+        )
         return
     try:
         await agenda._store.release([job], reschedule_at=sched.utcnow())

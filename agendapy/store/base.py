@@ -101,7 +101,9 @@ class RunStore(Protocol):
     ) -> str | None:
         """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere)."""
 
-    async def finish(self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None) -> None:
+    async def finish(
+        self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None
+    ) -> None:
         """Record how a run ended."""
 
     async def trim(self, name: str) -> None:
@@ -115,8 +117,9 @@ class RunStore(Protocol):
         until: datetime | None,
         status: RunStatus | None,
         limit: int,
+        job_id: str | None = None,
     ) -> list[RunRecord]:
-        """Run records, newest first."""
+        """Run records, newest first (of one job document with ``job_id``)."""
 
     async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
         """Whether succeeded runs of ``name`` cover ``interval``, and the failed runs overlapping it."""
@@ -197,7 +200,9 @@ class JobStore(Protocol):
 def is_job_store(obj: object) -> bool:
     """Whether ``obj`` implements JobStore (checked on its type, so no property is evaluated)."""
     kind = type(obj)
-    return all(hasattr(kind, method) for method in ("connect", "claim", "save_job", "save_state", "renew_locks"))
+    return all(
+        hasattr(kind, method) for method in ("connect", "claim", "save_job", "save_state", "renew_locks")
+    )
 
 
 def lease_of(job: Job) -> Lease | None:

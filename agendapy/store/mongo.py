@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from bson import CodecOptions
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -131,6 +131,30 @@ def _user_filter(field: str, value: Any) -> Iterator[None]:
         raise InvalidInput(field, value, f"the server rejected it: {message}") from None
 
 
+class _ConnectionLog(monitoring.ServerListener):
+    """Logs when the server becomes unreachable and when it answers again (driver monitoring)."""
+
+    def __init__(self) -> None:
+        self._lost: set[Any] = set()
+
+    def opened(self, event: monitoring.ServerOpeningEvent) -> None:
+        pass
+
+    def closed(self, event: monitoring.ServerClosedEvent) -> None:
+        pass
+
+    def description_changed(self, event: monitoring.ServerDescriptionChangedEvent) -> None:
+        before, after = event.previous_description, event.new_description
+        host, port = event.server_address
+        address = f"{host}:{port}"
+        if before.is_server_type_known and not after.is_server_type_known:
+            self._lost.add(event.server_address)
+            log.warning("lost the connection to MongoDB at %s: %s", address, after.error or "no answer")
+        elif event.server_address in self._lost and after.is_server_type_known:
+            self._lost.discard(event.server_address)
+            log.warning("the connection to MongoDB at %s is back", address)
+
+
 def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn "cannot reach the server" into DatabaseUnavailable, naming the server."""
 
@@ -183,7 +207,7 @@ class MongoJobStore:
         self._history_ttl = history_ttl
         self._history_keep = history_keep
         self._runs: MongoRunStore | None = None
-        self._pending_states: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._pending_states: list[tuple[Job, dict[str, Any], asyncio.Future[bool]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         if isinstance(db, str):
@@ -257,7 +281,7 @@ class MongoJobStore:
             self._owns_client = True
         if isinstance(source, str):
             parsed = parse_uri(source, warn=True) if source.startswith("mongodb://") else {"database": None}
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, Any] = {"event_listeners": [_ConnectionLog()]}
             if "serverselectiontimeoutms" not in source.lower():
                 kwargs["serverSelectionTimeoutMS"] = _SERVER_SELECTION_TIMEOUT_MS
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(source, **kwargs)
@@ -445,13 +469,15 @@ class MongoJobStore:
             return True
 
     async def save_state_batched(self, job: Job) -> bool:
-        """``save_state`` of every field, fenced; the writes of runs that start in the same event-loop
-        turn (a claimed batch) go to the server as one bulk write."""
+        """``save_state`` of every field, fenced; the writes of runs that start or finish in the same
+        event-loop turn (a claimed batch) go to the server as one bulk write."""
         if job._lease is None:
             return await self.save_state(job)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        self._pending_states.append((job, done))
+        # The values are taken now: a heartbeat that moves lockedAt before the flush must not change
+        # what this write says (a final write releases the lock, whatever happens meanwhile).
+        self._pending_states.append((job, _state_values(job), done))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             # Runs started together reach this point in the same turn; flush on the next one.
@@ -462,18 +488,18 @@ class MongoJobStore:
         batch, self._pending_states = self._pending_states, []
         self._flush_scheduled = False
         try:
-            results = await self._write_states([job for job, _ in batch])
+            results = await self._fenced_writes([(job, values) for job, values, _ in batch])
         except ConnectionFailure as exc:
             error = DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}")
-            for _, done in batch:
+            for _, _, done in batch:
                 if not done.done():
                     done.set_exception(error)
         except Exception as exc:
-            for _, done in batch:
+            for _, _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
         else:
-            for (_, done), ok in zip(batch, results, strict=True):
+            for (_, _, done), ok in zip(batch, results, strict=True):
                 if not done.done():
                     done.set_result(ok)
         finally:
@@ -481,30 +507,35 @@ class MongoJobStore:
             if task is not None:
                 self._flushes.discard(task)
 
-    async def _write_states(self, jobs: list[Job]) -> list[bool]:
-        if len(jobs) == 1:
-            return [await self.save_state(jobs[0])]
-        leases = [job._lease for job in jobs]
-        assert all(lease is not None for lease in leases)
+    async def _fenced_writes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
+        """Apply ``$set: values`` to each leased job, fenced by its lease, in one round trip; tell
+        which applied. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
         async with contextlib.AsyncExitStack() as stack:
-            for lease in leases:
-                assert lease is not None
-                await stack.enter_async_context(lease.write_lock)
-            values = [_state_values(job) for job in jobs]
+            for job, _ in entries:
+                assert job._lease is not None
+                await stack.enter_async_context(job._lease.write_lock)
+            live = [(job, values) for job, values in entries if job._lease and not job._lease.lost]
             writes = [
-                UpdateOne(fence_filter(job.id, lease.locked_at, lease.token), {"$set": value})
-                for job, lease, value in zip(jobs, leases, values, strict=True)
-                if lease is not None
+                (fence_filter(job.id, job._lease.locked_at, job._lease.token), {"$set": values})
+                for job, values in live
+                if job._lease is not None
             ]
-            result = await self.collection.bulk_write(writes, ordered=False)
-            if result.matched_count == len(writes):
-                outcomes = [True] * len(writes)
+            if len(writes) == 1:
+                result = await self.collection.update_one(*writes[0])
+                applied = [result.matched_count == 1]
+            elif writes:
+                bulk = await self.collection.bulk_write([UpdateOne(f, u) for f, u in writes], ordered=False)
+                if bulk.matched_count == len(writes):
+                    applied = [True] * len(writes)
+                else:
+                    applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
             else:
-                outcomes = await self._which_applied(jobs, values)
-            for job, lease, ok in zip(jobs, leases, outcomes, strict=True):
-                if ok and lease is not None and job.locked_at is not None:
-                    lease.locked_at = job.locked_at
-            return outcomes
+                applied = []
+            outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
+            for job, values in live:
+                if outcome[id(job)] and job._lease is not None and values.get("lockedAt") is not None:
+                    job._lease.locked_at = values["lockedAt"]
+            return [outcome.get(id(job), False) for job, _ in entries]
 
     async def _which_applied(self, jobs: list[Job], values: list[dict[str, Any]]) -> list[bool]:
         """After a partly matched bulk write: a write applied iff the document now holds what it set
@@ -518,7 +549,7 @@ class MongoJobStore:
             token = None if value["lockedAt"] is None else (lease.token if lease else None)
             outcomes.append(
                 doc is not None
-                and _same_instant(doc.get("lastRunAt"), value["lastRunAt"])
+                and ("lastRunAt" not in value or _same_instant(doc.get("lastRunAt"), value["lastRunAt"]))
                 and _same_instant(doc.get("lockedAt"), value["lockedAt"])
                 and doc.get("lockToken") == token
             )
@@ -550,37 +581,41 @@ class MongoJobStore:
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
-        """Heartbeat: move each lease's ``lockedAt`` forward; returns the jobs whose lock is gone."""
-        lost: list[Job] = []
-        for job in jobs:
+        """Heartbeat: move each lease's ``lockedAt`` to ``now`` in one round trip; returns the jobs
+        whose lock is gone. Leases of runs that are writing their final state are left alone."""
+        live = [j for j in jobs if j._lease is not None and not j._lease.lost and not j._lease.finishing]
+        if not live:
+            return []
+        applied = await self._fenced_writes([(job, {"lockedAt": now}) for job in live])
+        lost = []
+        for job, ok in zip(live, applied, strict=True):
             lease = job._lease
-            if lease is None or lease.lost:
-                continue
-            async with lease.write_lock:
-                result = await self.collection.update_one(
-                    fence_filter(job.id, lease.locked_at, lease.token), {"$set": {"lockedAt": now}}
-                )
-                if result.matched_count:
-                    lease.locked_at = now
-                    job.locked_at = now
-                else:
-                    lost.append(job)
+            if ok and job.locked_at is not None:
+                job.locked_at = now
+            elif not ok and lease is not None and not lease.finishing:
+                lost.append(job)
         return lost
 
     @_translate_errors
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
-        """Unlock the given leased jobs; with ``reschedule_at`` they become due then."""
+        """Unlock leased jobs in one round trip. With ``reschedule_at`` they become due then; a job
+        without a next run (a recovered crash) becomes due now, so no release strands it."""
+        now = datetime.now(UTC)
+        entries = []
         for job in jobs:
             lease = job._lease
             if lease is None or lease.lost:
                 continue
+            lease.finishing = True
             values: dict[str, Any] = {"lockedAt": None, "lockToken": None}
             if reschedule_at is not None:
                 values["nextRunAt"] = reschedule_at
-            async with lease.write_lock:
-                await self.collection.update_one(
-                    fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}
-                )
+            elif job.next_run_at is None:
+                values["nextRunAt"] = now.replace(microsecond=now.microsecond // 1000 * 1000)
+            entries.append((job, values))
+        if entries:
+            await self._fenced_writes(entries)
+        for job, _ in entries:
             job.locked_at = None
 
     @_translate_errors
@@ -635,6 +670,7 @@ class MongoJobStore:
                 "repeatInterval",
                 "nextRunAt",
                 "disabled",
+                "waitingFor",
             )
         }
         counts: dict[str, dict[str, Any]] = {}

@@ -87,6 +87,9 @@ class MongoRunStore:
         await self._collection.create_index(
             [("name", ASCENDING), ("startedAt", DESCENDING)], name="agendapyRunsByName"
         )
+        await self._collection.create_index(
+            [("jobId", ASCENDING), ("startedAt", DESCENDING)], name="agendapyRunsByJob"
+        )
         try:
             await self._collection.create_index(
                 [("startedAt", ASCENDING)],
@@ -182,11 +185,14 @@ class MongoRunStore:
         until: datetime | None,
         status: RunStatus | None,
         limit: int,
+        job_id: str | None = None,
     ) -> list[RunRecord]:
         """Run records, newest first."""
         query: dict[str, Any] = {}
         if name is not None:
             query["name"] = name
+        if job_id is not None:
+            query["jobId"] = job_id
         if status is not None:
             query["status"] = status
         started: dict[str, Any] = {}

@@ -41,7 +41,8 @@ WORKER_MODULE = textwrap.dedent(
         process_every=float(os.environ.get("PROCESS_EVERY", "0.1")),
         default_lock_lifetime=float(os.environ["LOCK_LIFETIME"]),
         max_concurrency=5,
-        default_concurrency=5,
+        default_concurrency=int(os.environ.get("CONCURRENCY", "5")),
+        lock_limit=int(os.environ.get("LOCK_LIMIT", "0")),
     )
     _runs = None
 
@@ -74,8 +75,18 @@ WORKER_MODULE = textwrap.dedent(
 class WorkerProcess:
     """One ``agendapy worker`` subprocess whose log goes to a file."""
 
-    def __init__(self, module_dir: Path, jobs_url: str, results_url: str, results_db: str, name: str,
-                 *, lock_lifetime: float, grace: float) -> None:
+    def __init__(
+        self,
+        module_dir: Path,
+        jobs_url: str,
+        results_url: str,
+        results_db: str,
+        name: str,
+        *,
+        lock_lifetime: float,
+        grace: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = module_dir / f"{name}.log"
         env = {
@@ -84,6 +95,7 @@ class WorkerProcess:
             "RESULTS_URL": results_url,
             "RESULTS_DB": results_db,
             "LOCK_LIFETIME": str(lock_lifetime),
+            **(env or {}),
         }
         with self.log_path.open("wb") as log_file:
             self.proc = subprocess.Popen(
@@ -100,8 +112,11 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     async def started(self, timeout: float = 20.0) -> None:
-        await wait_until(lambda: f"worker {self.name} started" in self.log() or self.proc.poll() is not None,
-                         timeout=timeout, interval=0.05)
+        await wait_until(
+            lambda: f"worker {self.name} started" in self.log() or self.proc.poll() is not None,
+            timeout=timeout,
+            interval=0.05,
+        )
         assert self.proc.poll() is None, f"worker {self.name} exited early:\n{self.log()}"
 
     async def terminate(self, timeout: float = 15.0) -> tuple[int, float]:
@@ -178,7 +193,11 @@ async def own_server(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def test_a_worker_survives_a_database_restart_and_runs_every_job_exactly_once(
-    module_dir: Path, own_server: Any, mongo_url: str, db_name: str, runs: Any,
+    module_dir: Path,
+    own_server: Any,
+    mongo_url: str,
+    db_name: str,
+    runs: Any,
     workers: list[WorkerProcess],
 ) -> None:
     jobs_url = own_server.url.replace("/?", "/outage?")
@@ -219,11 +238,6 @@ async def test_a_worker_survives_a_database_restart_and_runs_every_job_exactly_o
     assert code == 0, worker.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agendapy logs nothing when the driver rides out a short outage (no operation raises, so "
-    "Processor._lock_filling never logs): see the Fleet reliability report",
-)
 async def test_a_worker_logs_a_clear_line_when_the_database_restarts(
     module_dir: Path, own_server: Any, mongo_url: str, db_name: str, workers: list[WorkerProcess]
 ) -> None:
@@ -236,7 +250,8 @@ async def test_a_worker_logs_a_clear_line_when_the_database_restarts(
     assert worker.proc.poll() is None, worker.log()
     lines = [line.lower() for line in worker.log().splitlines()]
     about_db = [
-        line for line in lines
+        line
+        for line in lines
         if ('"warning"' in line or '"error"' in line) and ("database" in line or "mongodb" in line)
     ]
     assert about_db, f"the worker logged nothing about the database restart:\n{worker.log()}"
@@ -258,7 +273,12 @@ async def _all_finished(jobs: Any, ids: list[str]) -> bool:
 
 
 async def test_a_job_of_a_killed_worker_is_run_by_another_after_the_lock_lifetime(
-    module_dir: Path, db_url: str, mongo_url: str, db_name: str, runs: Any, jobs_collection: Any,
+    module_dir: Path,
+    db_url: str,
+    mongo_url: str,
+    db_name: str,
+    runs: Any,
+    jobs_collection: Any,
     workers: list[WorkerProcess],
 ) -> None:
     lifetime = 1.0
@@ -278,6 +298,7 @@ async def test_a_job_of_a_killed_worker_is_run_by_another_after_the_lock_lifetim
     killed, rerun = records
     assert "finish" not in killed
     delay = rerun["start"] - dead_at
+    print(f"kill -9 -> rerun on another worker after {delay:.2f} s (lock lifetime {lifetime:g} s)")
     # Not before the kill (the heartbeat kept the lock), and within one lock lifetime of it (the
     # lock was renewed at most 2/3 of a lifetime before), plus a poll and the run's start save.
     assert 0 < delay < lifetime + 1.5, f"rerun {delay:.2f} s after the kill"
@@ -302,16 +323,24 @@ async def _finished(jobs: Any, job_id: str) -> bool:
 
 
 async def test_sigterm_releases_a_long_job_and_another_worker_resumes_it_from_its_checkpoint_at_once(
-    module_dir: Path, db_url: str, mongo_url: str, db_name: str, runs: Any, jobs_collection: Any,
+    module_dir: Path,
+    db_url: str,
+    mongo_url: str,
+    db_name: str,
+    runs: Any,
+    jobs_collection: Any,
     workers: list[WorkerProcess],
 ) -> None:
     lifetime, grace = 30.0, 1.5  # a lock expiry would take 30 s: resuming sooner proves the release
     (job_id,) = await _schedule(db_url, 1, {"chunks": 16, "chunk_s": 0.5})
-    first = WorkerProcess(module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=grace)
+    first = WorkerProcess(
+        module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=grace
+    )
     workers.append(first)
     await wait_until(lambda: _has_checkpoint(jobs_collection, job_id, 2), timeout=20, interval=0.05)
-    second = WorkerProcess(module_dir, db_url, mongo_url, db_name, "second", lock_lifetime=lifetime,
-                           grace=grace)
+    second = WorkerProcess(
+        module_dir, db_url, mongo_url, db_name, "second", lock_lifetime=lifetime, grace=grace
+    )
     workers.append(second)
     await second.started()
 
@@ -330,6 +359,10 @@ async def test_sigterm_releases_a_long_job_and_another_worker_resumes_it_from_it
     assert [r["pid"] for r in records] == [first.pid, second.pid]
     interrupted, resumed = records
     assert "finish" not in interrupted
+    print(
+        f"SIGTERM -> exit in {took:.2f} s (grace {grace:g} s); resumed on another worker "
+        f"{resumed['start'] - signalled:.2f} s after the signal (lock lifetime {lifetime:g} s)"
+    )
     assert resumed["start"] - signalled < grace + 2.5, "resumed long before the 30 s lock lifetime"
     assert resumed["resumedFrom"] is not None and resumed["resumedFrom"]["chunk"] >= 2
     if saved is not None:
@@ -338,3 +371,57 @@ async def test_sigterm_releases_a_long_job_and_another_worker_resumes_it_from_it
     final = await jobs_collection.find_one({"_id": ObjectId(job_id)})
     assert final.get("failedAt") is None
     assert "checkpoint" not in final or final["checkpoint"] is None
+
+
+# -- a recovered job released by a stopping worker ----------------------------------------------------
+
+
+async def test_a_job_recovered_from_a_killed_worker_survives_a_sigterm_of_the_worker_holding_it(
+    module_dir: Path,
+    db_url: str,
+    mongo_url: str,
+    db_name: str,
+    runs: Any,
+    jobs_collection: Any,
+    workers: list[WorkerProcess],
+) -> None:
+    lifetime = 2.0
+    (crashed,) = await _schedule(db_url, 1, {"chunks": 8, "chunk_s": 0.5})
+    # "first" holds only the job it runs (lock_limit 1), so it never claims the second job.
+    first = WorkerProcess(
+        module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=1,
+        env={"LOCK_LIMIT": "1", "CONCURRENCY": "1"},
+    )  # fmt: skip
+    workers.append(first)
+    await wait_until(lambda: _has_checkpoint(jobs_collection, crashed, 1), timeout=20, interval=0.05)
+    # "second" runs one job and keeps one more waiting in its look-ahead buffer.
+    second = WorkerProcess(
+        module_dir, db_url, mongo_url, db_name, "second", lock_lifetime=lifetime, grace=1,
+        env={"LOCK_LIMIT": "2", "CONCURRENCY": "1"},
+    )  # fmt: skip
+    workers.append(second)
+    await second.started()
+    await _schedule(db_url, 1, {"chunks": 40, "chunk_s": 0.5})  # keeps "second" busy
+    await wait_until(lambda: _count(runs, 2), timeout=10, interval=0.05)
+
+    first.kill()  # mid-run: the job keeps lockedAt, and its nextRunAt is null
+    await wait_until(lambda: _held_by(jobs_collection, crashed, "second"), timeout=10, interval=0.05)
+    code, _ = await second.terminate()  # the recovered job is waiting in second's buffer
+    assert code == 0, second.log()
+
+    third = WorkerProcess(module_dir, db_url, mongo_url, db_name, "third", lock_lifetime=lifetime, grace=1)
+    workers.append(third)
+    await third.started()
+    try:
+        await wait_until(lambda: _finished(jobs_collection, crashed), timeout=10, interval=0.1)
+    except AssertionError:
+        doc = await jobs_collection.find_one({"_id": ObjectId(crashed)})
+        raise AssertionError(
+            f"the recovered job never ran again: lockedAt={doc['lockedAt']} nextRunAt={doc['nextRunAt']} "
+            f"lastFinishedAt={doc.get('lastFinishedAt')}"
+        ) from None
+
+
+async def _held_by(jobs: Any, job_id: str, worker: str) -> bool:
+    doc = await jobs.find_one({"_id": ObjectId(job_id)})
+    return bool(doc and doc.get("lastModifiedBy") == worker and doc.get("lockedAt") is not None)
