@@ -1,0 +1,148 @@
+"""The HTML pages: rendered on the server (Jinja2, autoescaped), kept current by ``static/app.js``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import views
+from .api import job_payload, list_params
+from .context import dashboard_of
+from .security import SESSION_COOKIE, cookie_header
+
+__all__ = ["login_page", "page_routes", "render"]
+
+
+def render(request: Request, template: str, page: str, status_code: int = 200, **context: Any) -> Response:
+    """A page with what every template needs (base path, CSRF token, read-only flag, title)."""
+    dash = dashboard_of(request)
+    state = request.scope.get("state", {})
+    return dash.templates.TemplateResponse(
+        request,
+        template,
+        {
+            "page": page,
+            "title": dash.title,
+            "base": request.scope.get("root_path", ""),
+            "csrf_token": state.get("csrf_token", ""),
+            "signed_in": state.get("auth_method") in ("cookie", "query"),
+            "read_only": dash.policy.read_only,
+            "token_auth": dash.policy.token is not None,
+            "live_interval": dash.live.interval,
+            "static_version": dash.static_version,
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+async def _known_names(request: Request) -> list[str]:
+    agenda = dashboard_of(request).agenda
+    names = {row["name"] for row in (await views.overview(agenda))["names"]}
+    return sorted(names | set(agenda.definitions))
+
+
+async def overview_page(request: Request) -> Response:
+    """``/``: counts per job name and state."""
+    agenda = dashboard_of(request).agenda
+    return render(
+        request,
+        "overview.html",
+        "overview",
+        overview=await views.overview(agenda),
+        process=await views.process_stats(agenda),
+        states=views.OVERVIEW_STATES,
+    )
+
+
+async def jobs_page(request: Request) -> Response:
+    """``/jobs``: the filtered, paged job list."""
+    params = list_params(request)
+    listing = await views.list_jobs(dashboard_of(request).agenda, now=datetime.now(UTC), **params)
+
+    def page_link(page: int) -> str | None:
+        if not 1 <= page <= listing["pages"]:
+            return None
+        query = {key: params[key] for key in ("name", "state", "search") if params[key]}
+        if params["limit"] != views.DEFAULT_PAGE_SIZE:
+            query["limit"] = params["limit"]
+        return "?" + urlencode({**query, "page": page})
+
+    return render(
+        request,
+        "jobs.html",
+        "jobs",
+        listing=listing,
+        pager={"prev": page_link(params["page"] - 1), "next": page_link(params["page"] + 1)},
+        names=await _known_names(request),
+        states=views.FILTER_STATES,
+    )
+
+
+async def job_page(request: Request) -> Response:
+    """``/jobs/{id}``: every field of one job, its data, and its name's recent runs."""
+    payload = await job_payload(request, request.path_params["job_id"])
+    return render(request, "job.html", "job", **payload)
+
+
+async def workers_page(request: Request) -> Response:
+    """``/workers``: which worker holds which locks."""
+    listing = await views.workers(dashboard_of(request).agenda, datetime.now(UTC))
+    return render(request, "workers.html", "workers", **listing)
+
+
+async def new_job_page(request: Request) -> Response:
+    """``/new``: the form that creates a job."""
+    if dashboard_of(request).policy.read_only:
+        raise HTTPException(403, "the dashboard is read-only")
+    return render(request, "new.html", "new", names=await _known_names(request))
+
+
+def login_page(request: Request, error: str | None = None, status_code: int = 401) -> Response:
+    """The sign-in form (token), or a plain notice when only basic auth is configured."""
+    return render(request, "login.html", "login", status_code=status_code, error=error)
+
+
+async def login(request: Request) -> Response:
+    """``/login``: GET shows the form; POST checks the token, sets the session cookie, and goes home."""
+    dash = dashboard_of(request)
+    home = request.scope.get("root_path", "") + "/"
+    if dash.policy.token is None:
+        return RedirectResponse(home, status_code=303)  # nothing to sign in with
+    if request.method == "GET":
+        return login_page(request, status_code=200)
+    form = await request.form(max_files=0, max_fields=4)
+    given = form.get("token")
+    if not isinstance(given, str) or not dash.policy.token_matches(given):
+        return login_page(request, error="That token is not valid.")
+    session = dash.policy.session_value()
+    assert session is not None
+    response = RedirectResponse(home, status_code=303)
+    response.headers.append("set-cookie", cookie_header(request.scope, SESSION_COOKIE, session))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """``POST /logout``: forget the session cookie (CSRF-checked like every POST)."""
+    response = RedirectResponse(request.scope.get("root_path", "") + "/login", status_code=303)
+    response.headers.append("set-cookie", cookie_header(request.scope, SESSION_COOKIE, "", max_age=0))
+    return response
+
+
+def page_routes() -> list[BaseRoute]:
+    """The routes of the HTML pages."""
+    return [
+        Route("/", overview_page, methods=["GET"]),
+        Route("/jobs", jobs_page, methods=["GET"]),
+        Route("/jobs/{job_id}", job_page, methods=["GET"]),
+        Route("/workers", workers_page, methods=["GET"]),
+        Route("/new", new_job_page, methods=["GET"]),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+    ]

@@ -1,0 +1,250 @@
+"""What the dashboard shows, as plain JSON-able dicts: the same dicts feed the HTML templates and /api."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse
+
+from ..errors import InvalidInput, NotRunning
+from ..job import Job, JobState, compute_job_state
+
+if TYPE_CHECKING:
+    from ..agenda import Agenda
+    from ..store.runs import RunRecord
+
+__all__ = [
+    "FILTER_STATES",
+    "OVERVIEW_STATES",
+    "SafeJSONResponse",
+    "dumps",
+    "job_detail",
+    "job_summary",
+    "jsonable",
+    "list_jobs",
+    "overview",
+    "parse_count",
+    "pretty_json",
+    "process_stats",
+    "run_record",
+    "workers",
+]
+
+#: Columns of the overview, in the order a job moves through them; "paused" counts disabled jobs.
+OVERVIEW_STATES = ("scheduled", "queued", "running", "waiting", "repeating", "completed", "failed", "paused")
+#: What the job list can filter by: the computed states and "paused".
+FILTER_STATES = (*(s.value for s in JobState), "paused")
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+def iso(value: datetime | None) -> str | None:
+    """An aware UTC datetime as ISO 8601 with a ``Z`` (what JavaScript's Date parses everywhere)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every BSON or Python type JSON cannot carry turned into a plain one.
+
+    ObjectIds, Decimals and unknown objects become strings, bytes become base64, datetimes ISO strings,
+    timedeltas seconds; NaN and infinities become strings, since JSON has no spelling for them.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Decimal):
+        return str(value)
+    if callable(value):
+        return getattr(value, "__qualname__", None) or type(value).__name__
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON with ``<``, ``>`` and ``&`` escaped, so no response ever holds markup from the database
+    (even a browser that ignored the content type would find no tag to parse)."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON response rendered with :func:`dumps`."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8")
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON text for display (never parsed as HTML: templates escape it, scripts set text)."""
+    return json.dumps(jsonable(value), indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def parse_count(raw: str | None, field: str, *, default: int, low: int, high: int) -> int:
+    """A whole number from a query string, within [low, high]."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(field, raw, "must be a whole number") from None
+    if not low <= value <= high:
+        raise InvalidInput(field, raw, f"must be from {low} to {high}")
+    return value
+
+
+def job_summary(job: Job, now: datetime) -> dict[str, Any]:
+    """The fields of a job that lists and tables show."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "state": compute_job_state(job, now).value,
+        "disabled": bool(job.disabled),
+        "type": job.type,
+        "priority": job.priority,
+        "next_run_at": iso(job.next_run_at),
+        "last_run_at": iso(job.last_run_at),
+        "last_finished_at": iso(job.last_finished_at),
+        "failed_at": iso(job.failed_at),
+        "fail_count": job.fail_count,
+        "fail_reason": job.fail_reason,
+        "repeat_interval": jsonable(job.repeat_interval),
+        "repeat_timezone": job.repeat_timezone,
+        "locked_at": iso(job.locked_at),
+        "progress": jsonable(job.progress),
+        "last_modified_by": job.last_modified_by,
+    }
+
+
+def job_detail(job: Job, now: datetime) -> dict[str, Any]:
+    """Every stored field of a job, plus its data and checkpoint as pretty JSON text."""
+    fields = {key: jsonable(value) for key, value in job.to_dict().items()}
+    detail = {**fields, **job_summary(job, now)}
+    detail["data_json"] = pretty_json(job.data)
+    detail["checkpoint_json"] = None if job.checkpoint_state is None else pretty_json(job.checkpoint_state)
+    detail["fields"] = sorted(fields)
+    return detail
+
+
+def run_record(record: RunRecord) -> dict[str, Any]:
+    """One run of the history, with its duration in seconds when it finished."""
+    out = {key: jsonable(value) for key, value in dataclasses.asdict(record).items()}
+    if record.finished_at is not None:
+        out["duration"] = max((record.finished_at - record.started_at).total_seconds(), 0.0)
+    else:
+        out["duration"] = None
+    return out
+
+
+async def overview(agenda: Agenda) -> dict[str, Any]:
+    """Counts per job name and state, and the totals over all names."""
+    names = []
+    totals = dict.fromkeys(("total", *OVERVIEW_STATES), 0)
+    for entry in await agenda.jobs_overview():
+        row = {"name": entry["name"], "total": int(entry.get("total", 0))}
+        for state in OVERVIEW_STATES:
+            row[state] = int(entry.get(state, 0))
+        for key in totals:
+            totals[key] += row[key]
+        names.append(row)
+    return {"names": names, "totals": totals}
+
+
+async def list_jobs(
+    agenda: Agenda,
+    *,
+    name: str | None,
+    state: str | None,
+    search: str | None,
+    page: int,
+    limit: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """One page of jobs matching the filters (newest ``nextRunAt`` first, as Agendash lists them)."""
+    skip = (page - 1) * limit
+    if state == "paused":
+        # query_jobs has no "disabled only" criterion: filter the matching jobs here and page them.
+        everything = await agenda.query_jobs(name=name, search=search)
+        paused = [job for job in everything.jobs if job.disabled]
+        jobs, total = paused[skip : skip + limit], len(paused)
+    else:
+        result = await agenda.query_jobs(name=name, state=state, search=search, skip=skip, limit=limit)
+        jobs, total = result.jobs, result.total
+    return {
+        "jobs": [job_summary(job, now) for job in jobs],
+        "total": total,
+        "page": page,
+        "pages": max(math.ceil(total / limit), 1),
+        "limit": limit,
+        "first": skip + 1 if jobs else 0,
+        "last": skip + len(jobs),
+        "filters": {"name": name, "state": state, "search": search},
+    }
+
+
+async def workers(agenda: Agenda, now: datetime) -> dict[str, Any]:
+    """The locked jobs grouped by the worker that locked them (``lastModifiedBy``), oldest lock first."""
+    locked: list[Job] = []
+    for state in (JobState.RUNNING, JobState.WAITING):
+        locked += [job for job in (await agenda.query_jobs(state=state)).jobs if job.locked_at is not None]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for job in sorted(locked, key=lambda j: (j.locked_at or now, j.name)):
+        assert job.locked_at is not None
+        age = max((now - job.locked_at).total_seconds(), 0.0)
+        lifetime = _lock_lifetime(agenda, job.name)
+        entry = job_summary(job, now)
+        entry["lock_age"] = age
+        entry["lock_lifetime"] = lifetime
+        entry["lock_expired"] = age > lifetime
+        groups.setdefault(job.last_modified_by or "", []).append(entry)
+    return {
+        "workers": [
+            {"name": worker, "jobs": jobs, "count": len(jobs)}
+            for worker, jobs in sorted(groups.items(), key=lambda item: item[0])
+        ],
+        "locked": len(locked),
+        "process": await process_stats(agenda),
+    }
+
+
+def _lock_lifetime(agenda: Agenda, name: str) -> float:
+    # What this process knows: the definition's lock lifetime, else the Agenda's default. Other workers
+    # may define it otherwise; the flag is a hint that a worker died, not a verdict.
+    definition = agenda.definitions.get(name)
+    lifetime = definition.lock_lifetime if definition is not None else agenda.default_lock_lifetime
+    return lifetime.total_seconds()
+
+
+async def process_stats(agenda: Agenda) -> dict[str, Any] | None:
+    """``running_stats()`` of this process when it runs a worker too, else None."""
+    try:
+        stats = await agenda.running_stats()
+    except NotRunning:
+        return None
+    out: dict[str, Any] = jsonable(dataclasses.asdict(stats))
+    for status in out.get("job_status", {}).values():
+        status.pop("config", None)  # the handler and its options are code, not status
+    return out

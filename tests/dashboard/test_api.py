@@ -1,0 +1,940 @@
+"""The dashboard over HTTP (ASGI transport, real database): pages, the JSON API, actions, and security."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from bson import ObjectId
+from dashboard_support import (
+    ORIGIN,
+    MakeClient,
+    ago,
+    csrf_token,
+    post,
+    running_server,
+    seed_states,
+    set_fields,
+)
+
+from agendapy import Agenda, Job
+from agendapy.dashboard import UnsafeBind, create_app, serve
+from agendapy.dashboard.security import CONTENT_SECURITY_POLICY
+from agendapy.dashboard.server import check_bind
+
+from support import wait_until
+
+XSS_NAME = '<script>alert("name")</script>'
+XSS_DATA = {"html": "</pre><script>alert('data')</script>", "<img src=x onerror=alert(1)>": "&amp;"}
+XSS_REASON = "<script>alert('reason')</script>"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# -- pages and the read API ---------------------------------------------------------------------------
+
+
+async def test_overview_counts_each_state(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    await seed_states(agenda, jobs_collection)
+
+    body = (await http.get("/api/overview")).json()
+
+    totals = body["overview"]["totals"]
+    assert totals == {
+        "total": 7,
+        "scheduled": 2,  # one of them paused
+        "queued": 1,
+        "running": 1,
+        "waiting": 0,
+        "repeating": 1,
+        "completed": 1,
+        "failed": 1,
+        "paused": 1,
+    }
+    by_name = {row["name"]: row for row in body["overview"]["names"]}
+    assert list(by_name) == ["email", "heartbeat", "import", "report"]
+    assert by_name["email"]["failed"] == 1 and by_name["email"]["completed"] == 1
+    assert by_name["import"]["running"] == 1 and by_name["import"]["paused"] == 1
+    assert body["process"] is None  # this process runs no worker
+    assert body["read_only"] is False
+
+
+async def test_overview_page_lists_names_with_links(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    await seed_states(agenda, jobs_collection)
+
+    page = await http.get("/")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'href="/jobs?name=email&amp;state=failed"' in page.text
+    assert 'data-total="failed">1<' in page.text
+    assert '<template id="tpl-overview-row">' in page.text
+
+
+async def test_job_list_filters_by_name_state_and_search(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    jobs = await seed_states(agenda, jobs_collection)
+
+    async def ids(**params: Any) -> set[str]:
+        response = await http.get("/api/jobs", params=params)
+        assert response.status_code == 200, response.text
+        return {job["id"] for job in response.json()["jobs"]}
+
+    assert await ids(name="email") == {jobs["completed"].id, jobs["failed"].id}
+    assert await ids(state="failed") == {jobs["failed"].id}
+    assert await ids(state="running") == {jobs["running"].id}
+    assert await ids(state="paused") == {jobs["paused"].id}
+    assert await ids(name="import", state="paused") == {jobs["paused"].id}
+    assert await ids(search="EAT") == {jobs["repeating"].id}  # case-insensitive, part of the name
+    assert len(await ids()) == 7
+    assert len(await ids(name="", state="", search="")) == 7  # empty filters are no filters
+
+
+async def test_job_list_pages(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    for i in range(5):
+        await agenda.schedule(f"in {i + 1} hours", "tick", {"i": i})
+
+    first = (await http.get("/api/jobs", params={"limit": 2})).json()
+    last = (await http.get("/api/jobs", params={"limit": 2, "page": 3})).json()
+
+    assert (first["total"], first["pages"], first["first"], first["last"]) == (5, 3, 1, 2)
+    # Newest nextRunAt first, as Agendash lists them.
+    assert first["jobs"][0]["next_run_at"] > first["jobs"][1]["next_run_at"]
+    assert (last["page"], last["first"], last["last"], len(last["jobs"])) == (3, 5, 5, 1)
+    page = await http.get("/jobs", params={"limit": 2, "page": 2, "name": "tick"})
+    assert 'href="?name=tick&amp;limit=2&amp;page=1"' in page.text
+    assert 'href="?name=tick&amp;limit=2&amp;page=3"' in page.text
+    assert "3–4 of 5" in page.text
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"state": "exploded"}, "invalid state 'exploded'"),
+        ({"page": "0"}, "invalid page '0'"),
+        ({"page": "two"}, "invalid page 'two': must be a whole number"),
+        ({"limit": "100000"}, "invalid limit '100000'"),
+        ({"name": "x" * 600}, "invalid name"),
+    ],
+)
+async def test_job_list_rejects_bad_filters(
+    http: httpx.AsyncClient, params: dict[str, str], message: str
+) -> None:
+    api = await http.get("/api/jobs", params=params)
+    page = await http.get("/jobs", params=params)
+
+    assert api.status_code == 400
+    assert api.json()["error"].startswith(message)
+    assert page.status_code == 400
+    assert "invalid" in page.text
+
+
+async def test_job_detail_shows_every_field(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    jobs = await seed_states(agenda, jobs_collection)
+    failed = jobs["failed"]
+    await jobs_collection.update_one({"_id": ObjectId(failed.id)}, {"$set": {"checkpoint": {"offset": 42}}})
+
+    body = (await http.get(f"/api/jobs/{failed.id}")).json()
+    page = await http.get(f"/jobs/{failed.id}")
+
+    job = body["job"]
+    assert job["state"] == "failed"
+    assert (job["fail_count"], job["fail_reason"]) == (3, "SMTP said no")
+    assert job["data"] == {"to": "a@example.com"}
+    assert job["data_json"] == '{\n  "to": "a@example.com"\n}'
+    assert job["checkpoint_json"] == '{\n  "offset": 42\n}'
+    for field in (
+        "next_run_at",
+        "locked_at",
+        "last_run_at",
+        "last_finished_at",
+        "failed_at",
+        "priority",
+        "type",
+    ):
+        assert field in job["fields"]
+    assert body["runs"] == []
+    assert page.status_code == 200
+    assert "SMTP said no" in page.text
+    assert "&#34;to&#34;: &#34;a@example.com&#34;" in page.text  # the data, as escaped text
+    assert 'data-action="retry"' in page.text
+
+
+async def test_unknown_job_is_404(http: httpx.AsyncClient) -> None:
+    missing = str(ObjectId())
+
+    api = await http.get(f"/api/jobs/{missing}")
+    page = await http.get(f"/jobs/{missing}")
+
+    assert api.status_code == 404
+    assert "no job with id" in api.json()["error"]
+    assert page.status_code == 404
+    assert (await http.get("/api/nothing-here")).json() == {"error": "Not Found"}
+
+
+async def test_data_that_json_cannot_spell_is_shown(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    job = await agenda.now(
+        "odd", {"when": datetime(2030, 1, 2, tzinfo=UTC), "id": ObjectId(), "nan": float("nan")}
+    )
+
+    body = (await http.get(f"/api/jobs/{job.id}")).json()
+
+    assert body["job"]["data"]["when"] == "2030-01-02T00:00:00.000Z"
+    assert body["job"]["data"]["nan"] == "nan"
+    assert len(body["job"]["data"]["id"]) == 24
+
+
+async def test_runs_endpoint_and_job_history(make_agenda: Any, make_client: MakeClient) -> None:
+    agenda: Agenda = await make_agenda(history="all")
+
+    @agenda.define("flaky")
+    async def flaky(job: Job) -> None:
+        if job.data["fail"]:
+            raise RuntimeError("boom")
+
+    ok = await agenda.now("flaky", {"fail": False})
+    bad = await agenda.now("flaky", {"fail": True})
+    await ok.run()
+    await bad.run()
+    http = await make_client(app=create_app(agenda))
+
+    runs = (await http.get("/api/runs", params={"name": "flaky"})).json()["runs"]
+    failed = (await http.get("/api/runs", params={"status": "failed"})).json()["runs"]
+    detail = (await http.get(f"/api/jobs/{bad.id}")).json()
+    bad_status = await http.get("/api/runs", params={"status": "maybe"})
+
+    assert sorted(run["status"] for run in runs) == ["failed", "succeeded"]
+    assert all(run["duration"] is not None for run in runs)
+    assert [run["error"] for run in failed] == ["boom"]
+    assert len(detail["runs"]) == 2
+    assert bad_status.status_code == 400
+    page = await http.get(f"/jobs/{bad.id}")
+    assert 'class="badge run-failed"' in page.text
+
+
+async def test_workers_groups_locks_by_worker(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    one = await agenda.schedule(ago(10), "import")
+    two = await agenda.schedule(ago(10), "export")
+    stale = await agenda.schedule(ago(10), "export")
+    await set_fields(jobs_collection, one, lockedAt=ago(20), lastModifiedBy="worker-b", progress=10)
+    await set_fields(jobs_collection, two, lockedAt=ago(5), lastModifiedBy="worker-a")
+    await set_fields(jobs_collection, stale, lockedAt=ago(3600), lastModifiedBy="worker-a")
+    await agenda.now("idle")
+
+    body = (await http.get("/api/workers")).json()
+    page = await http.get("/workers")
+
+    assert body["locked"] == 3
+    assert [w["name"] for w in body["workers"]] == ["worker-a", "worker-b"]
+    worker_a = body["workers"][0]
+    assert [job["id"] for job in worker_a["jobs"]] == [stale.id, two.id]  # oldest lock first
+    assert worker_a["jobs"][0]["lock_expired"] is True  # older than the 10 minute default lifetime
+    assert worker_a["jobs"][1]["lock_expired"] is False
+    assert 3590 < worker_a["jobs"][0]["lock_age"] < 3700
+    assert page.status_code == 200
+    assert "worker-b" in page.text
+
+
+async def test_process_stats_show_when_this_process_runs_a_worker(
+    agenda: Agenda, http: httpx.AsyncClient
+) -> None:
+    agenda.define("noop", lambda job: None)
+    await agenda.start()
+
+    body = (await http.get("/api/overview")).json()
+
+    assert body["process"]["running_jobs"] == 0
+    assert "noop" in body["process"]["job_status"]
+    assert "config" not in body["process"]["job_status"]["noop"]
+
+
+# -- actions ----------------------------------------------------------------------------------------------
+
+
+async def test_run_now_makes_a_one_off_job_due(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    job = await agenda.schedule("in 3 hours", "report", {"month": 11})
+
+    response = await post(http, f"/api/jobs/{job.id}/run")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["job"]["id"] == job.id
+    stored = await agenda.get_job(job.id)  # type: ignore[arg-type]
+    assert stored is not None and stored.next_run_at is not None
+    assert stored.next_run_at <= datetime.now(UTC)
+    assert (await agenda.query_jobs(name="report")).total == 1
+
+
+async def test_run_now_of_a_recurring_job_adds_a_run_and_keeps_the_schedule(
+    agenda: Agenda, http: httpx.AsyncClient
+) -> None:
+    job = await agenda.every("1 hour", "sync", {"full": True}, skip_immediate=True)
+
+    response = await post(http, f"/api/jobs/{job.id}/run")
+
+    assert response.status_code == 200, response.text
+    extra = response.json()["job"]
+    assert extra["id"] != job.id
+    stored = await agenda.get_job(job.id)  # type: ignore[arg-type]
+    assert stored is not None and stored.next_run_at == job.next_run_at
+    copy = await agenda.get_job(extra["id"])
+    assert copy is not None and copy.data == {"full": True} and not copy.repeat_interval
+
+
+async def test_run_now_refuses_a_running_one_off_job(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    job = await agenda.schedule(ago(5), "import")
+    await set_fields(jobs_collection, job, lockedAt=ago(1))
+
+    response = await post(http, f"/api/jobs/{job.id}/run")
+
+    assert response.status_code == 409
+    assert "is running" in response.json()["error"]
+
+
+async def test_retry_a_failed_job(agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient) -> None:
+    jobs = await seed_states(agenda, jobs_collection)
+
+    retried = await post(http, f"/api/jobs/{jobs['failed'].id}/retry")
+    refused = await post(http, f"/api/jobs/{jobs['scheduled'].id}/retry")
+
+    assert retried.status_code == 200, retried.text
+    stored = await agenda.get_job(jobs["failed"].id)  # type: ignore[arg-type]
+    assert stored is not None and stored.next_run_at is not None
+    assert stored.next_run_at <= datetime.now(UTC) and stored.fail_count == 3
+    assert refused.status_code == 409
+    assert "only failed jobs can be retried" in refused.json()["error"]
+
+
+async def test_disable_enable_and_cancel(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    job = await agenda.schedule("in 1 hour", "report")
+
+    disabled = await post(http, f"/api/jobs/{job.id}/disable")
+    assert disabled.json()["job"]["disabled"] is True
+    assert (await agenda.get_job(job.id)).disabled  # type: ignore[arg-type,union-attr]
+    enabled = await post(http, f"/api/jobs/{job.id}/enable")
+    assert enabled.json()["job"]["disabled"] is False
+    cancelled = await post(http, f"/api/jobs/{job.id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["job"] is None
+    assert await agenda.get_job(job.id) is None  # type: ignore[arg-type]
+    again = await post(http, f"/api/jobs/{job.id}/cancel")
+    assert again.status_code == 404
+
+
+async def test_unknown_action_is_404(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    job = await agenda.now("report")
+
+    response = await post(http, f"/api/jobs/{job.id}/explode")
+
+    assert response.status_code == 404
+    assert "unknown action" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "check"),
+    [
+        ({"name": "mail", "data": {"to": "x@example.com"}}, "queued"),
+        ({"name": "mail", "data": None, "schedule": "now"}, "queued"),
+        ({"name": "mail", "data": [1, 2], "schedule": "in 20 minutes"}, "scheduled"),
+        ({"name": "mail", "schedule": "2031-05-01T09:30:00Z"}, "scheduled"),
+        ({"name": "mail", "repeat_every": "10 minutes"}, "repeating"),
+        ({"name": "mail", "repeat_every": "0 9 * * mon-fri", "timezone": "Asia/Tokyo"}, "repeating"),
+    ],
+)
+async def test_create_jobs(agenda: Agenda, http: httpx.AsyncClient, body: dict[str, Any], check: str) -> None:
+    response = await post(http, "/api/jobs", body)
+
+    assert response.status_code == 201, response.text
+    created = response.json()["job"]
+    assert created["state"] == check
+    job = await agenda.get_job(created["id"])
+    assert job is not None and job.name == "mail" and job.data == body.get("data")
+    if "timezone" in body:
+        assert job.repeat_timezone == "Asia/Tokyo" and job.repeat_interval == "0 9 * * mon-fri"
+    if body.get("schedule", "now") not in ("now",):
+        assert job.next_run_at is not None and job.next_run_at > datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"name": ""}, "invalid name '': must not be empty"),
+        ({"data": {}}, "invalid name None: must be a string"),
+        ({"name": "x", "schedule": "whenever you like"}, "invalid when"),
+        ({"name": "x", "repeat_every": "every blue moon"}, "invalid interval"),
+        ({"name": "x", "timezone": "Mars/Olympus"}, "invalid timezone"),
+        ({"name": "x", "repeat_every": "1 hour", "timezone": "Mars/Olympus"}, "invalid timezone"),
+        ({"name": "x", "data": {"n": 2**70}}, "invalid data"),
+        ({"name": "x", "priority": 5}, "invalid body ['priority']: unknown fields"),
+        ({"name": "x", "data": {"$where": 1}, "schedule": 5}, "invalid schedule 5: must be a string"),
+    ],
+)
+async def test_create_rejects_bad_input_with_agendapys_message(
+    agenda: Agenda, http: httpx.AsyncClient, body: dict[str, Any], message: str
+) -> None:
+    response = await post(http, "/api/jobs", body)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(message)
+    assert (await agenda.query_jobs()).total == 0
+
+
+async def test_create_rejects_malformed_bodies(http: httpx.AsyncClient) -> None:
+    token = await csrf_token(http)
+    headers = {"origin": ORIGIN, "x-csrf-token": token}
+
+    not_json = await http.post(
+        "/api/jobs", content=b"{nope", headers={**headers, "content-type": "application/json"}
+    )
+    array = await http.post("/api/jobs", json=[1], headers=headers)
+    form = await http.post("/api/jobs", data={"name": "x"}, headers=headers)
+    huge = await http.post("/api/jobs", json={"name": "x", "data": "y" * 1_100_000}, headers=headers)
+    deep = await http.post(
+        "/api/jobs", content=b"[" * 100_000, headers={**headers, "content-type": "application/json"}
+    )
+
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    assert array.status_code == 400 and "must be a JSON object" in array.json()["error"]
+    assert form.status_code == 415
+    assert huge.status_code == 413
+    assert deep.status_code == 400
+
+
+# -- security: authentication -------------------------------------------------------------------------------
+
+
+async def test_token_is_required_when_configured(agenda: Agenda, make_client: MakeClient) -> None:
+    http = await make_client(token="s3cret-token")
+
+    api = await http.get("/api/overview")
+    page = await http.get("/")
+    wrong = await http.get("/api/overview", headers={"authorization": "Bearer nope"})
+    right = await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token"})
+    static = await http.get("/static/app.js")
+
+    assert api.status_code == 401 and api.json() == {"error": "authentication required"}
+    assert api.headers["www-authenticate"] == 'Bearer realm="agendapy dashboard"'
+    assert page.status_code == 401 and 'name="token"' in page.text and "Sign in" in page.text
+    assert wrong.status_code == 401
+    assert right.status_code == 200
+    assert static.status_code == 200  # code, not data: served to anyone
+    for path in (
+        "/jobs",
+        "/workers",
+        "/new",
+        f"/jobs/{ObjectId()}",
+        "/api/jobs",
+        "/api/workers",
+        "/api/events",
+    ):
+        assert (await http.get(path)).status_code == 401, path
+
+
+async def test_query_token_sets_a_strict_http_only_session_cookie(make_client: MakeClient) -> None:
+    http = await make_client(token="s3cret-token")
+
+    first = await http.get("/", params={"token": "s3cret-token"})
+    cookie = next(c for c in first.headers.get_list("set-cookie") if c.startswith("agendapy_session="))
+    later = await http.get("/api/overview")  # the client keeps the cookie
+    bad = await (await make_client(token="s3cret-token")).get("/", params={"token": "guess"})
+
+    assert first.status_code == 200
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "s3cret-token" not in cookie  # the cookie holds a derived value, not the token
+    assert later.status_code == 200
+    assert bad.status_code == 401
+
+
+async def test_session_cookie_from_another_token_is_refused(make_client: MakeClient) -> None:
+    old = await make_client(token="old-token")
+    await old.get("/", params={"token": "old-token"})
+    session = old.cookies["agendapy_session"]
+    new = await make_client(token="new-token")
+
+    new.cookies.set("agendapy_session", session)
+    response = await new.get("/api/overview")
+
+    assert response.status_code == 401
+
+
+async def test_login_form_and_logout(make_client: MakeClient) -> None:
+    http = await make_client(token="s3cret-token")
+
+    form = await http.get("/login")
+    wrong = await http.post("/login", data={"token": "nope"}, headers={"origin": ORIGIN})
+    cross = await http.post(
+        "/login", data={"token": "s3cret-token"}, headers={"origin": "https://evil.example"}
+    )
+    right = await http.post("/login", data={"token": "s3cret-token"}, headers={"origin": ORIGIN})
+
+    assert form.status_code == 200 and 'action="/login"' in form.text
+    assert wrong.status_code == 401 and "That token is not valid." in wrong.text
+    assert cross.status_code == 403
+    assert right.status_code == 303 and right.headers["location"] == "/"
+    assert (await http.get("/api/overview")).status_code == 200
+    page = await http.get("/")
+    assert 'data-action="logout"' in page.text
+    out = await post(http, "/logout")
+    assert out.status_code == 303
+    assert (await http.get("/api/overview")).status_code == 401
+
+
+async def test_basic_auth(make_client: MakeClient) -> None:
+    http = await make_client(basic_auth=("ops", "pa:ss wörd"))
+
+    none = await http.get("/")
+    wrong_user = await http.get("/", headers=basic("root", "pa:ss wörd"))
+    wrong_password = await http.get("/", headers=basic("ops", "pass"))
+    garbage = await http.get("/", headers={"authorization": "Basic !!!"})
+    right = await http.get("/", headers=basic("ops", "pa:ss wörd"))
+
+    assert none.status_code == 401
+    assert none.headers["www-authenticate"].startswith('Basic realm="agendapy dashboard"')
+    assert wrong_user.status_code == wrong_password.status_code == garbage.status_code == 401
+    assert right.status_code == 200
+
+
+async def test_either_credential_works_when_both_are_configured(make_client: MakeClient) -> None:
+    http = await make_client(token="s3cret-token", basic_auth=("ops", "pw"))
+
+    challenges = (await http.get("/api/overview")).headers.get_list("www-authenticate")
+
+    assert len(challenges) == 2
+    assert (await http.get("/api/overview", headers=basic("ops", "pw"))).status_code == 200
+    assert (
+        await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token"})
+    ).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"token": ""}, "token"),
+        ({"token": "   "}, "token"),
+        ({"basic_auth": ("ops", "")}, "basic_auth"),
+        ({"basic_auth": ("a:b", "pw")}, "basic_auth"),
+        ({"basic_auth": "ops:pw"}, "basic_auth"),
+        ({"allowed_hosts": "example.com"}, "allowed_hosts"),
+        ({"live_interval": 0}, "live_interval"),
+    ],
+)
+def test_create_app_rejects_unsafe_settings(agenda: Agenda, options: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=f"invalid {field}"):
+        create_app(agenda, **options)
+
+
+async def test_open_dashboard_answers_loopback_hosts_only(make_client: MakeClient) -> None:
+    rebinding = await make_client(base_url="http://attacker.example:8080")
+    loopback = await make_client(base_url="http://localhost:8080")
+    ipv6 = await make_client(base_url="http://[::1]:8080")
+    allowed = await make_client(base_url="http://jobs.internal", allowed_hosts=["jobs.internal"])
+    with_token = await make_client(base_url="http://jobs.example.com", token="t0ken")
+
+    refused = await rebinding.get("/api/overview")
+
+    assert refused.status_code == 400 and "Invalid Host header" in refused.text
+    assert (await loopback.get("/api/overview")).status_code == 200
+    assert (await ipv6.get("/api/overview")).status_code == 200
+    assert (await allowed.get("/api/overview")).status_code == 200
+    assert (
+        await with_token.get("/api/overview", headers={"authorization": "Bearer t0ken"})
+    ).status_code == 200
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_auth() -> None:
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.com", ""):
+        with pytest.raises(UnsafeBind, match="refusing to serve the dashboard beyond loopback"):
+            check_bind(host, token=None, basic_auth=None)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_bind(host, token=None, basic_auth=None)
+    check_bind("0.0.0.0", token="t", basic_auth=None)
+    check_bind("0.0.0.0", token=None, basic_auth=("u", "p"))
+
+
+async def test_serve_fails_before_listening(agenda: Agenda) -> None:
+    with pytest.raises(ValueError, match="beyond loopback"):
+        await serve(agenda, host="0.0.0.0", port=0)
+    with pytest.raises(ValueError, match="invalid port"):
+        await serve(agenda, port=70000)
+
+
+# -- security: read-only mode -------------------------------------------------------------------------------
+
+
+async def test_read_only_hides_and_refuses_every_write(
+    agenda: Agenda, jobs_collection: Any, make_client: MakeClient
+) -> None:
+    job = await agenda.schedule(ago(60), "report")
+    await set_fields(jobs_collection, job, failedAt=ago(1), lastFinishedAt=ago(1), failReason="x")
+    http = await make_client(read_only=True)
+
+    pages = [await http.get(path) for path in ("/", "/jobs", f"/jobs/{job.id}", "/workers")]
+    writes = [
+        await post(http, f"/api/jobs/{job.id}/{action}")
+        for action in ("run", "retry", "disable", "enable", "cancel")
+    ]
+    create = await post(http, "/api/jobs", {"name": "x"})
+    bearer = await (await make_client(read_only=True, token="t")).post(
+        "/api/jobs", json={"name": "x"}, headers={"authorization": "Bearer t"}
+    )
+
+    for page in pages:
+        assert page.status_code == 200
+        assert "data-action=" not in page.text and "New job" not in page.text
+        assert "read-only" in page.text
+    for response in [*writes, create, bearer]:
+        assert response.status_code == 403
+        assert response.json() == {"error": "the dashboard is read-only"}
+    assert (await http.get("/new")).status_code == 403
+    assert (await http.get("/api/overview")).json()["read_only"] is True
+    assert (await agenda.query_jobs()).total == 1
+
+
+# -- security: CSRF ----------------------------------------------------------------------------------------
+
+
+async def test_posts_need_the_sessions_csrf_token(agenda: Agenda, make_client: MakeClient) -> None:
+    job = await agenda.schedule("in 1 hour", "report")
+    app = create_app(agenda)
+    http = await make_client(app=app)
+    stranger = await make_client(app=app)
+    token = await csrf_token(http)
+    await csrf_token(stranger)  # a session of its own
+    path = f"/api/jobs/{job.id}/disable"
+
+    missing = await http.post(path, headers={"origin": ORIGIN})
+    wrong = await http.post(path, headers={"origin": ORIGIN, "x-csrf-token": "0" * 64})
+    other_session = await stranger.post(path, headers={"origin": ORIGIN, "x-csrf-token": token})
+    as_form = await http.post(path, data={"csrf_token": token}, headers={"origin": ORIGIN})
+
+    for response in (missing, wrong, other_session, as_form):
+        assert response.status_code == 403
+        assert "CSRF" in response.json()["error"]
+    assert not (await agenda.get_job(job.id)).disabled  # type: ignore[arg-type,union-attr]
+    ok = await http.post(path, headers={"origin": ORIGIN, "x-csrf-token": token})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"origin": "http://127.0.0.1.evil.example"},
+        {"referer": "https://evil.example/page"},
+        {},  # neither Origin nor Referer
+    ],
+)
+async def test_posts_must_come_from_the_same_origin(
+    agenda: Agenda, http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    job = await agenda.schedule("in 1 hour", "report")
+    token = await csrf_token(http)
+
+    response = await http.post(f"/api/jobs/{job.id}/cancel", headers={"x-csrf-token": token, **headers})
+
+    assert response.status_code == 403
+    assert "cross-origin" in response.json()["error"]
+    assert await agenda.get_job(job.id) is not None  # type: ignore[arg-type]
+
+
+async def test_same_origin_referer_is_enough_without_origin(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    job = await agenda.schedule("in 1 hour", "report")
+    token = await csrf_token(http)
+
+    response = await http.post(
+        f"/api/jobs/{job.id}/disable", headers={"x-csrf-token": token, "referer": f"{ORIGIN}/jobs/{job.id}"}
+    )
+
+    assert response.status_code == 200
+
+
+async def test_bearer_requests_need_no_csrf_token_but_cookie_and_basic_sessions_do(
+    agenda: Agenda, make_client: MakeClient
+) -> None:
+    job = await agenda.schedule("in 1 hour", "report")
+    path = f"/api/jobs/{job.id}/disable"
+    bearer = await make_client(token="t0ken")
+    cookie = await make_client(token="t0ken")
+    await cookie.get("/", params={"token": "t0ken"})
+    basic_client = await make_client(basic_auth=("ops", "pw"))
+
+    by_bearer = await bearer.post(path, headers={"authorization": "Bearer t0ken"})
+    by_cookie = await cookie.post(path, headers={"origin": ORIGIN})
+    by_basic = await basic_client.post(path, headers={**basic("ops", "pw"), "origin": ORIGIN})
+
+    assert by_bearer.status_code == 200
+    assert by_cookie.status_code == 403
+    assert by_basic.status_code == 403
+
+
+# -- security: escaping and headers ------------------------------------------------------------------------
+
+
+async def test_database_values_are_escaped_everywhere(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    job = await agenda.schedule(ago(30), XSS_NAME, XSS_DATA)
+    await set_fields(
+        jobs_collection,
+        job,
+        failedAt=ago(1),
+        lastFinishedAt=ago(1),
+        failReason=XSS_REASON,
+        lockedAt=ago(1),
+        lastModifiedBy="<b>worker</b>",
+        checkpoint={"<script>": "</script>"},
+        repeatTimezone="<i>tz</i>",
+    )
+    title_breaker = await agenda.now("x</title><script>alert(1)</script>")
+
+    responses = [
+        await http.get(path, params=params)
+        for path, params in [
+            ("/", {}),
+            ("/jobs", {}),
+            ("/jobs", {"name": XSS_NAME}),
+            ("/jobs", {"search": "<script>"}),
+            (f"/jobs/{job.id}", {}),
+            (f"/jobs/{title_breaker.id}", {}),
+            ("/workers", {}),
+            ("/new", {}),
+            ("/jobs", {"state": "<script>alert(1)</script>"}),  # an error page that repeats the input
+        ]
+    ]
+
+    for response in responses:
+        html = response.text
+        assert "<script>alert" not in html
+        assert "</pre><script>" not in html
+        assert "<img src=x" not in html
+        assert "<b>worker</b>" not in html and "<i>tz</i>" not in html
+        # The only script is the static file: no inline script, no script from elsewhere.
+        [script] = re.findall(r"<script\b[^>]*>", html)
+        assert re.fullmatch(r'<script src="/static/app\.js\?v=[0-9a-f]{12}" defer>', script)
+    detail = responses[4].text
+    assert "&lt;script&gt;alert(&#34;name&#34;)&lt;/script&gt;" in detail
+    assert "&lt;/pre&gt;&lt;script&gt;alert(&#39;data&#39;)&lt;/script&gt;" in detail
+    assert "&lt;script&gt;alert(&#39;reason&#39;)&lt;/script&gt;" in detail
+    assert "&lt;b&gt;worker&lt;/b&gt;" in responses[6].text
+    # JSON carries the same values with <, > and & escaped: never markup, even if sniffed.
+    api = await http.get(f"/api/jobs/{job.id}")
+    assert "<" not in api.text and ">" not in api.text
+    assert api.json()["job"]["name"] == XSS_NAME
+    assert api.json()["job"]["data"] == XSS_DATA
+
+
+async def test_no_inline_styles_or_handlers_in_templates(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    jobs = await seed_states(agenda, jobs_collection)
+
+    for path in (
+        "/",
+        "/jobs",
+        f"/jobs/{jobs['failed'].id}",
+        f"/jobs/{jobs['running'].id}",
+        "/workers",
+        "/new",
+    ):
+        html = (await http.get(path)).text
+        assert " style=" not in html and "<style" not in html, path  # CSP allows no inline style
+        assert not re.search(r"\son[a-z]+=", html), path  # no inline event handlers
+        assert "javascript:" not in html, path
+
+
+async def test_security_headers_on_every_response(agenda: Agenda, make_client: MakeClient) -> None:
+    job = await agenda.now("report")
+    open_app = await make_client()
+    locked = await make_client(token="t0ken")
+    responses = {
+        "page": await open_app.get("/"),
+        "detail": await open_app.get(f"/jobs/{job.id}"),
+        "api": await open_app.get("/api/overview"),
+        "static": await open_app.get("/static/style.css"),
+        "not found": await open_app.get("/nowhere"),
+        "bad request": await open_app.get("/api/jobs", params={"page": "x"}),
+        "unauthorized": await locked.get("/"),
+        "forbidden": await open_app.post("/api/jobs", json={}),
+    }
+
+    for label, response in responses.items():
+        headers = response.headers
+        assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY, label
+        assert (
+            "default-src 'self'" in CONTENT_SECURITY_POLICY
+            and "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+        )
+        assert (
+            "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+            and "'unsafe-eval'" not in CONTENT_SECURITY_POLICY
+        )
+        assert headers["x-frame-options"] == "DENY", label
+        assert headers["x-content-type-options"] == "nosniff", label
+        assert headers["referrer-policy"] == "same-origin", label
+    assert responses["api"].headers["cache-control"] == "no-store"
+    assert responses["page"].headers["cache-control"] == "no-store"
+    assert responses["static"].headers["content-type"].startswith("text/css")
+    assert responses["static"].headers["cache-control"] == "no-cache"
+    assert responses["not found"].status_code == 404
+    assert responses["bad request"].status_code == 400
+
+
+async def test_csrf_cookie_is_http_only_and_strict(http: httpx.AsyncClient) -> None:
+    response = await http.get("/")
+
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("agendapy_csrf="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    again = await http.get("/")
+    assert not [c for c in again.headers.get_list("set-cookie") if c.startswith("agendapy_csrf=")]
+
+
+# -- mounting and live updates ---------------------------------------------------------------------------------
+
+
+async def test_mounted_in_fastapi_under_a_prefix(agenda: Agenda, make_client: MakeClient) -> None:
+    fastapi = pytest.importorskip("fastapi")
+    job = await agenda.now("report")
+    outer = fastapi.FastAPI()
+
+    @outer.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    outer.mount("/admin/jobs", create_app(agenda, title="Billing jobs"))
+    http = await make_client(app=outer)
+
+    page = await http.get("/admin/jobs/")
+    detail = await http.get(f"/admin/jobs/jobs/{job.id}")
+    api = await http.get("/admin/jobs/api/jobs")
+    script = await http.get("/admin/jobs/static/app.js")
+    health_response = await http.get("/health")
+    token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
+    action = await http.post(
+        f"/admin/jobs/api/jobs/{job.id}/disable", headers={"origin": ORIGIN, "x-csrf-token": token}
+    )
+
+    assert page.status_code == 200 and "Billing jobs" in page.text
+    assert 'href="/admin/jobs/jobs"' in page.text and 'src="/admin/jobs/static/app.js' in page.text
+    assert 'data-base="/admin/jobs"' in page.text
+    cookie = next(c for c in page.headers.get_list("set-cookie") if c.startswith("agendapy_csrf="))
+    assert "Path=/admin/jobs" in cookie
+    assert detail.status_code == 200 and api.json()["total"] == 1
+    assert script.status_code == 200 and "text/javascript" in script.headers["content-type"]
+    assert health_response.json() == {"status": "ok"}
+    assert "content-security-policy" not in health_response.headers  # the host app's own responses
+    assert action.status_code == 200
+
+
+class EventReader:
+    """Reads Server-Sent Events off one streamed response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def read(self, count: int = 1) -> list[tuple[str, dict[str, Any]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        name, data = "message", ""
+        async for line in self._lines:
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = line[len("data: ") :]
+            elif line == "" and data:
+                events.append((name, json.loads(data)))
+                name, data = "message", ""
+                if len(events) == count:
+                    break
+        return events
+
+
+async def test_server_sent_events_announce_changes(agenda: Agenda) -> None:
+    app = create_app(agenda, live_interval=0.1)
+    await agenda.now("first")
+
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        async with http.stream("GET", "/api/events") as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            assert stream.headers["x-frame-options"] == "DENY"
+            events = EventReader(stream)
+            [(name, first)] = await events.read()
+            await agenda.now("second")
+            [(_, second)] = await asyncio.wait_for(events.read(), 10)
+        # The poller stops with its last listener.
+        await wait_until(lambda: app.state.dashboard.live.listeners == 0, timeout=5)
+
+    assert name == "overview"
+    assert [row["name"] for row in first["overview"]["names"]] == ["first"]
+    assert [row["name"] for row in second["overview"]["names"]] == ["first", "second"]
+    assert second["version"] > first["version"]
+
+
+async def test_server_sent_events_need_authentication(agenda: Agenda) -> None:
+    app = create_app(agenda, token="t0ken", live_interval=0.1)
+
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        refused = await http.get("/api/events")
+        async with http.stream("GET", "/api/events", headers={"authorization": "Bearer t0ken"}) as stream:
+            events = await EventReader(stream).read()
+
+    assert refused.status_code == 401
+    assert events[0][0] == "overview"
+
+
+async def test_closing_the_feed_ends_open_streams(agenda: Agenda) -> None:
+    app = create_app(agenda, live_interval=0.1)
+
+    async with (
+        running_server(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+        http.stream("GET", "/api/events") as stream,
+    ):
+        events = EventReader(stream)
+        await events.read()
+        app.state.dashboard.live.close()
+        rest = await asyncio.wait_for(events.read(100), 5)  # returns when the stream ends
+    assert rest == []
+
+
+async def test_websockets_are_refused_before_anything_else(agenda: Agenda) -> None:
+    app = create_app(agenda, token="t0ken")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/api/events",
+        "root_path": "",
+        "scheme": "ws",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 50000),
+        "subprotocols": [],
+    }
+    await app(scope, receive, send)
+
+    assert sent == [{"type": "websocket.close", "code": 1008}]
