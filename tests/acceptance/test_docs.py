@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_docs_build_strict(tmp_path: Path) -> None:
-    if shutil.which("mkdocs") is None and subprocess.run(
-        [sys.executable, "-c", "import mkdocs"], capture_output=True
-    ).returncode:
+    if (
+        shutil.which("mkdocs") is None
+        and subprocess.run([sys.executable, "-c", "import mkdocs"], capture_output=True).returncode
+    ):
         pytest.skip("mkdocs is not installed (pip install --group test)")
     out = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
