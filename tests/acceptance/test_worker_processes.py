@@ -203,7 +203,17 @@ RUN_DUE_MODULE = textwrap.dedent(
 
 def _run_due(module_dir: Path, db_url: str, *names: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agendapy", "run-due", "jobmod:agenda", *names, "--mongo-url", db_url, "--json"],
+        [
+            sys.executable,
+            "-m",
+            "agendapy",
+            "run-due",
+            "jobmod:agenda",
+            *names,
+            "--mongo-url",
+            db_url,
+            "--json",
+        ],
         cwd=module_dir,
         capture_output=True,
         text=True,
@@ -232,7 +242,9 @@ async def test_run_due_exit_codes(tmp_path: Path, db_url: str) -> None:
     everything = await asyncio.to_thread(_run_due, tmp_path, db_url)
     assert everything.returncode == 1
     report = json.loads(everything.stdout.strip().splitlines()[-1])
-    assert [(r["name"], r["status"], r["detail"]) for r in report["runs"]] == [("broken", "failed", "disk full")]
+    assert [(r["name"], r["status"], r["detail"]) for r in report["runs"]] == [
+        ("broken", "failed", "disk full")
+    ]
 
     nothing_due = await asyncio.to_thread(_run_due, tmp_path, db_url)
     assert nothing_due.returncode == 0

@@ -86,8 +86,12 @@ async def test_concurrent_guards_for_one_interval_let_exactly_one_through(agenda
     results = await asyncio.gather(
         *(
             agenda.store.runs.start(
-                name="race", job_id=f"job{i}", interval=interval, guard=True,
-                started_at=datetime.now(UTC), worker=f"w{i}",
+                name="race",
+                job_id=f"job{i}",
+                interval=interval,
+                guard=True,
+                started_at=datetime.now(UTC),
+                worker=f"w{i}",
             )
             for i in range(8)
         )
@@ -252,7 +256,9 @@ async def test_misfire_must_be_known(agenda: Agenda) -> None:
 # -- fixed delay ----------------------------------------------------------------------------------
 
 
-async def test_fixed_delay_waits_from_the_finish_and_never_overlaps(agenda: Agenda, jobs_collection: Any) -> None:
+async def test_fixed_delay_waits_from_the_finish_and_never_overlaps(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
     spans: list[tuple[datetime, datetime]] = []
 
     @agenda.define("poll", concurrency=5)
@@ -337,7 +343,9 @@ async def test_run_due_limited_to_names(agenda: Agenda) -> None:
 @pytest.mark.parametrize(
     "interval", [timedelta(minutes=15), 900, 900.0, "PT15M", {"minutes": 15}, "15 minutes"]
 )
-async def test_interval_forms_store_what_node_reads(agenda: Agenda, jobs_collection: Any, interval: Any) -> None:
+async def test_interval_forms_store_what_node_reads(
+    agenda: Agenda, jobs_collection: Any, interval: Any
+) -> None:
     job = await agenda.every(interval, "form")
     doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
     assert doc["repeatInterval"] in (900_000, "15 minutes")

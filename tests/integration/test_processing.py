@@ -977,6 +977,7 @@ async def test_change_streams_wake_an_idle_worker_long_before_its_next_poll(make
     worker = await make_agenda(name="idle", process_every=60)
     producer = await make_agenda(name="producer")
     started = asyncio.Event()
+
     async def instant(job: Any) -> None:
         started.set()
 
@@ -991,6 +992,7 @@ async def test_without_change_streams_the_worker_still_polls(make_agenda: Any) -
     worker = await make_agenda(name="polling", process_every=0.1, change_streams=False)
     producer = await make_agenda(name="producer")
     started = asyncio.Event()
+
     async def polled(job: Any) -> None:
         started.set()
 
