@@ -121,7 +121,9 @@ class Agenda:
 
     Args:
         db: a ``mongodb://`` URL (the database comes from its path), an ``AsyncMongoClient``, an
-            ``AsyncDatabase``, a Motor client, or any ``JobStore`` implementation; None means
+            ``AsyncDatabase``, a Motor client, or any ``JobStore`` implementation (used as it is:
+            ``collection``, ``database``, ``runs_collection`` and the history settings then belong
+            to that store, e.g. ``agendapy.testing.MemoryJobStore``); None means
             ``$AGENDAPY_MONGO_URL``, else the embedded database (needs the ``embedded`` extra) with
             its files in ``.agendapy/db``.
         collection: the jobs collection (Agenda's ``agendaJobs``).

@@ -314,7 +314,16 @@ class Processor:
             lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in names},
             owner=agenda.name,
         )
-        jobs = await self._store.claim(request, uuid.uuid4().hex, limit)
+        claiming = asyncio.ensure_future(self._store.claim(request, uuid.uuid4().hex, limit))
+        try:
+            jobs = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # Stopped mid-claim: the database may have locked jobs for us. Unlock what it returns.
+            with contextlib.suppress(Exception):
+                claimed = await asyncio.wait_for(claiming, 2.0)
+                if claimed:
+                    await asyncio.wait_for(self._store.release(claimed), 2.0)
+            raise
         for job in jobs:
             job.agenda = agenda
         return jobs
@@ -414,6 +423,12 @@ class Processor:
         try:
             outcome = await run_job(self._agenda, job, definition)
         except asyncio.CancelledError:
+            # Cancelled before the handler ran (the start write, the run record, the start event):
+            # nothing ran, so hand the job straight back.
+            lease = job._lease
+            if lease is not None and not lease.finishing and not lease.lost:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._store.release([job], reschedule_at=sched.utcnow()), 1.0)
             raise
         except Exception as exc:
             log.exception("run of %s (%s) crashed", job.name, job.id)

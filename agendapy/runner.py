@@ -368,6 +368,7 @@ async def _interrupted(
     if lease is None or lease.lost:
         return
     if still_running:
+        lease.finishing = True  # the lock stays: nothing may release it while the thread runs
         log.warning(
             "%s (%s) ignored the request to stop and still runs in its thread; it stays locked and "
             "comes back when its lock expires",

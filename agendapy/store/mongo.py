@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import bson
 from bson import CodecOptions
 from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
@@ -48,6 +49,7 @@ log = logging.getLogger("agendapy.store")
 DEFAULT_COLLECTION = "agendaJobs"
 DEFAULT_DATABASE = "agenda"
 _SERVER_SELECTION_TIMEOUT_MS = 10_000
+_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 # Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
 _NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
 
@@ -258,7 +260,7 @@ class MongoJobStore:
         if self._collection is not None:
             return
         database = self._resolve_database()
-        codec: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
+        codec = _CODEC
         self._collection = database.get_collection(self._collection_name, codec_options=codec)
         try:
             await database.command("ping")
@@ -310,7 +312,9 @@ class MongoJobStore:
                 log.warning("could not create index %s on %s: %s", name, self._collection_name, exc)
 
     async def close(self) -> None:
-        """Close the client if this store created it."""
+        """Close the client if this store created it (after the pending batched writes)."""
+        if self._flushes:
+            await asyncio.wait(set(self._flushes), timeout=5.0)
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None
@@ -369,7 +373,9 @@ class MongoJobStore:
                 job.id = str(result.inserted_id)
                 return
             update = dict(props)
-            unchanged = all(existing.get(k) == props.get(k) for k in _SCHEDULE_FIELDS)
+            # Compare what is stored with what would be stored (BSON keeps milliseconds only).
+            stored_form = bson.decode(bson.encode(props), codec_options=_CODEC)
+            unchanged = all(existing.get(k) == stored_form.get(k) for k in _SCHEDULE_FIELDS)
             next_run = props.get("nextRunAt")
             if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
                 update.pop("nextRunAt", None)

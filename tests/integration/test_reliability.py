@@ -281,3 +281,50 @@ async def test_batched_state_writes_are_fenced_one_by_one(
     for job in (jobs[0], jobs[2]):
         assert docs[job.id]["progress"] == 42
         assert docs[job.id]["lockToken"] == (None if final else "token-1")
+
+
+async def test_a_stop_during_a_runs_start_hands_the_job_back() -> None:
+    from agendapy.testing import MemoryJobStore
+
+    class SlowStart(MemoryJobStore):
+        async def save_state_batched(self, job: Job) -> bool:
+            await asyncio.sleep(0.3)
+            return await super().save_state_batched(job)
+
+    store = SlowStart()
+    agenda = Agenda(store, process_every=0.05)
+    ran: list[str] = []
+    agenda.define("work", lambda job: ran.append("ran"))
+    job = await agenda.now("work")
+    await agenda.start()
+    await wait_until(lambda: bool(store.documents("work")[0].get("lockedAt")))
+    await agenda.stop(grace=0)
+    doc = store.documents("work")[0]
+    assert doc["lockedAt"] is None, "a run cancelled before its handler must unlock its job"
+    assert doc["nextRunAt"] is not None and ran == []
+    await agenda.close()
+    assert job.id == str(doc["_id"])
+
+
+async def test_a_stop_during_a_claim_unlocks_what_the_claim_locked() -> None:
+    from agendapy.store.base import ClaimRequest
+    from agendapy.testing import MemoryJobStore
+
+    claimed = asyncio.Event()
+
+    class SlowClaim(MemoryJobStore):
+        async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+            jobs = await super().claim(request, token, limit)
+            claimed.set()
+            await asyncio.sleep(0.3)  # the reply is slow to arrive
+            return jobs
+
+    store = SlowClaim()
+    agenda = Agenda(store, process_every=0.05)
+    agenda.define("work", lambda job: None)
+    await agenda.now("work")
+    await agenda.start()
+    await asyncio.wait_for(claimed.wait(), 10)
+    await agenda.stop(grace=1)
+    assert store.documents("work")[0]["lockedAt"] is None, "the claimed job stayed locked after stop"
+    await agenda.close()
