@@ -41,6 +41,8 @@ log = logging.getLogger("agendapy")
 
 _MIN_HEARTBEAT = 0.05
 _STOP_SLACK = 0.8
+_STREAM_PACE = 0.025
+_STREAM_BURST = 0.01
 _MAX_ERROR_BACKOFF = 30.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -460,12 +462,23 @@ class Processor:
         pause = 1.0
         while self._filling:
             try:
+                loop = asyncio.get_running_loop()
+                last = 0.0
                 async for name, next_run_at in self._store.due_changes():
                     pause = 1.0
-                    if name not in self._agenda._definitions or next_run_at is None:
-                        continue
-                    if next_run_at <= sched.utcnow() + self._agenda.process_every:
+                    if (
+                        next_run_at is not None
+                        and name in self._agenda._definitions
+                        and next_run_at <= sched.utcnow() + self._agenda.process_every
+                    ):
                         self._wake.set()
+                    # A change on a quiet collection wakes at once. When changes come in a burst, or
+                    # the worker has no free slot to fill anyway, pausing before reading on lets them
+                    # arrive in one batch instead of one round trip each.
+                    now = loop.time()
+                    burst, last = now - last < _STREAM_BURST, now
+                    if burst or len(self._running) >= self._agenda.max_concurrency:
+                        await asyncio.sleep(_STREAM_PACE)
             except asyncio.CancelledError:
                 raise
             except WakeUpsUnavailable as exc:

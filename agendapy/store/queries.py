@@ -55,8 +55,14 @@ WAKE_UP_PIPELINE: list[dict[str, Any]] = [
         "$match": {
             "$or": [
                 {"operationType": {"$in": ["insert", "replace"]}},
-                {"operationType": "update", "updateDescription.updatedFields.nextRunAt": {"$exists": True}},
-                {"operationType": "update", "updateDescription.updatedFields.lockedAt": {"$type": "null"}},
+                # A new next run (a run's start or end of a one-off job writes null there: no match).
+                {"operationType": "update", "updateDescription.updatedFields.nextRunAt": {"$ne": None}},
+                # An unlock that leaves the next run as it was (a stopping worker hands a job back).
+                {
+                    "operationType": "update",
+                    "updateDescription.updatedFields.lockedAt": {"$type": "null"},
+                    "updateDescription.updatedFields.nextRunAt": {"$exists": False},
+                },
                 {"operationType": "update", "updateDescription.updatedFields.disabled": False},
             ]
         }
