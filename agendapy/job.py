@@ -132,16 +132,7 @@ class Job:
         if skip_immediate:
             self.last_run_at = self.next_run_at or sched.utcnow()
         try:
-            self.next_run_at = sched.compute_next_run_at(
-                repeat_interval=self.repeat_interval,
-                repeat_timezone=self.repeat_timezone,
-                repeat_at=repeat_at_of(self),
-                last_run_at=self.last_run_at,
-                now=sched.utcnow(),
-                start_date=self.start_date,
-                end_date=self.end_date,
-                skip_days=self.skip_days,
-            )
+            self.next_run_at = self._next_run()
         except InvalidInput as exc:
             self.repeat_interval, self.repeat_timezone, _ = saved
             raise InvalidInterval("interval", interval, exc.reason) from None
@@ -209,20 +200,23 @@ class Job:
     def compute_next_run_at(self) -> Job:
         """Compute ``next_run_at`` from the repeat settings, as Agenda does; a bad interval fails the job."""
         try:
-            self.next_run_at = sched.compute_next_run_at(
-                repeat_interval=self.repeat_interval,
-                repeat_timezone=self.repeat_timezone,
-                repeat_at=repeat_at_of(self),
-                last_run_at=self.last_run_at,
-                now=sched.utcnow(),
-                start_date=self.start_date,
-                end_date=self.end_date,
-                skip_days=self.skip_days,
-            )
+            self.next_run_at = self._next_run()
         except (InvalidInterval, InvalidInput) as exc:
             self.next_run_at = None
             self.fail(exc.reason if isinstance(exc, InvalidInterval) else str(exc))
         return self
+
+    def _next_run(self) -> datetime | None:
+        return sched.compute_next_run_at(
+            repeat_interval=self.repeat_interval,
+            repeat_timezone=self.repeat_timezone,
+            repeat_at=repeat_at_of(self),
+            last_run_at=self.last_run_at,
+            now=sched.utcnow(),
+            start_date=self.start_date,
+            end_date=self.end_date,
+            skip_days=self.skip_days,
+        )
 
     def fail(self, reason: BaseException | str) -> Job:
         """Record a failure in memory: reason, ``fail_count + 1``, ``failed_at = last_finished_at = now``."""

@@ -40,7 +40,15 @@ from .queries import (
     query_sort,
 )
 from .runs import DEFAULT_RUNS_COLLECTION, MongoRunStore
-from .schema import PROCESSOR_FIELDS, document_from_job, job_from_document, to_object_id
+from .schema import (
+    PROCESSOR_FIELDS,
+    SCHEDULE_FIELDS,
+    STATE_FIELDS,
+    STATE_KEYS,
+    document_from_job,
+    job_from_document,
+    to_object_id,
+)
 
 __all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "MongoJobStore", "redact_url"]
 
@@ -55,35 +63,6 @@ _NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: The worker-managed fields of one run, in Agenda's saveJobState (+ ours).
-STATE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("locked_at", "lockedAt"),
-    ("next_run_at", "nextRunAt"),
-    ("last_run_at", "lastRunAt"),
-    ("progress", "progress"),
-    ("fail_reason", "failReason"),
-    ("fail_count", "failCount"),
-    ("failed_at", "failedAt"),
-    ("last_finished_at", "lastFinishedAt"),
-    ("last_modified_by", "lastModifiedBy"),
-    ("checkpoint_state", "checkpoint"),
-    ("interval_started_at", "intervalStartedAt"),
-    ("interval_ended_at", "intervalEndedAt"),
-    ("waiting_for", "waitingFor"),
-    ("waiting_reason", "waitingReason"),
-)
-_STATE_KEYS = dict(STATE_FIELDS)
-_SCHEDULE_FIELDS = (
-    "repeatInterval",
-    "repeatTimezone",
-    "repeatAt",
-    "startDate",
-    "endDate",
-    "skipDays",
-    "fixedDelay",
-    "misfire",
-)
 
 
 def _state_values(job: Job) -> dict[str, Any]:
@@ -375,7 +354,7 @@ class MongoJobStore:
             update = dict(props)
             # Compare what is stored with what would be stored (BSON keeps milliseconds only).
             stored_form = bson.decode(bson.encode(props), codec_options=_CODEC)
-            unchanged = all(existing.get(k) == stored_form.get(k) for k in _SCHEDULE_FIELDS)
+            unchanged = all(existing.get(k) == stored_form.get(k) for k in SCHEDULE_FIELDS)
             next_run = props.get("nextRunAt")
             if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
                 update.pop("nextRunAt", None)
@@ -455,7 +434,7 @@ class MongoJobStore:
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
         names = fields if fields is not None else [attr for attr, _ in STATE_FIELDS]
-        values = {_STATE_KEYS[attr]: getattr(job, attr) for attr in names}
+        values = {STATE_KEYS[attr]: getattr(job, attr) for attr in names}
         lease = job._lease
         if lease is not None and "locked_at" in names and job.locked_at is None:
             values["lockToken"] = None

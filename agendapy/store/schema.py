@@ -17,6 +17,9 @@ from ..job import Job, repeat_at_of
 __all__ = [
     "AGENDA_FIELDS",
     "PROCESSOR_FIELDS",
+    "SCHEDULE_FIELDS",
+    "STATE_FIELDS",
+    "STATE_KEYS",
     "document_from_job",
     "job_from_document",
     "to_object_id",
@@ -57,6 +60,37 @@ EXTRA_FIELDS: tuple[tuple[str, str], ...] = (
     ("interval_ended_at", "intervalEndedAt"),
     ("waiting_for", "waitingFor"),
     ("waiting_reason", "waitingReason"),
+)
+
+#: The worker-managed fields of one run (Agenda's saveJobState, plus ours), as (attribute, field).
+STATE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("locked_at", "lockedAt"),
+    ("next_run_at", "nextRunAt"),
+    ("last_run_at", "lastRunAt"),
+    ("progress", "progress"),
+    ("fail_reason", "failReason"),
+    ("fail_count", "failCount"),
+    ("failed_at", "failedAt"),
+    ("last_finished_at", "lastFinishedAt"),
+    ("last_modified_by", "lastModifiedBy"),
+    ("checkpoint_state", "checkpoint"),
+    ("interval_started_at", "intervalStartedAt"),
+    ("interval_ended_at", "intervalEndedAt"),
+    ("waiting_for", "waitingFor"),
+    ("waiting_reason", "waitingReason"),
+)
+STATE_KEYS: dict[str, str] = dict(STATE_FIELDS)
+
+#: What defines a recurring job's schedule: if none of it changed, re-calling every() keeps nextRunAt.
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "repeatInterval",
+    "repeatTimezone",
+    "repeatAt",
+    "startDate",
+    "endDate",
+    "skipDays",
+    "fixedDelay",
+    "misfire",
 )
 
 #: Fields only the worker writes (Agenda's saveJobState); ``save()`` never overwrites them.

@@ -22,7 +22,15 @@ from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
 from ..store.base import ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
 from ..store.queries import CLAIM_SORT, criteria_filter, query_filter, query_sort
-from ..store.schema import PROCESSOR_FIELDS, document_from_job, job_from_document, to_object_id
+from ..store.schema import (
+    PROCESSOR_FIELDS,
+    SCHEDULE_FIELDS,
+    STATE_FIELDS,
+    STATE_KEYS,
+    document_from_job,
+    job_from_document,
+    to_object_id,
+)
 from ._mql import (
     FilterError,
     bson_copy,
@@ -37,37 +45,6 @@ from ._mql import (
 from ._runs import MemoryRunStore
 
 __all__ = ["MemoryJobStore"]
-
-#: Worker-managed fields (job attribute, document field), as a run saves them.
-_STATE_FIELDS: Final = (
-    ("locked_at", "lockedAt"),
-    ("next_run_at", "nextRunAt"),
-    ("last_run_at", "lastRunAt"),
-    ("progress", "progress"),
-    ("fail_reason", "failReason"),
-    ("fail_count", "failCount"),
-    ("failed_at", "failedAt"),
-    ("last_finished_at", "lastFinishedAt"),
-    ("last_modified_by", "lastModifiedBy"),
-    ("checkpoint_state", "checkpoint"),
-    ("interval_started_at", "intervalStartedAt"),
-    ("interval_ended_at", "intervalEndedAt"),
-    ("waiting_for", "waitingFor"),
-    ("waiting_reason", "waitingReason"),
-)
-_STATE_KEYS: Final = dict(_STATE_FIELDS)
-
-#: What defines a recurring job's schedule: if none of it changed, re-calling every() keeps nextRunAt.
-_SCHEDULE_FIELDS: Final = (
-    "repeatInterval",
-    "repeatTimezone",
-    "repeatAt",
-    "startDate",
-    "endDate",
-    "skipDays",
-    "fixedDelay",
-    "misfire",
-)
 
 Change = tuple[str, datetime | None]
 
@@ -248,7 +225,7 @@ class MemoryJobStore:
             return
         wanted = bson_copy(props)
         update = dict(props)
-        unchanged = all(values_equal(existing.get(key), wanted.get(key)) for key in _SCHEDULE_FIELDS)
+        unchanged = all(values_equal(existing.get(key), wanted.get(key)) for key in SCHEDULE_FIELDS)
         next_run = wanted.get("nextRunAt")
         if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
             update.pop("nextRunAt", None)
@@ -342,8 +319,8 @@ class MemoryJobStore:
 
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
-        names = list(fields) if fields is not None else [attr for attr, _ in _STATE_FIELDS]
-        values = {_STATE_KEYS[attr]: getattr(job, attr) for attr in names}
+        names = list(fields) if fields is not None else [attr for attr, _ in STATE_FIELDS]
+        values = {STATE_KEYS[attr]: getattr(job, attr) for attr in names}
         lease = job._lease
         if lease is not None and "locked_at" in names and job.locked_at is None:
             values["lockToken"] = None  # the final write of a run releases the lock
