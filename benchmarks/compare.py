@@ -1,0 +1,1451 @@
+"""Side-by-side benchmark: Node Agenda 6.2.6 and agendapy, same workloads, same database server, one run.
+
+    python benchmarks/compare.py [--quick | --full] [--mongo-url URL] [--only drain,latency,...]
+
+Starts its own SecantusDB (``agendapy.embedded.EmbeddedServer`` in a temporary directory) unless
+``--mongo-url`` is given, runs every workload through Node Agenda (``benchmarks/node``, npm packages
+``agenda@6.2.6`` + ``@agendajs/mongo-backend@4.0.3``) and through agendapy, and prints one table with
+both columns and their ratio (">1x" = agendapy better). The table is also written as markdown to
+``benchmarks/results/compare-<date>-<time>.md``. Workloads (see docs/performance.md):
+
+* drain throughput: N no-op one-off jobs, drained by 1 and by 4 worker processes (maxConcurrency 20,
+  defaultConcurrency 20 for both), each library at several ``process_every`` values, its best reported;
+  a cell that exceeds the time budget is stopped and reports its partial rate;
+* latency now() -> handler start on an idle worker with default settings (process_every 5 s);
+* database commands (and server time) per job while draining, counted inside the worker processes;
+* lock query cost at 10k/100k(/1M) documents, and ``explain`` of both libraries' lock queries;
+* worker RSS with 100k due jobs;
+* scheduling throughput: now() one at a time, and in bulk where the library has a bulk API.
+
+Modes: ``--quick`` (under ~5 minutes), default (~30-40 minutes), ``--full`` (default + 1M documents).
+Without ``node``/``npm`` the Node column is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pymongo
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+from rich.console import Console
+from rich.table import Table
+
+import agendapy
+from agendapy import Agenda
+
+BENCH_DIR = Path(__file__).resolve().parent
+NODE_DIR = BENCH_DIR / "node"
+RESULTS_DIR = BENCH_DIR / "results"
+DB_NAME = "agendapy_bench"
+JOB = "bench-noop"
+CLAIM_JOB = "bench-claim"
+POLL_S = 0.1
+CLAIM_TIME_CAP = 120.0  # seconds of claim timing per library and collection size, at most
+SECTIONS = ("drain", "latency", "lock", "rss", "schedule")
+
+console = Console(stderr=True, highlight=False)
+
+
+# -- small helpers -------------------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (query string kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def source_digest() -> str:
+    """A short digest of the agendapy sources measured (the tree changes between runs)."""
+    root = Path(agendapy.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def rss_of(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of a process in MB, from /proc."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(rest.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far (from /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "?"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.{max(digits - 1, 0)}f}" if digits > 1 else f"{value:.0f}"
+    else:
+        text = f"{value:.{digits}f}" if abs(value) >= 1 or value == 0 else f"{value:.{digits + 1}g}"
+    return f"{text}{unit}"
+
+
+def fmt_s(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.2f} s"
+
+
+def breakdown(counts: dict[str, float], per: float, digits: int = 2, limit: int = 6) -> str:
+    """``findAndModify 1.02, update 2.00`` — the biggest entries first, each divided by ``per``."""
+    if not counts or per <= 0:
+        return ""
+    items = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+    return ", ".join(f"{name} {value / per:.{digits}f}" for name, value in items)
+
+
+# -- processes -------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Worker:
+    lib: str
+    name: str
+    proc: subprocess.Popen[bytes]
+    out_path: Path
+    err_path: Path
+    counts_file: Path | None
+    spawned_at: float  # epoch seconds
+
+    def ready_at(self) -> float | None:
+        """Epoch seconds of the worker's ready line, if printed."""
+        try:
+            text = self.out_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict) and msg.get("event") == "ready":
+                    return float(msg["t"]) / 1000.0
+        return None
+
+    def warnings(self) -> list[str]:
+        """Warning and error lines the worker logged (its own stop messages left out)."""
+        try:
+            text = self.err_path.read_text(errors="replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            if any(word in line for word in ("WARNING", "ERROR", "Error", "error")) and not any(
+                quiet in line for quiet in ("received SIGTERM", "received SIGINT")
+            ):
+                found.append(" ".join(line.split()))
+        return found
+
+    def tail(self, lines: int = 15) -> str:
+        parts = []
+        for path in (self.err_path, self.out_path):
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace").strip()
+                if text:
+                    parts.append("\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts) or "(no output)"
+
+
+class Processes:
+    """Every child this harness starts, so none outlives it."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def track(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        self.children.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self.children:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                with contextlib.suppress(Exception):
+                    proc.wait(5)
+
+
+# -- settings ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Settings:
+    mode: str
+    budget: float
+    drain_ns: list[int]
+    workers: list[int]
+    node_pe: list[float]
+    py_pe: list[float]
+    concurrency: int
+    latency_jobs: int
+    gap_ms: tuple[float, float]
+    schedule_jobs: int
+    lock_sizes: list[int]
+    rss_docs: int
+    rss_wait: float
+    claims: dict[int, int]
+    sections: list[str]
+    seed: int
+    py_options: dict[str, Any]
+
+
+def make_settings(args: argparse.Namespace) -> Settings:
+    mode = "quick" if args.quick else "full+1M" if args.full else "full"
+    quick = args.quick
+
+    def ints(text: str | None, default: list[int]) -> list[int]:
+        return default if not text else [int(float(x)) for x in text.split(",") if x]
+
+    def floats(text: str | None, default: list[float]) -> list[float]:
+        return default if not text else [float(x) for x in text.split(",") if x]
+
+    lock_default = [10_000] if quick else [10_000, 100_000] + ([1_000_000] if args.full else [])
+    sections = SECTIONS if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"--only: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return Settings(
+        mode=mode,
+        budget=args.budget if args.budget else (30.0 if quick else 120.0),
+        drain_ns=ints(args.drain_n, [100, 300] if quick else [100, 300, 1000]),
+        workers=ints(args.workers, [1, 4]),
+        node_pe=floats(args.node_process_every, [0.1, 1.0]),
+        py_pe=floats(args.py_process_every, [1.0] if quick else [0.1, 1.0]),
+        concurrency=args.concurrency,
+        latency_jobs=args.latency_jobs or (50 if quick else 200),
+        gap_ms=(20.0, 200.0),
+        schedule_jobs=args.schedule_jobs or (200 if quick else 1000),
+        lock_sizes=ints(args.lock_sizes, lock_default),
+        rss_docs=args.rss_docs or (10_000 if quick else 100_000),
+        rss_wait=5.0 if quick else 10.0,
+        claims={10_000: 10, 100_000: 4, 1_000_000: 2} if not quick else {10_000: 6},
+        sections=list(sections),
+        seed=args.seed,
+        py_options=json.loads(args.py_options) if args.py_options else {},
+    )
+
+
+# -- the harness ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DrainResult:
+    lib: str
+    n: int
+    workers: int
+    pe: float
+    done: int
+    elapsed: float
+    complete: bool
+    startup: float | None
+    counts: dict[str, int]
+    ms: dict[str, float]
+    poll_ms: float
+    locked: int = 0
+    counted: int = 0  # workers whose command counts were read
+    server_cpu: float | None = None  # seconds of the database server's CPU during the cell
+    worker_cpu: float | None = None  # seconds of CPU of the worker processes, summed
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else math.nan
+
+
+@dataclasses.dataclass
+class Row:
+    section: str
+    label: str
+    node: str
+    py: str
+    ratio: str
+    notes: str = ""
+
+
+class Harness:
+    def __init__(
+        self, url: str, settings: Settings, node_ok: bool, workdir: Path, server_pid: int | None = None
+    ) -> None:
+        self.server_pid = server_pid
+        self.url = with_database(url, DB_NAME)
+        self.settings = settings
+        self.node_ok = node_ok
+        self.workdir = workdir
+        self.procs = Processes()
+        self.client: MongoClient[dict[str, Any]] = MongoClient(self.url, tz_aware=True)
+        self.db = self.client[DB_NAME]
+        self.rows: list[Row] = []
+        self.details: list[str] = []
+        self.drains: list[DrainResult] = []
+        self.spawned = 0
+        self.rng = random.Random(settings.seed)
+        self.timings: dict[str, float] = {}
+
+    # -- infrastructure ----------------------------------------------------------------------------
+
+    def missing_node(self) -> str:
+        return "skipped" if not self.node_ok else "failed"
+
+    def libs(self) -> list[str]:
+        return ["node", "py"] if self.node_ok else ["py"]
+
+    def fresh(self, *names: str) -> None:
+        for name in names:
+            self.db.drop_collection(name)
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until the server writes promptly again: a killed client's queries may still be running
+        (SecantusDB finishes them), and the next measurement must not pay for them."""
+        probe = self.db["bench_probe"]
+        started = time.monotonic()
+        fast = 0
+        while fast < 3 and time.monotonic() - started < timeout:
+            t = time.perf_counter()
+            try:
+                probe.insert_one({"t": t})
+                probe.delete_many({})
+            except Exception:
+                fast = 0
+                time.sleep(0.2)
+                continue
+            fast = fast + 1 if time.perf_counter() - t < 0.03 else 0
+            time.sleep(0.05)
+        waited = time.monotonic() - started
+        if waited > 2:
+            console.print(f"[dim]waited {waited:.1f} s for the server to settle[/]")
+
+    def prepare_collection(self, lib: str, name: str) -> None:
+        """The indexes each library creates on connect, created up front (not timed)."""
+        self.fresh(name)
+        if lib == "py":
+
+            async def connect() -> None:
+                agenda = Agenda(self.url, collection=name, name="bench-setup")
+                try:
+                    await agenda.connect()
+                finally:
+                    await agenda.close()
+
+            asyncio.run(connect())
+        else:
+            self.db[name].create_index(
+                [("name", 1), ("nextRunAt", 1), ("priority", -1), ("lockedAt", 1), ("disabled", 1)],
+                name="findAndLockNextJobIndex",
+            )
+
+    def job_docs(self, lib: str, name: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+        """Documents as each library's now() writes them (due now)."""
+        now = datetime.now(UTC)
+        if lib == "py":
+            from agendapy.store.schema import document_from_job
+
+            agenda = Agenda(self.url, name="bench-client")
+            docs = []
+            for i in range(start, start + count):
+                job = agenda.create(name, {"i": i})
+                job.last_modified_by = "bench-client"
+                job.next_run_at = now
+                docs.append(document_from_job(job))
+            return docs
+        # Node Agenda 6.2.6's saveJob for now() (checked against `node client.mjs shape`).
+        return [
+            {
+                "name": name, "data": {"i": i}, "type": "normal", "priority": 0, "nextRunAt": now,
+                "lockedAt": None, "lastFinishedAt": None, "failedAt": None, "failCount": None,
+                "failReason": None, "repeatTimezone": None, "lastRunAt": None, "repeatInterval": None,
+                "repeatAt": None, "disabled": None, "progress": None, "debounceStartedAt": None,
+                "fork": None, "startDate": None, "endDate": None, "skipDays": None,
+                "lastModifiedBy": "node-client",
+            }
+            for i in range(start, start + count)
+        ]  # fmt: skip
+
+    def insert_jobs(self, lib: str, collection: str, name: str, count: int, batch: int = 5000) -> float:
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            docs = self.job_docs(lib, name, min(batch, count - start), start)
+            self.db[collection].insert_many(docs, ordered=False)
+        return time.perf_counter() - started
+
+    def spawn(
+        self,
+        lib: str,
+        collection: str,
+        *,
+        job_name: str = JOB,
+        process_every: float | None = None,
+        concurrency: int | None = None,
+        results: str | None = None,
+        count_commands: bool = False,
+        node_change_streams: bool = False,
+    ) -> Worker:
+        index = self.spawned
+        self.spawned += 1
+        name = f"{lib}-w{index}"
+        out_path = self.workdir / f"{name}.out"
+        err_path = self.workdir / f"{name}.err"
+        counts_file = self.workdir / f"{name}.counts.json" if count_commands else None
+        if lib == "py":
+            env = {
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "BENCH_COLLECTION": collection,
+                "BENCH_JOB_NAME": job_name,
+            }
+            for key in ("BENCH_PROCESS_EVERY", "BENCH_MAX_CONCURRENCY", "BENCH_DEFAULT_CONCURRENCY"):
+                env.pop(key, None)
+            if process_every is not None:
+                env["BENCH_PROCESS_EVERY"] = str(process_every)
+            if concurrency is not None:
+                env["BENCH_MAX_CONCURRENCY"] = str(concurrency)
+                env["BENCH_DEFAULT_CONCURRENCY"] = str(concurrency)
+            if results:
+                env["BENCH_RESULTS"] = results
+            if counts_file:
+                env["BENCH_COUNTS_FILE"] = str(counts_file)
+            if self.settings.py_options:
+                env["BENCH_AGENDA_OPTIONS"] = json.dumps(self.settings.py_options)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH")]))
+            command = [
+                sys.executable, "-m", "agendapy", "worker", "bench_worker:agenda",
+                "--mongo-url", self.url, "--name", name, "--grace", "2", "--log-level", "WARNING",
+            ]  # fmt: skip
+            cwd = BENCH_DIR
+        else:
+            env = dict(os.environ)
+            command = [
+                "node", str(NODE_DIR / "worker.mjs"), "--url", self.url, "--collection", collection,
+                "--job-name", job_name, "--name", name,
+            ]  # fmt: skip
+            if process_every is not None:
+                command += ["--process-every", str(round(process_every * 1000))]
+            if concurrency is not None:
+                command += ["--max-concurrency", str(concurrency), "--default-concurrency", str(concurrency)]
+            if results:
+                command += ["--results", results]
+            if counts_file:
+                command += ["--counts-file", str(counts_file)]
+            if node_change_streams:
+                command += ["--change-streams"]
+            cwd = NODE_DIR
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            spawned_at = time.time()
+            proc = self.procs.track(
+                subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            )
+        return Worker(lib, name, proc, out_path, err_path, counts_file, spawned_at)
+
+    def wait_ready(self, workers: Iterable[Worker], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(workers)
+        while pending:
+            for worker in list(pending):
+                if worker.ready_at() is not None:
+                    pending.remove(worker)
+                elif worker.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{worker.name} exited with {worker.proc.returncode}:\n{worker.tail()}"
+                    )
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"{pending[0].name} not ready after {timeout:g} s:\n{pending[0].tail()}")
+            time.sleep(0.05)
+
+    def stop(
+        self, workers: Sequence[Worker], term_wait: float = 10.0
+    ) -> tuple[dict[str, int], dict[str, float], int]:
+        """Freeze the command counters (SIGUSR2), then stop the workers; returns the summed counts
+        and how many workers' counts were read."""
+        counts: Counter[str] = Counter()
+        ms: Counter[str] = Counter()
+        counted = 0
+        counting = [w for w in workers if w.counts_file is not None and w.proc.poll() is None]
+        for worker in counting:
+            with contextlib.suppress(OSError):
+                worker.proc.send_signal(signal.SIGUSR2)
+        for worker in counting:
+            assert worker.counts_file is not None
+            deadline = time.monotonic() + 10
+            while not worker.counts_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            try:
+                data = json.loads(worker.counts_file.read_text())
+            except (OSError, ValueError) as exc:
+                console.print(f"[yellow]no command counts from {worker.name}: {exc}[/]")
+                continue
+            counts.update({k: int(v) for k, v in data.get("counts", {}).items()})
+            ms.update({k: float(v) for k, v in data.get("ms", {}).items()})
+            counted += 1
+        for worker in workers:
+            if worker.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    worker.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + term_wait
+        for worker in workers:
+            while worker.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                worker.proc.wait()
+        return dict(counts), dict(ms), counted
+
+    # -- drain -----------------------------------------------------------------------------------------
+
+    def drain_cell(self, lib: str, n: int, workers: int, pe: float) -> DrainResult:
+        s = self.settings
+        collection = f"drain_{lib}_{n}_{workers}w_{round(pe * 1000)}ms"
+        self.prepare_collection(lib, collection)
+        self.insert_jobs(lib, collection, JOB, n)
+        col = self.db[collection]
+        finished = {"name": JOB, "lastFinishedAt": {"$ne": None}}
+        poll_times: list[float] = []
+        fleet: list[Worker] = []
+        error = None
+        done = 0
+        locked = 0
+        server_cpu0 = cpu_seconds(self.server_pid)
+        started = time.time()
+        try:
+            fleet = [
+                self.spawn(lib, collection, process_every=pe, concurrency=s.concurrency, count_commands=True)
+                for _ in range(workers)
+            ]
+            complete = False
+            while True:
+                t = time.perf_counter()
+                # A jammed server (SecantusDB behind a pile of Node claims) may queue the poll for
+                # long: never wait past the budget for it.
+                left = max(1.0, s.budget - (time.time() - started) + 1.0)
+                try:
+                    with pymongo.timeout(left):
+                        done = col.count_documents(finished)
+                except PyMongoError as exc:
+                    if not getattr(exc, "timeout", False):
+                        raise
+                took = time.perf_counter() - t
+                poll_times.append(took)
+                now = time.time()
+                if done >= n:
+                    complete = True
+                    break
+                if now - started > s.budget:
+                    try:
+                        with pymongo.timeout(15):
+                            locked = col.count_documents({"name": JOB, "lockedAt": {"$ne": None}})
+                    except PyMongoError:
+                        locked = -1  # unknown: the server did not answer in time
+                    break
+                dead = [w for w in fleet if w.proc.poll() is not None]
+                if dead:
+                    error = f"{dead[0].name} exited with {dead[0].proc.returncode}: {dead[0].tail(5)}"
+                    break
+                # Every 100 ms, but polling at most a tenth of the time: on a server that scans for
+                # the count and serialises queries (SecantusDB) frequent polls would slow the workers.
+                # The end time is the last lastFinishedAt, so the interval does not change it.
+                time.sleep(max(POLL_S - took, 9 * took))
+            ended = time.time()
+            server_cpu1 = cpu_seconds(self.server_pid)
+            worker_cpus = [cpu_seconds(w.proc.pid) for w in fleet]
+            # What the workers logged while measured (not their shutdown messages).
+            warnings = {w.name: w.warnings() for w in fleet}
+            counts, ms, counted = self.stop(fleet, term_wait=5.0)
+        except BaseException:
+            self.stop(fleet, term_wait=2.0)
+            raise
+        if complete:
+            # The precise end: the last lastFinishedAt (written by the workers, same machine clock).
+            last = col.find_one(finished, sort=[("lastFinishedAt", -1)], projection={"lastFinishedAt": 1})
+            if last and isinstance(last.get("lastFinishedAt"), datetime):
+                ended = min(ended, last["lastFinishedAt"].timestamp())
+        for worker in fleet:
+            warned = warnings.get(worker.name, [])
+            if warned:
+                note = f"{lib} N={n} {workers}w pe {pe:g}: {worker.name} logged {len(warned)} warning(s)"
+                console.print(f"[yellow]{note}, first: {warned[0][:300]}[/]")
+                self.details.append(f"{note}: {warned[0][:500]}")
+        ready = [w.ready_at() for w in fleet]
+        startup = max(r - started for r in ready) if ready and all(r is not None for r in ready) else None
+        self.fresh(collection)
+        self.settle()
+        return DrainResult(
+            lib=lib,
+            n=n,
+            workers=workers,
+            pe=pe,
+            done=done,
+            elapsed=max(ended - started, 1e-6),
+            complete=complete,
+            startup=startup,
+            counts=counts,
+            ms=ms,
+            poll_ms=statistics.mean(poll_times) * 1000 if poll_times else math.nan,
+            locked=locked,
+            counted=counted,
+            server_cpu=None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0,
+            worker_cpu=None if None in worker_cpus else sum(c for c in worker_cpus if c is not None),
+            error=error,
+        )
+
+    def run_drain(self) -> None:
+        s = self.settings
+        for n in s.drain_ns:
+            for workers in s.workers:
+                cells: dict[str, list[DrainResult]] = {}
+                for lib in self.libs():
+                    for pe in s.node_pe if lib == "node" else s.py_pe:
+                        label = f"drain {lib:4} N={n:<5} {workers}w process_every={pe:g}s"
+                        try:
+                            result = self.drain_cell(lib, n, workers, pe)
+                        except Exception as exc:
+                            console.print(f"[red]{label}: failed: {exc}[/]")
+                            continue
+                        self.drains.append(result)
+                        cells.setdefault(lib, []).append(result)
+                        state = (
+                            ""
+                            if result.complete
+                            else (f" [yellow]stopped: {result.done}/{n} finished, {result.locked} locked[/]")
+                        )
+                        if result.error:
+                            state += f" [red]{result.error[:200]}[/]"
+                        console.print(f"{label}: {result.rate:7.1f} jobs/s in {fmt_s(result.elapsed)}{state}")
+                self.rows.append(self.drain_row(n, workers, cells))
+
+    def drain_row(self, n: int, workers: int, cells: dict[str, list[DrainResult]]) -> Row:
+        best = {lib: max(results, key=lambda r: r.rate) for lib, results in cells.items() if results}
+
+        def cell(lib: str) -> str:
+            r = best.get(lib)
+            if r is None:
+                return "skipped" if lib == "node" and not self.node_ok else "failed"
+            star = "" if r.complete else "*"
+            return f"{fmt(r.rate)}{star} (pe {r.pe:g} s)"
+
+        notes = []
+        for lib, results in cells.items():
+            label = "Node" if lib == "node" else "agendapy"
+            parts = []
+            for r in results:
+                text = f"pe {r.pe:g} s: {fmt(r.rate)}/s in {fmt_s(r.elapsed)}"
+                if not r.complete:
+                    locked = "?" if r.locked < 0 else str(r.locked)
+                    text += f", stopped with {r.done}/{r.n} finished, {locked} locked"
+                parts.append(text)
+            startups = [r.startup for r in results if r.startup is not None]
+            start = f"; start-up {fmt_s(max(startups))}" if startups else ""
+            notes.append(f"{label}: {'; '.join(parts)}{start}")
+        ratio = ""
+        if "node" in best and "py" in best:
+            node_rate = best["node"].rate
+            ratio = f"{best['py'].rate / node_rate:.2f}x" if node_rate > 0 else "inf (Node finished none)"
+            if not best["node"].complete or not best["py"].complete:
+                ratio += "*"
+        return Row("drain", f"drain N={n}, {workers} worker{'s' if workers > 1 else ''} (jobs/s)",
+                   cell("node"), cell("py"), ratio, " | ".join(notes))  # fmt: skip
+
+    def commands_rows(self) -> None:
+        """Commands and server time per job, from the drain cells (same N, workers and process_every)."""
+        for workers in self.settings.workers:
+            chosen: dict[str, DrainResult] = {}
+            usable = [r for r in self.drains if r.workers == workers and r.done > 0 and r.counted == workers]
+            # The largest N that every library finished something at, process_every 1 s if it ran
+            # there (the same setting on both sides), else that library's best cell.
+            ns = [n for n in sorted({r.n for r in usable}, reverse=True)
+                  if all(any(r.lib == lib and r.n == n for r in usable) for lib in self.libs())]  # fmt: skip
+            n_chosen = ns[0] if ns else max((r.n for r in usable), default=None)
+            for lib in self.libs():
+                runs = [r for r in usable if r.lib == lib and r.n == n_chosen]
+                if not runs:
+                    continue
+                at_1s = [r for r in runs if abs(r.pe - 1.0) < 1e-9]
+                chosen[lib] = at_1s[0] if at_1s else max(runs, key=lambda r: r.rate)
+            if not chosen:
+                continue
+            per_job = {lib: sum(r.counts.values()) / r.done for lib, r in chosen.items()}
+            ms_job = {lib: sum(r.ms.values()) / r.done for lib, r in chosen.items()}
+
+            def show(
+                lib: str, table: dict[str, float], digits: int = 2, chosen: dict[str, DrainResult] = chosen
+            ) -> str:
+                if lib not in table:
+                    return "skipped" if lib == "node" and not self.node_ok else "n/a"
+                r = chosen[lib]
+                return f"{table[lib]:.{digits}f} (N={r.n}, pe {r.pe:g} s)"
+
+            def ratio(table: dict[str, float]) -> str:
+                if "node" in table and "py" in table and table["py"] > 0:
+                    return f"{table['node'] / table['py']:.2f}x"
+                return ""
+
+            notes_cmd = " | ".join(
+                f"{'Node' if lib == 'node' else 'agendapy'}: {breakdown(r.counts, r.done)}"
+                for lib, r in chosen.items()
+            )
+            notes_ms = "sum of the driver-side durations (they overlap under concurrency) | " + " | ".join(
+                f"{'Node' if lib == 'node' else 'agendapy'}: {breakdown(r.ms, r.done)} ms"
+                for lib, r in chosen.items()
+            )
+            w = f"{workers} worker{'s' if workers > 1 else ''}"
+            self.rows.append(Row("commands", f"DB commands per job, {w} (drain)", show("node", per_job),
+                                 show("py", per_job), ratio(per_job), notes_cmd))  # fmt: skip
+            self.rows.append(Row("commands", f"command time per job, {w} (ms, drain)", show("node", ms_job),
+                                 show("py", ms_job), ratio(ms_job), notes_ms))  # fmt: skip
+            for attr, label, what in (
+                ("server_cpu", "database server CPU per job", "the server process's user+system CPU"),
+                ("worker_cpu", "worker CPU per job", "the worker processes' user+system CPU, summed"),
+            ):
+                values = {
+                    lib: getattr(r, attr) * 1000.0 / r.done
+                    for lib, r in chosen.items()
+                    if getattr(r, attr) is not None
+                }
+                if values:
+                    self.rows.append(Row("commands", f"{label}, {w} (ms, drain)", show("node", values),
+                                         show("py", values), ratio(values),
+                                         f"{what} during the drain, divided by jobs done"))  # fmt: skip
+
+    # -- latency -----------------------------------------------------------------------------------------
+
+    def run_latency(self) -> None:
+        s = self.settings
+        gaps = [self.rng.uniform(*s.gap_ms) for _ in range(s.latency_jobs)]
+        stats: dict[str, dict[str, float]] = {}
+        variants = [(lib, False) for lib in self.libs()]
+        if self.node_ok:
+            variants.append(("node", True))  # Node's opt-in change-stream channel, for reference
+        for lib, node_cs in variants:
+            key = "node-cs" if node_cs else lib
+            collection, results = f"latency_{key}", f"latency_results_{key}"
+            self.prepare_collection(lib, collection)
+            self.fresh(results)
+            # Library defaults: process_every 5 s, default concurrency.
+            worker = self.spawn(lib, collection, results=results, node_change_streams=node_cs)
+            try:
+                self.wait_ready([worker])
+                time.sleep(1.0)
+                if lib == "py":
+                    asyncio.run(self._py_latency_producer(collection, gaps))
+                else:
+                    self._node_client("latency", collection, ["--gaps", ",".join(f"{g:.0f}" for g in gaps)])
+                deadline = time.monotonic() + 30
+                while self.db[results].count_documents({}) < len(gaps) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            finally:
+                self.stop([worker])
+            records = list(self.db[results].find({}, {"t0": 1, "t1": 1}))
+            lat = [r["t1"] - r["t0"] for r in records if r.get("t0") is not None]
+            if lat:
+                stats[key] = {
+                    "p50": percentile(lat, 50),
+                    "p99": percentile(lat, 99),
+                    "mean": statistics.mean(lat),
+                    "max": max(lat),
+                    "n": len(lat),
+                    "missing": len(gaps) - len(lat),
+                }
+                console.print(
+                    f"latency {key:7}: p50 {stats[key]['p50']:.0f} ms, p99 {stats[key]['p99']:.0f} ms "
+                    f"({len(lat)} jobs, {len(gaps) - len(lat)} missing)"
+                )
+            self.fresh(collection, results)
+        gap_note = (
+            f"{len(gaps)} jobs, gaps {s.gap_ms[0]:g}-{s.gap_ms[1]:g} ms (one client, one now() at a time)"
+        )
+        names = {"node": "Node", "py": "agendapy", "node-cs": "Node + change-stream channel"}
+
+        def describe(key: str) -> str:
+            st = stats[key]
+            text = f"{names[key]}: mean {st['mean']:,.0f} ms, max {st['max']:,.0f} ms, {st['n']:.0f} jobs"
+            return text + (f", {st['missing']:.0f} never started" if st["missing"] else "")
+
+        for node_key, label in (("node", "defaults"), ("node-cs", "Node with its opt-in change streams")):
+            for q in ("p50", "p99"):
+                if node_key == "node-cs" and node_key not in stats:
+                    continue
+                cells = {k: f"{st[q]:,.0f} ms" for k, st in stats.items()}
+                ratio = ""
+                if node_key in stats and "py" in stats and stats["py"][q] > 0:
+                    ratio = f"{stats[node_key][q] / stats['py'][q]:.2f}x"
+                if node_key == "node":
+                    notes = (
+                        " | ".join(describe(k) for k in ("node", "py") if k in stats)
+                        if q == "p50"
+                        else gap_note
+                    )
+                else:
+                    notes = (
+                        "Node worker with MongoChangeStreamNotificationChannel (notifyVia), agendapy as above"
+                        + (f" | {describe('node-cs')}" if q == "p50" else "")
+                    )
+                self.rows.append(Row(
+                    "latency", f"now() -> handler start {q} (idle worker, {label})",
+                    cells.get(node_key, self.missing_node()), cells.get("py", "failed"), ratio, notes,
+                ))  # fmt: skip
+
+    async def _py_latency_producer(self, collection: str, gaps: list[float]) -> None:
+        agenda = Agenda(self.url, collection=collection, name="bench-client")
+        try:
+            await agenda.connect()
+            for i, gap in enumerate(gaps):
+                await agenda.now(JOB, {"t0": time.time() * 1000.0, "i": i})
+                await asyncio.sleep(gap / 1000.0)
+        finally:
+            await agenda.close()
+
+    def _node_client(
+        self, mode: str, collection: str, extra: list[str], timeout: float = 600
+    ) -> dict[str, Any]:
+        command = ["node", str(NODE_DIR / "client.mjs"), mode, "--url", self.url, "--collection", collection]
+        result = subprocess.run(
+            command + extra, cwd=NODE_DIR, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"node client.mjs {mode} failed ({result.returncode}): {result.stderr[-2000:]}"
+            )
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    # -- lock query cost ---------------------------------------------------------------------------------
+
+    def run_lock(self) -> None:
+        s = self.settings
+        sizes = sorted(set(s.lock_sizes))
+        rss_done = False
+        for size in sizes:
+            collection = f"lock_{size}"
+            self.prepare_collection("py", collection)  # agendapy's indexes include Agenda's
+            console.print(f"lock query: inserting {size:,} due jobs ...")
+            took = self.insert_jobs("node", collection, CLAIM_JOB, size)
+            console.print(f"lock query: inserted {size:,} in {took:.1f} s")
+            k = s.claims.get(size, 2)
+            times: dict[str, list[float]] = {}
+            batches: list[tuple[float, int]] = []
+            try:
+                times["py"], batches = asyncio.run(self._py_claims(collection, k))
+            except Exception as exc:
+                console.print(f"[red]agendapy claim timing failed: {exc}[/]")
+            if self.node_ok:
+                try:
+                    times["node"] = self._node_client(
+                        "claim", collection, ["--job-name", CLAIM_JOB, "--count", str(k)]
+                    )["times"]
+                except Exception as exc:
+                    console.print(f"[red]node claim timing failed: {exc}[/]")
+            plans = self.explain_claims(collection)
+            med = {lib: statistics.median(t) for lib, t in times.items() if t}
+            for lib, t in med.items():
+                console.print(
+                    f"lock query {lib:4} at {size:,}: median {t:.1f} ms over {len(times[lib])} claims"
+                )
+            ratio = f"{med['node'] / med['py']:.2f}x" if "node" in med and "py" in med else ""
+            note = f"one job per claim, median of {k}; all {size:,} documents due and unlocked"
+            if batches:
+                per_call = statistics.median(t for t, _ in batches)
+                claimed = sum(c for _, c in batches)
+                per_job = sum(t for t, _ in batches) / claimed if claimed else math.nan
+                note += (
+                    f"; agendapy batched claim (limit {s.concurrency}): {per_call:,.1f} ms per call, "
+                    f"{per_job:,.1f} ms per job ({claimed} jobs in {len(batches)} calls)"
+                )
+                console.print(
+                    f"lock query py   at {size:,}: batched {per_call:.1f} ms per call, "
+                    f"{per_job:.1f} ms per job"
+                )
+            self.rows.append(Row(
+                "lock", f"time per claim at {size:,} docs (ms)",
+                f"{med['node']:,.1f}" if "node" in med else ("skipped" if not self.node_ok else "failed"),
+                f"{med['py']:,.1f}" if "py" in med else "failed", ratio, note,
+            ))  # fmt: skip
+            self.rows.append(Row(
+                "lock", f"explain of the claim query at {size:,} docs",
+                plans.get("node", ""), plans.get("py", ""), "",
+                "plan, docs examined / keys examined / returned (explain of find + sort + limit 1)",
+            ))  # fmt: skip
+            if "rss" in s.sections and size == s.rss_docs:
+                self.run_rss(collection, size)
+                rss_done = True
+            self.fresh(collection)
+        if "rss" in s.sections and not rss_done:
+            collection = f"rss_{s.rss_docs}"
+            self.prepare_collection("py", collection)
+            console.print(f"rss: inserting {s.rss_docs:,} due jobs ...")
+            self.insert_jobs("node", collection, JOB, s.rss_docs)
+            self.run_rss(collection, s.rss_docs, job_name=JOB)
+            self.fresh(collection)
+
+    async def _py_claims(self, collection: str, count: int) -> tuple[list[float], list[tuple[float, int]]]:
+        """agendapy's claim path: ``MongoJobStore.claim`` with a ClaimRequest as the worker builds it.
+
+        Returns the times (ms) of single claims and, when ``claim`` takes a ``limit`` (batched claims),
+        (time, jobs claimed) of claims of up to ``--concurrency`` jobs at once.
+        """
+        from agendapy.store.base import ClaimRequest
+
+        agenda = Agenda(self.url, collection=collection, name="bench-claim")
+        singles: list[float] = []
+        batches: list[tuple[float, int]] = []
+        try:
+            await agenda.connect()
+            store: Any = agenda.store
+            cap = time.monotonic() + CLAIM_TIME_CAP
+            for _ in range(count):
+                request = self._claim_request(ClaimRequest, agenda)
+                t = time.perf_counter()
+                await store.claim(request, uuid.uuid4().hex)
+                singles.append((time.perf_counter() - t) * 1000.0)
+                if time.monotonic() > cap:
+                    break
+            if "limit" in inspect.signature(store.claim).parameters:
+                cap = time.monotonic() + CLAIM_TIME_CAP
+                for _ in range(max(2, count // 2)):
+                    if batches and time.monotonic() > cap:
+                        break
+                    request = self._claim_request(ClaimRequest, agenda)
+                    t = time.perf_counter()
+                    got = await store.claim(request, uuid.uuid4().hex, limit=self.settings.concurrency)
+                    took = (time.perf_counter() - t) * 1000.0
+                    batches.append((took, len(got) if isinstance(got, list) else int(got is not None)))
+        finally:
+            await agenda.close()
+        return singles, batches
+
+    @staticmethod
+    def _claim_request(cls: Any, agenda: Agenda) -> Any:
+        now = datetime.now(UTC)
+        known = {
+            "names": [CLAIM_JOB],
+            "now": now,
+            "next_scan_at": now + agenda.process_every,
+            "lock_deadlines": {CLAIM_JOB: now - agenda.default_lock_lifetime},
+            "owner": "bench-claim",
+        }
+        if dataclasses.is_dataclass(cls):
+            fields = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in known.items() if k in fields})
+        params = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in known.items() if k in params})
+
+    def claim_filters(self) -> dict[str, tuple[dict[str, Any], list[tuple[str, int]]]]:
+        now = datetime.now(UTC)
+        lifetime = timedelta(minutes=10)
+        filters: dict[str, tuple[dict[str, Any], list[tuple[str, int]]]] = {
+            "node": (
+                {
+                    "name": CLAIM_JOB,
+                    "disabled": {"$ne": True},
+                    "$or": [
+                        {"lockedAt": {"$eq": None}, "nextRunAt": {"$lte": now + timedelta(seconds=5)}},
+                        {"lockedAt": {"$lte": now - lifetime}},
+                    ],
+                },
+                [("nextRunAt", 1), ("priority", -1)],
+            )
+        }
+        try:
+            from agendapy.store import queries
+            from agendapy.store.base import ClaimRequest
+
+            agenda = Agenda(self.url, name="bench-claim")
+            request = self._claim_request(ClaimRequest, agenda)
+            filters["py"] = (queries.claim_filter(request), list(queries.CLAIM_SORT))
+        except Exception as exc:  # the claim path is being reworked; say so rather than guess
+            console.print(f"[yellow]could not build agendapy's claim filter: {exc}[/]")
+        return filters
+
+    def explain_claims(self, collection: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for lib, (flt, sort) in self.claim_filters().items():
+            if lib == "node" and not self.node_ok:
+                continue
+            try:
+                cursor = self.db[collection].find(flt, sort=sort, limit=1)
+                plan = cursor.explain()
+            except Exception as exc:
+                out[lib] = f"explain failed: {exc}"
+                continue
+            winning = plan.get("queryPlanner", {}).get("winningPlan", {})
+            stats = plan.get("executionStats", {})
+            text = (
+                f"{describe_plan(winning)}; {stats.get('totalDocsExamined', '?')} docs / "
+                f"{stats.get('totalKeysExamined', '?')} keys / {stats.get('nReturned', '?')} returned"
+            )
+            out[lib] = text
+            self.details.append(f"explain ({lib}) on {collection}: {json.dumps(winning, default=str)[:1500]}")
+        return out
+
+    # -- RSS ---------------------------------------------------------------------------------------------
+
+    def run_rss(self, collection: str, size: int, job_name: str = CLAIM_JOB) -> None:
+        s = self.settings
+        cells: dict[str, dict[str, float]] = {}
+        for lib in self.libs():
+            worker = self.spawn(lib, collection, job_name=job_name)  # library defaults
+            try:
+                self.wait_ready([worker])
+                time.sleep(s.rss_wait)
+                mem = rss_of(worker.proc.pid)
+            finally:
+                self.stop([worker], term_wait=2.0)
+            ran = self.db[collection].count_documents({"lastModifiedBy": worker.name})
+            if mem:
+                cells[lib] = {**mem, "touched": ran}
+                console.print(
+                    f"rss {lib:4} with {size:,} due jobs: {mem.get('VmRSS', 0):.0f} MB "
+                    f"(peak {mem.get('VmHWM', 0):.0f} MB, {ran} jobs claimed)"
+                )
+            # Let the next library see the same backlog.
+            self.db[collection].update_many(
+                {"lastModifiedBy": worker.name},
+                {"$set": {"lockedAt": None, "lastFinishedAt": None, "lastRunAt": None,
+                          "nextRunAt": datetime.now(UTC), "lastModifiedBy": "node-client"}},
+            )  # fmt: skip
+            self.settle()
+        ratio = ""
+        if "node" in cells and "py" in cells:
+            ratio = f"{cells['node']['VmRSS'] / cells['py']['VmRSS']:.2f}x"
+        notes = " | ".join(
+            f"{'Node' if lib == 'node' else 'agendapy'}: peak {c.get('VmHWM', 0):.0f} MB, "
+            f"{c['touched']:.0f} jobs claimed in {s.rss_wait:g} s"
+            for lib, c in cells.items()
+        )
+        self.rows.append(Row(
+            "rss", f"worker RSS with {size:,} due jobs (MB)",
+            f"{cells['node']['VmRSS']:.0f}" if "node" in cells else self.missing_node(),
+            f"{cells['py']['VmRSS']:.0f}" if "py" in cells else "failed", ratio,
+            f"defaults, measured {s.rss_wait:g} s after ready | {notes}",
+        ))  # fmt: skip
+
+    # -- scheduling ----------------------------------------------------------------------------------------
+
+    def run_schedule(self) -> None:
+        n = self.settings.schedule_jobs
+        one: dict[str, float] = {}
+        bulk_py: float | None = None
+        bulk_note = ""
+        raw: float | None = None
+        for lib in self.libs():
+            collection = f"schedule_{lib}"
+            self.prepare_collection(lib, collection)
+            try:
+                if lib == "py":
+                    one["py"] = asyncio.run(self._py_now_one_by_one(collection, n))
+                else:
+                    result = self._node_client("schedule", collection, ["--count", str(n)])
+                    one["node"] = result["count"] / result["seconds"]
+            except Exception as exc:
+                console.print(f"[red]scheduling {lib} failed: {exc}[/]")
+            self.fresh(collection)
+        collection = "schedule_py_bulk"
+        self.prepare_collection("py", collection)
+        try:
+            bulk_py, bulk_note = asyncio.run(self._py_bulk(collection, n))
+        except Exception as exc:
+            bulk_note = f"bulk API failed: {exc}"
+        self.fresh(collection)
+        self.prepare_collection("py", collection)
+        docs = self.job_docs("py", JOB, n)
+        t = time.perf_counter()
+        self.db[collection].insert_many(docs, ordered=False)
+        raw = n / (time.perf_counter() - t)
+        self.fresh(collection)
+        for lib, rate in one.items():
+            console.print(f"schedule {lib:4}: now() one at a time {rate:.0f} jobs/s")
+        console.print(
+            f"schedule py  : bulk {fmt(bulk_py)} jobs/s ({bulk_note}); raw insert_many {raw:.0f} jobs/s"
+        )
+        ratio = f"{one['py'] / one['node']:.2f}x" if "node" in one and "py" in one else ""
+        self.rows.append(Row(
+            "schedule", f"now() one at a time ({n} jobs, jobs/s)",
+            f"{one['node']:,.0f}" if "node" in one else ("skipped" if not self.node_ok else "failed"),
+            f"{one['py']:,.0f}" if "py" in one else "failed", ratio, "sequential awaits from one client",
+        ))  # fmt: skip
+        self.rows.append(Row(
+            "schedule", f"bulk scheduling ({n} jobs, jobs/s)", "N/A (no bulk API)",
+            fmt(bulk_py) if bulk_py else "N/A", "",
+            f"{bulk_note}; driver insert_many of the same documents: {raw:,.0f} jobs/s (ceiling)",
+        ))  # fmt: skip
+
+    async def _py_now_one_by_one(self, collection: str, n: int) -> float:
+        agenda = Agenda(self.url, collection=collection, name="bench-client")
+        try:
+            await agenda.connect()
+            t = time.perf_counter()
+            for i in range(n):
+                await agenda.now(JOB, {"i": i})
+            return n / (time.perf_counter() - t)
+        finally:
+            await agenda.close()
+
+    async def _py_bulk(self, collection: str, n: int) -> tuple[float | None, str]:
+        """``now_many`` (or ``schedule_many``) if agendapy has it; the call shape is probed."""
+        agenda = Agenda(self.url, collection=collection, name="bench-client")
+        try:
+            await agenda.connect()
+            datas = [{"i": i} for i in range(n)]
+            attempts: list[tuple[str, Callable[[], Any]]] = []
+            if hasattr(agenda, "now_many"):
+                fn = agenda.now_many
+                attempts += [
+                    ("now_many(name, datas)", lambda: fn(JOB, datas)),
+                    ("now_many([(name, data)])", lambda: fn([(JOB, d) for d in datas])),
+                    ("now_many([{name, data}])", lambda: fn([{"name": JOB, "data": d} for d in datas])),
+                ]
+            if hasattr(agenda, "schedule_many"):
+                fn2 = agenda.schedule_many
+                attempts += [
+                    ("schedule_many('now', name, datas)", lambda: fn2("now", JOB, datas)),
+                    ("schedule_many([(when, name, data)])", lambda: fn2([("now", JOB, d) for d in datas])),
+                ]
+            if not attempts:
+                return None, "agendapy has no now_many/schedule_many yet"
+            errors = []
+            for label, call in attempts:
+                await agenda.cancel_all()
+                t = time.perf_counter()
+                try:
+                    await call()
+                except (TypeError, ValueError) as exc:
+                    errors.append(f"{label}: {exc}")
+                    continue
+                took = time.perf_counter() - t
+                stored = await agenda.store.collection.count_documents({"name": JOB})
+                if stored != n:
+                    errors.append(f"{label}: stored {stored} of {n}")
+                    continue
+                return n / took, f"agendapy {label}"
+            return None, "bulk API present but no known call shape worked: " + "; ".join(errors)[:300]
+        finally:
+            await agenda.close()
+
+    # -- output ---------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        s = self.settings
+        # Cheap, contention-sensitive workloads first; the large collections last.
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if "schedule" in s.sections:
+            steps.append(("schedule", self.run_schedule))
+        if "latency" in s.sections:
+            steps.append(("latency", self.run_latency))
+        if "drain" in s.sections:
+            steps.append(("drain", lambda: (self.run_drain(), self.commands_rows())))
+        if "lock" in s.sections or "rss" in s.sections:
+            if "lock" not in s.sections:
+                s.lock_sizes = []
+            steps.append(("lock/rss", self.run_lock))
+        for name, step in steps:
+            self.settle()
+            t = time.monotonic()
+            step()
+            self.timings[name] = time.monotonic() - t
+            console.print(f"[dim]{name}: {self.timings[name]:.0f} s[/]")
+        order = {"drain": 0, "commands": 1, "latency": 2, "lock": 3, "rss": 4, "schedule": 5}
+        self.rows.sort(key=lambda r: order.get(r.section, 9))
+
+
+def describe_plan(stage: dict[str, Any]) -> str:
+    """``SORT(limit 1) <- COLLSCAN`` / ``LIMIT <- FETCH <- IXSCAN findAndLockNextJobIndex``."""
+    parts = []
+    node: dict[str, Any] | None = stage
+    while node:
+        name = str(node.get("stage", "?"))
+        if node.get("indexName"):
+            name += f" {node['indexName']}"
+        if node.get("limitAmount"):
+            name += f"(limit {node['limitAmount']})"
+        parts.append(name)
+        inputs = node.get("inputStages")
+        if inputs:
+            parts.append("[" + " | ".join(describe_plan(i) for i in inputs) + "]")
+            break
+        node = node.get("inputStage")
+    return " <- ".join(parts)
+
+
+def server_info(client: MongoClient[dict[str, Any]]) -> str:
+    try:
+        status = client.admin.command("serverStatus")
+        build = client.admin.command("buildInfo")
+    except Exception as exc:
+        return f"unknown server ({exc})"
+    if "secantus" in status:
+        try:
+            secantus = version("secantusdb")
+        except PackageNotFoundError:
+            secantus = "?"
+        return f"SecantusDB {secantus} (reports MongoDB {build.get('version', '?')})"
+    return f"MongoDB {build.get('version', '?')}"
+
+
+def node_check() -> tuple[bool, str]:
+    """Whether the Node column can run: node + npm, and benchmarks/node's packages (installed if absent)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if not p)
+        return False, f"{missing} not found on PATH: the Node Agenda column is skipped"
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    if not (NODE_DIR / "node_modules" / "agenda" / "package.json").exists():
+        console.print("installing benchmarks/node's packages (npm install) ...")
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            return (
+                False,
+                "npm install in benchmarks/node failed; the Node column is skipped:\n"
+                + result.stderr[-1500:],
+            )
+    try:
+        pkg = json.loads((NODE_DIR / "node_modules" / "agenda" / "package.json").read_text())
+        agenda_version = pkg.get("version", "?")
+    except (OSError, ValueError):
+        agenda_version = "?"
+    return True, f"Node {out}, agenda {agenda_version}"
+
+
+def per_job_ms(seconds: float | None, done: int) -> str:
+    return "n/a" if seconds is None or not done else f"{seconds * 1000.0 / done:.1f} ms"
+
+
+def render(harness: Harness, header: dict[str, str], took: float) -> tuple[Table, str]:
+    table = Table(title="Node Agenda 6.2.6 vs agendapy (same server, one run)", show_lines=True)
+    table.add_column("workload", style="bold")
+    table.add_column("Node Agenda 6.2.6", justify="right")
+    table.add_column("agendapy", justify="right")
+    table.add_column("ratio (>1 = agendapy better)", justify="right")
+    table.add_column("notes", overflow="fold")
+    for row in harness.rows:
+        table.add_row(row.label, row.node, row.py, row.ratio, row.notes)
+
+    lines = [f"# Node Agenda 6.2.6 vs agendapy — {header['date']}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in header.items() if k != "date"]
+    lines += [f"- **run time**: {took / 60:.1f} min", ""]
+    lines += [
+        "| workload | Node Agenda 6.2.6 | agendapy | ratio (>1 = agendapy better) | notes |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in harness.rows:
+        cells = [row.label, row.node, row.py, row.ratio, row.notes]
+        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    lines += [
+        "",
+        "`*` = stopped at the time budget: the rate is jobs done / time. Ratios of throughput are "
+        "agendapy/Node, of latency, commands, time and memory Node/agendapy.",
+        "",
+        "## Drain cells",
+        "",
+        "| lib | N | workers | process_every | done | time | jobs/s | start-up | commands/job "
+        "| server CPU/job | worker CPU/job | harness poll |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in harness.drains:
+        lines.append(
+            f"| {r.lib} | {r.n} | {r.workers} | {r.pe:g} s | {r.done}{'' if r.complete else '*'} | "
+            f"{fmt_s(r.elapsed)} | {r.rate:.1f} | {fmt_s(r.startup) if r.startup is not None else 'n/a'} | "
+            f"{sum(r.counts.values()) / r.done if r.done and r.counted == r.workers else math.nan:.2f} | "
+            f"{per_job_ms(r.server_cpu, r.done)} | {per_job_ms(r.worker_cpu, r.done)} | {r.poll_ms:.1f} ms |"
+        )
+    if harness.details:
+        lines += ["", "## Details", ""] + [f"- {d}" for d in harness.details]
+    return table, "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes and budgets (under ~5 minutes)")
+    size.add_argument("--full", action="store_true", help="also the 1M-document lock query")
+    p.add_argument("--mongo-url", default=None, help="use this server instead of an embedded SecantusDB")
+    p.add_argument("--only", default=None, help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    p.add_argument("--skip-node", action="store_true", help="agendapy column only")
+    p.add_argument("--budget", type=float, default=None, help="seconds per drain cell (120; --quick 30)")
+    p.add_argument("--drain-n", default=None, help="job counts, e.g. 100,300,1000")
+    p.add_argument("--workers", default=None, help="worker process counts, e.g. 1,4")
+    p.add_argument("--node-process-every", default=None, help="seconds, e.g. 0.1,1 (best reported)")
+    p.add_argument("--py-process-every", default=None, help="seconds, e.g. 0.1,1 (best reported)")
+    p.add_argument(
+        "--py-options",
+        default=None,
+        help="JSON of further Agenda() options for agendapy's workers, e.g. '{\"change_streams\": false}'",
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=20, help="maxConcurrency = defaultConcurrency in drains"
+    )
+    p.add_argument("--latency-jobs", type=int, default=None, help="200; --quick 50")
+    p.add_argument("--schedule-jobs", type=int, default=None, help="1000; --quick 200")
+    p.add_argument("--lock-sizes", default=None, help="documents, e.g. 10000,100000")
+    p.add_argument(
+        "--rss-docs", type=int, default=None, help="due jobs while measuring RSS (100000; --quick 10000)"
+    )
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        help="with --mongo-url on this machine: count the server's CPU",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of the latency gaps")
+    p.add_argument("--keep", action="store_true", help="keep the worker logs and counts (path printed)")
+    p.add_argument("--out", default=None, help="markdown file (default benchmarks/results/compare-<date>.md)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = make_settings(args)
+    started = time.monotonic()
+    if args.skip_node:
+        node_ok, node_msg = False, "--skip-node: the Node Agenda column is skipped"
+    else:
+        node_ok, node_msg = node_check()
+    console.print(("" if node_ok else "[yellow]") + node_msg + ("" if node_ok else "[/]"))
+    workdir = Path(tempfile.mkdtemp(prefix="agendapy-compare-"))
+    server = None
+    harness: Harness | None = None
+    try:
+        if args.mongo_url:
+            url = args.mongo_url
+        else:
+            from agendapy.embedded import EmbeddedServer
+
+            server = EmbeddedServer(workdir / "db")
+            url = server.start()
+            console.print(f"embedded SecantusDB at {url} (data in {workdir / 'db'})")
+        server_pid = server.pid if server is not None else args.server_pid
+        harness = Harness(url, settings, node_ok, workdir, server_pid)
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if busy > 0.5 * (os.cpu_count() or 1):
+            console.print(
+                f"[yellow]load average {busy:.2f} on {os.cpu_count()} CPUs: other processes are busy, "
+                "absolute numbers will be noisy (CPU per job and commands per job much less so)[/]"
+            )
+        harness.db.client.drop_database(DB_NAME)
+        header = {
+            "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "command": "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "mode": settings.mode,
+            "server": server_info(harness.client)
+            + ("" if args.mongo_url else " (embedded, --sync-on-commit)"),
+            "Node": node_msg,
+            "agendapy": f"{version('agendapy') if _has_dist('agendapy') else '?'}, sources {source_digest()}",
+            "Python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
+            f"{platform.release()}; load average at start {load_average()}",
+            "settings": (
+                f"drain N={settings.drain_ns}, workers={settings.workers}, Node process_every="
+                f"{settings.node_pe} s, agendapy process_every={settings.py_pe} s, concurrency "
+                f"{settings.concurrency}/{settings.concurrency}, budget {settings.budget:g} s per cell; "
+                f"latency jobs {settings.latency_jobs}; schedule jobs {settings.schedule_jobs}; lock sizes "
+                f"{settings.lock_sizes}; RSS with {settings.rss_docs:,} due jobs"
+                + (
+                    f"; agendapy worker options {json.dumps(settings.py_options)}"
+                    if settings.py_options
+                    else ""
+                )
+            ),
+        }
+        harness.run()
+        took = time.monotonic() - started
+        header["machine"] += f", at end {load_average()}"
+        header["section times"] = ", ".join(f"{k} {v:.0f} s" for k, v in harness.timings.items())
+        table, markdown = render(harness, header, took)
+        Console(width=max(160, shutil.get_terminal_size((160, 40)).columns)).print(table)
+        out = Path(args.out) if args.out else RESULTS_DIR / f"compare-{datetime.now():%Y-%m-%d-%H%M}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown, encoding="utf-8")
+        console.print(f"run time {took / 60:.1f} min; markdown written to {out}")
+        return 0
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    finally:
+        if harness is not None:
+            harness.procs.kill_all()
+            with contextlib.suppress(Exception):
+                if args.mongo_url:
+                    harness.client.drop_database(DB_NAME)
+                harness.client.close()
+        if server is not None:
+            server.stop()
+        if args.keep:
+            console.print(f"worker logs and counts kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _has_dist(name: str) -> bool:
+    try:
+        version(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
