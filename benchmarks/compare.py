@@ -605,7 +605,8 @@ class Harness:
                 # Every 100 ms, but polling at most a tenth of the time: on a server that scans for
                 # the count and serialises queries (SecantusDB) frequent polls would slow the workers.
                 # The end time is the last lastFinishedAt, so the interval does not change it.
-                time.sleep(max(POLL_S - took, 9 * took))
+                budget_left = s.budget - (time.time() - started)
+                time.sleep(min(max(POLL_S - took, 9 * took), 2.0, max(budget_left, 0.0) + 0.05))
             ended = time.time()
             server_cpu1 = cpu_seconds(self.server_pid)
             worker_cpus = [cpu_seconds(w.proc.pid) for w in fleet]
