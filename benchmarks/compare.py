@@ -1361,6 +1361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = make_settings(args)
     started = time.monotonic()
+    digest_before = source_digest()
     if args.skip_node:
         node_ok, node_msg = False, "--skip-node: the Node Agenda column is skipped"
     else:
@@ -1384,7 +1385,7 @@ def main(argv: list[str] | None = None) -> int:
         if busy > 0.5 * (os.cpu_count() or 1):
             console.print(
                 f"[yellow]load average {busy:.2f} on {os.cpu_count()} CPUs: other processes are busy, "
-                "absolute numbers will be noisy (CPU per job and commands per job much less so)[/]"
+                "absolute numbers will be noisy (CPU per job much less so)[/]"
             )
         harness.db.client.drop_database(DB_NAME)
         header = {
@@ -1394,7 +1395,7 @@ def main(argv: list[str] | None = None) -> int:
             "server": server_info(harness.client)
             + ("" if args.mongo_url else " (embedded, --sync-on-commit)"),
             "Node": node_msg,
-            "agendapy": f"{version('agendapy') if _has_dist('agendapy') else '?'}, sources {source_digest()}",
+            "agendapy": f"{version('agendapy') if _has_dist('agendapy') else '?'}, sources {digest_before}",
             "Python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
             f"{platform.release()}; load average at start {load_average()}",
@@ -1414,6 +1415,12 @@ def main(argv: list[str] | None = None) -> int:
         harness.run()
         took = time.monotonic() - started
         header["machine"] += f", at end {load_average()}"
+        digest_after = source_digest()
+        if digest_after != digest_before:
+            header["agendapy"] += f" [changed during the run: {digest_after} at the end]"
+            console.print(
+                f"[yellow]agendapy's sources changed during the run ({digest_before} -> {digest_after})[/]"
+            )
         header["section times"] = ", ".join(f"{k} {v:.0f} s" for k, v in harness.timings.items())
         table, markdown = render(harness, header, took)
         Console(width=max(160, shutil.get_terminal_size((160, 40)).columns)).print(table)
