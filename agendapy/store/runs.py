@@ -47,6 +47,33 @@ def interval_key(name: str, interval: RunInterval) -> str:
     return f"{name}\x00{end}"
 
 
+def new_run_document(
+    *,
+    name: str,
+    job_id: str | None,
+    interval: RunInterval | None,
+    guard: bool,
+    started_at: datetime,
+    worker: str | None,
+    status: RunStatus,
+) -> dict[str, Any]:
+    """The run record of a run that starts now (every RunStore stores this shape)."""
+    run_id = ObjectId()
+    return {
+        "_id": run_id,
+        "name": name,
+        "jobId": job_id,
+        "intervalStartedAt": interval.started_at if interval else None,
+        "intervalEndedAt": interval.ended_at if interval else None,
+        "intervalKey": interval_key(name, interval) if guard and interval else str(run_id),
+        "startedAt": started_at,
+        "finishedAt": started_at if status == "skipped" else None,
+        "status": status,
+        "error": None,
+        "worker": worker,
+    }
+
+
 def _aware(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -117,20 +144,16 @@ class MongoRunStore:
         status: RunStatus = "running",
     ) -> str | None:
         """Insert a run record; with ``guard`` it claims ``interval`` and returns None if it was taken."""
-        run_id = ObjectId()
-        doc: dict[str, Any] = {
-            "_id": run_id,
-            "name": name,
-            "jobId": job_id,
-            "intervalStartedAt": interval.started_at if interval else None,
-            "intervalEndedAt": interval.ended_at if interval else None,
-            "intervalKey": interval_key(name, interval) if guard and interval else str(run_id),
-            "startedAt": started_at,
-            "finishedAt": started_at if status == "skipped" else None,
-            "status": status,
-            "error": None,
-            "worker": worker,
-        }
+        doc = new_run_document(
+            name=name,
+            job_id=job_id,
+            interval=interval,
+            guard=guard,
+            started_at=started_at,
+            worker=worker,
+            status=status,
+        )
+        run_id = doc["_id"]
         try:
             await self._collection.insert_one(doc)
         except DuplicateKeyError:

@@ -10,7 +10,7 @@ from bson import ObjectId
 
 from .. import schedule as sched
 from ..intervals import RunInterval
-from ..store.runs import RunRecord, RunStatus, interval_key
+from ..store.runs import RunRecord, RunStatus, new_run_document
 from ._mql import bson_copy
 
 __all__ = ["MemoryRunStore"]
@@ -82,23 +82,18 @@ class MemoryRunStore:
         status: RunStatus = "running",
     ) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval`` (None: taken, or resumed elsewhere)."""
-        run_id = ObjectId()
-        key = interval_key(name, interval) if guard and interval else str(run_id)
         doc = bson_copy(
-            {
-                "_id": run_id,
-                "name": name,
-                "jobId": job_id,
-                "intervalStartedAt": interval.started_at if interval else None,
-                "intervalEndedAt": interval.ended_at if interval else None,
-                "intervalKey": key,
-                "startedAt": started_at,
-                "finishedAt": started_at if status == "skipped" else None,
-                "status": status,
-                "error": None,
-                "worker": worker,
-            }
+            new_run_document(
+                name=name,
+                job_id=job_id,
+                interval=interval,
+                guard=guard,
+                started_at=started_at,
+                worker=worker,
+                status=status,
+            )
         )
+        run_id, key = doc["_id"], doc["intervalKey"]
         with self._lock:
             self._expire()
             taken = self._keys.get(key)
