@@ -40,6 +40,8 @@ pytestmark = pytest.mark.skipif(
 )
 async_api = pytest.importorskip("playwright.async_api", reason="playwright (python) is not installed")
 expect = async_api.expect
+# Assertions wait as long as page actions do: on a loaded 2-core machine 5 s (the default) is short.
+expect.set_options(timeout=15_000)
 
 # Reported through the console, which the tests watch; init scripts run outside the page's CSP.
 REPORT_CSP_VIOLATIONS = """
