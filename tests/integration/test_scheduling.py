@@ -540,83 +540,11 @@ def debounced(agenda: Agenda, key: str, value: Any, delay: float, **kw: Any) -> 
     )
 
 
-async def test_trailing_debounce_delays_the_run(agenda: Agenda, jobs_collection: Any) -> None:
-    before = utcnow()
-    await debounced(agenda, "a", 1, 1.0).save()
-    after = utcnow()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert ms(before + SECOND) <= doc["nextRunAt"] <= after + timedelta(seconds=1.1)
-
-
 async def test_first_debounced_save_stores_all_the_data(agenda: Agenda, jobs_collection: Any) -> None:
     for strategy in ("trailing", "leading"):
         await debounced(agenda, strategy, 1, 1.0, strategy=strategy).save()
         doc = await only_doc(jobs_collection, name="debounced", **{"data.key": strategy})
         assert doc["data"] == {"key": strategy, "value": 1}
-
-
-async def test_trailing_debounce_resets_the_timer_and_keeps_the_last_data(
-    agenda: Agenda, jobs_collection: Any
-) -> None:
-    await debounced(agenda, "a", 1, 1.0).save()
-    first = (await only_doc(jobs_collection, name="debounced"))["nextRunAt"]
-    await asyncio.sleep(0.02)
-    await debounced(agenda, "a", 2, 1.0).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] > first
-    assert doc["nextRunAt"] >= utcnow() + timedelta(seconds=0.9)
-    assert doc["data"]["value"] == 2
-
-
-async def test_rapid_debounced_saves_make_one_document(agenda: Agenda, jobs_collection: Any) -> None:
-    for value in range(4):
-        await debounced(agenda, "rapid", value, 1.0).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["data"]["value"] == 3
-
-
-async def test_leading_debounce_runs_first_and_keeps_the_first_time(
-    agenda: Agenda, jobs_collection: Any
-) -> None:
-    before = utcnow()
-    await debounced(agenda, "lead", 1, 1.0, strategy="leading").save()
-    first = (await only_doc(jobs_collection, name="debounced"))["nextRunAt"]
-    assert ms(before) - SECOND <= first <= utcnow() + timedelta(seconds=0.1)
-    await asyncio.sleep(0.02)
-    await debounced(agenda, "lead", 2, 1.0, strategy="leading").save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] == first
-    assert doc["data"]["value"] == 2
-
-
-async def test_debounce_max_wait_forces_a_run(agenda: Agenda, jobs_collection: Any) -> None:
-    await debounced(agenda, "mw", 1, 0.5, max_wait=0.3).save()
-    assert (await only_doc(jobs_collection, name="debounced"))["debounceStartedAt"] is not None
-    await asyncio.sleep(0.35)  # max_wait has passed since the first save
-    await debounced(agenda, "mw", 2, 0.5, max_wait=0.3).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] <= utcnow() + timedelta(seconds=0.1)
-    assert doc.get("debounceStartedAt") is None
-
-
-async def test_debounce_within_max_wait_keeps_pushing(agenda: Agenda, jobs_collection: Any) -> None:
-    await debounced(agenda, "mw", 1, 0.5, max_wait=5).save()
-    await debounced(agenda, "mw", 2, 0.5, max_wait=5).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] >= utcnow() + timedelta(seconds=0.4)
-
-
-async def test_debounce_keys_are_independent(agenda: Agenda, jobs_collection: Any) -> None:
-    one = await debounced(agenda, "k1", 1, 1.0).save()
-    two = await debounced(agenda, "k2", 1, 1.0).save()
-    assert one.id != two.id
-    assert await jobs_collection.count_documents({"name": "debounced"}) == 2
-
-
-async def test_debounce_without_unique_inserts_each_time(agenda: Agenda, jobs_collection: Any) -> None:
-    await agenda.create("plain debounce", {"n": 1}).debounce(1.0).save()
-    await agenda.create("plain debounce", {"n": 2}).debounce(1.0).save()
-    assert await jobs_collection.count_documents({"name": "plain debounce"}) == 2
 
 
 async def test_now_debounced_merges_calls(agenda: Agenda, jobs_collection: Any) -> None:
@@ -626,24 +554,6 @@ async def test_now_debounced_merges_calls(agenda: Agenda, jobs_collection: Any) 
     assert str(doc["_id"]) == job.id
     assert doc["data"]["v"] == 2
     assert doc["nextRunAt"] > utcnow() + timedelta(seconds=0.5)
-
-
-async def test_debounced_saves_run_once_with_the_last_data(agenda: Agenda, jobs_collection: Any) -> None:
-    runs: list[Any] = []
-    done = asyncio.Event()
-
-    def handler(job: Job) -> None:
-        runs.append(job.data["value"])
-
-    agenda.define("debounced", handler)
-    agenda.on("complete:debounced", lambda job: done.set())
-    for value in (1, 2, 3):
-        await debounced(agenda, "e2e", value, 0.2).save()
-    await agenda.start()
-    await asyncio.wait_for(done.wait(), 15)
-    await asyncio.sleep(0.4)  # no second run follows
-    assert runs == [3]
-    assert await jobs_collection.count_documents({"name": "debounced"}) == 1
 
 
 # -- bad input: ValueError naming field and value, nothing written ---------------------------------
