@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from agendapy import Job
 
-#: Every deliberate divergence cites a line of this page (``f"{MIGRATE}:LINE — why"``).
+#: Every deliberate divergence cites the line of this page that explains it.
 MIGRATE = "docs/migrate/from-agenda.md"
+_MIGRATE_PATH = Path(__file__).resolve().parents[2] / MIGRATE
+
+
+def cite(anchor: str, why: str) -> str:
+    """An xfail reason ``"docs/migrate/from-agenda.md:LINE — why"``, LINE being the line holding ``anchor``.
+
+    The line number is looked up, so edits above it never leave a stale citation; an anchor that is not
+    on the page (exactly once) fails the import of the test module.
+    """
+    lines = [n for n, text in enumerate(_MIGRATE_PATH.read_text().splitlines(), 1) if anchor in text]
+    if len(lines) != 1:
+        raise LookupError(f"{MIGRATE} holds {anchor!r} on {len(lines)} lines, expected exactly one")
+    return f"{MIGRATE}:{lines[0]} — {why}"
 
 
 def utcnow() -> datetime:

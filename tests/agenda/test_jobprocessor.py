@@ -15,7 +15,7 @@ import pytest
 
 from agendapy import Agenda, Job, NotRunning
 
-from .common import MIGRATE, hold
+from .common import cite, hold
 from support import EventLog, wait_until
 
 
@@ -113,7 +113,8 @@ async def test_ensure_new_jobs_are_always_filling_up_running_queue(agenda_test: 
 
 
 @pytest.mark.xfail(
-    strict=True, reason=f"{MIGRATE}:89 — locks are renewed by a heartbeat, so a slow job never times out"
+    strict=True,
+    reason=cite("must call `touch()`", "locks are renewed by a heartbeat, so a slow job never times out"),
 )
 async def test_ensure_slow_jobs_time_out(agenda_test: Agenda) -> None:
     """ensure slow jobs time out"""
