@@ -591,7 +591,7 @@ async def test_job_repeat_every_should_clear_repeat_interval_when_set_to_null(ag
 async def test_job_repeat_at_should_set_repeat_at_time(agenda: Agenda) -> None:
     """Job class: repeatAt: should set repeatAt time"""
     job = agenda.create("repeat-at-test")
-    job.repeat_at_time("3:30pm")
+    job.repeat_at("3:30pm")  # type: ignore[operator]  # attribute and setter, as Agenda's repeatAt
     assert job.repeat_at == "3:30pm"
 
 
