@@ -1,9 +1,9 @@
 """The worker: processing, events, locking, concurrency, priority, lock limits, stats, drain, stop,
 recurring jobs, errors, restarts and several workers on one collection.
 
-Ports Node Agenda 6's agenda-test-suite items 26-39 and 56-77, the jobprocessor suite 87-95 (adapted:
-locks are renewed by a heartbeat, so 93's lock-expiry error is replaced by "no duplicate run"), and the v5
-processor tests 211-223.
+agendapy's own tests (the heartbeat that replaces lock expiry, fencing, stop, several workers) and the v5
+processor tests 211-223. Agenda 6's agenda and jobprocessor suites are ported test for test in
+tests/agenda/.
 """
 
 from __future__ import annotations
@@ -169,34 +169,6 @@ async def test_on_works_as_a_decorator(agenda: Agenda) -> None:
     assert seen == ["decorated"]
 
 
-async def test_job_run_resolves_after_an_async_handler(agenda: Agenda) -> None:
-    finished: list[bool] = []
-
-    async def handler(job: Job) -> None:
-        await asyncio.sleep(0.1)
-        finished.append(True)
-
-    agenda.define("slow direct", handler)
-    log = EventLog(agenda, "success:slow direct")
-    await agenda.create("slow direct").run()
-    assert finished == [True]
-    assert log.count("success:slow direct") == 1
-
-
-async def test_job_run_with_a_rejecting_handler_emits_fail(agenda: Agenda) -> None:
-    async def handler(job: Job) -> None:
-        await asyncio.sleep(0.01)
-        raise RuntimeError("async failure")
-
-    agenda.define("rejects", handler)
-    log = EventLog(agenda, "fail:rejects")
-    job = await agenda.create("rejects").run()
-    ((error, failed),) = log.args("fail:rejects")
-    assert str(error) == "async failure"
-    assert failed.fail_reason == "async failure"
-    assert job.fail_count == 1
-
-
 async def test_handler_timeout_fails_the_run(agenda: Agenda, jobs_collection: Any) -> None:
     async def handler(job: Job) -> None:
         await asyncio.sleep(30)
@@ -238,25 +210,6 @@ async def test_last_modified_by_is_the_worker_name(make_agenda: Any, jobs_collec
 
 
 # -- locking ---------------------------------------------------------------------------------------
-
-
-async def test_running_job_is_locked_in_the_database(agenda: Agenda, jobs_collection: Any) -> None:
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def handler(job: Job) -> None:
-        started.set()
-        await hold(job, release)
-
-    agenda.define("long", handler)
-    log = EventLog(agenda, "complete:long")
-    await agenda.now("long")
-    await agenda.start()
-    await asyncio.wait_for(started.wait(), 15)
-    doc = await jobs_collection.find_one({"name": "long"})
-    assert doc["lockedAt"] is not None
-    release.set()
-    await log.wait("complete:long")
-    assert (await jobs_collection.find_one({"name": "long"}))["lockedAt"] is None
 
 
 async def test_stop_lets_a_cooperative_handler_finish(agenda: Agenda, jobs_collection: Any) -> None:
@@ -438,24 +391,6 @@ async def test_long_job_keeps_its_lock_without_touch(make_agenda: Any) -> None:
     assert errors == []
 
 
-async def test_touch_during_a_long_job(agenda: Agenda) -> None:
-    errors: list[Any] = []
-
-    async def handler(job: Job) -> None:
-        for i in range(10):
-            await asyncio.sleep(0.1)
-            await job.touch(i * 10)
-
-    agenda.define("touching", handler, lock_lifetime=0.5)
-    agenda.on("error", errors.append)
-    log = EventLog(agenda, "success:touching", "fail:touching")
-    await agenda.now("touching")
-    await agenda.start()
-    await log.wait("success:touching")
-    assert log.count("fail:touching") == 0
-    assert errors == []
-
-
 async def test_short_jobs_with_short_locks_run_once_each(make_agenda: Any) -> None:
     workers = [await make_agenda(), await make_agenda()]
     runs: Counter[int] = Counter()
@@ -517,23 +452,6 @@ async def test_max_concurrency_limits_simultaneous_runs(make_agenda: Any) -> Non
     await agenda.start()
     await log.wait("complete:limited", 5)
     assert gauge.peak == 2
-
-
-async def test_definition_concurrency_limits_one_name(agenda: Agenda) -> None:
-    gauge = Gauge()
-
-    async def handler(job: Job) -> None:
-        gauge.enter(job)
-        await asyncio.sleep(0.1)
-        gauge.leave(job)
-
-    agenda.define("single file", handler, concurrency=1)
-    log = EventLog(agenda, "complete:single file")
-    for i in range(3):
-        await agenda.now("single file", {"i": i})
-    await agenda.start()
-    await log.wait("complete:single file", 3)
-    assert gauge.peak == 1
 
 
 async def test_blocked_name_does_not_block_another(agenda: Agenda) -> None:
@@ -648,66 +566,6 @@ async def test_short_jobs_are_not_starved_by_long_ones(make_agenda: Any) -> None
 # -- lock limits and running_stats -----------------------------------------------------------------
 
 
-async def never_finishing(make_agenda: Any, names: list[str], **options: Any) -> Agenda:
-    agenda = await make_agenda(**options)
-
-    async def handler(job: Job) -> None:
-        await job.stopping()
-
-    for name in set(names):
-        agenda.define(name, handler)
-    return agenda
-
-
-@pytest.mark.parametrize("ahead", [False, True], ids=["due", "locked-ahead"])
-async def test_global_lock_limit(make_agenda: Any, jobs_collection: Any, ahead: bool) -> None:
-    agenda = await never_finishing(make_agenda, ["never"], lock_limit=1, process_every=0.2 if ahead else 0.05)
-    when = utcnow() + timedelta(seconds=0.3) if ahead else utcnow()
-    for _ in range(2):
-        await agenda.schedule(when, "never")
-    await agenda.start()
-    await wait_until(lambda: agenda_locked(agenda, 1))
-    await asyncio.sleep(0.6)
-    assert (await agenda.running_stats()).locked_jobs == 1
-    assert await jobs_collection.count_documents({"lockedAt": {"$ne": None}}) == 1
-
-
-async def test_global_lock_limit_across_names(make_agenda: Any, jobs_collection: Any) -> None:
-    agenda = await never_finishing(make_agenda, ["n1", "n2", "n3"], lock_limit=1)
-    for name in ("n1", "n2", "n3"):
-        await agenda.now(name)
-    await agenda.start()
-    await wait_until(lambda: agenda_locked(agenda, 1))
-    await asyncio.sleep(0.3)
-    assert (await agenda.running_stats()).locked_jobs == 1
-    assert await jobs_collection.count_documents({"lockedAt": {"$ne": None}}) == 1
-
-
-@pytest.mark.parametrize("ahead", [False, True], ids=["due", "locked-ahead"])
-async def test_definition_lock_limit(make_agenda: Any, jobs_collection: Any, ahead: bool) -> None:
-    agenda = await make_agenda(process_every=0.2 if ahead else 0.05)
-
-    async def handler(job: Job) -> None:
-        await job.stopping()
-
-    agenda.define("limited", handler, lock_limit=1)
-    when = utcnow() + timedelta(seconds=0.3) if ahead else utcnow()
-    for _ in range(2):
-        await agenda.schedule(when, "limited")
-    await agenda.start()
-    await wait_until(lambda: agenda_locked(agenda, 1))
-    await asyncio.sleep(0.6)
-    stats = await agenda.running_stats()
-    assert stats.locked_jobs == 1
-    assert stats.job_status["limited"]["locked"] == 1
-    assert await jobs_collection.count_documents({"lockedAt": {"$ne": None}}) == 1
-
-
-async def test_running_stats_requires_a_started_agenda(agenda: Agenda) -> None:
-    with pytest.raises(NotRunning, match="not running"):
-        await agenda.running_stats()
-
-
 async def test_running_stats_fields(make_agenda: Any) -> None:
     agenda = await make_agenda(
         name="agendaTest", max_concurrency=4, default_concurrency=1, lock_limit=15, default_lock_limit=6
@@ -748,48 +606,6 @@ async def test_running_stats_fields(make_agenda: Any) -> None:
 # -- drain -----------------------------------------------------------------------------------------
 
 
-async def test_drain_waits_for_running_jobs(agenda: Agenda) -> None:
-    finished: list[int] = []
-
-    async def handler(job: Job) -> None:
-        await asyncio.sleep(0.3)
-        finished.append(job.data["i"])
-
-    agenda.define("drained", handler)
-    log = EventLog(agenda, "start:drained")
-    for i in range(3):
-        await agenda.now("drained", {"i": i})
-    await agenda.start()
-    await log.wait("start:drained", 3)
-    result = await agenda.drain()
-    assert result == DrainResult(completed=3, running=0, timed_out=False)
-    assert sorted(finished) == [0, 1, 2]
-
-
-async def test_drain_with_nothing_running(agenda: Agenda) -> None:
-    await agenda.start()
-    result = await asyncio.wait_for(agenda.drain(), 5)
-    assert result == DrainResult(completed=0, running=0, timed_out=False)
-
-
-async def test_drain_times_out(agenda: Agenda) -> None:
-    release = asyncio.Event()
-
-    async def handler(job: Job) -> None:
-        await hold(job, release)
-
-    agenda.define("endless", handler)
-    log = EventLog(agenda, "start:endless")
-    await agenda.now("endless")
-    await agenda.start()
-    await log.wait("start:endless")
-    result = await agenda.drain(timeout=0.1)
-    assert result.timed_out is True
-    assert result.running == 1
-    assert result.completed == 0
-    release.set()
-
-
 async def test_drain_stops_claiming(agenda: Agenda) -> None:
     ran: list[int] = []
     agenda.define("after drain", lambda job: ran.append(1))
@@ -815,14 +631,6 @@ async def test_every_runs_repeatedly_on_one_document(agenda: Agenda, jobs_collec
     assert docs[0]["type"] == "single"
 
 
-async def test_six_field_cron_runs(agenda: Agenda) -> None:
-    agenda.define("every second", lambda job: None)
-    log = EventLog(agenda, "complete:every second")
-    await agenda.every("* * * * * *", "every second")
-    await agenda.start()
-    await log.wait("complete:every second", 2)
-
-
 async def test_recurring_job_state_after_a_run(agenda: Agenda, jobs_collection: Any) -> None:
     agenda.define("hourly", lambda job: None)
     log = EventLog(agenda, "complete:hourly")
@@ -835,46 +643,6 @@ async def test_recurring_job_state_after_a_run(agenda: Agenda, jobs_collection: 
     assert abs(doc["nextRunAt"] - (doc["lastRunAt"] + timedelta(hours=1))) < timedelta(seconds=1)
     await asyncio.sleep(0.3)
     assert log.count("complete:hourly") == 1
-
-
-async def test_fail_listener_rescheduling_reruns(agenda: Agenda, jobs_collection: Any) -> None:
-    attempts: list[int] = []
-
-    def handler(job: Job) -> None:
-        attempts.append(1)
-        raise RuntimeError("again")
-
-    def on_fail(error: BaseException, job: Job) -> None:
-        if len(attempts) < 2:
-            job.next_run_at = utcnow()
-
-    agenda.define("rerun", handler)
-    agenda.on("fail:rerun", on_fail)
-    log = EventLog(agenda, "complete:rerun")
-    await agenda.now("rerun")
-    await agenda.start()
-    await log.wait("complete:rerun", 2)
-    doc = await jobs_collection.find_one({"name": "rerun"})
-    assert doc["failCount"] >= 2
-
-
-async def test_failed_one_off_job_is_not_rerun(agenda: Agenda, jobs_collection: Any) -> None:
-    attempts: list[int] = []
-
-    def handler(job: Job) -> None:
-        attempts.append(1)
-        raise RuntimeError("once")
-
-    agenda.define("once", handler)
-    log = EventLog(agenda, "complete:once")
-    await agenda.now("once")
-    await agenda.start()
-    await log.wait("complete:once")
-    await asyncio.sleep(0.4)
-    assert attempts == [1]
-    doc = await jobs_collection.find_one({"name": "once"})
-    assert doc["failReason"] == "once"
-    assert not doc["nextRunAt"]
 
 
 # -- restarts --------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """query_jobs, cancel, disable/enable, purge, jobs_overview and computed job states.
 
-Ports Node Agenda 6's agenda-test-suite items 12-25 and 40, repository-suite 142-146 and 157, and the
-computeJobState unit tests (183) to agendapy's public API.
+agendapy's own tests, with Agenda 6's repository-suite items 142-146 and 157 and the computeJobState unit
+tests (183). Agenda's agenda-test-suite is ported test for test in tests/agenda/.
 """
 
 from __future__ import annotations
@@ -52,28 +52,6 @@ async def test_query_all_and_by_name(agenda: Agenda) -> None:
     by_name = await agenda.query_jobs(name="job a")
     assert by_name.total == 2
     assert {j.data["n"] for j in by_name.jobs} == {1, 2}
-
-
-async def test_query_without_match_is_empty(agenda: Agenda) -> None:
-    await three_jobs(agenda)
-    result = await agenda.query_jobs(name="nobody")
-    assert result.jobs == []
-    assert result.total == 0
-
-
-async def test_query_limit_skip_and_total(agenda: Agenda) -> None:
-    await three_jobs(agenda)
-    limited = await agenda.query_jobs(limit=2)
-    assert len(limited.jobs) == 2
-    assert limited.total == 3
-    skipped = await agenda.query_jobs(skip=2)
-    assert len(skipped.jobs) == 1
-    assert skipped.total == 3
-    for i in range(2):
-        await agenda.now("extra", {"i": i})
-    page = await agenda.query_jobs(limit=2, skip=2)
-    assert len(page.jobs) == 2
-    assert page.total == 5
 
 
 async def test_query_sort(agenda: Agenda) -> None:
@@ -242,12 +220,6 @@ async def test_jobs_overview_of_an_empty_collection(agenda: Agenda) -> None:
 # -- cancel / cancel_all / purge -------------------------------------------------------------------
 
 
-async def test_cancel_by_name_returns_the_count(agenda: Agenda, jobs_collection: Any) -> None:
-    await three_jobs(agenda)
-    assert await agenda.cancel(name="job a") == 2
-    assert [d["name"] for d in await jobs_collection.find({}).to_list()] == ["job b"]
-
-
 async def test_cancel_by_id_ids_names_not_names_and_data(agenda: Agenda, jobs_collection: Any) -> None:
     a1, a2, b = await three_jobs(agenda)
     c = await agenda.now("job c", {"n": 4})
@@ -283,15 +255,6 @@ async def test_cancel_all(agenda: Agenda, jobs_collection: Any) -> None:
     assert await jobs_collection.count_documents({}) == 0
 
 
-async def test_purge_removes_jobs_without_a_definition(agenda: Agenda, jobs_collection: Any) -> None:
-    agenda.define("defined-job", lambda job: None)
-    await agenda.now("defined-job")
-    await agenda.now("orphan 1")
-    await agenda.now("orphan 2")
-    assert await agenda.purge() == 2
-    assert [d["name"] for d in await jobs_collection.find({}).to_list()] == ["defined-job"]
-
-
 async def test_purge_without_definitions_removes_nothing(agenda: Agenda, jobs_collection: Any) -> None:
     await three_jobs(agenda)
     assert await agenda.purge() == 0
@@ -299,15 +262,6 @@ async def test_purge_without_definitions_removes_nothing(agenda: Agenda, jobs_co
 
 
 # -- disable / enable ------------------------------------------------------------------------------
-
-
-async def test_disabled_job_persists_and_enable_clears(agenda: Agenda, jobs_collection: Any) -> None:
-    job = await agenda.create("toggle").disable().save()
-    assert (await jobs_collection.find_one({"name": "toggle"}))["disabled"] is True
-    fetched = (await agenda.query_jobs(id=job.id)).jobs[0]
-    assert fetched.disabled is True
-    await fetched.enable().save()
-    assert not (await jobs_collection.find_one({"name": "toggle"}))["disabled"]
 
 
 async def test_disabled_job_is_never_processed(agenda: Agenda, jobs_collection: Any) -> None:

@@ -1,7 +1,8 @@
 """every / schedule / now / create / unique / debounce and the Job class, against a real database.
 
-Ports Node Agenda 6's own suite (agenda-test-suite items 1-11, 41-55; debounce-test-suite 118-129; the v5
-job tests 196-214) to agendapy's public API, plus the bad-input rules of DESIGN.md section 2.
+agendapy's own tests: what the documents hold, the v5 job tests (reference items 196-214) and the bad-input
+rules of DESIGN.md section 2. Agenda 6's agenda and debounce suites are ported test for test in
+tests/agenda/.
 """
 
 from __future__ import annotations
@@ -57,16 +58,6 @@ async def test_every_stores_a_cron_expression(agenda: Agenda, jobs_collection: A
     assert (doc["nextRunAt"].hour, doc["nextRunAt"].minute, doc["nextRunAt"].second) == (6, 0, 0)
 
 
-async def test_every_twice_keeps_one_document_with_the_latest_interval(
-    agenda: Agenda, jobs_collection: Any
-) -> None:
-    first = await agenda.every("1 minute", "twice")
-    second = await agenda.every("5 minutes", "twice")
-    doc = await only_doc(jobs_collection, name="twice")
-    assert doc["repeatInterval"] == "5 minutes"
-    assert first.id == second.id == str(doc["_id"])
-
-
 async def test_every_stores_the_timezone(agenda: Agenda, jobs_collection: Any) -> None:
     job = await agenda.every("0 9 * * *", "tz job", {}, timezone="America/New_York")
     assert job.repeat_timezone == "America/New_York"
@@ -74,14 +65,6 @@ async def test_every_stores_the_timezone(agenda: Agenda, jobs_collection: Any) -
     assert doc["repeatTimezone"] == "America/New_York"
     nxt = doc["nextRunAt"].astimezone(ZoneInfo("America/New_York"))
     assert (nxt.hour, nxt.minute) == (9, 0)
-
-
-async def test_every_first_run_is_immediate_unless_skip_immediate(agenda: Agenda) -> None:
-    now = utcnow()
-    immediate = await agenda.every("5 minutes", "immediate")
-    assert abs(immediate.next_run_at - now) < SECOND
-    skipped = await agenda.every("5 minutes", "skipped", skip_immediate=True)
-    assert skipped.next_run_at > utcnow() + timedelta(minutes=4)
 
 
 async def test_every_with_a_list_of_names_returns_a_job_per_name(
@@ -214,28 +197,12 @@ async def test_schedule_parses_iso_strings_exactly(agenda: Agenda) -> None:
     assert job.next_run_at == datetime(2019, 4, 30, 22, 31, tzinfo=UTC)
 
 
-async def test_schedule_with_a_list_of_names(agenda: Agenda, jobs_collection: Any) -> None:
-    jobs = await agenda.schedule("in 5 minutes", ["s a", "s b"])
-    assert isinstance(jobs, list)
-    assert sorted(j.name for j in jobs) == ["s a", "s b"]
-    assert await jobs_collection.count_documents({}) == 2
-
-
 async def test_schedule_with_start_date_and_end_date(agenda: Agenda) -> None:
     start = ms(utcnow() + timedelta(days=2))
     job = await agenda.schedule("in 1 minute", "starts later", start_date=start)
     assert job.next_run_at == start
     ended = await agenda.schedule("in 1 hour", "ends earlier", end_date=utcnow() + timedelta(minutes=10))
     assert ended.next_run_at is None
-
-
-async def test_now_is_due_at_once_and_stores_data(agenda: Agenda, jobs_collection: Any) -> None:
-    job = await agenda.now("right away", {"key": "value"})
-    assert job.next_run_at <= utcnow() + SECOND
-    doc = await only_doc(jobs_collection, name="right away")
-    assert doc["data"] == {"key": "value"}
-    assert doc["nextRunAt"] <= utcnow() + SECOND
-    assert doc["type"] == "normal"
 
 
 async def test_data_round_trips(agenda: Agenda, jobs_collection: Any) -> None:
@@ -259,33 +226,6 @@ async def test_create_returns_an_unsaved_normal_job(agenda: Agenda, jobs_collect
     assert job.priority == 10
     assert await jobs_collection.count_documents({}) == 0
     assert agenda.create("undefined name").priority == 0
-
-
-async def test_save_assigns_an_id_and_updates_the_same_document(agenda: Agenda, jobs_collection: Any) -> None:
-    job = agenda.create("saved", {"v": 1})
-    returned = await job.save()
-    assert returned is job
-    assert job.id is not None
-    job.data = {"v": 2}
-    await job.save()
-    doc = await only_doc(jobs_collection, name="saved")
-    assert str(doc["_id"]) == job.id
-    assert doc["data"] == {"v": 2}
-
-
-async def test_to_dict_has_name_data_and_id(agenda: Agenda) -> None:
-    job = await agenda.create("as dict", {"x": 1}).save()
-    d = job.to_dict()
-    assert d["name"] == "as dict"
-    assert d["data"] == {"x": 1}
-    assert d["id"] == job.id
-
-
-async def test_repeat_every_stores_human_and_cron_intervals(agenda: Agenda, jobs_collection: Any) -> None:
-    await agenda.create("human").repeat_every("5 minutes").save()
-    await agenda.create("cron").repeat_every("*/5 * * * *").save()
-    assert (await only_doc(jobs_collection, name="human"))["repeatInterval"] == "5 minutes"
-    assert (await only_doc(jobs_collection, name="cron"))["repeatInterval"] == "*/5 * * * *"
 
 
 async def test_repeat_every_numeric_seconds_and_words(agenda: Agenda, jobs_collection: Any) -> None:
@@ -324,15 +264,6 @@ async def test_repeat_at_next_run_is_that_time_of_day(agenda: Agenda) -> None:
     local = job.next_run_at.astimezone()
     assert (local.hour, local.minute) == (23, 59)
     assert utcnow() < job.next_run_at <= utcnow() + timedelta(days=1)
-
-
-async def test_job_schedule_exact_and_relative(agenda: Agenda) -> None:
-    when = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)
-    job = agenda.create("sched")
-    assert job.schedule(when) is job
-    assert job.next_run_at == when
-    job.schedule("in 5 minutes")
-    assert utcnow() + timedelta(minutes=4) < job.next_run_at < utcnow() + timedelta(minutes=6)
 
 
 @pytest.mark.parametrize(
@@ -494,41 +425,6 @@ async def test_stored_invalid_interval_fails_the_job_on_compute(agenda: Agenda, 
     assert "asd" in job.fail_reason
 
 
-# -- unique() --------------------------------------------------------------------------------------
-
-
-async def test_unique_saves_upsert_one_document(agenda: Agenda, jobs_collection: Any) -> None:
-    q = {"data.type": "active", "data.userId": "123"}
-    first = await agenda.create("uniq", {"type": "active", "userId": "123", "n": 1}).unique(q).save()
-    second = await agenda.create("uniq", {"type": "active", "userId": "123", "n": 2}).unique(q).save()
-    assert first.id == second.id
-    doc = await only_doc(jobs_collection, name="uniq")
-    assert doc["data"]["n"] == 2
-
-
-async def test_unique_insert_only_keeps_the_first(agenda: Agenda, jobs_collection: Any) -> None:
-    q = {"data.type": "active", "data.userId": "123"}
-    first = (
-        await agenda.create("uniq", {"type": "active", "userId": "123", "v": "first"})
-        .unique(q, insert_only=True)
-        .save()
-    )
-    second = (
-        await agenda.create("uniq", {"type": "active", "userId": "123", "v": "second"})
-        .unique(q, insert_only=True)
-        .save()
-    )
-    assert first.id == second.id
-    doc = await only_doc(jobs_collection, name="uniq")
-    assert doc["data"]["v"] == "first"
-
-
-async def test_unique_with_different_values_makes_two_jobs(agenda: Agenda, jobs_collection: Any) -> None:
-    await agenda.create("uniq", {"userId": "1"}).unique({"data.userId": "1"}).save()
-    await agenda.create("uniq", {"userId": "2"}).unique({"data.userId": "2"}).save()
-    assert await jobs_collection.count_documents({"name": "uniq"}) == 2
-
-
 # -- debounce --------------------------------------------------------------------------------------
 
 
@@ -540,83 +436,11 @@ def debounced(agenda: Agenda, key: str, value: Any, delay: float, **kw: Any) -> 
     )
 
 
-async def test_trailing_debounce_delays_the_run(agenda: Agenda, jobs_collection: Any) -> None:
-    before = utcnow()
-    await debounced(agenda, "a", 1, 1.0).save()
-    after = utcnow()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert ms(before + SECOND) <= doc["nextRunAt"] <= after + timedelta(seconds=1.1)
-
-
 async def test_first_debounced_save_stores_all_the_data(agenda: Agenda, jobs_collection: Any) -> None:
     for strategy in ("trailing", "leading"):
         await debounced(agenda, strategy, 1, 1.0, strategy=strategy).save()
         doc = await only_doc(jobs_collection, name="debounced", **{"data.key": strategy})
         assert doc["data"] == {"key": strategy, "value": 1}
-
-
-async def test_trailing_debounce_resets_the_timer_and_keeps_the_last_data(
-    agenda: Agenda, jobs_collection: Any
-) -> None:
-    await debounced(agenda, "a", 1, 1.0).save()
-    first = (await only_doc(jobs_collection, name="debounced"))["nextRunAt"]
-    await asyncio.sleep(0.02)
-    await debounced(agenda, "a", 2, 1.0).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] > first
-    assert doc["nextRunAt"] >= utcnow() + timedelta(seconds=0.9)
-    assert doc["data"]["value"] == 2
-
-
-async def test_rapid_debounced_saves_make_one_document(agenda: Agenda, jobs_collection: Any) -> None:
-    for value in range(4):
-        await debounced(agenda, "rapid", value, 1.0).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["data"]["value"] == 3
-
-
-async def test_leading_debounce_runs_first_and_keeps_the_first_time(
-    agenda: Agenda, jobs_collection: Any
-) -> None:
-    before = utcnow()
-    await debounced(agenda, "lead", 1, 1.0, strategy="leading").save()
-    first = (await only_doc(jobs_collection, name="debounced"))["nextRunAt"]
-    assert ms(before) - SECOND <= first <= utcnow() + timedelta(seconds=0.1)
-    await asyncio.sleep(0.02)
-    await debounced(agenda, "lead", 2, 1.0, strategy="leading").save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] == first
-    assert doc["data"]["value"] == 2
-
-
-async def test_debounce_max_wait_forces_a_run(agenda: Agenda, jobs_collection: Any) -> None:
-    await debounced(agenda, "mw", 1, 0.5, max_wait=0.3).save()
-    assert (await only_doc(jobs_collection, name="debounced"))["debounceStartedAt"] is not None
-    await asyncio.sleep(0.35)  # max_wait has passed since the first save
-    await debounced(agenda, "mw", 2, 0.5, max_wait=0.3).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] <= utcnow() + timedelta(seconds=0.1)
-    assert doc.get("debounceStartedAt") is None
-
-
-async def test_debounce_within_max_wait_keeps_pushing(agenda: Agenda, jobs_collection: Any) -> None:
-    await debounced(agenda, "mw", 1, 0.5, max_wait=5).save()
-    await debounced(agenda, "mw", 2, 0.5, max_wait=5).save()
-    doc = await only_doc(jobs_collection, name="debounced")
-    assert doc["nextRunAt"] >= utcnow() + timedelta(seconds=0.4)
-
-
-async def test_debounce_keys_are_independent(agenda: Agenda, jobs_collection: Any) -> None:
-    one = await debounced(agenda, "k1", 1, 1.0).save()
-    two = await debounced(agenda, "k2", 1, 1.0).save()
-    assert one.id != two.id
-    assert await jobs_collection.count_documents({"name": "debounced"}) == 2
-
-
-async def test_debounce_without_unique_inserts_each_time(agenda: Agenda, jobs_collection: Any) -> None:
-    await agenda.create("plain debounce", {"n": 1}).debounce(1.0).save()
-    await agenda.create("plain debounce", {"n": 2}).debounce(1.0).save()
-    assert await jobs_collection.count_documents({"name": "plain debounce"}) == 2
 
 
 async def test_now_debounced_merges_calls(agenda: Agenda, jobs_collection: Any) -> None:
@@ -626,24 +450,6 @@ async def test_now_debounced_merges_calls(agenda: Agenda, jobs_collection: Any) 
     assert str(doc["_id"]) == job.id
     assert doc["data"]["v"] == 2
     assert doc["nextRunAt"] > utcnow() + timedelta(seconds=0.5)
-
-
-async def test_debounced_saves_run_once_with_the_last_data(agenda: Agenda, jobs_collection: Any) -> None:
-    runs: list[Any] = []
-    done = asyncio.Event()
-
-    def handler(job: Job) -> None:
-        runs.append(job.data["value"])
-
-    agenda.define("debounced", handler)
-    agenda.on("complete:debounced", lambda job: done.set())
-    for value in (1, 2, 3):
-        await debounced(agenda, "e2e", value, 0.2).save()
-    await agenda.start()
-    await asyncio.wait_for(done.wait(), 15)
-    await asyncio.sleep(0.4)  # no second run follows
-    assert runs == [3]
-    assert await jobs_collection.count_documents({"name": "debounced"}) == 1
 
 
 # -- bad input: ValueError naming field and value, nothing written ---------------------------------
