@@ -123,3 +123,46 @@ async def test_start_takes_due_jobs_within_the_limits_and_leaves_the_rest(agenda
         assert len(unlocked) == 2
     finally:
         release.set()
+
+
+async def test_the_worker_lock_limit_goes_to_the_highest_priority_across_names(
+    make_agenda: MakeAgenda,
+) -> None:
+    agenda = await make_agenda(lock_limit=2)
+    release = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        await release.wait()
+
+    agenda.define("low", hold, priority="low")
+    agenda.define("high", hold, priority="high")
+    due = utcnow() - timedelta(seconds=5)
+    for name in ("low", "low", "high", "high", "low"):
+        await agenda.create(name).schedule(due).save()
+    await agenda.start()
+    try:
+        stats = await agenda.running_stats()
+        assert stats.job_status["high"]["running"] == 2
+        assert stats.job_status["low"]["locked"] == 0
+    finally:
+        release.set()
+
+
+async def test_one_worker_does_not_hoard_a_backlog(agenda: Agenda) -> None:
+    release = asyncio.Event()
+
+    @agenda.define("work", concurrency=2)
+    async def work(job: Job) -> None:
+        await release.wait()
+
+    await agenda.insert_many([agenda.create("work", {"n": n}) for n in range(20)])
+    await agenda.start()
+    try:
+        await asyncio.sleep(0.3)  # several polls: the look-ahead must stay as small as it was
+        stats = await agenda.running_stats()
+        # Two running and a look-ahead of one concurrency's worth; the rest is left for other workers.
+        assert stats.job_status["work"] == {**stats.job_status["work"], "running": 2, "locked": 4}
+        unlocked = [j for j in (await agenda.query_jobs(name="work")).jobs if j.locked_at is None]
+        assert len(unlocked) == 16
+    finally:
+        release.set()
