@@ -719,13 +719,18 @@ class Agenda:
         return self._processor is not None
 
     async def start(self) -> None:
-        """Connect and start claiming and running the defined jobs (safe to call twice)."""
+        """Connect and start claiming and running the defined jobs (safe to call twice).
+
+        Returns once the first claim pass is over: every job due by then is locked by this worker and
+        running, up to ``max_concurrency``, each name's ``concurrency`` and the lock limits (due jobs
+        beyond them stay queued or are left for the next pass and for other workers).
+        """
         async with self._start_lock:
             if self._processor is not None:
                 return
             await self.connect()
-            self._processor = Processor(self)
-            self._processor.start()
+            self._processor = processor = Processor(self)
+            await processor.start()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
@@ -750,7 +755,20 @@ class Agenda:
             self._stopping.hurry()
 
     async def drain(self, timeout: float | None = None) -> DrainResult:
-        """Stop claiming and wait (up to ``timeout`` seconds) for the running jobs to finish."""
+        """Stop claiming and wait (up to ``timeout`` seconds) for the running jobs to finish.
+
+        Exactly what it waits for: the runs that had started when ``drain()`` was called, including
+        every job that ``start()``'s first claim pass could start (due, within ``max_concurrency`` and
+        each name's ``concurrency``). It starts nothing new: jobs this worker had locked but not started
+        (waiting for a slot or for their time) are unlocked for other workers, and a claim pass under
+        way is abandoned (what it locked is unlocked). Retries that a failed run schedules are left for
+        later workers too.
+
+        Returns:
+            ``DrainResult(completed, running, timed_out)``: runs that finished during the drain, runs
+            still going at the timeout, and whether it timed out (then the agenda keeps running and
+            ``stop()`` ends it; otherwise it is stopped and ``start()`` may be called again).
+        """
         processor = self._processor
         if processor is None:
             return DrainResult(completed=0, running=0, timed_out=False)

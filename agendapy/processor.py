@@ -2,7 +2,8 @@
 
 Three small loops, each named after its job:
 
-* ``lock filling`` claims jobs (every ``process_every``, and at once when woken);
+* ``lock filling`` claims jobs (at start, which waits for that first pass, then every
+  ``process_every``, and at once when woken);
 * ``lock renewal`` moves ``lockedAt`` forward for every held job (the heartbeat), so long runs need no
   ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped renewing;
 * runs are tasks started by ``_dispatch``, which is called whenever something changes.
@@ -10,6 +11,9 @@ Three small loops, each named after its job:
 Claiming happens in two phases per pass: first only jobs that can start at once (a free slot under the
 job's ``concurrency`` and ``max_concurrency``), then a small look-ahead buffer (at most ``concurrency``
 waiting jobs per name, ``max_concurrency`` in all), so one worker never hoards a fleet's backlog.
+Each name claims within its own room (its ``concurrency`` and ``lock_limit``) and the worker's total
+(``max_concurrency``, ``lock_limit``), earliest due and highest priority first; a name without room is
+skipped, never a reason to stop claiming for the others.
 """
 
 from __future__ import annotations
@@ -83,12 +87,21 @@ class Processor:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the lock-filling and lock-renewal loops."""
-        self._fill_task = asyncio.create_task(self._lock_filling(), name="agendapy: lock filling")
+    async def start(self) -> None:
+        """Start the lock-filling and lock-renewal loops, and return once the first claim pass is over.
+
+        That pass takes every job that is due (up to the limits) and starts those that can run, so a
+        ``drain()`` right after ``start()`` waits for them. If the pass fails (the database is away),
+        the error is reported as in every pass and claiming goes on in the background.
+        """
         self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
         if self._agenda.change_streams:
             self._listen_task = asyncio.create_task(self._wake_up_listening(), name="agendapy: wake-ups")
+        first_pass = asyncio.get_running_loop().create_future()
+        fill_task = asyncio.create_task(self._lock_filling(first_pass), name="agendapy: lock filling")
+        self._fill_task = fill_task
+        # The fill task ends without finishing its first pass only when a stop cancels it.
+        await asyncio.wait([first_pass, fill_task], return_when=asyncio.FIRST_COMPLETED)
 
     def hurry(self) -> None:
         """Cut a graceful stop short: cancel the running jobs now."""
@@ -120,7 +133,8 @@ class Processor:
                 log.warning("could not unlock %d waiting jobs on stop: %s", len(waiting), exc)
 
     async def drain(self, timeout: float | None) -> DrainResult:
-        """Stop claiming and wait for the running jobs, up to ``timeout`` seconds."""
+        """Stop claiming, hand back the jobs held but not started, and wait up to ``timeout`` seconds
+        for the runs started before the call (see ``Agenda.drain``)."""
         completed_before = self._completed
         await self.stop_filling()
         timed_out = not await self._wait_idle(timeout)
@@ -236,7 +250,7 @@ class Processor:
 
     # -- lock filling ----------------------------------------------------------------------------
 
-    async def _lock_filling(self) -> None:
+    async def _lock_filling(self, first_pass: asyncio.Future[None] | None = None) -> None:
         failures = 0
         while self._filling:
             self._wake.clear()
@@ -253,6 +267,8 @@ class Processor:
                     log.error("claiming jobs failed (%s); retrying", exc)
                 await self._agenda._emit_error(exc)
             self._dispatch()
+            if first_pass is not None and not first_pass.done():
+                first_pass.set_result(None)
             interval = self._agenda.process_every.total_seconds()
             if failures:
                 interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
@@ -262,22 +278,23 @@ class Processor:
     async def _fill(self) -> None:
         for immediate in (True, False):
             while self._filling:
-                names, room = self._claimable(immediate=immediate)
-                if not names or room <= 0:
+                quotas, room = self._claimable(immediate=immediate)
+                if room <= 0:
                     break
-                jobs = await self._claim(names, room)
+                jobs = await self._claim(quotas, room)
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 
-    def _claimable(self, *, immediate: bool) -> tuple[list[str], int]:
-        """The names to claim for, and how many jobs to claim at most.
+    def _claimable(self, *, immediate: bool) -> tuple[dict[str, int], int]:
+        """How many jobs each name may claim now, and how many in all.
 
         ``immediate``: only as many as can start at once (free slots under each name's concurrency and
         ``max_concurrency``). Otherwise the look-ahead buffer: up to ``concurrency`` waiting jobs per
-        name and ``max_concurrency`` in all. Lock limits cap both.
+        name and ``max_concurrency`` in all. Each name's lock limit caps its own room, the worker's
+        ``lock_limit`` the total; a name without room is left out and never holds back the others.
         """
         agenda = self._agenda
         waiting_total = len(self._waiting)
@@ -287,8 +304,7 @@ class Processor:
             room = agenda.max_concurrency - waiting_total
         if agenda.lock_limit:
             room = min(room, agenda.lock_limit - self.locked_count())
-        names: list[str] = []
-        per_name_room = 0
+        quotas: dict[str, int] = {}
         for name, definition in agenda._definitions.items():
             if self._only_names is not None and name not in self._only_names:
                 continue
@@ -298,23 +314,21 @@ class Processor:
             else:
                 free = definition.concurrency - waiting
             if definition.lock_limit:
-                left = definition.lock_limit - self.locked_count(name)
-                free = min(free, left)
-                room = min(room, left)  # a batch over several names must not overshoot this one
+                free = min(free, definition.lock_limit - self.locked_count(name))
             if free > 0:
-                names.append(name)
-                per_name_room += free
-        return names, min(room, per_name_room)
+                quotas[name] = free
+        return quotas, min(room, sum(quotas.values()))
 
-    async def _claim(self, names: Sequence[str], limit: int) -> list[Job]:
+    async def _claim(self, quotas: dict[str, int], limit: int) -> list[Job]:
         agenda = self._agenda
         now = sched.utcnow()
         request = ClaimRequest(
-            names=names,
+            names=list(quotas),
             now=now,
             next_scan_at=self._cutoff if self._cutoff is not None else now + agenda.process_every,
-            lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in names},
+            lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in quotas},
             owner=agenda.name,
+            per_name=quotas,
         )
         claiming = asyncio.ensure_future(self._store.claim(request, uuid.uuid4().hex, limit))
         try:

@@ -7,7 +7,7 @@ with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small datac
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .runs import RunRecord, RunStatus
 
 __all__ = [
+    "ClaimQuota",
     "ClaimRequest",
     "JobCriteria",
     "JobQuery",
@@ -83,6 +84,44 @@ class ClaimRequest:
     next_scan_at: datetime
     lock_deadlines: Mapping[str, datetime]
     owner: str | None
+    #: At most this many jobs of a name in one claim (its room under its own concurrency and lock
+    #: limit); a name missing here is capped by the claim's total limit only.
+    per_name: Mapping[str, int] | None = None
+
+    def only(self, names: Sequence[str]) -> ClaimRequest:
+        """The same claim over ``names`` (a subset of this request's names)."""
+        return replace(self, names=list(names))
+
+
+class ClaimQuota:
+    """How many more jobs one batched claim may take, in all and of each name.
+
+    Every store picks a batch the same way: candidates in claim order, each taken while its name and
+    the batch have room, so a name without room is skipped and never stops the others.
+    """
+
+    def __init__(self, request: ClaimRequest, limit: int) -> None:
+        self._left = max(limit, 1)
+        caps = request.per_name or {}
+        self._room = {name: caps.get(name, self._left) for name in request.names}
+
+    def open_names(self) -> list[str]:
+        """The names that may still take a job (none once the batch is full)."""
+        if self._left <= 0:
+            return []
+        return [name for name, room in self._room.items() if room > 0]
+
+    def wanted(self) -> int:
+        """How many more jobs the batch can take at most."""
+        return min(self._left, sum(room for room in self._room.values() if room > 0))
+
+    def take(self, name: object) -> bool:
+        """Count one candidate of ``name`` in; False when its name or the batch has no room left."""
+        if self._left <= 0 or not isinstance(name, str) or self._room.get(name, 0) <= 0:
+            return False
+        self._room[name] -= 1
+        self._left -= 1
+        return True
 
 
 class RunStore(Protocol):
@@ -148,8 +187,9 @@ class JobStore(Protocol):
         """The job with this id, or None."""
 
     async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
-        """Atomically lock up to ``limit`` jobs for this worker, in claim order; each returned job
-        carries a Lease with ``token``."""
+        """Atomically lock up to ``limit`` jobs for this worker, in claim order, at most
+        ``request.per_name[name]`` of each name (see :class:`ClaimQuota`); each returned job carries a
+        Lease with ``token``."""
 
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write the worker-managed fields (all, or those named); fenced by the job's lease if it has one.

@@ -27,7 +27,7 @@ from pymongo.uri_parser import parse_uri
 
 from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
-from .base import ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
+from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
 from .queries import (
     CLAIM_SORT,
     INDEXES,
@@ -390,30 +390,33 @@ class MongoJobStore:
 
     @_translate_errors
     async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
-        """Lock up to ``limit`` claimable jobs of ``request.names``, in claim order.
+        """Lock up to ``limit`` claimable jobs of ``request.names``, in claim order, within each name's
+        room (``request.per_name``).
 
-        One job: Agenda's single atomic find_one_and_update. Several: one query finds the candidates,
-        one update_many locks those still claimable (each document's update is atomic, and the claim
-        conditions are repeated, so a job another worker took meanwhile is left alone), and one read
-        by id and token returns what this worker won. Three round trips for many jobs instead of one
-        per job; on servers that scan for the claim query, one scan instead of one per job.
+        One job: Agenda's single atomic find_one_and_update. Several: finds pick the candidates
+        (usually one; another for the names left with room when a name filled up), one update_many
+        locks those still claimable (each document's update is atomic, and the claim conditions are
+        repeated, so a job another worker took meanwhile is left alone), and one read by id and token
+        returns what this worker won. A few round trips for many jobs instead of one per job; on
+        servers that scan for the claim query, a scan or two instead of one per job.
         """
         if limit <= 1:
+            names = ClaimQuota(request, limit).open_names()
+            if not names:
+                return []
             found = await self.collection.find_one_and_update(
-                claim_filter(request),
+                claim_filter(request.only(names)),
                 claim_update(request, token),
                 sort=CLAIM_SORT,
                 return_document=ReturnDocument.AFTER,
             )
             return [] if found is None else [self._leased(found, token, request.now)]
-        flt = claim_filter(request)
         for _ in range(3):
-            cursor = self.collection.find(flt, projection={"_id": 1}, sort=CLAIM_SORT, limit=limit)
-            ids = [doc["_id"] async for doc in cursor]
+            ids = await self._claim_candidates(request, limit)
             if not ids:
                 return []
             result = await self.collection.update_many(
-                {"$and": [{"_id": {"$in": ids}}, flt]}, claim_update(request, token)
+                {"$and": [{"_id": {"$in": ids}}, claim_filter(request)]}, claim_update(request, token)
             )
             if result.modified_count:
                 break
@@ -423,6 +426,29 @@ class MongoJobStore:
         won = self.collection.find({"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now})
         by_id = {doc["_id"]: doc async for doc in won}
         return [self._leased(by_id[i], token, request.now) for i in ids if i in by_id]
+
+    async def _claim_candidates(self, request: ClaimRequest, limit: int) -> list[Any]:
+        """The ``_id``s of the next claimable jobs in claim order, within the batch's quota.
+
+        A find over the names with room returns ``wanted`` candidates; one of a full name is skipped,
+        and then that name is left out of the next find. Each find that comes back full fills the batch
+        or a name, so this ends after at most one find per name (plus one).
+        """
+        quota = ClaimQuota(request, limit)
+        chosen: list[Any] = []
+        while names := quota.open_names():
+            wanted = quota.wanted()
+            cursor = self.collection.find(
+                claim_filter(request.only(names), exclude=chosen),
+                projection={"_id": 1, "name": 1},
+                sort=CLAIM_SORT,
+                limit=wanted,
+            )
+            found = [doc async for doc in cursor]
+            chosen.extend(doc["_id"] for doc in found if quota.take(doc.get("name")))
+            if len(found) < wanted:
+                break  # nothing more is claimable for these names
+        return chosen
 
     @staticmethod
     def _leased(doc: dict[str, Any], token: str, locked_at: datetime) -> Job:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -70,11 +70,12 @@ WAKE_UP_PIPELINE: list[dict[str, Any]] = [
 ]
 
 
-def claim_filter(request: ClaimRequest) -> dict[str, Any]:
+def claim_filter(request: ClaimRequest, *, exclude: Sequence[Any] = ()) -> dict[str, Any]:
     """Agenda's find-and-lock filter over several names (served by findAndLockNextJobIndex).
 
     A job is claimable when it is unlocked and due within the scan window, or when its lock is older than
     its definition's lock lifetime (its worker died): the second branch is how crashed work comes back.
+    ``exclude``: ``_id``s already picked by the batch being assembled.
     """
     names = list(request.names)
     branches: list[dict[str, Any]] = [
@@ -85,7 +86,10 @@ def claim_filter(request: ClaimRequest) -> dict[str, Any]:
         by_deadline[request.lock_deadlines[name]].append(name)
     for deadline, group in by_deadline.items():
         branches.append({"name": {"$in": group}, "lockedAt": {"$lte": deadline}})
-    return {"disabled": {"$ne": True}, "$or": branches}
+    flt: dict[str, Any] = {"disabled": {"$ne": True}, "$or": branches}
+    if exclude:
+        flt["_id"] = {"$nin": list(exclude)}
+    return flt
 
 
 def claim_update(request: ClaimRequest, token: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
-from ..store.base import ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
+from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
 from ..store.queries import CLAIM_SORT, criteria_filter, query_filter, query_sort
 from ..store.schema import (
     PROCESSOR_FIELDS,
@@ -281,7 +281,8 @@ class MemoryJobStore:
     # -- one run's locks and state --------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
-        """Lock up to ``limit`` claimable jobs of ``request.names``, in claim order (atomically)."""
+        """Lock up to ``limit`` claimable jobs of ``request.names``, in claim order, within each name's
+        room (``request.per_name``), atomically."""
         names = set(request.names)
         window = bson_value(request.next_scan_at)
         deadlines = {name: bson_value(at) for name, at in request.lock_deadlines.items()}
@@ -299,8 +300,10 @@ class MemoryJobStore:
         fields: dict[str, Any] = {"lockedAt": now, "lockToken": token}
         if request.owner:
             fields["lastModifiedBy"] = request.owner
+        quota = ClaimQuota(request, limit)
         with self._lock:
-            chosen = sort_documents(self._select(claimable), CLAIM_SORT)[: max(limit, 1)]
+            candidates = sort_documents(self._select(claimable), CLAIM_SORT)
+            chosen = [doc for doc in candidates if quota.take(doc.get("name"))]
             for doc in chosen:
                 self._set(doc, fields)
             return [_leased(bson_copy(doc), token, now) for doc in chosen]

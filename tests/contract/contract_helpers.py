@@ -46,8 +46,10 @@ def claim_request(
     lifetime: timedelta = 10 * MINUTE,
     deadlines: dict[str, datetime] | None = None,
     owner: str | None = "worker-1",
+    per_name: dict[str, int] | None = None,
 ) -> ClaimRequest:
-    """A claim pass at ``now`` looking ``window`` ahead; locks older than ``lifetime`` count as expired."""
+    """A claim pass at ``now`` looking ``window`` ahead; locks older than ``lifetime`` count as expired;
+    ``per_name``: each name's room in the batch."""
     name_list = [names] if isinstance(names, str) else list(names)
     at = now or utcnow()
     return ClaimRequest(
@@ -56,6 +58,7 @@ def claim_request(
         next_scan_at=at + window,
         lock_deadlines=deadlines or {name: at - lifetime for name in name_list},
         owner=owner,
+        per_name=per_name,
     )
 
 

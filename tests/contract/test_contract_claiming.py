@@ -27,6 +27,19 @@ async def reread(store: JobStore, item: Job) -> Job:
 # -- the claim filter ------------------------------------------------------------------------------
 
 
+async def names_in_order(store: JobStore, spec: list[tuple[str, int]]) -> dict[str, list[Job]]:
+    """Jobs due in the order given: ``[("a", 3), ("b", 2)]`` makes a's three, then b's two."""
+    now, made, step = utcnow(), {}, 0
+    total = sum(count for _, count in spec)
+    for name, count in spec:
+        for _ in range(count):
+            made.setdefault(name, []).append(
+                await saved(store, name, next_run_at=now - (total - step) * timedelta(seconds=1))
+            )
+            step += 1
+    return made
+
+
 async def test_claim_order_is_next_run_then_priority(store: JobStore) -> None:
     now = utcnow()
     late = await saved(store, data="late", next_run_at=now - MINUTE)
@@ -312,3 +325,43 @@ async def test_refresh_run_fields(store: JobStore) -> None:
 async def test_claim_request_helper_is_consistent() -> None:
     request = claim_request(["a", "b"], lifetime=MINUTE)
     assert request.lock_deadlines["a"] == request.now - MINUTE
+
+
+# -- each name's room in a batch ------------------------------------------------------------------
+
+
+async def test_a_batch_takes_each_name_within_its_room_in_claim_order(store: JobStore) -> None:
+    made = await names_in_order(store, [("a", 5), ("b", 5), ("c", 5)])
+    claimed = await claim(store, ["a", "b", "c"], limit=10, per_name={"a": 2, "b": 3, "c": 1})
+    expected = made["a"][:2] + made["b"][:3] + made["c"][:1]
+    assert [j.id for j in claimed] == [j.id for j in expected]
+    assert len({j._lease.token for j in claimed if j._lease}) == 1
+    # What a full name left behind is still there for the next claim.
+    again = await claim(store, ["a", "b", "c"], limit=10, per_name={"a": 1, "b": 1, "c": 1})
+    assert [j.id for j in again] == [made["a"][2].id, made["b"][3].id, made["c"][1].id]
+
+
+async def test_the_total_limit_goes_to_the_earliest_due_across_names(store: JobStore) -> None:
+    made = await names_in_order(store, [("a", 3), ("b", 3)])
+    claimed = await claim(store, ["a", "b"], limit=4, per_name={"a": 2, "b": 3})
+    assert [j.id for j in claimed] == [j.id for j in made["a"][:2] + made["b"][:2]]
+
+
+async def test_a_name_without_room_is_skipped_not_a_stop(store: JobStore) -> None:
+    made = await names_in_order(store, [("busy", 3), ("free", 2)])
+    batch = await claim(store, ["busy", "free"], limit=5, per_name={"busy": 0, "free": 5})
+    assert [j.id for j in batch] == [j.id for j in made["free"]]
+    made = await names_in_order(store, [("busy", 1), ("single", 1)])
+    one = await claim(store, ["busy", "single"], limit=1, per_name={"busy": 0, "single": 1})
+    assert [j.id for j in one] == [made["single"][0].id]
+    assert await claim(store, ["busy"], limit=1, per_name={"busy": 0}) == []
+    assert await claim(store, ["busy"], limit=3, per_name={"busy": 0}) == []
+
+
+async def test_priority_decides_between_names_due_at_the_same_time(store: JobStore) -> None:
+    now = utcnow() - MINUTE
+    low = [await saved(store, "low", next_run_at=now, priority=-10) for _ in range(3)]
+    high = [await saved(store, "high", next_run_at=now, priority=10) for _ in range(3)]
+    claimed = await claim(store, ["low", "high"], limit=4, per_name={"low": 3, "high": 2})
+    assert [j.id for j in claimed[:2]] == [j.id for j in high[:2]]
+    assert {j.id for j in claimed[2:]} <= {j.id for j in low}

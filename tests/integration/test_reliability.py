@@ -322,9 +322,39 @@ async def test_a_stop_during_a_claim_unlocks_what_the_claim_locked() -> None:
     store = SlowClaim()
     agenda = Agenda(store, process_every=0.05)
     agenda.define("work", lambda job: None)
-    await agenda.now("work")
     await agenda.start()
+    await agenda.now("work")  # claimed by a pass after start() (start() waits for its own first pass)
     await asyncio.wait_for(claimed.wait(), 10)
     await agenda.stop(grace=1)
     assert store.documents("work")[0]["lockedAt"] is None, "the claimed job stayed locked after stop"
     await agenda.close()
+
+
+async def test_start_returns_when_its_first_claim_fails_and_claiming_goes_on() -> None:
+    from agendapy.errors import DatabaseUnavailable
+    from agendapy.store.base import ClaimRequest
+    from agendapy.testing import MemoryJobStore
+
+    class Unreachable(MemoryJobStore):
+        down = True
+
+        async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+            if self.down:
+                raise DatabaseUnavailable("cannot reach the database")
+            return await super().claim(request, token, limit)
+
+    store = Unreachable()
+    agenda = Agenda(store, process_every=0.05)
+    errors: list[BaseException] = []
+    agenda.on("error", errors.append)
+    ran = asyncio.Event()
+    agenda.define("work", lambda job: ran.set())
+    await agenda.now("work")
+    await asyncio.wait_for(agenda.start(), 10)  # the failed first pass does not hold start() up
+    try:
+        assert errors and isinstance(errors[0], DatabaseUnavailable)
+        store.down = False
+        await asyncio.wait_for(ran.wait(), 20)
+    finally:
+        await agenda.stop(grace=1)
+        await agenda.close()
