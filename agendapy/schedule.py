@@ -442,7 +442,11 @@ def _instants(wall: datetime, zone: ZoneInfo, both_folds: bool) -> list[datetime
     """UTC instants at which wall-clock time ``wall`` happens in ``zone``."""
     first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    if second <= first:  # normal time, or skipped by a DST gap: fold=0 is the gap-shifted instant
+    if second < first:  # skipped by a DST gap: fold=0 is the gap-shifted instant
+        # cron-parser shifts a skipped time by the gap, except for expressions that fire every hour,
+        # which simply have no run in the missing hour (visible with Lord Howe's 30-minute change).
+        return [] if both_folds else [first]
+    if second == first:
         return [first]
     return [first, second] if both_folds else [first]
 
