@@ -28,16 +28,17 @@ class Divergence:
 DIVERGENCES: Final[tuple[Divergence, ...]] = (
     Divergence(
         "dst-repeated-time",
-        '"15 2 * * *" in Europe/Berlin, last run 2026-10-25T00:15Z (02:15 CEST)',
+        '"15 2 * * *" in Europe/Berlin, last run 2026-10-25T01:00Z (02:00 CET, clocks just went back)',
         "runs again at 01:15Z, the repeated 02:15 (CET)",
         "runs once per wall-clock time; next run the following day (expressions that fire every hour "
         "run in both repeated hours)",
     ),
     Divergence(
         "dst-half-hour",
-        '"0 2 * * *" in Australia/Lord_Howe around its 30-minute DST change',
-        'fails the job: "Invalid expression, loop limit exceeded"',
-        "computes the next run (a skipped time is shifted by the 30-minute gap)",
+        '"0 2 * * *" in Australia/Lord_Howe, last run 2026-10-03T14:00Z (02:00 there is skipped on 4 Oct)',
+        'skips that day (next run 2026-10-04T15:00Z), or fails the job: "Invalid expression, loop limit '
+        'exceeded"',
+        "shifts the skipped time by the 30-minute gap, as both do for 1-hour gaps: 2026-10-03T15:30Z",
     ),
     Divergence(
         "interval-under-1ms",

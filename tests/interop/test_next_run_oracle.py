@@ -151,7 +151,11 @@ def _dst_repeated_time(case: dict[str, Any], node: Outcome, mine: Outcome) -> bo
 
 
 def _dst_half_hour(case: dict[str, Any], node: Outcome, mine: Outcome) -> bool:
-    return bool(node.fail_reason and "loop limit exceeded" in node.fail_reason and mine.next_run_at)
+    if case["doc"].get("repeatTimezone") != "Australia/Lord_Howe" or not mine.next_run_at:
+        return False
+    if node.fail_reason:
+        return "loop limit exceeded" in node.fail_reason
+    return node.next_run_at is not None and mine.next_run_at < node.next_run_at  # Node skipped a run
 
 
 def _interval_under_1ms(case: dict[str, Any], node: Outcome, mine: Outcome) -> bool:
@@ -210,23 +214,26 @@ CLASSIFIERS: dict[str, Classifier | None] = {
 }
 
 
-def compare(folder: Path, cases: list[dict[str, Any]]) -> Counter[str]:
-    """Run both sides; fail on an unexplained difference; return the count of each verdict."""
-    counts: Counter[str] = Counter()
+def compare(folder: Path, cases: list[dict[str, Any]]) -> dict[int, str]:
+    """Run both sides; fail on an unexplained difference; return each case's verdict by id.
+
+    A verdict is "equal" or the id of the divergence that explains the difference.
+    """
+    verdicts: dict[int, str] = {}
     unexplained = []
     for case, node in zip(cases, run_node(folder, cases), strict=True):
         mine = ours(case)
         if node.next_run_at == mine.next_run_at and bool(node.fail_reason) == bool(mine.fail_reason):
-            counts["equal"] += 1
+            verdicts[case["id"]] = "equal"
             _check_reason(case, node, mine)
             continue
         explained = [key for key, check in CLASSIFIERS.items() if check and check(case, node, mine)]
         if explained:
-            counts[explained[0]] += 1
+            verdicts[case["id"]] = explained[0]
         else:
             unexplained.append(f"{json.dumps(case)}\n    node: {node}\n    ours: {mine}")
     assert not unexplained, f"{len(unexplained)} unexplained differences:\n" + "\n".join(unexplained[:25])
-    return counts
+    return verdicts
 
 
 def _check_reason(case: dict[str, Any], node: Outcome, mine: Outcome) -> None:
@@ -275,13 +282,58 @@ def _case(rng: random.Random, index: int) -> dict[str, Any]:
     return {"id": index, "now": _iso(now), "doc": doc}
 
 
+# The issue's examples, each with the verdict it must get: (now, document, verdict).
+NAMED: list[tuple[str, dict[str, Any], str]] = [
+    ("2026-04-01T00:00:00Z", {"repeatInterval": "0 0 * * 5L"}, "equal"),  # both: 2026-04-24
+    ("2026-04-01T00:00:00Z", {"repeatInterval": "0 0 * * L5"}, "equal"),  # both refuse
+    ("2026-04-01T13:45:12Z", {"repeatAt": "9.30"}, "equal"),  # both: tomorrow 09:30
+    ("2026-04-01T13:45:12.345Z", {"repeatAt": "9.30"}, "repeat-at-exact"),  # Node keeps the .345
+    ("2026-04-01T13:45:12.000Z", {"repeatAt": "at 5"}, "equal"),
+    ("2026-04-01T13:45:12.000Z", {"repeatAt": "15:30"}, "equal"),
+    ("2026-04-01T16:00:00.345Z", {"repeatAt": "15:30"}, "repeat-at-exact"),
+    ("2026-04-01T13:45:12Z", {"repeatAt": "foo"}, "equal"),  # both fail with Agenda's reason
+    ("2026-04-01T13:45:12Z", {"repeatAt": "tomorrow"}, "repeat-at-format"),
+    ("2026-04-01T13:45:12Z", {"repeatAt": "09:00", "repeatTimezone": "Europe/Vienna"}, "repeat-at-timezone"),
+    ("2026-10-25T01:00:00Z", {"repeatInterval": "15 2 * * *", "repeatTimezone": "Europe/Berlin",
+                              "lastRunAt": "2026-10-25T01:00:00Z"}, "dst-repeated-time"),
+    ("2026-10-25T00:00:00Z", {"repeatInterval": "0 * * * *", "repeatTimezone": "Europe/Berlin",
+                              "lastRunAt": "2026-10-25T00:00:00Z"}, "equal"),  # hourly runs in both hours
+    ("2026-10-03T15:00:00Z", {"repeatInterval": "0 2 * * *", "repeatTimezone": "Australia/Lord_Howe",
+                              "lastRunAt": "2026-10-03T14:00:00Z"}, "dst-half-hour"),  # 02:00 skipped
+    ("2026-10-03T15:29:58Z", {"repeatInterval": "0 * * * *", "repeatTimezone": "Australia/Lord_Howe",
+                              "lastRunAt": "2026-10-03T15:29:58Z"}, "equal"),  # no run in the gap
+    ("2026-03-29T00:30:00Z", {"repeatInterval": "30 2 * * *", "repeatTimezone": "Europe/Berlin",
+                              "lastRunAt": "2026-03-28T01:30:00Z"}, "equal"),  # skipped 02:30 runs 03:30
+    ("2026-05-01T10:00:00Z", {"repeatInterval": "an hour", "lastRunAt": "2026-05-01T09:00:00Z"},
+     "interval-under-1ms"),
+    ("2026-05-01T10:00:00Z", {"repeatInterval": "every 5 minutes", "lastRunAt": "2026-05-01T09:00:00Z"},
+     "interval-under-1ms"),
+    ("2026-05-01T10:00:00Z", {"repeatInterval": 0.4, "lastRunAt": "2026-05-01T09:00:00Z"}, "interval-under-1ms"),
+    ("2026-05-01T10:00:00Z", {"repeatInterval": -5000, "lastRunAt": "2026-05-01T09:00:00Z"}, "interval-under-1ms"),
+    ("2026-05-01T10:00:00Z", {"repeatInterval": "5 minutes", "repeatTimezone": ""}, "empty-timezone"),
+    ("2026-05-01T10:00:00Z", {"repeatInterval": "5 minutes", "skipDays": [5, 5, 5, 5, 5, 5, 5]},
+     "skip-days-duplicates"),
+    ("2026-05-01T10:00:00Z", {"repeatInterval": "H 9 * * *"}, "cron-hash"),
+    ("2026-05-01T09:00:00.001Z", {"repeatInterval": "0 9 * * *", "lastRunAt": "2026-05-01T08:59:59.999Z"},
+     "equal"),  # Agenda issue #858: the last run 1 ms early still gives the same next run
+    ("2028-02-28T12:00:00Z", {"repeatInterval": "0 0 29 2 *"}, "equal"),
+    ("2026-12-31T23:59:59.999Z", {"repeatInterval": "59 23 31 12 *", "lastRunAt": "2026-12-31T23:59:00Z"},
+     "equal"),
+]  # fmt: skip
+
+
+def test_the_issues_examples_get_their_verdicts(node_helpers: Path) -> None:
+    cases = [{"id": index, "now": now, "doc": doc} for index, (now, doc, _) in enumerate(NAMED)]
+    verdicts = compare(node_helpers, cases)
+    got = {index: verdicts[index] for index in range(len(NAMED))}
+    wanted = {index: verdict for index, (_, _, verdict) in enumerate(NAMED)}
+    assert got == wanted, [NAMED[index][:2] for index in wanted if got[index] != wanted[index]]
+
+
 def test_fixed_seed_documents_match_node_or_a_documented_divergence(node_helpers: Path) -> None:
     rng = random.Random(20261207)
     cases = [_case(rng, index) for index in range(1500)]
-    # Agenda issue #858: the last run 1 ms before the expected time gives the same next run.
-    cases.append({"id": -1, "now": "2026-05-01T09:00:00.001Z",
-                  "doc": {"repeatInterval": "0 9 * * *", "lastRunAt": "2026-05-01T08:59:59.999Z"}})  # fmt: skip
-    counts = compare(node_helpers, cases)
+    counts = Counter(compare(node_helpers, cases).values())
     print(f"\n{len(cases)} cases: {dict(counts)}")
     assert counts["equal"] > len(cases) // 2
 
