@@ -427,9 +427,10 @@ def previous_cron(expression: str, at: datetime, timezone: ZoneInfo | None) -> d
     spec = _cron_spec(expression)
     wall = to_utc(at).astimezone(zone).replace(tzinfo=None)
     while (found := spec.previous_at_or_before(wall)) is not None:
-        instant = to_utc(found.replace(tzinfo=zone, fold=0).astimezone(UTC))
-        if instant <= at:
-            return instant
+        # The same instants next_cron uses (a DST gap shifts the time, or drops it for hourly ones).
+        for instant in reversed(_instants(found, zone, spec.every_hour)):
+            if instant <= at:
+                return to_utc(instant)
         wall = found - timedelta(seconds=1)
     return None
 

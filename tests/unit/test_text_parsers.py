@@ -12,10 +12,12 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 
 from agendapy import dates
 from agendapy.divergences import DIVERGENCES
@@ -29,10 +31,12 @@ from agendapy.schedule import (
     next_repeat_at,
     parse_interval,
     parse_when,
+    previous_cron,
     to_timedelta,
 )
 
 NOW = datetime(2026, 4, 1, 13, 45, 12, 345000, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
 DOCS = Path(__file__).parents[2] / "docs" / "migrate" / "from-agenda.md"
 
 
@@ -238,3 +242,43 @@ def test_the_readers_behind_the_bounds_run_in_linear_time(name: str) -> None:
     reader = READERS[name]
     small, large = _worst_time(reader, _adversarial(1000)), _worst_time(reader, _adversarial(16_000))
     assert large < max(64 * small, 0.5), (name, small, large)
+
+
+@pytest.mark.parametrize("zone_name", ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize(
+    "expression", ["0 * * * *", "*/15 * * * *", "30 2 * * *", "0 9 * * 1-5", "0 0 1 * *", "*/20 * * * * *"]
+)
+def test_previous_cron_agrees_with_croniter_where_both_read_the_syntax(
+    expression: str, zone_name: str
+) -> None:
+    # intervals.py used croniter's get_prev; previous_cron replaces it so that "5L" works there too.
+    # Away from DST changes both agree; around them previous_cron sees the instants next_cron uses
+    # (checked by the next test), where croniter's differ (it shifts a skipped time differently and
+    # picks the second of two repeated times).
+    zone = ZoneInfo(zone_name)
+    seconds = len(expression.split()) == 6
+    for start in (utc(2026, 5, 1), utc(2026, 7, 31, 23, 59, 59), utc(2026, 12, 5)):
+        at = start
+        for _ in range(20):
+            walker = croniter(expression, (at + MS).astimezone(zone), second_at_beginning=seconds)
+            expected = walker.get_prev(datetime).astimezone(UTC)
+            assert previous_cron(expression, at, zone) == expected, (expression, zone_name, at)
+            at = expected - timedelta(minutes=7)
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("expression", ["0 * * * *", "30 2 * * *", "0 2 * * *", "*/20 * * * *", "0 0 * * 5L"])
+def test_previous_cron_and_next_cron_see_the_same_ticks(expression: str, zone_name: str) -> None:
+    zone = ZoneInfo(zone_name)
+    for start in (utc(2026, 3, 8, 5), utc(2026, 3, 28, 22), utc(2026, 10, 3, 13), utc(2026, 10, 24, 22)):
+        tick = next_cron(expression, start, zone)
+        for _ in range(40):
+            following = next_cron(expression, tick, zone)
+            assert previous_cron(expression, following, zone) == following
+            assert previous_cron(expression, following - MS, zone) == tick, (expression, zone_name, tick)
+            tick = following
+
+
+def test_previous_cron_reads_cron_parsers_last_weekday() -> None:
+    assert previous_cron("0 0 * * 5L", utc(2026, 5, 1), None) == utc(2026, 4, 24)
+    assert previous_cron("0 0 * * 5L", utc(2026, 4, 24), None) == utc(2026, 4, 24)
