@@ -49,8 +49,8 @@ DIVERGENCES: Final[tuple[Divergence, ...]] = (
     Divergence(
         "repeat-at-timezone",
         'repeatAt "09:00" with repeatTimezone "Europe/Vienna"',
-        "ignores repeatTimezone: 09:00 in the server's local time",
-        "09:00 in repeatTimezone (UTC when there is none)",
+        "ignores repeatTimezone: 09:00 in the server's local time, even when the zone does not exist",
+        "09:00 in repeatTimezone (UTC when there is none); an unknown zone fails the job",
     ),
     Divergence(
         "repeat-at-exact",

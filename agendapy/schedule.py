@@ -680,23 +680,38 @@ def compute_next_run_at(
         InvalidDate: unreadable ``repeat_at`` (the reason is Agenda's failReason).
         InvalidTimezone: unknown ``repeat_timezone`` (the reason names it).
     """
-    try:
-        zone = parse_timezone(repeat_timezone, field="repeatTimezone")
-    except InvalidTimezone:
-        shown = _clip(repeat_timezone) if isinstance(repeat_timezone, str) else repeat_timezone
-        reason = f"failed to calculate nextRunAt due to unknown repeatTimezone ({shown})"
-        raise InvalidTimezone("repeatTimezone", shown, reason) from None
     current = to_utc(now)
     last = to_utc(last_run_at) if last_run_at is not None else None
     if repeat_interval is not None and _js_truthy(repeat_interval):
-        when = _next_from_interval(interval_from_document(repeat_interval), last, current, zone)
+        interval = interval_from_document(repeat_interval)  # Agenda reads the interval first
+        zone = _document_zone(repeat_timezone, repeat_interval)
+        when = _next_from_interval(interval, last, current, zone)
     elif repeat_at:
+        if not isinstance(repeat_at, str) or dates.read_time_of_day(repeat_at) is None:
+            next_repeat_at(repeat_at, last_run_at=last, now=current, timezone=None)  # Agenda's reason
+        zone = _document_zone(repeat_timezone, None)
         when = next_repeat_at(repeat_at, last_run_at=last, now=current, timezone=zone)
     else:
         return None
     return apply_date_constraints(
         when, start_date=start_date, end_date=end_date, skip_days=skip_days, timezone=zone
     )
+
+
+def _document_zone(name: str | None, interval: str | int | float | None) -> ZoneInfo | None:
+    """The stored ``repeatTimezone``; an unknown one fails with Agenda's prefix for the interval."""
+    try:
+        return parse_timezone(name, field="repeatTimezone")
+    except InvalidTimezone:
+        shown = _clip(name) if isinstance(name, str) else name
+        if interval is None:
+            reason = f"failed to calculate nextRunAt due to unknown repeatTimezone ({shown})"
+        else:
+            reason = (
+                f"failed to calculate nextRunAt due to invalid repeat interval ({interval}): "
+                f"unknown repeatTimezone {shown!r}"
+            )
+        raise InvalidTimezone("repeatTimezone", shown, reason) from None
 
 
 def _js_truthy(value: object) -> bool:
