@@ -14,7 +14,8 @@ Two readers of repeat intervals exist on purpose:
   Node and Python workers sharing one collection compute the same next run.
 
 Where Agenda would loop forever (an interval of zero or less ms) or where Node uses the server's local
-time (no ``repeatTimezone``), agendapy raises :class:`InvalidInterval` or uses UTC instead.
+time (no ``repeatTimezone``), agendapy raises :class:`InvalidInterval` or uses UTC instead. Every such
+deliberate difference is listed in :mod:`agendapy.divergences`.
 """
 
 from __future__ import annotations
@@ -376,8 +377,9 @@ def next_cron(
     """Return the first time strictly after ``after`` that matches ``expression`` in ``timezone``.
 
     Cron runs on wall-clock time in ``timezone`` (UTC if None). A time skipped by a DST change runs
-    shifted by the gap (02:30 becomes 03:30), as in Node's cron-parser; a time repeated when clocks
-    go back runs once, except that expressions firing every hour run in both repeated hours.
+    shifted by the gap (02:30 becomes 03:30), as in Node's cron-parser, except that an expression firing
+    every hour has no run in the missing time (as in cron-parser); a time repeated when clocks go back
+    runs once, except that expressions firing every hour run in both repeated hours.
 
     Raises:
         InvalidInterval: the expression is not 5 or 6 fields (seconds first) or never fires.
