@@ -27,6 +27,8 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "MAX_DATE_LENGTH",
+    "MAX_TEXT_LENGTH",
     "js_to_number",
     "js_trim",
     "node_human_interval",
@@ -37,6 +39,13 @@ __all__ = [
     "read_relative",
     "read_time_of_day",
 ]
+
+#: Longest repeat interval or cron string read (cron-parser's own limit); longer input is refused.
+MAX_TEXT_LENGTH: Final = 1024
+#: Longest date, duration or time-of-day string read; longer input is refused before any parsing.
+MAX_DATE_LENGTH: Final = 256
+# Every pattern below runs in time linear in its input (no nested or overlapping quantifiers), and
+# inputs are bounded by the limits above, so no string can stall the event loop.
 
 _SECOND: Final = 1000.0
 _MINUTE: Final = 60 * _SECOND
@@ -55,7 +64,8 @@ _JS_SPACE: Final = (
     "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
     "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
-_JS_DECIMAL: Final = r"[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+# "[0-9]+(?:\.[0-9]*)?" rather than "[0-9]+\.?[0-9]*": the latter backtracks quadratically on digits.
+_JS_DECIMAL: Final = r"[+-]?(?:Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 _JS_DECIMAL_FULL: Final = re.compile(_JS_DECIMAL + r"\Z")
 _JS_DECIMAL_PREFIX: Final = re.compile(_JS_DECIMAL)
 _JS_RADIX: Final = (
@@ -420,29 +430,62 @@ def read_iso_duration_ms(text: str) -> float | None:
 # Dates and times of day
 # ---------------------------------------------------------------------------------------------------
 
-_TIME_OF_DAY: Final = re.compile(
-    r"(?:at\s+)?(?P<hour>[0-9]{1,2})(?::(?P<minute>[0-9]{2}))?(?::(?P<second>[0-9]{2}))?"
-    r"\s*(?P<half>am|pm|a\.m\.|p\.m\.)?"
+# The times of day Node's date.js 0.3.3 (Agenda's repeatAt reader) reads as a time of day, each read
+# the same way; its quirks (seconds dropped, "9:30 p.m." read as 09:30, "24:00" or "5:61" wrapped
+# round, trailing text ignored) are refused instead: see docs/migrate/from-agenda.md.
+_TIME_FORMS: Final = (
+    # "15:30", "9:30", "at 9:30", "15:30:20"
+    re.compile(r"(?:at\s*)?(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2}))?"),
+    # "9:30pm", "9:30 am", "at 9:30pm"
+    re.compile(r"(?:at\s*)?(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})\s*(?P<half>am|pm)"),
+    # "9.30", "19.30", "at 9.30" and, with a space only, "9.30 pm"
+    re.compile(r"(?:at\s*)?(?P<hour>[0-9]{1,2})\.(?P<minute>[0-9]{2})(?:\s+(?P<half>am|pm))?"),
+    # "0930", "930", "at 0930", "0930pm"
+    re.compile(r"(?:at\s*)?(?P<hour>[0-9]{1,2}?)(?P<minute>[0-9]{2})\s*(?P<half>am|pm)?"),
+    # "9am", "9 pm", "at 9pm"
+    re.compile(r"(?:at\s*)?(?P<hour>[0-9]{1,2})\s*(?P<half>am|pm)"),
+    # "at 5", "at 17": a bare hour needs "at"
+    re.compile(r"at\s*(?P<hour>[0-9]{1,2})"),
 )
+_NAMED_TIMES: Final = {
+    "noon": time(12),
+    "midnight": time(0),
+    "morning": time(8),
+    "afternoon": time(14),
+    "evening": time(17),
+    "night": time(19),
+}
+_AT_NAME: Final = re.compile(r"(?:at\s+)?(?P<name>[a-z]+)")
 
 
 def read_time_of_day(text: str) -> time | None:
-    """Read a time of day: "3:30pm", "3pm", "15:30", "15:30:20", "noon", "midnight" (optional "at")."""
-    cleaned = text.strip().lower()
-    named = {"noon": time(12), "midnight": time(0), "at noon": time(12), "at midnight": time(0)}
-    if cleaned in named:
-        return named[cleaned]
-    match = _TIME_OF_DAY.fullmatch(cleaned)
-    if not match:
+    """Read a time of day as Agenda's repeatAt does; ``None`` for anything else.
+
+    Accepted (case-insensitive, optional leading "at"): "15:30", "15:30:20", "9.30", "0930",
+    "3:30pm", "9 pm", "9.30 pm", "at 5", "noon", "midnight", "morning" (08:00), "afternoon" (14:00),
+    "evening" (17:00), "night" (19:00). Hours 0-23 (1-12 with am/pm), minutes and seconds 0-59.
+    """
+    if len(text) > MAX_DATE_LENGTH:
         return None
-    hour, half = int(match["hour"]), match["half"]
-    minute, second = int(match["minute"] or 0), int(match["second"] or 0)
+    cleaned = js_trim(text).lower()
+    named = _AT_NAME.fullmatch(cleaned)
+    if named:
+        return _NAMED_TIMES.get(named["name"])
+    for form in _TIME_FORMS:
+        match = form.fullmatch(cleaned)
+        if match:
+            return _time_of(match)
+    return None
+
+
+def _time_of(match: re.Match[str]) -> time | None:
+    groups = match.groupdict()
+    hour, half = int(groups["hour"]), groups.get("half")
+    minute, second = int(groups.get("minute") or 0), int(groups.get("second") or 0)
     if half:
         if not 1 <= hour <= 12:
             return None
-        hour = hour % 12 + (12 if half.startswith("p") else 0)
-    elif match["minute"] is None:
-        return None  # a bare "15" is not a time of day
+        hour = hour % 12 + (12 if half == "pm" else 0)
     if hour > 23 or minute > 59 or second > 59:
         return None
     return time(hour, minute, second)
@@ -462,21 +505,35 @@ def read_iso_datetime(text: str, timezone_: ZoneInfo | None) -> datetime | None:
     return parsed
 
 
-_RELATIVE: Final = (
-    (re.compile(r"in\s+(?P<amount>.+)", re.IGNORECASE | re.DOTALL), 1),
-    (re.compile(r"(?P<amount>.+?)\s+from\s+now", re.IGNORECASE | re.DOTALL), 1),
-    (re.compile(r"(?P<amount>.+?)\s+ago", re.IGNORECASE | re.DOTALL), -1),
-)
+_IN: Final = re.compile(r"in\s+(?P<amount>.+)", re.IGNORECASE | re.DOTALL)
 
 
 def read_relative(text: str) -> tuple[str, int] | None:
-    """Split "in 20 minutes" / "20 minutes from now" / "2 hours ago" into (duration text, +1 or -1)."""
+    r"""Split "in 20 minutes" / "20 minutes from now" / "2 hours ago" into (duration text, +1 or -1).
+
+    The suffixes are cut off word by word with string operations, not a pattern such as
+    ``(.+?)\s+ago``, which takes quadratic time on a long run of spaces.
+    """
     candidate = text.strip()
-    for pattern, sign in _RELATIVE:
-        match = pattern.fullmatch(candidate)
-        if match:
-            return match["amount"], sign
+    match = _IN.fullmatch(candidate)
+    if match:
+        return match["amount"], 1
+    for words, sign in ((("now", "from"), 1), (("ago",), -1)):
+        rest: str | None = candidate
+        for word in words:
+            rest = _cut_word(rest, word) if rest is not None else None
+        if rest:
+            return rest, sign
     return None
+
+
+def _cut_word(text: str, word: str) -> str | None:
+    """``text`` without a final ``word`` and the whitespace before it; None unless both are there."""
+    if len(text) <= len(word) or text[-len(word) :].lower() != word:
+        return None
+    rest = text[: -len(word)]
+    trimmed = rest.rstrip()
+    return trimmed if len(trimmed) < len(rest) and trimmed else None
 
 
 def read_natural_date(text: str, *, now: datetime, timezone_: ZoneInfo | None) -> datetime | None:

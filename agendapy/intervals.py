@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
-from .schedule import Interval, next_cron, to_utc
+from .errors import InvalidInterval
+from .schedule import Interval, next_cron, previous_cron, to_utc
 
 __all__ = ["RunInterval", "interval_ending_at_or_before", "tick_after", "tick_at_or_before"]
 
@@ -56,10 +55,11 @@ def tick_at_or_before(interval: Interval, at: datetime, zone: ZoneInfo | None) -
         # Near a DST change the wall-clock tick can map after `at`; step back one length then.
         return tick if tick <= at else tick - interval.every
     assert interval.cron is not None
-    seconds = len(interval.cron.split()) == 6
-    walker = croniter(interval.cron, (at + _MS).astimezone(tz), second_at_beginning=seconds)
-    previous: datetime = walker.get_prev(datetime)
-    return to_utc(previous)
+    # Cron is read with Node's cron-parser syntax ("5L"), which croniter does not share.
+    previous = previous_cron(interval.cron, at, tz)
+    if previous is None:
+        raise InvalidInterval("cron", interval.cron, "no earlier occurrence")
+    return previous
 
 
 def tick_after(interval: Interval, after: datetime, zone: ZoneInfo | None) -> datetime:

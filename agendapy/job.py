@@ -203,7 +203,8 @@ class Job:
             self.next_run_at = self._next_run()
         except (InvalidInterval, InvalidInput) as exc:
             self.next_run_at = None
-            self.fail(exc.reason if isinstance(exc, InvalidInterval) else str(exc))
+            # Each schedule error's reason is the failReason text Agenda writes for the same case.
+            self.fail(exc.reason)
         return self
 
     def _next_run(self) -> datetime | None:

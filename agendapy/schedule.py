@@ -14,7 +14,8 @@ Two readers of repeat intervals exist on purpose:
   Node and Python workers sharing one collection compute the same next run.
 
 Where Agenda would loop forever (an interval of zero or less ms) or where Node uses the server's local
-time (no ``repeatTimezone``), agendapy raises :class:`InvalidInterval` or uses UTC instead.
+time (no ``repeatTimezone``), agendapy raises :class:`InvalidInterval` or uses UTC instead. Every such
+deliberate difference is listed in :mod:`agendapy.divergences`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo, available_timezones
 
-from croniter import croniter
-
 from agendapy import dates
+from agendapy.cron import CronError, CronSpec, parse_cron
 from agendapy.errors import InvalidDate, InvalidInput, InvalidInterval, InvalidPriority, InvalidTimezone
 
 __all__ = [
@@ -46,17 +46,21 @@ __all__ = [
     "parse_skip_days",
     "parse_timezone",
     "parse_when",
+    "previous_cron",
     "to_timedelta",
     "to_utc",
     "utcnow",
 ]
 
 _MS: Final = timedelta(milliseconds=1)
+#: Agenda's failReason for a repeatAt it cannot read (Agendash and Node services read it as is).
+REPEAT_AT_FAILURE: Final = "failed to calculate repeatAt time due to invalid format"
 _PRIORITIES: Final = {"lowest": -20, "low": -10, "normal": 0, "high": 10, "highest": 20}
 _DURATION_KEYS: Final = frozenset(
     {"weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"}
 )
-# cron-parser's predefined expressions (5-field equivalents; @secondly needs the seconds field).
+# cron-parser's predefined expressions, 5 fields where the seconds are 0 (it reads a name only when it
+# is the whole string).
 _CRON_ALIASES: Final = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -144,6 +148,8 @@ def _read_duration(value: object, field: str) -> timedelta:
 
 
 def _string_duration(text: str, field: str) -> timedelta:
+    if len(text) > dates.MAX_DATE_LENGTH:
+        raise InvalidInterval(field, _clip(text), f"longer than {dates.MAX_DATE_LENGTH} characters")
     stripped = text.strip()
     if not stripped:
         raise InvalidInterval(field, text, "the duration is empty")
@@ -212,25 +218,23 @@ class Interval:
 
 
 def is_cron(expression: str) -> bool:
-    """Tell whether ``expression`` is a cron expression of 5 fields, or 6 with seconds first."""
-    if not isinstance(expression, str):
-        return False
-    fields = expression.split()
-    if len(fields) not in (5, 6) or not all(_portable_cron_field(field) for field in fields):
+    """Tell whether ``expression`` is a cron expression of 5 fields, or 6 with seconds first.
+
+    The syntax is Node's cron-parser 5's (see :mod:`agendapy.cron`): ``5L`` is the last Friday of the
+    month, ``L5`` and ``15W`` are refused as Node refuses them.
+    """
+    if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
         return False
     try:
-        return bool(croniter.is_valid(" ".join(fields), second_at_beginning=len(fields) == 6))
-    # croniter raises assorted errors on odd input; any of them means "not cron".
-    except Exception:
+        _cron_spec(expression)
+    except CronError:
         return False
+    return True
 
 
-def _portable_cron_field(field: str) -> bool:
-    """Reject croniter-only syntax (R random, H hash, W weekday) that Node's cron-parser cannot read."""
-    if not field.isascii():
-        return False
-    letters = _CRON_NAMES.sub("", field.lower())
-    return all(not char.isalpha() or char == "l" for char in letters)
+@lru_cache(maxsize=512)
+def _cron_spec(expression: str) -> CronSpec:
+    return parse_cron(expression)
 
 
 def parse_interval(
@@ -245,9 +249,15 @@ def parse_interval(
         text = value.strip()
         if text.lower() in _CRON_ALIASES:
             return _alias_interval(text.lower(), field)
+        if len(text) > dates.MAX_TEXT_LENGTH:
+            raise InvalidInterval(field, _clip(text), f"longer than {dates.MAX_TEXT_LENGTH} characters")
         if is_cron(text):
             return _cron_interval(text, text, field)
         if _looks_like_cron(text):
+            try:
+                _cron_spec(text)
+            except CronError as error:
+                raise InvalidInterval(field, value, f"not a valid cron expression: {error}") from None
             raise InvalidInterval(
                 field, value, "not a valid cron expression (5 fields, or 6 with seconds first)"
             )
@@ -262,7 +272,7 @@ def parse_interval(
 def _looks_like_cron(text: str) -> bool:
     """Tell whether ``text`` is shaped like cron (so a "not a duration" message would mislead)."""
     fields = text.split()
-    cron_chars = set("0123456789*/,?#-lwhr")
+    cron_chars = set("0123456789*/,?#-lwh")
     return len(fields) in (5, 6) and all(
         set(_CRON_NAMES.sub("", field.lower())) <= cron_chars for field in fields
     )
@@ -297,34 +307,42 @@ def _cron_interval(expression: str, stored: str, field: str) -> Interval:
         raise InvalidInterval(
             field, stored, "Node's Agenda would read this cron expression as a human interval"
         )
-    # cron-parser refuses expressions that never fire (e.g. 31 February); refuse them up front too.
-    next_cron(expression, datetime(2000, 1, 1, tzinfo=UTC), None, field=field)
-    return Interval(cron=" ".join(expression.split()), every=None, stored=stored)
+    try:
+        spec = _cron_spec(expression)
+    except CronError as error:
+        raise InvalidInterval(field, stored, f"not a valid cron expression: {error}") from None
+    fields = expression.split()
+    # Keep the expression as written when it has 5 or 6 fields; fewer fields get cron-parser's defaults.
+    return Interval(cron=" ".join(fields) if len(fields) >= 5 else spec.text, every=None, stored=stored)
 
 
 def interval_from_document(value: str | int | float) -> Interval:
     """Read a stored ``repeatInterval`` as Agenda 6.2.6 does.
 
     Numbers and purely numeric strings are milliseconds; other strings are human intervals when
-    human-interval reads them (that wins, as in Agenda), else cron expressions.
+    human-interval reads them (that wins, as in Agenda), else cron expressions as cron-parser 5 reads
+    them (1 to 6 fields, an exact ``@daily``-style name).
     """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _document_error(value, "expected a string or a number")
     if isinstance(value, int | float):
         return _document_ms(value, value)
+    if len(value) > dates.MAX_TEXT_LENGTH:
+        raise _document_error(_clip(value), f"longer than {dates.MAX_TEXT_LENGTH} characters")
     numeric = dates.js_to_number(value) if dates.js_trim(value) else math.nan
     if math.isfinite(numeric):
         return _document_ms(numeric, value)
     node_ms = dates.node_human_interval(value)
     if not math.isnan(node_ms):
         return _document_ms(node_ms, value)
-    expression = _CRON_ALIASES.get(value.strip(), value)
-    if is_cron(expression):
-        try:
-            return _cron_interval(expression, value, "repeatInterval")
-        except InvalidInterval as error:
-            raise _document_error(value, error.reason) from None
-    raise _document_error(value, "not a cron expression and no readable human interval")
+    expression = _CRON_ALIASES.get(value, value)
+    try:
+        spec = _cron_spec(expression)
+    except CronError as error:
+        detail = f"not a cron expression ({error}) and no readable human interval"
+        raise _document_error(value, detail) from None
+    fields = expression.split()
+    return Interval(cron=" ".join(fields) if len(fields) >= 5 else spec.text, every=None, stored=value)
 
 
 def _document_ms(ms: float, value: str | int | float) -> Interval:
@@ -336,6 +354,11 @@ def _document_ms(ms: float, value: str | int | float) -> Interval:
         raise _document_error(value, f"the interval is {ms:g} ms; it must be at least 1 ms")
     stored: str | int = value if isinstance(value, str | int) else whole
     return Interval(cron=None, every=timedelta(milliseconds=whole), stored=stored)
+
+
+def _clip(text: str) -> str:
+    """``text`` cut short for an error message (an oversized input is named, not echoed whole)."""
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _document_error(value: object, detail: str) -> InvalidInterval:
@@ -354,56 +377,64 @@ def next_cron(
     """Return the first time strictly after ``after`` that matches ``expression`` in ``timezone``.
 
     Cron runs on wall-clock time in ``timezone`` (UTC if None). A time skipped by a DST change runs
-    shifted by the gap (02:30 becomes 03:30), as in Node's cron-parser; a time repeated when clocks
-    go back runs once, except that expressions firing every hour run in both repeated hours.
+    shifted by the gap (02:30 becomes 03:30), as in Node's cron-parser, except that an expression firing
+    every hour has no run in the missing time (as in cron-parser); a time repeated when clocks go back
+    runs once, except that expressions firing every hour run in both repeated hours.
 
     Raises:
         InvalidInterval: the expression is not 5 or 6 fields (seconds first) or never fires.
     """
-    if not is_cron(expression):
+    if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
         raise InvalidInterval(field, expression, "not a cron expression of 5 fields (or 6, seconds first)")
-    zone = timezone or ZoneInfo("UTC")
-    start = to_utc(after)
     try:
-        return _next_cron_instant(" ".join(expression.split()), start, zone)
-    except InvalidInterval:
-        raise
-    # croniter signals "no match within its search window" and date overflow with several types.
-    except Exception as error:
-        raise InvalidInterval(
-            field, expression, f"no next occurrence after {start.isoformat()}: {error}"
-        ) from None
+        spec = _cron_spec(expression)
+    except CronError as error:
+        raise InvalidInterval(field, expression, f"not a valid cron expression: {error}") from None
+    return _next_cron_instant(spec, expression, to_utc(after), timezone or ZoneInfo("UTC"), field)
 
 
-def _next_cron_instant(expression: str, after: datetime, zone: ZoneInfo) -> datetime:
+def _next_cron_instant(
+    spec: CronSpec, expression: str, after: datetime, zone: ZoneInfo, field: str
+) -> datetime:
     # Walk wall-clock candidates; start early enough to see a repeated hour that follows `after`.
     offsets = [_offset(zone, after + timedelta(hours=hours)) for hours in range(4)]
-    wall_start = (after + min(offsets)).replace(tzinfo=None)
-    walker = croniter(
-        expression, wall_start.replace(tzinfo=UTC), second_at_beginning=_has_seconds(expression)
-    )
-    both_folds = _fires_every_hour(walker)
+    wall: datetime | None = (after + min(offsets)).replace(tzinfo=None)
     best: datetime | None = None
     stop: datetime | None = None
     for _ in range(_CRON_STEP_LIMIT):
-        wall = walker.get_next(datetime).replace(tzinfo=None)
-        if best is not None and stop is not None and wall > stop:
-            return best
-        for instant in _instants(wall, zone, both_folds):
+        assert wall is not None
+        try:
+            wall = spec.next_after(wall)
+        except OverflowError:  # past the year 9999
+            wall = None
+        if wall is None or (best is not None and stop is not None and wall > stop):
+            break
+        for instant in _instants(wall, zone, spec.every_hour):
             if instant > after and (best is None or instant < best):
                 best = instant
         if best is not None and stop is None:
             stop = _search_end(best, zone)
-    raise InvalidInterval("cron", expression, "too many steps while looking for the next occurrence")
+    if best is None:
+        raise InvalidInterval(field, expression, "the expression has no next occurrence")
+    return best
 
 
-def _has_seconds(expression: str) -> bool:
-    return len(expression.split()) == 6
+def previous_cron(expression: str, at: datetime, timezone: ZoneInfo | None) -> datetime | None:
+    """Return the last wall-clock match of ``expression`` at or before ``at`` in ``timezone``, as UTC.
 
-
-def _fires_every_hour(walker: object) -> bool:
-    hours = getattr(walker, "expanded", [[], []])[1]
-    return hours == ["*"] or set(hours) >= set(range(24))
+    The counterpart of :func:`next_cron` for callers that need the previous tick; the syntax is
+    cron-parser's. A time skipped by DST maps forward by the gap; a repeated one to its first instant.
+    """
+    zone = timezone or ZoneInfo("UTC")
+    spec = _cron_spec(expression)
+    wall = to_utc(at).astimezone(zone).replace(tzinfo=None)
+    while (found := spec.previous_at_or_before(wall)) is not None:
+        # The same instants next_cron uses (a DST gap shifts the time, or drops it for hourly ones).
+        for instant in reversed(_instants(found, zone, spec.every_hour)):
+            if instant <= at:
+                return to_utc(instant)
+        wall = found - timedelta(seconds=1)
+    return None
 
 
 def _offset(zone: ZoneInfo, instant: datetime) -> timedelta:
@@ -414,7 +445,11 @@ def _instants(wall: datetime, zone: ZoneInfo, both_folds: bool) -> list[datetime
     """UTC instants at which wall-clock time ``wall`` happens in ``zone``."""
     first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    if second <= first:  # normal time, or skipped by a DST gap: fold=0 is the gap-shifted instant
+    if second < first:  # skipped by a DST gap: fold=0 is the gap-shifted instant
+        # cron-parser shifts a skipped time by the gap, except for expressions that fire every hour,
+        # which simply have no run in the missing hour (visible with Lord Howe's 30-minute change).
+        return [] if both_folds else [first]
+    if second == first:
         return [first]
     return [first, second] if both_folds else [first]
 
@@ -505,6 +540,8 @@ def parse_when(
     "in <duration>" / "<duration> from now" / "<duration> ago", then natural language
     ("tomorrow at noon", "3:30pm", "next monday at 9am") read in ``timezone`` (UTC if None).
     """
+    if isinstance(value, str) and len(value) > dates.MAX_DATE_LENGTH:
+        raise InvalidDate(field, _clip(value), f"longer than {dates.MAX_DATE_LENGTH} characters")
     if isinstance(value, datetime):
         parsed: datetime | None = value
     elif isinstance(value, str) and value.strip():
@@ -540,16 +577,18 @@ def _read_date_string(text: str, now: datetime, zone: ZoneInfo | None) -> dateti
 def next_repeat_at(
     repeat_at: str, *, last_run_at: datetime | None, now: datetime, timezone: ZoneInfo | None
 ) -> datetime:
-    """Return the next occurrence of a time of day ("3:30pm", "15:30", "noon") in ``timezone``.
+    """Return the next occurrence of a time of day ("15:30", "9.30", "at 5", "3:30pm") in ``timezone``.
 
-    Today's occurrence when it is after ``now`` and is not ``last_run_at``; tomorrow's otherwise.
+    Today's occurrence when it is after ``now`` and is not ``last_run_at``; tomorrow's otherwise. The
+    formats are those of :func:`agendapy.dates.read_time_of_day`.
 
     Raises:
-        InvalidDate: ``repeat_at`` is not a time of day.
+        InvalidDate: ``repeat_at`` is not a time of day; its ``reason`` is Agenda's failReason text.
     """
     at = dates.read_time_of_day(repeat_at) if isinstance(repeat_at, str) else None
     if at is None:
-        raise InvalidDate("repeatAt", repeat_at, "failed to calculate repeatAt time due to invalid format")
+        shown = _clip(repeat_at) if isinstance(repeat_at, str) else repeat_at
+        raise InvalidDate("repeatAt", shown, REPEAT_AT_FAILURE)
     zone = timezone or ZoneInfo("UTC")
     current = to_utc(now)
     today = current.astimezone(zone).date()
@@ -640,21 +679,41 @@ def compute_next_run_at(
 
     Raises:
         InvalidInterval: unreadable ``repeat_interval`` (the reason reads like Agenda's failReason).
-        InvalidDate: unreadable ``repeat_at``.
-        InvalidTimezone: unknown ``repeat_timezone``.
+        InvalidDate: unreadable ``repeat_at`` (the reason is Agenda's failReason).
+        InvalidTimezone: unknown ``repeat_timezone`` (the reason names it).
     """
-    zone = parse_timezone(repeat_timezone, field="repeatTimezone")
     current = to_utc(now)
     last = to_utc(last_run_at) if last_run_at is not None else None
     if repeat_interval is not None and _js_truthy(repeat_interval):
-        when = _next_from_interval(interval_from_document(repeat_interval), last, current, zone)
+        interval = interval_from_document(repeat_interval)  # Agenda reads the interval first
+        zone = _document_zone(repeat_timezone, repeat_interval)
+        when = _next_from_interval(interval, last, current, zone)
     elif repeat_at:
+        if not isinstance(repeat_at, str) or dates.read_time_of_day(repeat_at) is None:
+            next_repeat_at(repeat_at, last_run_at=last, now=current, timezone=None)  # Agenda's reason
+        zone = _document_zone(repeat_timezone, None)
         when = next_repeat_at(repeat_at, last_run_at=last, now=current, timezone=zone)
     else:
         return None
     return apply_date_constraints(
         when, start_date=start_date, end_date=end_date, skip_days=skip_days, timezone=zone
     )
+
+
+def _document_zone(name: str | None, interval: str | int | float | None) -> ZoneInfo | None:
+    """The stored ``repeatTimezone``; an unknown one fails with Agenda's prefix for the interval."""
+    try:
+        return parse_timezone(name, field="repeatTimezone")
+    except InvalidTimezone:
+        shown = _clip(name) if isinstance(name, str) else name
+        if interval is None:
+            reason = f"failed to calculate nextRunAt due to unknown repeatTimezone ({shown})"
+        else:
+            reason = (
+                f"failed to calculate nextRunAt due to invalid repeat interval ({interval}): "
+                f"unknown repeatTimezone {shown!r}"
+            )
+        raise InvalidTimezone("repeatTimezone", shown, reason) from None
 
 
 def _js_truthy(value: object) -> bool:

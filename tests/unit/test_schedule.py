@@ -423,7 +423,7 @@ def test_interval_from_document_reads_like_agenda(value: str | int | float, expe
         True,
         None,
         [],
-        "* * * *",
+        "0 0 * * L5",
         "0 0 31 2 *",
     ],
 )
