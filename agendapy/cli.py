@@ -346,7 +346,13 @@ def _level_option(default: str) -> Callable[[F], F]:
     envvar="AGENDAPY_METRICS_PORT",
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: off; needs agendapy[metrics]).",
 )
-@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address of the metrics server.")
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="AGENDAPY_METRICS_HOST",
+    help="Address of the metrics server (it has no authentication; 0.0.0.0 exposes it to the network).",
+)
 def worker(
     target: str,
     mongo_url: str | None,
