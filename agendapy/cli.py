@@ -81,7 +81,14 @@ def load_agenda(target: str) -> Agenda:
             raise click.BadParameter(
                 f"cannot import module {module_name!r}: {exc}", param_hint="TARGET"
             ) from None
-        raise
+        raise BadInput(f"cannot import TARGET {target!r}: {_one_line(exc)}") from None
+    except SyntaxError as exc:
+        where = f" ({exc.filename}, line {exc.lineno})" if exc.filename else ""
+        raise BadInput(f"cannot import TARGET {target!r}: {type(exc).__name__}: {exc.msg}{where}") from None
+    except Exception as exc:
+        # The application's own code failed while importing: one line that names it, not a traceback
+        # through importlib (run `python -c "import MODULE"` to see the whole story).
+        raise BadInput(f"cannot import TARGET {target!r}: {_one_line(exc)}") from None
     obj: Any = module
     for part in attribute.split("."):
         try:
@@ -91,14 +98,23 @@ def load_agenda(target: str) -> Agenda:
                 f"module {module_name!r} has no attribute {attribute!r}", param_hint="TARGET"
             ) from None
     if not isinstance(obj, Agenda) and callable(obj):
-        obj = obj()
-        if inspect.isawaitable(obj):
-            obj = asyncio.run(_await(obj))
+        try:
+            obj = obj()
+            if inspect.isawaitable(obj):
+                obj = asyncio.run(_await(obj))
+        except Exception as exc:
+            raise BadInput(f"TARGET {target!r} raised while building the Agenda: {_one_line(exc)}") from None
     if not isinstance(obj, Agenda):
         raise click.BadParameter(
             f"{target!r} is {type(obj).__name__}, not an agendapy.Agenda", param_hint="TARGET"
         )
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (the first line of the message)."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
 async def _await(value: Any) -> Any:
@@ -229,7 +245,9 @@ def _parse_json(text: str | None, option: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+        raise BadInput(f"invalid value for {option}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"invalid value for {option}: JSON nested too deeply to read") from None
 
 
 def _criteria(ids: tuple[str, ...], names: tuple[str, ...], data_json: str | None) -> dict[str, Any]:

@@ -247,6 +247,28 @@ async def test_text_output_shows_names_literally(agenda: Agenda, db_url: str) ->
     assert "[red]alert[/red]" in stats.stdout
 
 
+HOSTILE_NAME = "\x1b]0;PWNED\x07\x9b31mred\u202eevil"
+
+
+async def test_control_characters_from_the_database_never_reach_the_terminal(
+    agenda: Agenda, db_url: str
+) -> None:
+    job = agenda.create(HOSTILE_NAME, {"note": "\x1b[2J"})
+    job.fail("boom \x1b[8mhidden")
+    job.last_modified_by = "\x1b[1Aworker"
+    job = await job.save()
+    for args in (("jobs", "ls"), ("stats",), ("jobs", "show", str(job.id)), ("jobs", "retry", str(job.id))):
+        result = await cli(*args, "--mongo-url", db_url)
+        assert result.returncode == 0, result.stderr
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in result.stdout + result.stderr, (args, result.stdout)
+    listing = await cli("jobs", "ls", "--mongo-url", db_url)
+    assert "\\x1b]0;PWNED\\x07" in listing.stdout  # shown, escaped, not dropped
+    as_json = await cli("jobs", "ls", "--json", "--mongo-url", db_url)
+    assert "\x1b" not in as_json.stdout and "\x9b" not in as_json.stdout and "\u202e" not in as_json.stdout
+    assert [entry["name"] for entry in ok_json(as_json)["jobs"]] == [HOSTILE_NAME]
+
+
 async def test_jobs_ls_reads_the_url_from_the_environment_and_another_collection(
     agenda: Agenda, db_url: str
 ) -> None:
@@ -547,6 +569,43 @@ def test_a_bad_target_is_bad_input(app_dir: Path, db_url: str, target: str, mess
     result = cli_sync("run-due", target, "--mongo-url", db_url, cwd=app_dir)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+BROKEN_TARGETS = {
+    "syntax.py": "def broken(:\n",
+    "raises.py": "raise RuntimeError('no settings file')\n",
+    "needs_dep.py": "import no_such_dependency_here\n",
+    "factory.py": "def make():\n    raise ValueError('DATABASE_URL is not set')\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("syntax:agenda", "SyntaxError: invalid syntax"),
+        ("raises:agenda", "RuntimeError: no settings file"),
+        ("needs_dep:agenda", "No module named 'no_such_dependency_here'"),
+        ("factory:make", "ValueError: DATABASE_URL is not set"),
+    ],
+)
+def test_a_target_that_fails_to_load_is_one_line_and_status_2(
+    tmp_path: Path, db_url: str, target: str, message: str
+) -> None:
+    for name, source in BROKEN_TARGETS.items():
+        (tmp_path / name).write_text(source)
+    result = cli_sync("run-due", target, "--mongo-url", db_url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and target in lines[0], result.stderr
+
+
+def test_deeply_nested_data_is_one_line_and_status_2(db_url: str) -> None:
+    result = cli_sync("schedule", "x", "now", "--data", "[" * 50_000, "--mongo-url", db_url)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid value for --data: JSON nested too deeply to read"
+    ]
 
 
 def test_collection_with_a_target_is_bad_input(app_dir: Path, db_url: str) -> None:
