@@ -747,33 +747,63 @@ def stats(source: Source, as_json: bool) -> None:
 @click.option(
     "--token",
     envvar="AGENDAPY_DASHBOARD_TOKEN",
-    help="Require this bearer token (env AGENDAPY_DASHBOARD_TOKEN).",
+    help="Require this bearer token, at least 16 characters (prefer env AGENDAPY_DASHBOARD_TOKEN or "
+    "--token-file: a command line is visible to every local user).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    envvar="AGENDAPY_DASHBOARD_TOKEN_FILE",
+    help="Read the token from this file (its first line).",
 )
 @click.option(
     "--basic-auth",
     metavar="USER:PASSWORD",
     envvar="AGENDAPY_DASHBOARD_BASIC_AUTH",
-    help="Require HTTP basic auth (env AGENDAPY_DASHBOARD_BASIC_AUTH).",
+    help="Require HTTP basic auth (prefer env AGENDAPY_DASHBOARD_BASIC_AUTH or --basic-auth-file).",
+)
+@click.option(
+    "--basic-auth-file",
+    type=click.Path(dir_okay=False),
+    envvar="AGENDAPY_DASHBOARD_BASIC_AUTH_FILE",
+    help="Read USER:PASSWORD from this file (its first line).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without authentication (loopback addresses only). Default: a new token and a sign-in link.",
 )
 @click.option("--read-only", is_flag=True, help="Show jobs; refuse every change.")
 @_level_option("INFO")
+@click.pass_context
 def dashboard(
+    ctx: click.Context,
     target: str,
     mongo_url: str | None,
     host: str,
     port: int,
     token: str | None,
+    token_file: str | None,
     basic_auth: str | None,
+    basic_auth_file: str | None,
+    no_auth: bool,
     read_only: bool,
     log_level: str,
 ) -> None:
-    """Serve the web dashboard for TARGET's jobs (needs agendapy[dashboard])."""
+    """Serve the web dashboard for TARGET's jobs (needs agendapy[dashboard]).
+
+    Without --token or --basic-auth it makes a new token at each start and prints a sign-in link.
+    """
+    token = _secret(ctx, "token", token, token_file)
+    basic_auth = _secret(ctx, "basic_auth", basic_auth, basic_auth_file)
     credentials: tuple[str, str] | None = None
     if basic_auth is not None:
         user, sep, password = basic_auth.partition(":")
         if not sep or not user or not password:
             raise click.BadParameter("expected USER:PASSWORD", param_hint="--basic-auth")
         credentials = (user, password)
+    if no_auth and (token is not None or credentials is not None):
+        raise BadInput("--no-auth contradicts --token / --basic-auth: choose one")
     try:
         module = importlib.import_module("agendapy.dashboard")
     except ImportError as exc:
@@ -782,7 +812,13 @@ def dashboard(
 
     async def serve(agenda: Agenda) -> None:
         served = module.serve(
-            agenda, host=host, port=port, token=token, basic_auth=credentials, read_only=read_only
+            agenda,
+            host=host,
+            port=port,
+            token=token,
+            basic_auth=credentials,
+            read_only=read_only,
+            insecure_no_auth=no_auth,
         )
         if inspect.isawaitable(served):
             await served
@@ -795,6 +831,29 @@ def dashboard(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _secret(ctx: click.Context, name: str, value: str | None, path: str | None) -> str | None:
+    """A secret from its option, its environment variable or its file (first line); a secret typed on
+    the command line works, with a warning, since ``ps`` shows it to every user of the machine."""
+    option = "--" + name.replace("_", "-")
+    if path is not None:
+        if value is not None:
+            raise BadInput(f"give {option} or {option}-file, not both")
+        try:
+            with open(path, encoding="utf-8") as file:
+                value = file.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read {option}-file {path!r}: {exc}") from None
+        if not value:
+            raise BadInput(f"{option}-file {path!r} is empty")
+        return value
+    if value is not None and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+        out.warn(
+            f"{option} on the command line is visible to every user of this machine (ps); use "
+            f"AGENDAPY_DASHBOARD_{name.upper()} or {option}-file"
+        )
+    return value
 
 
 def _exit_ok(signum: int, frame: object) -> None:

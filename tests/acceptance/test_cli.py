@@ -491,7 +491,9 @@ async def test_worker_logs_json_with_job_ids_and_serves_metrics(
 # -- dashboard ------------------------------------------------------------------------------------------
 
 
-async def test_dashboard_serves_target(agenda: Agenda, db_url: str, app_dir: Path) -> None:
+async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
+    agenda: Agenda, db_url: str, app_dir: Path
+) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENDAPY_")}
     proc = await asyncio.to_thread(
@@ -509,30 +511,57 @@ async def test_dashboard_serves_target(agenda: Agenda, db_url: str, app_dir: Pat
             "--read-only",
         ],
         cwd=app_dir,
-        env=env,
+        env={**env, "COLUMNS": "300"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
-    def status() -> int:
+    def sign_in_link() -> str:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "?token=" in line:
+                return line.split()[-1]
+        raise AssertionError("no sign-in link printed")
+
+    def status(url: str) -> int:
         try:
-            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status)
+            return int(urllib.request.urlopen(url, timeout=2).status)
         except urllib.error.HTTPError as exc:
             return exc.code
         except (urllib.error.URLError, ConnectionError):
             return 0
 
-    async def answers() -> bool:
-        return await asyncio.to_thread(status) != 0
-
     try:
+        link = await asyncio.wait_for(asyncio.to_thread(sign_in_link), timeout=30)
+        assert link.startswith(f"http://127.0.0.1:{port}/?token=")
+
+        async def answers() -> bool:
+            return await asyncio.to_thread(status, f"http://127.0.0.1:{port}/") != 0
+
         await wait_until(answers, timeout=20, interval=0.1)
-        assert await asyncio.to_thread(status) == 200
+        assert await asyncio.to_thread(status, f"http://127.0.0.1:{port}/") == 401
+        assert await asyncio.to_thread(status, link) == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
-    assert proc.returncode == 0, stderr
+        await asyncio.to_thread(proc.communicate, timeout=20)
+    assert proc.returncode == 0
+
+
+def test_dashboard_secrets_are_checked_and_read_from_a_file(app_dir: Path, db_url: str) -> None:
+    typed = cli_sync("dashboard", "jobmod:agenda", "--mongo-url", db_url, "--token", "short", cwd=app_dir)
+    assert typed.returncode == 2
+    assert "visible to every user of this machine" in typed.stderr
+    assert "at least 16 characters" in typed.stderr and "short" not in typed.stderr.split("warning")[-1]
+    (app_dir / "token.txt").write_text("tiny\n")
+    from_file = cli_sync(
+        "dashboard", "jobmod:agenda", "--mongo-url", db_url, "--token-file", "token.txt", cwd=app_dir
+    )
+    assert from_file.returncode == 2
+    assert from_file.stderr.strip().splitlines() == [
+        "error: invalid input: invalid token '<4 characters>': must be at least 16 characters long; make one "
+        "with python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    ]
 
 
 def test_dashboard_without_its_extra_says_what_to_install(tmp_path: Path) -> None:

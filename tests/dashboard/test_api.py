@@ -211,7 +211,7 @@ async def test_runs_endpoint_and_job_history(make_agenda: Any, make_client: Make
     bad = await agenda.now("flaky", {"fail": True})
     await ok.run()
     await bad.run()
-    http = await make_client(app=create_app(agenda))
+    http = await make_client(app=create_app(agenda, insecure_no_auth=True))
 
     runs = (await http.get("/api/runs", params={"name": "flaky"})).json()["runs"]
     failed = (await http.get("/api/runs", params={"status": "failed"})).json()["runs"]
@@ -421,12 +421,12 @@ async def test_create_rejects_malformed_bodies(http: httpx.AsyncClient) -> None:
 
 
 async def test_token_is_required_when_configured(agenda: Agenda, make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token")
+    http = await make_client(token="s3cret-token-for-tests")
 
     api = await http.get("/api/overview")
     page = await http.get("/")
     wrong = await http.get("/api/overview", headers={"authorization": "Bearer nope"})
-    right = await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token"})
+    right = await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token-for-tests"})
     static = await http.get("/static/app.js")
 
     assert api.status_code == 401 and api.json() == {"error": "authentication required"}
@@ -448,25 +448,25 @@ async def test_token_is_required_when_configured(agenda: Agenda, make_client: Ma
 
 
 async def test_query_token_sets_a_strict_http_only_session_cookie(make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token")
+    http = await make_client(token="s3cret-token-for-tests")
 
-    first = await http.get("/", params={"token": "s3cret-token"})
+    first = await http.get("/", params={"token": "s3cret-token-for-tests"})
     cookie = next(c for c in first.headers.get_list("set-cookie") if c.startswith("agendapy_session="))
     later = await http.get("/api/overview")  # the client keeps the cookie
-    bad = await (await make_client(token="s3cret-token")).get("/", params={"token": "guess"})
+    bad = await (await make_client(token="s3cret-token-for-tests")).get("/", params={"token": "guess"})
 
     assert first.status_code == 200
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    assert "s3cret-token" not in cookie  # the cookie holds a derived value, not the token
+    assert "s3cret-token-for-tests" not in cookie  # the cookie holds a derived value, not the token
     assert later.status_code == 200
     assert bad.status_code == 401
 
 
 async def test_session_cookie_from_another_token_is_refused(make_client: MakeClient) -> None:
-    old = await make_client(token="old-token")
-    await old.get("/", params={"token": "old-token"})
+    old = await make_client(token="old-token-for-tests")
+    await old.get("/", params={"token": "old-token-for-tests"})
     session = old.cookies["agendapy_session"]
-    new = await make_client(token="new-token")
+    new = await make_client(token="new-token-for-tests")
 
     new.cookies.set("agendapy_session", session)
     response = await new.get("/api/overview")
@@ -475,14 +475,14 @@ async def test_session_cookie_from_another_token_is_refused(make_client: MakeCli
 
 
 async def test_login_form_and_logout(make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token")
+    http = await make_client(token="s3cret-token-for-tests")
 
     form = await http.get("/login")
     wrong = await http.post("/login", data={"token": "nope"}, headers={"origin": ORIGIN})
     cross = await http.post(
-        "/login", data={"token": "s3cret-token"}, headers={"origin": "https://evil.example"}
+        "/login", data={"token": "s3cret-token-for-tests"}, headers={"origin": "https://evil.example"}
     )
-    right = await http.post("/login", data={"token": "s3cret-token"}, headers={"origin": ORIGIN})
+    right = await http.post("/login", data={"token": "s3cret-token-for-tests"}, headers={"origin": ORIGIN})
 
     assert form.status_code == 200 and 'action="/login"' in form.text
     assert wrong.status_code == 401 and "That token is not valid." in wrong.text
@@ -496,14 +496,134 @@ async def test_login_form_and_logout(make_client: MakeClient) -> None:
     assert (await http.get("/api/overview")).status_code == 401
 
 
+TOKEN = "s3cret-token-for-tests"
+
+
+def client_at(app: Any, address: str) -> httpx.AsyncClient:
+    """A client on ``app`` that the dashboard sees as coming from ``address``."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 40000)), base_url=ORIGIN)
+
+
+def test_an_app_without_authentication_must_be_asked_for(agenda: Agenda, caplog: Any) -> None:
+    with pytest.raises(ValueError, match=r"needs authentication.*insecure_no_auth=True"):
+        create_app(agenda)
+    with caplog.at_level("WARNING", logger="agendapy.dashboard"):
+        create_app(agenda, insecure_no_auth=True)
+    assert "NO AUTHENTICATION" in caplog.text
+
+
+async def test_an_open_app_reached_by_another_name_says_it_has_no_authentication(
+    make_client: MakeClient,
+) -> None:
+    http = await make_client(base_url="http://192.168.1.10:8080")
+    refused = await http.get("/api/overview")
+    assert refused.status_code == 400 and "WITHOUT AUTHENTICATION" in refused.text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"token": "abc123def"}, "at least 16 characters"),
+        ({"basic_auth": ("ops", "hunter2x")}, "at least 12 characters"),
+    ],
+)
+def test_short_secrets_are_refused_without_showing_them(
+    agenda: Agenda, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        create_app(agenda, **options)
+    assert "abc123def" not in str(caught.value) and "hunter2x" not in str(caught.value)
+
+
+async def test_wrong_tokens_make_that_client_wait_longer_each_time(agenda: Agenda) -> None:
+    app = create_app(agenda, token=TOKEN)
+    throttle = app.state.dashboard.policy.throttle
+    now = [1000.0]
+    throttle.clock = lambda: now[0]
+    async with client_at(app, "203.0.113.7") as attacker, client_at(app, "198.51.100.1") as other:
+        signed_in = await attacker.get("/", params={"token": TOKEN})  # a session from before the attack
+        assert signed_in.status_code == 200
+        session = attacker.cookies["agendapy_session"]
+        attacker.cookies.clear()
+        guesses = [
+            (await attacker.get("/api/overview", headers={"authorization": f"Bearer guess-{i}"})).status_code
+            for i in range(8)
+        ]
+        # A few mistakes are free; then the client waits and its credentials are not even checked.
+        assert guesses[:6] == [401] * 6 and guesses[6:] == [429, 429]
+        blocked = await attacker.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        assert blocked.status_code == 429 and blocked.headers["retry-after"] == "1"
+        by_query = await attacker.get("/", params={"token": TOKEN})
+        assert by_query.status_code == 429
+        # Other clients, and sessions that already exist, are not affected.
+        assert (
+            await other.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        ).status_code == 200
+        attacker.cookies.set("agendapy_session", session)
+        assert (await attacker.get("/api/overview")).status_code == 200
+        attacker.cookies.clear()
+        now[0] += 1.5
+        assert (
+            await attacker.get("/api/overview", headers={"authorization": "Bearer again"})
+        ).status_code == 401
+        again = await attacker.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        assert again.status_code == 429 and again.headers["retry-after"] == "2"  # twice as long
+        now[0] += 2.5
+        ok = await attacker.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+
+
+async def test_the_sign_in_form_is_throttled_too(agenda: Agenda) -> None:
+    app = create_app(agenda, token=TOKEN)
+    async with client_at(app, "203.0.113.8") as http:
+        wrong = [
+            (await http.post("/login", data={"token": f"guess-{i}"}, headers={"origin": ORIGIN})).status_code
+            for i in range(7)
+        ]
+        right = await http.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+    assert wrong == [401] * 6 + [429]
+    assert right.status_code == 429 and "Too many failed attempts" in right.text
+
+
+async def test_sessions_are_signed_expire_and_end_at_sign_out(agenda: Agenda) -> None:
+    app = create_app(agenda, token=TOKEN, session_max_age=3600)
+    sessions = app.state.dashboard.policy.sessions
+    now = [1_900_000_000.0]
+    sessions.clock = lambda: now[0]
+    async with client_at(app, "127.0.0.1") as http, client_at(app, "127.0.0.1") as thief:
+        first = await http.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        cookie = next(c for c in first.headers.get_list("set-cookie") if c.startswith("agendapy_session="))
+        assert "Max-Age=3600" in cookie
+        kept = http.cookies["agendapy_session"]
+        await thief.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        assert thief.cookies["agendapy_session"] != kept  # each sign-in is a new session, not a fixed value
+        thief.cookies.clear()
+        thief.cookies.set("agendapy_session", kept)
+        assert (await thief.get("/api/overview")).status_code == 200
+        # A forged expiry breaks the signature.
+        expiry, _, rest = kept.partition(".")
+        thief.cookies.set("agendapy_session", f"{int(expiry) + 10**6}.{rest}")
+        assert (await thief.get("/api/overview")).status_code == 401
+        # Signing out ends the session for every copy of the cookie.
+        assert (await post(http, "/logout")).status_code == 303
+        thief.cookies.set("agendapy_session", kept)
+        assert (await thief.get("/api/overview")).status_code == 401
+        # And a session that nobody ended expires.
+        http.cookies.clear()
+        await http.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        assert (await http.get("/api/overview")).status_code == 200
+        now[0] += 3601
+        assert (await http.get("/api/overview")).status_code == 401
+
+
 async def test_basic_auth(make_client: MakeClient) -> None:
-    http = await make_client(basic_auth=("ops", "pa:ss wörd"))
+    http = await make_client(basic_auth=("ops", "pa:ss wörd-for-tests"))
 
     none = await http.get("/")
-    wrong_user = await http.get("/", headers=basic("root", "pa:ss wörd"))
+    wrong_user = await http.get("/", headers=basic("root", "pa:ss wörd-for-tests"))
     wrong_password = await http.get("/", headers=basic("ops", "pass"))
     garbage = await http.get("/", headers={"authorization": "Basic !!!"})
-    right = await http.get("/", headers=basic("ops", "pa:ss wörd"))
+    right = await http.get("/", headers=basic("ops", "pa:ss wörd-for-tests"))
 
     assert none.status_code == 401
     assert none.headers["www-authenticate"].startswith('Basic realm="agendapy dashboard"')
@@ -512,14 +632,14 @@ async def test_basic_auth(make_client: MakeClient) -> None:
 
 
 async def test_either_credential_works_when_both_are_configured(make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token", basic_auth=("ops", "pw"))
+    http = await make_client(token="s3cret-token-for-tests", basic_auth=("ops", "pw-for-the-tests"))
 
     challenges = (await http.get("/api/overview")).headers.get_list("www-authenticate")
 
     assert len(challenges) == 2
-    assert (await http.get("/api/overview", headers=basic("ops", "pw"))).status_code == 200
+    assert (await http.get("/api/overview", headers=basic("ops", "pw-for-the-tests"))).status_code == 200
     assert (
-        await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token"})
+        await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token-for-tests"})
     ).status_code == 200
 
 
@@ -531,8 +651,11 @@ async def test_either_credential_works_when_both_are_configured(make_client: Mak
         ({"basic_auth": ("ops", "")}, "basic_auth"),
         ({"basic_auth": ("a:b", "pw")}, "basic_auth"),
         ({"basic_auth": "ops:pw"}, "basic_auth"),
-        ({"allowed_hosts": "example.com"}, "allowed_hosts"),
-        ({"live_interval": 0}, "live_interval"),
+        ({"allowed_hosts": "example.com", "insecure_no_auth": True}, "allowed_hosts"),
+        ({"live_interval": 0, "insecure_no_auth": True}, "live_interval"),
+        ({"token": "short-token", "session_max_age": 10}, "token"),
+        ({"token": "s3cret-token-for-tests", "session_max_age": 10}, "session_max_age"),
+        ({"insecure_no_auth": "yes"}, "insecure_no_auth"),
     ],
 )
 def test_create_app_rejects_unsafe_settings(agenda: Agenda, options: dict[str, Any], field: str) -> None:
@@ -545,7 +668,7 @@ async def test_open_dashboard_answers_loopback_hosts_only(make_client: MakeClien
     loopback = await make_client(base_url="http://localhost:8080")
     ipv6 = await make_client(base_url="http://[::1]:8080")
     allowed = await make_client(base_url="http://jobs.internal", allowed_hosts=["jobs.internal"])
-    with_token = await make_client(base_url="http://jobs.example.com", token="t0ken")
+    with_token = await make_client(base_url="http://jobs.example.com", token="t0ken-for-the-tests")
 
     refused = await rebinding.get("/api/overview")
 
@@ -554,7 +677,7 @@ async def test_open_dashboard_answers_loopback_hosts_only(make_client: MakeClien
     assert (await ipv6.get("/api/overview")).status_code == 200
     assert (await allowed.get("/api/overview")).status_code == 200
     assert (
-        await with_token.get("/api/overview", headers={"authorization": "Bearer t0ken"})
+        await with_token.get("/api/overview", headers={"authorization": "Bearer t0ken-for-the-tests"})
     ).status_code == 200
 
 
@@ -591,8 +714,8 @@ async def test_read_only_hides_and_refuses_every_write(
         for action in ("run", "retry", "disable", "enable", "cancel")
     ]
     create = await post(http, "/api/jobs", {"name": "x"})
-    bearer = await (await make_client(read_only=True, token="t")).post(
-        "/api/jobs", json={"name": "x"}, headers={"authorization": "Bearer t"}
+    bearer = await (await make_client(read_only=True, token="t0ken-for-the-tests")).post(
+        "/api/jobs", json={"name": "x"}, headers={"authorization": "Bearer t0ken-for-the-tests"}
     )
 
     for page in pages:
@@ -612,7 +735,7 @@ async def test_read_only_hides_and_refuses_every_write(
 
 async def test_posts_need_the_sessions_csrf_token(agenda: Agenda, make_client: MakeClient) -> None:
     job = await agenda.schedule("in 1 hour", "report")
-    app = create_app(agenda)
+    app = create_app(agenda, insecure_no_auth=True)
     http = await make_client(app=app)
     stranger = await make_client(app=app)
     token = await csrf_token(http)
@@ -671,14 +794,14 @@ async def test_bearer_requests_need_no_csrf_token_but_cookie_and_basic_sessions_
 ) -> None:
     job = await agenda.schedule("in 1 hour", "report")
     path = f"/api/jobs/{job.id}/disable"
-    bearer = await make_client(token="t0ken")
-    cookie = await make_client(token="t0ken")
-    await cookie.get("/", params={"token": "t0ken"})
-    basic_client = await make_client(basic_auth=("ops", "pw"))
+    bearer = await make_client(token="t0ken-for-the-tests")
+    cookie = await make_client(token="t0ken-for-the-tests")
+    await cookie.get("/", params={"token": "t0ken-for-the-tests"})
+    basic_client = await make_client(basic_auth=("ops", "pw-for-the-tests"))
 
-    by_bearer = await bearer.post(path, headers={"authorization": "Bearer t0ken"})
+    by_bearer = await bearer.post(path, headers={"authorization": "Bearer t0ken-for-the-tests"})
     by_cookie = await cookie.post(path, headers={"origin": ORIGIN})
-    by_basic = await basic_client.post(path, headers={**basic("ops", "pw"), "origin": ORIGIN})
+    by_basic = await basic_client.post(path, headers={**basic("ops", "pw-for-the-tests"), "origin": ORIGIN})
 
     assert by_bearer.status_code == 200
     assert by_cookie.status_code == 403
@@ -763,7 +886,7 @@ async def test_no_inline_styles_or_handlers_in_templates(
 async def test_security_headers_on_every_response(agenda: Agenda, make_client: MakeClient) -> None:
     job = await agenda.now("report")
     open_app = await make_client()
-    locked = await make_client(token="t0ken")
+    locked = await make_client(token="t0ken-for-the-tests")
     responses = {
         "page": await open_app.get("/"),
         "detail": await open_app.get(f"/jobs/{job.id}"),
@@ -818,7 +941,7 @@ async def test_mounted_in_fastapi_under_a_prefix(agenda: Agenda, make_client: Ma
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    outer.mount("/admin/jobs", create_app(agenda, title="Billing jobs"))
+    outer.mount("/admin/jobs", create_app(agenda, title="Billing jobs", insecure_no_auth=True))
     http = await make_client(app=outer)
 
     page = await http.get("/admin/jobs/")
@@ -866,7 +989,7 @@ class EventReader:
 
 
 async def test_server_sent_events_announce_changes(agenda: Agenda) -> None:
-    app = create_app(agenda, live_interval=0.1)
+    app = create_app(agenda, live_interval=0.1, insecure_no_auth=True)
     await agenda.now("first")
 
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -888,11 +1011,13 @@ async def test_server_sent_events_announce_changes(agenda: Agenda) -> None:
 
 
 async def test_server_sent_events_need_authentication(agenda: Agenda) -> None:
-    app = create_app(agenda, token="t0ken", live_interval=0.1)
+    app = create_app(agenda, token="t0ken-for-the-tests", live_interval=0.1)
 
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         refused = await http.get("/api/events")
-        async with http.stream("GET", "/api/events", headers={"authorization": "Bearer t0ken"}) as stream:
+        async with http.stream(
+            "GET", "/api/events", headers={"authorization": "Bearer t0ken-for-the-tests"}
+        ) as stream:
             events = await EventReader(stream).read()
 
     assert refused.status_code == 401
@@ -900,7 +1025,7 @@ async def test_server_sent_events_need_authentication(agenda: Agenda) -> None:
 
 
 async def test_closing_the_feed_ends_open_streams(agenda: Agenda) -> None:
-    app = create_app(agenda, live_interval=0.1)
+    app = create_app(agenda, live_interval=0.1, insecure_no_auth=True)
 
     async with (
         running_server(app) as url,
@@ -915,7 +1040,7 @@ async def test_closing_the_feed_ends_open_streams(agenda: Agenda) -> None:
 
 
 async def test_websockets_are_refused_before_anything_else(agenda: Agenda) -> None:
-    app = create_app(agenda, token="t0ken")
+    app = create_app(agenda, token="t0ken-for-the-tests")
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -119,7 +119,10 @@ async def test_overview_filter_open_run_now_and_see_it_complete(make_agenda: Any
     )
     await agenda.start()
 
-    async with running_server(create_app(agenda, live_interval=0.2)) as url, watched_page(browser) as watched:
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
         page = watched.page
         await page.goto(f"{url}/")
         await expect(page.locator("#live-status")).to_have_text("Live")
@@ -177,7 +180,10 @@ async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -
         failCount=2,
     )
 
-    async with running_server(create_app(agenda, live_interval=0.2)) as url, watched_page(browser) as watched:
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
         page = watched.page
         await page.goto(f"{url}/jobs/{failed.id}")
         await expect(page.locator("pre.reason")).to_have_text("bad CSV")
@@ -199,7 +205,10 @@ async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -
 
 
 async def test_create_a_job_through_the_form(agenda: Agenda, browser: Any) -> None:
-    async with running_server(create_app(agenda, live_interval=0.2)) as url, watched_page(browser) as watched:
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
         page = watched.page
         await page.goto(f"{url}/new")
 
@@ -229,11 +238,11 @@ async def test_create_a_job_through_the_form(agenda: Agenda, browser: Any) -> No
 
 async def test_sign_in_link_sets_a_session_and_leaves_the_address(agenda: Agenda, browser: Any) -> None:
     await agenda.now("report")
-    app = create_app(agenda, token="correct-horse", live_interval=0.2)
+    app = create_app(agenda, token="correct-horse-battery-staple", live_interval=0.2)
 
     async with running_server(app) as url, watched_page(browser) as watched:
         page = watched.page
-        await page.goto(f"{url}/jobs?token=correct-horse")
+        await page.goto(f"{url}/jobs?token=correct-horse-battery-staple")
         await expect(page).to_have_url(f"{url}/jobs")  # the token left the address bar and history
         await expect(page.locator("#live-status")).to_have_text("Live")  # the stream got the cookie
         await expect(page.locator("#job-rows tr")).to_have_count(1)
@@ -242,7 +251,7 @@ async def test_sign_in_link_sets_a_session_and_leaves_the_address(agenda: Agenda
 
         await page.get_by_role("button", name="Sign out").click()
         await expect(page).to_have_url(f"{url}/login")
-        await page.fill('input[name="token"]', "correct-horse")
+        await page.fill('input[name="token"]', "correct-horse-battery-staple")
         await page.get_by_role("button", name="Sign in").click()
         await expect(page).to_have_url(f"{url}/")
         await expect(page.locator("#overview-rows tr")).to_have_count(1)
@@ -299,7 +308,7 @@ async def test_screenshots(make_agenda: Any, browser: Any) -> None:
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
-        async with running_server(create_app(agenda, live_interval=0.5)) as url:
+        async with running_server(create_app(agenda, live_interval=0.5, insecure_no_auth=True)) as url:
             for dark in (False, True):
                 suffix = "-dark" if dark else ""
                 async with watched_page(browser, dark=dark) as watched:
