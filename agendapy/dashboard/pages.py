@@ -44,8 +44,9 @@ def render(request: Request, template: str, page: str, status_code: int = 200, *
 
 
 async def _known_names(request: Request) -> list[str]:
+    """The names this dashboard's Agenda defines and the names seen in the collection."""
     agenda = dashboard_of(request).agenda
-    names = {row["name"] for row in (await views.overview(agenda))["names"]}
+    names = {entry["name"] for entry in await agenda.jobs_overview()}
     return sorted(names | set(agenda.definitions))
 
 
@@ -102,7 +103,10 @@ async def new_job_page(request: Request) -> Response:
     """``/new``: the form that creates a job."""
     if dashboard_of(request).policy.read_only:
         raise HTTPException(403, "the dashboard is read-only")
-    return render(request, "new.html", "new", names=await _known_names(request))
+    agenda = dashboard_of(request).agenda
+    return render(
+        request, "new.html", "new", names=await _known_names(request), defined=sorted(agenda.definitions)
+    )
 
 
 def login_page(request: Request, error: str | None = None, status_code: int = 401) -> Response:

@@ -60,6 +60,7 @@ async def test_overview_counts_each_state(
         "completed": 1,
         "failed": 1,
         "paused": 1,
+        "late": 1,  # the queued one: due a minute ago, and no worker took it
     }
     by_name = {row["name"]: row for row in body["overview"]["names"]}
     assert list(by_name) == ["email", "heartbeat", "import", "report"]
@@ -67,6 +68,78 @@ async def test_overview_counts_each_state(
     assert by_name["import"]["running"] == 1 and by_name["import"]["paused"] == 1
     assert body["process"] is None  # this process runs no worker
     assert body["read_only"] is False
+
+
+async def test_late_jobs_are_flagged_in_the_overview_the_list_and_the_job_page(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    @agenda.define("report")
+    async def report(job: Job) -> None:
+        pass
+
+    orphan = await agenda.schedule(ago(600), "orphan")  # no worker defines it: it will never run
+    late_report = await agenda.schedule(ago(300), "report")
+    await agenda.schedule(ago(5), "report")  # just due: a worker will take it at its next poll
+    running = await agenda.schedule(ago(600), "report")
+    await set_fields(jobs_collection, running, lockedAt=ago(1))
+    paused = await agenda.schedule(ago(600), "orphan")
+    await agenda.disable(id=paused.id)
+    await agenda.schedule("in 1 hour", "orphan")
+
+    overview = (await http.get("/api/overview")).json()["overview"]
+    listing = (await http.get("/api/jobs", params={"state": "late"})).json()
+    everything = (await http.get("/api/jobs")).json()
+    page = await http.get("/")
+    job_page = await http.get(f"/jobs/{orphan.id}")
+    fine_page = await http.get(f"/jobs/{running.id}")
+
+    assert overview["totals"]["late"] == 2
+    assert [(row["name"], row["count"], row["defined"]) for row in overview["late"]["names"]] == [
+        ("orphan", 1, False),
+        ("report", 1, True),
+    ]
+    assert [job["id"] for job in listing["jobs"]] == [orphan.id, late_report.id]
+    assert {job["id"] for job in everything["jobs"] if job["late"]} == {orphan.id, late_report.id}
+    assert "Late jobs" in page.text and "does not define it" in page.text
+    assert 'class="notice warn" data-field="late" data-format="flag">' in job_page.text
+    assert "(this app does not define it)" in job_page.text
+    assert 'class="notice warn" data-field="late" data-format="flag" hidden>' in fine_page.text
+
+
+async def test_the_job_page_shows_where_the_handler_raised(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    failed = await agenda.schedule(ago(60), "email")
+    fine = await agenda.schedule("in 1 hour", "email")
+    stack = 'Traceback (most recent call last):\n  File "app.py", line 3, in send\nValueError: <b>no</b>'
+    await set_fields(
+        jobs_collection, failed, failedAt=ago(1), failCount=1, failReason="<b>no</b>", failStack=stack
+    )
+
+    api = (await http.get(f"/api/jobs/{failed.id}")).json()
+    page = (await http.get(f"/jobs/{failed.id}")).text
+    fine_page = (await http.get(f"/jobs/{fine.id}")).text
+
+    assert api["job"]["fail_stack"] == stack
+    assert '<details class="traceback" data-field="fail_stack" data-format="section">' in page
+    assert "in send\nValueError: &lt;b&gt;no&lt;/b&gt;</pre>" in page
+    assert '<details class="traceback" data-field="fail_stack" data-format="section" hidden>' in fine_page
+
+
+async def test_the_new_job_form_offers_defined_and_seen_names(
+    agenda: Agenda, http: httpx.AsyncClient
+) -> None:
+    @agenda.define("send email")
+    async def send_email(job: Job) -> None:
+        pass
+
+    await agenda.schedule("in 1 hour", "legacy import")
+
+    page = (await http.get("/new")).text
+
+    assert '<option value="send email" label="defined by this app">' in page
+    assert '<option value="legacy import" label="seen in the database">' in page
+    assert "Defined by this app: <code>send email</code>." in page
 
 
 async def test_overview_page_lists_names_with_links(
