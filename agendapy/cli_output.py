@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from rich.json import JSON
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from ._terminal import JSON_UNSAFE, printable
 from .agenda import RunDueResult
 from .job import Job
 from .store.runs import RunRecord
@@ -68,23 +68,6 @@ _STATE_COLOURS = {
 _RUN_COLOURS = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "cyan"}
 
 
-#: What a terminal may act on: C0 controls but tab and newline (ESC starts escape sequences), DEL, C1
-#: controls (U+009B is a one-character CSI), and the bidirectional overrides that reorder what is shown.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-#: The same, for text inside a JSON document: json.dumps escapes C0 itself but lets DEL, C1 and bidi through.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character a terminal would act on shown as an escape (``\\x1b``)."""
-    return _CONTROL.sub(_escaped, text)
-
-
 def escape(value: object) -> str:
     """A value from the database as rich text: control characters escaped, then markup escaped."""
     return escape_markup(printable(str(value)))
@@ -107,7 +90,7 @@ def print_json(value: Any) -> None:
     """One JSON document on stdout (dates as ISO 8601, ObjectIds as strings)."""
     text = json.dumps(value, default=_jsonable, ensure_ascii=False)
     # Those characters can only stand inside strings here, where \uXXXX is the same text.
-    click.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+    click.echo(JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def job_json(job: Job) -> dict[str, Any]:
