@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["JSON_UNSAFE", "printable"]
+__all__ = ["JSON_UNSAFE", "json_printable", "printable"]
 
 #: What a terminal may act on: C0 controls but tab and newline (ESC starts escape sequences), DEL, C1
 #: controls (U+009B is a one-character CSI), and the bidirectional overrides that reorder what is shown.
@@ -21,3 +21,9 @@ def _escaped(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """``text`` with every control character a terminal would act on shown as an escape (``\\x1b``)."""
     return _CONTROL.sub(_escaped, text)
+
+
+def json_printable(document: str) -> str:
+    """A JSON document with the characters :func:`json.dumps` leaves raw (``ensure_ascii=False``) but a
+    terminal acts on written as ``\\uXXXX``: they can only stand inside strings, so it is the same JSON."""
+    return JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", document)

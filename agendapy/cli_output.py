@@ -21,7 +21,7 @@ from rich.json import JSON
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from ._terminal import JSON_UNSAFE, printable
+from ._terminal import json_printable, printable
 from .agenda import RunDueResult
 from .job import Job
 from .store.runs import RunRecord
@@ -88,9 +88,7 @@ def _jsonable(value: Any) -> Any:
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout (dates as ISO 8601, ObjectIds as strings)."""
-    text = json.dumps(value, default=_jsonable, ensure_ascii=False)
-    # Those characters can only stand inside strings here, where \uXXXX is the same text.
-    click.echo(JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+    click.echo(json_printable(json.dumps(value, default=_jsonable, ensure_ascii=False)))
 
 
 def job_json(job: Job) -> dict[str, Any]:

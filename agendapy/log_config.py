@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._terminal import printable
+from ._terminal import json_printable, printable
 
 if TYPE_CHECKING:
     from .agenda import Agenda
@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return _json.dumps(entry, default=str, ensure_ascii=False)
+        return json_printable(_json.dumps(entry, default=str, ensure_ascii=False))
 
 
 def configure_logging(level: str | int = "INFO", json: bool = False) -> logging.Handler:

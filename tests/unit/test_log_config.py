@@ -104,9 +104,10 @@ def test_rich_text_escapes_control_characters_from_job_names(capsys: pytest.Capt
 
 def test_json_lines_escape_control_characters_the_json_way(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", json=True)
-    logging.getLogger("agendapy").warning("job %s", "\x1b[2J")
+    logging.getLogger("agendapy").warning("job %s", "\x1b[2J\x9b\u202e")
     err = capsys.readouterr().err
-    assert "\x1b" not in err and json.loads(err)["message"] == "job \x1b[2J"
+    assert not any(raw in err for raw in ("\x1b", "\x9b", "\u202e"))
+    assert json.loads(err)["message"] == "job \x1b[2J\x9b\u202e"
 
 
 def test_an_unknown_level_is_a_value_error() -> None:
