@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -809,6 +810,16 @@ def dashboard(
     except ImportError as exc:
         raise CliError(f"the dashboard needs its extra: pip install 'agendapy[dashboard]' ({exc})") from None
     configure_logging(log_level)
+    if token is None and credentials is None and not no_auth and module.is_loopback_host(host):
+        # As Jupyter does: other local users reach a loopback port too, so it gets a token anyway, and
+        # the person who started it a link that signs in (printed plainly, so no log format wraps it).
+        token = secrets.token_urlsafe(32)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(
+            "agendapy dashboard: a new token for this run (keep one with AGENDAPY_DASHBOARD_TOKEN_FILE); "
+            f"sign in at http://{shown}:{port}/?token={token}",
+            err=True,
+        )
 
     async def serve(agenda: Agenda) -> None:
         served = module.serve(

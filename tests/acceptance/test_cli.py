@@ -511,7 +511,7 @@ async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
             "--read-only",
         ],
         cwd=app_dir,
-        env={**env, "COLUMNS": "300"},
+        env={**env, "COLUMNS": "60"},  # the link is printed plainly: no log format wraps it
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -546,6 +546,43 @@ async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.communicate, timeout=20)
     assert proc.returncode == 0
+
+
+async def test_dashboard_no_auth_is_explicit_and_warned(db_url: str, app_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENDAPY_")}
+    args = ["dashboard", "jobmod:agenda", "--mongo-url", db_url, "--port", str(port), "--no-auth"]
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "agendapy", *args],
+        cwd=app_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def status() -> int:
+        try:
+            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=2).status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, ConnectionError):
+            return 0
+
+    async def answers() -> bool:
+        return await asyncio.to_thread(status) != 0
+
+    try:
+        await wait_until(answers, timeout=20, interval=0.1)
+        assert await asyncio.to_thread(status) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "NO AUTHENTICATION" in stderr and "?token=" not in stderr
+    beyond = cli_sync("dashboard", "jobmod:agenda", "--host", "0.0.0.0", "--no-auth", cwd=app_dir)
+    assert beyond.returncode == 2 and "refusing to serve the dashboard beyond loopback" in beyond.stderr
 
 
 def test_dashboard_secrets_are_checked_and_read_from_a_file(app_dir: Path, db_url: str) -> None:
