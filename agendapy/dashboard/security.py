@@ -149,7 +149,7 @@ class Sessions:
     def _parse(self, value: str) -> tuple[float, str] | None:
         expiry, _, rest = value.partition(".")
         session_id, _, signature = rest.partition(".")
-        if not (expiry.isdigit() and len(expiry) < 16 and session_id and signature):
+        if not (expiry.isascii() and expiry.isdigit() and len(expiry) < 16 and session_id and signature):
             return None
         if not _equal(signature, self._sign(f"{expiry}.{session_id}")):
             return None

@@ -677,6 +677,10 @@ async def test_sessions_are_signed_expire_and_end_at_sign_out(agenda: Agenda) ->
         expiry, _, rest = kept.partition(".")
         thief.cookies.set("agendapy_session", f"{int(expiry) + 10**6}.{rest}")
         assert (await thief.get("/api/overview")).status_code == 401
+        thief.cookies.clear()
+        for junk in ("\u00b2\u00b3.abc.def", "1.2", "", "x" * 5000, f"{expiry}..{rest}"):
+            cookie_header = f"agendapy_session={junk}".encode("latin-1")
+            assert (await thief.get("/api/overview", headers={"cookie": cookie_header})).status_code == 401
         # Signing out ends the session for every copy of the cookie.
         assert (await post(http, "/logout")).status_code == 303
         thief.cookies.set("agendapy_session", kept)
