@@ -768,6 +768,31 @@ def test_serve_refuses_to_listen_beyond_loopback_without_auth() -> None:
     check_bind("0.0.0.0", token=None, basic_auth=("u", "p"))
 
 
+async def test_serve_without_auth_makes_a_token_and_logs_a_sign_in_link(
+    agenda: Agenda, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agendapy.dashboard import server as server_module
+
+    served: list[Any] = []
+
+    async def fake_serve(self: Any, sockets: Any = None) -> None:
+        served.append(self.config.app)
+
+    monkeypatch.setattr(server_module._Server, "serve", fake_serve)
+    with caplog.at_level("INFO", logger="agendapy.dashboard"):
+        await serve(agenda, port=8123)
+    (app,) = served
+    link = next(r.getMessage() for r in caplog.records if "?token=" in r.getMessage()).split()[-1]
+    token = link.partition("?token=")[2]
+    assert link.startswith("http://127.0.0.1:8123/?token=") and len(token) >= 32
+    assert app.state.dashboard.policy.token == token
+    caplog.clear()
+    with caplog.at_level("INFO", logger="agendapy.dashboard"):
+        await serve(agenda, port=8123, insecure_no_auth=True)
+    assert served[1].state.dashboard.policy.requires_auth is False
+    assert "NO AUTHENTICATION" in caplog.text and "?token=" not in caplog.text
+
+
 async def test_serve_fails_before_listening(agenda: Agenda) -> None:
     with pytest.raises(ValueError, match="beyond loopback"):
         await serve(agenda, host="0.0.0.0", port=0)
