@@ -124,17 +124,20 @@ def _equal(given: str, expected: str) -> bool:
 class Sessions:
     """Signed, expiring session cookies with server-side revocation.
 
-    A session is ``<expiry>.<id>.<signature>``: the signature is an HMAC-SHA256 under a secret made when
-    the app is built (so a restart, or a new token, ends every session), the expiry is checked on every
-    request, and signing out puts the id on a revocation list until it would have expired anyway.
+    A session is ``<expiry>.<id>.<signature>``: the signature is an HMAC-SHA256 under ``key`` (derived
+    from the token, so every process serving the same dashboard accepts it and a new token ends every
+    session; random when not given), the expiry is checked on every request, and signing out puts the id
+    on this process's revocation list until it would have expired anyway.
     """
 
     #: Revoked ids kept at most (each was a signed-in session; older ones have expired or are dropped).
     MAX_REVOKED = 100_000
 
-    def __init__(self, max_age: float, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, max_age: float, *, key: bytes | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.max_age = max_age
-        self._secret = secrets.token_bytes(32)
+        self._secret = key if key is not None else secrets.token_bytes(32)
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self.clock = clock
 
@@ -225,6 +228,16 @@ class FailureThrottle:
     def success(self, client: str) -> None:
         """Right credentials: ``client`` starts over."""
         self._clients.pop(client, None)
+
+
+def _session_key(token: str | None) -> bytes | None:
+    """The key that signs sessions: derived from the token (never the token itself), so the processes of
+    one deployment agree without sharing another secret."""
+    if token is None:
+        return None
+    return hmac.new(
+        token.encode("utf-8", "surrogatepass"), b"agendapy-dashboard-session-key", hashlib.sha256
+    ).digest()
 
 
 def client_address(scope: Scope) -> str:
@@ -318,7 +331,7 @@ class SecurityPolicy:
             read_only=bool(read_only),
             allowed_hosts=hosts,
             insecure_no_auth=insecure_no_auth,
-            sessions=Sessions(float(session_max_age)),
+            sessions=Sessions(float(session_max_age), key=_session_key(token)),
         )
 
     @property

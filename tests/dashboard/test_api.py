@@ -693,6 +693,15 @@ async def test_sessions_are_signed_expire_and_end_at_sign_out(agenda: Agenda) ->
         assert (await http.get("/api/overview")).status_code == 401
 
 
+async def test_processes_serving_one_dashboard_accept_each_others_sessions(agenda: Agenda) -> None:
+    # Two apps built with the same token stand for two worker processes behind one balancer.
+    first, second = create_app(agenda, token=TOKEN), create_app(agenda, token=TOKEN)
+    async with client_at(first, "127.0.0.1") as one, client_at(second, "127.0.0.1") as other:
+        await one.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        other.cookies.set("agendapy_session", one.cookies["agendapy_session"])
+        assert (await other.get("/api/overview")).status_code == 200
+
+
 async def test_basic_auth(make_client: MakeClient) -> None:
     http = await make_client(basic_auth=("ops", "pa:ss wörd-for-tests"))
 
