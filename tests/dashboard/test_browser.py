@@ -168,6 +168,35 @@ async def test_overview_filter_open_run_now_and_see_it_complete(make_agenda: Any
         await expect(page.locator('dd[data-field="last_modified_by"]')).to_have_text("worker-1")
 
 
+async def test_late_jobs_and_tracebacks_show_and_follow_live_updates(make_agenda: Any, browser: Any) -> None:
+    agenda: Agenda = await make_agenda()
+    orphan = await agenda.schedule(ago(600), "orphan task")
+    stack = 'Traceback (most recent call last):\n  File "app.py", line 9, in orphan\nKeyError: "user"'
+    await set_fields(
+        agenda_collection(agenda), orphan, failedAt=ago(700), lastFinishedAt=ago(700), failStack=stack
+    )
+
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
+        page = watched.page
+        await page.goto(f"{url}/")
+        await expect(page.locator('[data-total="late"]')).to_have_text("1")
+        await expect(page.locator("#late")).to_contain_text("orphan task")
+        await page.goto(f"{url}/jobs?state=late")
+        await expect(page.locator("#job-rows tr")).to_have_count(1)
+        await expect(page.locator("#job-rows .tag.late")).to_be_visible()
+        await page.goto(f"{url}/jobs/{orphan.id}")
+        await expect(page.locator("h1 .tag.late")).to_be_visible()
+        await page.locator("details.traceback summary").click()
+        await expect(page.locator("pre.stack")).to_have_text(stack)
+        await expect(page.locator("#live-status")).to_have_text("Live")
+        await agenda.disable(id=orphan.id)  # paused jobs are not late: the page follows
+        await expect(page.locator("h1 .tag.late")).to_be_hidden()
+        await expect(page.locator("h1 .tag.paused")).to_be_visible()
+
+
 async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -> None:
     agenda: Agenda = await make_agenda()
     failed = await agenda.schedule("in 1 hour", "import users", {"file": "users.csv"})
