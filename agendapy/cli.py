@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -81,7 +82,14 @@ def load_agenda(target: str) -> Agenda:
             raise click.BadParameter(
                 f"cannot import module {module_name!r}: {exc}", param_hint="TARGET"
             ) from None
-        raise
+        raise BadInput(f"cannot import TARGET {target!r}: {_one_line(exc)}") from None
+    except SyntaxError as exc:
+        where = f" ({exc.filename}, line {exc.lineno})" if exc.filename else ""
+        raise BadInput(f"cannot import TARGET {target!r}: {type(exc).__name__}: {exc.msg}{where}") from None
+    except Exception as exc:
+        # The application's own code failed while importing: one line that names it, not a traceback
+        # through importlib (run `python -c "import MODULE"` to see the whole story).
+        raise BadInput(f"cannot import TARGET {target!r}: {_one_line(exc)}") from None
     obj: Any = module
     for part in attribute.split("."):
         try:
@@ -91,14 +99,23 @@ def load_agenda(target: str) -> Agenda:
                 f"module {module_name!r} has no attribute {attribute!r}", param_hint="TARGET"
             ) from None
     if not isinstance(obj, Agenda) and callable(obj):
-        obj = obj()
-        if inspect.isawaitable(obj):
-            obj = asyncio.run(_await(obj))
+        try:
+            obj = obj()
+            if inspect.isawaitable(obj):
+                obj = asyncio.run(_await(obj))
+        except Exception as exc:
+            raise BadInput(f"TARGET {target!r} raised while building the Agenda: {_one_line(exc)}") from None
     if not isinstance(obj, Agenda):
         raise click.BadParameter(
             f"{target!r} is {type(obj).__name__}, not an agendapy.Agenda", param_hint="TARGET"
         )
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (the first line of the message)."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
 async def _await(value: Any) -> Any:
@@ -229,7 +246,9 @@ def _parse_json(text: str | None, option: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+        raise BadInput(f"invalid value for {option}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"invalid value for {option}: JSON nested too deeply to read") from None
 
 
 def _criteria(ids: tuple[str, ...], names: tuple[str, ...], data_json: str | None) -> dict[str, Any]:
@@ -346,7 +365,13 @@ def _level_option(default: str) -> Callable[[F], F]:
     envvar="AGENDAPY_METRICS_PORT",
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: off; needs agendapy[metrics]).",
 )
-@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address of the metrics server.")
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="AGENDAPY_METRICS_HOST",
+    help="Address of the metrics server (it has no authentication; 0.0.0.0 exposes it to the network).",
+)
 def worker(
     target: str,
     mongo_url: str | None,
@@ -723,42 +748,88 @@ def stats(source: Source, as_json: bool) -> None:
 @click.option(
     "--token",
     envvar="AGENDAPY_DASHBOARD_TOKEN",
-    help="Require this bearer token (env AGENDAPY_DASHBOARD_TOKEN).",
+    help="Require this bearer token, at least 16 characters (prefer env AGENDAPY_DASHBOARD_TOKEN or "
+    "--token-file: a command line is visible to every local user).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    envvar="AGENDAPY_DASHBOARD_TOKEN_FILE",
+    help="Read the token from this file (its first line).",
 )
 @click.option(
     "--basic-auth",
     metavar="USER:PASSWORD",
     envvar="AGENDAPY_DASHBOARD_BASIC_AUTH",
-    help="Require HTTP basic auth (env AGENDAPY_DASHBOARD_BASIC_AUTH).",
+    help="Require HTTP basic auth (prefer env AGENDAPY_DASHBOARD_BASIC_AUTH or --basic-auth-file).",
+)
+@click.option(
+    "--basic-auth-file",
+    type=click.Path(dir_okay=False),
+    envvar="AGENDAPY_DASHBOARD_BASIC_AUTH_FILE",
+    help="Read USER:PASSWORD from this file (its first line).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without authentication (loopback addresses only). Default: a new token and a sign-in link.",
 )
 @click.option("--read-only", is_flag=True, help="Show jobs; refuse every change.")
 @_level_option("INFO")
+@click.pass_context
 def dashboard(
+    ctx: click.Context,
     target: str,
     mongo_url: str | None,
     host: str,
     port: int,
     token: str | None,
+    token_file: str | None,
     basic_auth: str | None,
+    basic_auth_file: str | None,
+    no_auth: bool,
     read_only: bool,
     log_level: str,
 ) -> None:
-    """Serve the web dashboard for TARGET's jobs (needs agendapy[dashboard])."""
+    """Serve the web dashboard for TARGET's jobs (needs agendapy[dashboard]).
+
+    Without --token or --basic-auth it makes a new token at each start and prints a sign-in link.
+    """
+    token = _secret(ctx, "token", token, token_file)
+    basic_auth = _secret(ctx, "basic_auth", basic_auth, basic_auth_file)
     credentials: tuple[str, str] | None = None
     if basic_auth is not None:
         user, sep, password = basic_auth.partition(":")
         if not sep or not user or not password:
             raise click.BadParameter("expected USER:PASSWORD", param_hint="--basic-auth")
         credentials = (user, password)
+    if no_auth and (token is not None or credentials is not None):
+        raise BadInput("--no-auth contradicts --token / --basic-auth: choose one")
     try:
         module = importlib.import_module("agendapy.dashboard")
     except ImportError as exc:
         raise CliError(f"the dashboard needs its extra: pip install 'agendapy[dashboard]' ({exc})") from None
     configure_logging(log_level)
+    if token is None and credentials is None and not no_auth and module.is_loopback_host(host):
+        # As Jupyter does: other local users reach a loopback port too, so it gets a token anyway, and
+        # the person who started it a link that signs in (printed plainly, so no log format wraps it).
+        token = secrets.token_urlsafe(32)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(
+            "agendapy dashboard: a new token for this run (keep one with AGENDAPY_DASHBOARD_TOKEN_FILE); "
+            f"sign in at http://{shown}:{port}/?token={token}",
+            err=True,
+        )
 
     async def serve(agenda: Agenda) -> None:
         served = module.serve(
-            agenda, host=host, port=port, token=token, basic_auth=credentials, read_only=read_only
+            agenda,
+            host=host,
+            port=port,
+            token=token,
+            basic_auth=credentials,
+            read_only=read_only,
+            insecure_no_auth=no_auth,
         )
         if inspect.isawaitable(served):
             await served
@@ -771,6 +842,29 @@ def dashboard(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _secret(ctx: click.Context, name: str, value: str | None, path: str | None) -> str | None:
+    """A secret from its option, its environment variable or its file (first line); a secret typed on
+    the command line works, with a warning, since ``ps`` shows it to every user of the machine."""
+    option = "--" + name.replace("_", "-")
+    if path is not None:
+        if value is not None:
+            raise BadInput(f"give {option} or {option}-file, not both")
+        try:
+            with open(path, encoding="utf-8") as file:
+                value = file.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read {option}-file {path!r}: {exc}") from None
+        if not value:
+            raise BadInput(f"{option}-file {path!r} is empty")
+        return value
+    if value is not None and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+        out.warn(
+            f"{option} on the command line is visible to every user of this machine (ps); use "
+            f"AGENDAPY_DASHBOARD_{name.upper()} or {option}-file"
+        )
+    return value
 
 
 def _exit_ok(signum: int, frame: object) -> None:

@@ -1,7 +1,9 @@
 """What the ``agendapy`` command prints: JSON documents for ``--json``, rich tables for people.
 
 Times in tables are UTC with a relative hint ("in 5m", "3h ago"); JSON carries ISO 8601 strings.
-Anything read from the database is escaped, so a job named ``[red]x`` prints as it is.
+Anything read from the database is escaped, so a job named ``[red]x`` prints as it is, and its control
+characters are shown as ``\\x1b``-style escapes, so a job name cannot send escape sequences to the
+terminal (set its title, hide text, move the cursor). JSON output escapes them the JSON way.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.json import JSON
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from ._terminal import json_printable, printable
 from .agenda import RunDueResult
 from .job import Job
 from .store.runs import RunRecord
@@ -33,6 +36,7 @@ __all__ = [
     "print_json",
     "print_run_due",
     "print_stats",
+    "printable",
     "say",
     "warn",
 ]
@@ -64,6 +68,11 @@ _STATE_COLOURS = {
 _RUN_COLOURS = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "cyan"}
 
 
+def escape(value: object) -> str:
+    """A value from the database as rich text: control characters escaped, then markup escaped."""
+    return escape_markup(printable(str(value)))
+
+
 # -- JSON -------------------------------------------------------------------------------------------------
 
 
@@ -79,7 +88,7 @@ def _jsonable(value: Any) -> Any:
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout (dates as ISO 8601, ObjectIds as strings)."""
-    click.echo(json.dumps(value, default=_jsonable, ensure_ascii=False))
+    click.echo(json_printable(json.dumps(value, default=_jsonable, ensure_ascii=False)))
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -100,7 +109,7 @@ def console() -> Console:
 
 def say(message: str) -> None:
     """A plain line on stdout."""
-    console().print(message, markup=False)
+    console().print(printable(message), markup=False)
 
 
 def error(message: str) -> None:
@@ -161,12 +170,12 @@ def print_jobs(jobs: list[Job], *, total: int, skip: int) -> None:
     table.add_column("lock")
     for job in jobs:
         table.add_row(
-            job.id or "",
+            escape(job.id or ""),
             escape(job.name) + (" [dim](paused)[/]" if job.disabled else ""),
             _state(job),
             _short(job.next_run_at, now),
             _short(job.last_run_at, now),
-            str(job.fail_count) if job.fail_count else "",
+            escape(job.fail_count) if job.fail_count else "",
             _lock(job, now),
         )
     out = console()
@@ -236,7 +245,7 @@ def print_stats(overview: list[dict[str, Any]], due: int, defined: list[str] | N
         label = escape(entry["name"])
         if defined is not None and entry["name"] not in defined:
             label += " [dim](not defined)[/]"
-        table.add_row(label, *(str(entry.get(column, 0)) for column in OVERVIEW_COLUMNS))
+        table.add_row(label, *(escape(entry.get(column, 0)) for column in OVERVIEW_COLUMNS))
         for column in OVERVIEW_COLUMNS:
             totals[column] += int(entry.get(column, 0))
     if len(overview) > 1:
@@ -273,5 +282,5 @@ def print_run_due(result: RunDueResult, as_json: bool) -> None:
         table.add_column(column)
     for row in rows:
         status = f"[{_RUN_COLOURS[row['status']]}]{row['status']}[/]"
-        table.add_row(escape(row["name"]), row["id"] or "", status, escape(row["detail"] or ""))
+        table.add_row(escape(row["name"]), escape(row["id"] or ""), status, escape(row["detail"] or ""))
     console().print(table)

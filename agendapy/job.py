@@ -108,6 +108,8 @@ class Job:
     #: Required jobs this job is waiting for, and why (set while it waits).
     waiting_for: list[str] | None = None
     waiting_reason: str | None = None
+    #: Where the handler raised, the last time a run failed here (a bounded traceback; ``failStack``).
+    fail_stack: str | None = None
     unique_query: dict[str, Any] | None = field(default=None, repr=False)
     unique_insert_only: bool = field(default=False, repr=False)
     debounce_options: DebounceOptions | None = field(default=None, repr=False)

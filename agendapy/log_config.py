@@ -16,11 +16,20 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._terminal import json_printable, printable
+
 if TYPE_CHECKING:
     from .agenda import Agenda
     from .job import Job
 
-__all__ = ["JobContextFilter", "JsonFormatter", "bind_job_context", "configure_logging", "job_logger"]
+__all__ = [
+    "JobContextFilter",
+    "JsonFormatter",
+    "PrintableFilter",
+    "bind_job_context",
+    "configure_logging",
+    "job_logger",
+]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -69,7 +78,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return _json.dumps(entry, default=str, ensure_ascii=False)
+        return json_printable(_json.dumps(entry, default=str, ensure_ascii=False))
 
 
 def configure_logging(level: str | int = "INFO", json: bool = False) -> logging.Handler:
@@ -93,9 +102,22 @@ def configure_logging(level: str | int = "INFO", json: bool = False) -> logging.
         console = Console(stderr=True, soft_wrap=True)
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(PrintableFilter())
     handler.addFilter(JobContextFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     return handler
+
+
+class PrintableFilter(logging.Filter):
+    """Escapes control characters in a record's message for a terminal: job names and failure reasons
+    come from the database, and an escape sequence in one must not reach the terminal as such."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = printable(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 def job_logger(job: Job, logger: logging.Logger | str | None = None) -> logging.LoggerAdapter[Any]:

@@ -401,11 +401,15 @@ class MetricsServer:
 def serve_metrics(
     agenda: Agenda,
     port: int,
-    addr: str = "0.0.0.0",
+    addr: str = "127.0.0.1",
     registry: CollectorRegistry | None = None,
 ) -> MetricsServer:
     """Instrument ``agenda`` and serve ``/metrics`` on ``addr:port`` from a daemon thread (port 0: any
-    free port)."""
+    free port).
+
+    The endpoint has no authentication, and job names are in it: it listens on loopback unless ``addr``
+    says otherwise (``"0.0.0.0"`` for a scraper on another host, behind your network policy).
+    """
     prom = _prometheus()
     metrics = instrument(agenda, registry)
     server, thread = prom.start_http_server(port, addr=addr, registry=metrics.registry)

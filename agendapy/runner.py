@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -202,6 +204,7 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     else:
         assert failure is not None
         job.fail(failure)
+        job.fail_stack = failure_stack(failure)
         await events.emit_job_event("fail", job.name, failure, job)
         await _handle_retry(agenda, job, definition, failure)
     if job.fixed_delay and job.next_run_at is None:
@@ -220,6 +223,28 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     return RunOutcome(
         job, ran=True, succeeded=succeeded, error=failure, status="succeeded" if succeeded else "failed"
     )
+
+
+#: The most of a traceback kept in ``failStack`` (its end, where the handler raised, is what is kept).
+MAX_FAIL_STACK = 8000
+_FAIL_STACK_FRAMES = 30
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def failure_stack(error: BaseException) -> str:
+    """The traceback of ``error`` as text, at most :data:`MAX_FAIL_STACK` characters (the innermost
+    frames and the exception line; the outer ones are cut)."""
+    # Start at the handler: the frames of agendapy's own run loop above it say nothing about the failure.
+    tb = error.__traceback__
+    while (
+        tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+    ):
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(error), error, tb, limit=-_FAIL_STACK_FRAMES)
+    text = "".join(lines).rstrip("\n")
+    if len(text) > MAX_FAIL_STACK:
+        text = "... (traceback cut)\n" + text[-(MAX_FAIL_STACK - 20) :]
+    return text
 
 
 def _finishing(job: Job) -> None:

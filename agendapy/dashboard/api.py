@@ -97,7 +97,10 @@ async def job_payload(request: Request, job_id: str) -> dict[str, Any]:
     agenda = dashboard_of(request).agenda
     job = await actions.get_job_or_404(agenda, job_id)
     runs = [views.run_record(r) for r in await agenda.runs(job.name, limit=20)]
-    return {"job": views.job_detail(job, _now()), "runs": runs}
+    # Whether the Agenda this dashboard was built for defines the name (None: it defines nothing, so
+    # it is a bare viewer and cannot tell).
+    defined_here = job.name in agenda.definitions if agenda.definitions else None
+    return {"job": views.job_detail(job, _now()), "runs": runs, "defined_here": defined_here}
 
 
 async def get_job(request: Request) -> Response:

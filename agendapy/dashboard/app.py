@@ -24,7 +24,7 @@ from .api import api_routes
 from .context import Dashboard
 from .live import LiveFeed
 from .pages import login_page, page_routes, render
-from .security import SecurityMiddleware, SecurityPolicy, route_path
+from .security import DEFAULT_SESSION_MAX_AGE, SecurityMiddleware, SecurityPolicy, route_path
 from .views import SafeJSONResponse
 
 if TYPE_CHECKING:
@@ -101,26 +101,39 @@ def create_app(
     title: str = "agendapy",
     allowed_hosts: Sequence[str] | None = None,
     live_interval: float = 2.0,
+    insecure_no_auth: bool = False,
+    session_max_age: float = DEFAULT_SESSION_MAX_AGE,
 ) -> Starlette:
     """The dashboard of ``agenda``'s jobs collection as an ASGI app.
 
-    Mount it anywhere (``app.mount("/jobs", create_app(agenda))``); the Agenda connects on the first
-    request and need not be started (when it is, the pages also show this process's worker).
+    Mount it anywhere (``app.mount("/jobs", create_app(agenda, token=...))``); the Agenda connects on the
+    first request and need not be started (when it is, the pages also show this process's worker).
+    A token or basic auth is required unless ``insecure_no_auth=True`` says otherwise.
 
     Args:
         agenda: the Agenda whose collection is shown.
-        token: require ``Authorization: Bearer <token>`` (or a session from ``?token=`` / the sign-in form).
-        basic_auth: require HTTP basic auth with this ``(user, password)``; either credential is enough
-            when both are configured.
+        token: require ``Authorization: Bearer <token>`` (or a session from ``?token=`` / the sign-in form);
+            at least 16 characters.
+        basic_auth: require HTTP basic auth with this ``(user, password)`` (a password of at least 12
+            characters); either credential is enough when both are configured.
         read_only: hide every action and refuse every change (403).
         title: shown in the header and the window title.
         allowed_hosts: host names the app answers to. Default: any when authentication is configured,
             else loopback names only (so a DNS-rebinding page cannot reach an open dashboard); pass your
             domain, or ``["*"]``, when your own application authenticates in front of the dashboard.
         live_interval: seconds between two reads of the overview for live updates.
+        insecure_no_auth: serve without a token or basic auth, because something in front of the
+            dashboard authenticates every request (or for a development server on loopback). Logged as a
+            warning; without ``allowed_hosts`` it still answers loopback host names only.
+        session_max_age: seconds a sign-in lasts (default 12 hours).
     """
     policy = SecurityPolicy.build(
-        token=token, basic_auth=basic_auth, read_only=read_only, allowed_hosts=allowed_hosts
+        token=token,
+        basic_auth=basic_auth,
+        read_only=read_only,
+        allowed_hosts=allowed_hosts,
+        insecure_no_auth=insecure_no_auth,
+        session_max_age=session_max_age,
     )
     if isinstance(live_interval, bool) or not isinstance(live_interval, int | float) or live_interval <= 0:
         raise InvalidInput("live_interval", live_interval, "must be a positive number of seconds")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -14,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from . import views
 from .api import job_payload, list_params
 from .context import dashboard_of
-from .security import SESSION_COOKIE, cookie_header
+from .security import SESSION_COOKIE, client_address, cookie_header
 
 __all__ = ["login_page", "page_routes", "render"]
 
@@ -43,8 +44,9 @@ def render(request: Request, template: str, page: str, status_code: int = 200, *
 
 
 async def _known_names(request: Request) -> list[str]:
+    """The names this dashboard's Agenda defines and the names seen in the collection."""
     agenda = dashboard_of(request).agenda
-    names = {row["name"] for row in (await views.overview(agenda))["names"]}
+    names = {entry["name"] for entry in await agenda.jobs_overview()}
     return sorted(names | set(agenda.definitions))
 
 
@@ -101,7 +103,10 @@ async def new_job_page(request: Request) -> Response:
     """``/new``: the form that creates a job."""
     if dashboard_of(request).policy.read_only:
         raise HTTPException(403, "the dashboard is read-only")
-    return render(request, "new.html", "new", names=await _known_names(request))
+    agenda = dashboard_of(request).agenda
+    return render(
+        request, "new.html", "new", names=await _known_names(request), defined=sorted(agenda.definitions)
+    )
 
 
 def login_page(request: Request, error: str | None = None, status_code: int = 401) -> Response:
@@ -110,26 +115,41 @@ def login_page(request: Request, error: str | None = None, status_code: int = 40
 
 
 async def login(request: Request) -> Response:
-    """``/login``: GET shows the form; POST checks the token, sets the session cookie, and goes home."""
+    """``/login``: GET shows the form; POST checks the token, starts a session, and goes home."""
     dash = dashboard_of(request)
     home = request.scope.get("root_path", "") + "/"
     if dash.policy.token is None:
         return RedirectResponse(home, status_code=303)  # nothing to sign in with
     if request.method == "GET":
         return login_page(request, status_code=200)
+    throttle, client = dash.policy.throttle, client_address(request.scope)
+    wait = throttle.retry_after(client)
+    if wait:
+        response = login_page(
+            request, error=f"Too many failed attempts: try again in {math.ceil(wait)} s.", status_code=429
+        )
+        response.headers["retry-after"] = str(math.ceil(wait))
+        return response
     form = await request.form(max_files=0, max_fields=4)
     given = form.get("token")
     if not isinstance(given, str) or not dash.policy.token_matches(given):
+        throttle.failure(client)
         return login_page(request, error="That token is not valid.")
-    session = dash.policy.session_value()
-    assert session is not None
+    throttle.success(client)
+    sessions = dash.policy.sessions
     response = RedirectResponse(home, status_code=303)
-    response.headers.append("set-cookie", cookie_header(request.scope, SESSION_COOKIE, session))
+    response.headers.append(
+        "set-cookie",
+        cookie_header(request.scope, SESSION_COOKIE, sessions.issue(), max_age=int(sessions.max_age)),
+    )
     return response
 
 
 async def logout(request: Request) -> Response:
-    """``POST /logout``: forget the session cookie (CSRF-checked like every POST)."""
+    """``POST /logout``: end the session (CSRF-checked like every POST); copies of its cookie stop working."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        dashboard_of(request).policy.sessions.revoke(session)
     response = RedirectResponse(request.scope.get("root_path", "") + "/login", status_code=303)
     response.headers.append("set-cookie", cookie_header(request.scope, SESSION_COOKIE, "", max_age=0))
     return response

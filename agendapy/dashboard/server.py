@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 from typing import TYPE_CHECKING
 
@@ -57,16 +58,23 @@ async def serve(
     token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
     read_only: bool = False,
+    insecure_no_auth: bool = False,
 ) -> None:
     """Serve the dashboard until SIGINT/SIGTERM. Listening beyond loopback needs a token or basic auth.
 
-    The Agenda is connected first (so a wrong database URL fails at once) and left open: its owner
-    closes it.
+    Without either (and without ``insecure_no_auth=True``, which loopback addresses alone accept) a
+    random token is made and a sign-in link that carries it is logged, as Jupyter does. The Agenda is
+    connected first (so a wrong database URL fails at once) and left open: its owner closes it.
     """
     check_bind(host, token=token, basic_auth=basic_auth)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidInput("port", port, "must be a port number from 0 to 65535")
-    app = create_app(agenda, token=token, basic_auth=basic_auth, read_only=read_only)
+    generated = token is None and basic_auth is None and not insecure_no_auth
+    if generated:
+        token = secrets.token_urlsafe(32)
+    app = create_app(
+        agenda, token=token, basic_auth=basic_auth, read_only=read_only, insecure_no_auth=insecure_no_auth
+    )
     await agenda.connect()
     config = uvicorn.Config(
         app,
@@ -79,12 +87,13 @@ async def serve(
         server_header=False,
     )
     server = _Server(config, app.state.dashboard)
-    auth = "token" if token else "basic auth" if basic_auth else "no authentication (loopback only)"
-    log.info(
-        "agendapy dashboard on http://%s:%d/ (%s%s)",
-        f"[{host}]" if ":" in host else host,
-        port,
-        auth,
-        ", read-only" if read_only else "",
-    )
+    auth = "token" if token else "basic auth" if basic_auth else "NO AUTHENTICATION (loopback only)"
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    log.info("agendapy dashboard on %s (%s%s)", address, auth, ", read-only" if read_only else "")
+    if generated:
+        log.warning(
+            "no token given: sign in with this link (the token is new at each start): %s?token=%s",
+            address,
+            token,
+        )
     await server.serve()

@@ -25,9 +25,11 @@ __all__ = [
     "OVERVIEW_STATES",
     "SafeJSONResponse",
     "dumps",
+    "is_late",
     "job_detail",
     "job_summary",
     "jsonable",
+    "late_jobs",
     "list_jobs",
     "overview",
     "parse_count",
@@ -39,8 +41,14 @@ __all__ = [
 
 #: Columns of the overview, in the order a job moves through them; "paused" counts disabled jobs.
 OVERVIEW_STATES = ("scheduled", "queued", "running", "waiting", "repeating", "completed", "failed", "paused")
-#: What the job list can filter by: the computed states and "paused".
-FILTER_STATES = (*(s.value for s in JobState), "paused")
+#: What the job list can filter by: the computed states, "paused" and "late".
+FILTER_STATES = (*(s.value for s in JobState), "paused", "late")
+
+#: A job due longer ago than this that no worker has taken is late: no worker that defines its name is
+#: running, or they are all busy.
+LATE_AFTER = timedelta(minutes=1)
+#: Late jobs looked at per state, oldest first (the overview says "at least" beyond it).
+LATE_SCAN = 200
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
@@ -116,12 +124,66 @@ def parse_count(raw: str | None, field: str, *, default: int, low: int, high: in
     return value
 
 
+def is_late(job: Job, now: datetime) -> bool:
+    """Due more than :data:`LATE_AFTER` ago, enabled, and neither running nor waiting for other jobs."""
+    return (
+        not job.disabled
+        and job.locked_at is None
+        and not job.waiting_for
+        and isinstance(job.next_run_at, datetime)
+        and job.next_run_at < now - LATE_AFTER
+    )
+
+
+async def late_jobs(
+    agenda: Agenda, now: datetime, *, name: str | None = None, search: str | None = None
+) -> tuple[list[Job], bool]:
+    """The late jobs, oldest due first, and whether there may be more than were looked at."""
+    found: list[Job] = []
+    capped = False
+    for state in (JobState.QUEUED, JobState.REPEATING, JobState.FAILED):
+        result = await agenda.query_jobs(
+            name=name,
+            search=search,
+            state=state,
+            include_disabled=False,
+            sort={"nextRunAt": "asc"},
+            limit=LATE_SCAN,
+        )
+        found += [job for job in result.jobs if is_late(job, now)]
+        capped = capped or result.total > LATE_SCAN
+    found.sort(key=lambda job: (job.next_run_at or now, job.name))
+    return found, capped
+
+
+def _late_by_name(agenda: Agenda, jobs: list[Job], capped: bool) -> dict[str, Any]:
+    rows: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        row = rows.get(job.name)
+        if row is None:
+            defined = job.name in agenda.definitions if agenda.definitions else None
+            row = rows[job.name] = {
+                "name": job.name,
+                "count": 0,
+                "oldest": iso(job.next_run_at),
+                "defined": defined,
+            }
+        row["count"] += 1
+    return {
+        "total": len(jobs),
+        "capped": capped,
+        "names": list(rows.values()),
+        "after": LATE_AFTER.total_seconds(),
+    }
+
+
 def job_summary(job: Job, now: datetime) -> dict[str, Any]:
     """The fields of a job that lists and tables show."""
     return {
         "id": job.id,
         "name": job.name,
         "state": compute_job_state(job, now).value,
+        "late": is_late(job, now),
         "disabled": bool(job.disabled),
         "type": job.type,
         "priority": job.priority,
@@ -159,8 +221,9 @@ def run_record(record: RunRecord) -> dict[str, Any]:
     return out
 
 
-async def overview(agenda: Agenda) -> dict[str, Any]:
-    """Counts per job name and state, and the totals over all names."""
+async def overview(agenda: Agenda, now: datetime | None = None) -> dict[str, Any]:
+    """Counts per job name and state, the totals over all names, and the late jobs per name."""
+    now = now or datetime.now(UTC)
     names = []
     totals = dict.fromkeys(("total", *OVERVIEW_STATES), 0)
     for entry in await agenda.jobs_overview():
@@ -170,7 +233,9 @@ async def overview(agenda: Agenda) -> dict[str, Any]:
         for key in totals:
             totals[key] += row[key]
         names.append(row)
-    return {"names": names, "totals": totals}
+    late, capped = await late_jobs(agenda, now)
+    totals["late"] = len(late)
+    return {"names": names, "totals": totals, "late": _late_by_name(agenda, late, capped)}
 
 
 async def list_jobs(
@@ -190,6 +255,9 @@ async def list_jobs(
         everything = await agenda.query_jobs(name=name, search=search)
         paused = [job for job in everything.jobs if job.disabled]
         jobs, total = paused[skip : skip + limit], len(paused)
+    elif state == "late":
+        late, _ = await late_jobs(agenda, now, name=name, search=search)
+        jobs, total = late[skip : skip + limit], len(late)
     else:
         result = await agenda.query_jobs(name=name, state=state, search=search, skip=skip, limit=limit)
         jobs, total = result.jobs, result.total

@@ -60,6 +60,7 @@ EXTRA_FIELDS: tuple[tuple[str, str], ...] = (
     ("interval_ended_at", "intervalEndedAt"),
     ("waiting_for", "waitingFor"),
     ("waiting_reason", "waitingReason"),
+    ("fail_stack", "failStack"),
 )
 
 #: The worker-managed fields of one run (Agenda's saveJobState, plus ours), as (attribute, field).
@@ -78,6 +79,7 @@ STATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("interval_ended_at", "intervalEndedAt"),
     ("waiting_for", "waitingFor"),
     ("waiting_reason", "waitingReason"),
+    ("fail_stack", "failStack"),
 )
 STATE_KEYS: dict[str, str] = dict(STATE_FIELDS)
 
@@ -109,6 +111,7 @@ PROCESSOR_FIELDS = frozenset(
         "intervalEndedAt",
         "waitingFor",
         "waitingReason",
+        "failStack",
     }
 )
 

@@ -247,6 +247,28 @@ async def test_text_output_shows_names_literally(agenda: Agenda, db_url: str) ->
     assert "[red]alert[/red]" in stats.stdout
 
 
+HOSTILE_NAME = "\x1b]0;PWNED\x07\x9b31mred\u202eevil"
+
+
+async def test_control_characters_from_the_database_never_reach_the_terminal(
+    agenda: Agenda, db_url: str
+) -> None:
+    job = agenda.create(HOSTILE_NAME, {"note": "\x1b[2J"})
+    job.fail("boom \x1b[8mhidden")
+    job.last_modified_by = "\x1b[1Aworker"
+    job = await job.save()
+    for args in (("jobs", "ls"), ("stats",), ("jobs", "show", str(job.id)), ("jobs", "retry", str(job.id))):
+        result = await cli(*args, "--mongo-url", db_url)
+        assert result.returncode == 0, result.stderr
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in result.stdout + result.stderr, (args, result.stdout)
+    listing = await cli("jobs", "ls", "--mongo-url", db_url)
+    assert "\\x1b]0;PWNED\\x07" in listing.stdout  # shown, escaped, not dropped
+    as_json = await cli("jobs", "ls", "--json", "--mongo-url", db_url)
+    assert "\x1b" not in as_json.stdout and "\x9b" not in as_json.stdout and "\u202e" not in as_json.stdout
+    assert [entry["name"] for entry in ok_json(as_json)["jobs"]] == [HOSTILE_NAME]
+
+
 async def test_jobs_ls_reads_the_url_from_the_environment_and_another_collection(
     agenda: Agenda, db_url: str
 ) -> None:
@@ -469,7 +491,9 @@ async def test_worker_logs_json_with_job_ids_and_serves_metrics(
 # -- dashboard ------------------------------------------------------------------------------------------
 
 
-async def test_dashboard_serves_target(agenda: Agenda, db_url: str, app_dir: Path) -> None:
+async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
+    agenda: Agenda, db_url: str, app_dir: Path
+) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENDAPY_")}
     proc = await asyncio.to_thread(
@@ -487,6 +511,51 @@ async def test_dashboard_serves_target(agenda: Agenda, db_url: str, app_dir: Pat
             "--read-only",
         ],
         cwd=app_dir,
+        env={**env, "COLUMNS": "60"},  # the link is printed plainly: no log format wraps it
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def sign_in_link() -> str:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "?token=" in line:
+                return line.split()[-1]
+        raise AssertionError("no sign-in link printed")
+
+    def status(url: str) -> int:
+        try:
+            return int(urllib.request.urlopen(url, timeout=2).status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, ConnectionError):
+            return 0
+
+    try:
+        link = await asyncio.wait_for(asyncio.to_thread(sign_in_link), timeout=30)
+        assert link.startswith(f"http://127.0.0.1:{port}/?token=")
+
+        async def answers() -> bool:
+            return await asyncio.to_thread(status, f"http://127.0.0.1:{port}/") != 0
+
+        await wait_until(answers, timeout=20, interval=0.1)
+        assert await asyncio.to_thread(status, f"http://127.0.0.1:{port}/") == 401
+        assert await asyncio.to_thread(status, link) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.communicate, timeout=20)
+    assert proc.returncode == 0
+
+
+async def test_dashboard_no_auth_is_explicit_and_warned(db_url: str, app_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENDAPY_")}
+    args = ["dashboard", "jobmod:agenda", "--mongo-url", db_url, "--port", str(port), "--no-auth"]
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "agendapy", *args],
+        cwd=app_dir,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -495,7 +564,7 @@ async def test_dashboard_serves_target(agenda: Agenda, db_url: str, app_dir: Pat
 
     def status() -> int:
         try:
-            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status)
+            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=2).status)
         except urllib.error.HTTPError as exc:
             return exc.code
         except (urllib.error.URLError, ConnectionError):
@@ -511,6 +580,25 @@ async def test_dashboard_serves_target(agenda: Agenda, db_url: str, app_dir: Pat
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
     assert proc.returncode == 0, stderr
+    assert "NO AUTHENTICATION" in stderr and "?token=" not in stderr
+    beyond = cli_sync("dashboard", "jobmod:agenda", "--host", "0.0.0.0", "--no-auth", cwd=app_dir)
+    assert beyond.returncode == 2 and "refusing to serve the dashboard beyond loopback" in beyond.stderr
+
+
+def test_dashboard_secrets_are_checked_and_read_from_a_file(app_dir: Path, db_url: str) -> None:
+    typed = cli_sync("dashboard", "jobmod:agenda", "--mongo-url", db_url, "--token", "short", cwd=app_dir)
+    assert typed.returncode == 2
+    assert "visible to every user of this machine" in typed.stderr
+    assert "at least 16 characters" in typed.stderr and "short" not in typed.stderr.split("warning")[-1]
+    (app_dir / "token.txt").write_text("tiny\n")
+    from_file = cli_sync(
+        "dashboard", "jobmod:agenda", "--mongo-url", db_url, "--token-file", "token.txt", cwd=app_dir
+    )
+    assert from_file.returncode == 2
+    assert from_file.stderr.strip().splitlines() == [
+        "error: invalid input: invalid token '<4 characters>': must be at least 16 characters long; make one "
+        "with python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    ]
 
 
 def test_dashboard_without_its_extra_says_what_to_install(tmp_path: Path) -> None:
@@ -547,6 +635,43 @@ def test_a_bad_target_is_bad_input(app_dir: Path, db_url: str, target: str, mess
     result = cli_sync("run-due", target, "--mongo-url", db_url, cwd=app_dir)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+BROKEN_TARGETS = {
+    "syntax.py": "def broken(:\n",
+    "raises.py": "raise RuntimeError('no settings file')\n",
+    "needs_dep.py": "import no_such_dependency_here\n",
+    "factory.py": "def make():\n    raise ValueError('DATABASE_URL is not set')\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("syntax:agenda", "SyntaxError: invalid syntax"),
+        ("raises:agenda", "RuntimeError: no settings file"),
+        ("needs_dep:agenda", "No module named 'no_such_dependency_here'"),
+        ("factory:make", "ValueError: DATABASE_URL is not set"),
+    ],
+)
+def test_a_target_that_fails_to_load_is_one_line_and_status_2(
+    tmp_path: Path, db_url: str, target: str, message: str
+) -> None:
+    for name, source in BROKEN_TARGETS.items():
+        (tmp_path / name).write_text(source)
+    result = cli_sync("run-due", target, "--mongo-url", db_url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and target in lines[0], result.stderr
+
+
+def test_deeply_nested_data_is_one_line_and_status_2(db_url: str) -> None:
+    result = cli_sync("schedule", "x", "now", "--data", "[" * 50_000, "--mongo-url", db_url)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid value for --data: JSON nested too deeply to read"
+    ]
 
 
 def test_collection_with_a_target_is_bad_input(app_dir: Path, db_url: str) -> None:

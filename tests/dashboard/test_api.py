@@ -60,6 +60,7 @@ async def test_overview_counts_each_state(
         "completed": 1,
         "failed": 1,
         "paused": 1,
+        "late": 1,  # the queued one: due a minute ago, and no worker took it
     }
     by_name = {row["name"]: row for row in body["overview"]["names"]}
     assert list(by_name) == ["email", "heartbeat", "import", "report"]
@@ -67,6 +68,78 @@ async def test_overview_counts_each_state(
     assert by_name["import"]["running"] == 1 and by_name["import"]["paused"] == 1
     assert body["process"] is None  # this process runs no worker
     assert body["read_only"] is False
+
+
+async def test_late_jobs_are_flagged_in_the_overview_the_list_and_the_job_page(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    @agenda.define("report")
+    async def report(job: Job) -> None:
+        pass
+
+    orphan = await agenda.schedule(ago(600), "orphan")  # no worker defines it: it will never run
+    late_report = await agenda.schedule(ago(300), "report")
+    await agenda.schedule(ago(5), "report")  # just due: a worker will take it at its next poll
+    running = await agenda.schedule(ago(600), "report")
+    await set_fields(jobs_collection, running, lockedAt=ago(1))
+    paused = await agenda.schedule(ago(600), "orphan")
+    await agenda.disable(id=paused.id)
+    await agenda.schedule("in 1 hour", "orphan")
+
+    overview = (await http.get("/api/overview")).json()["overview"]
+    listing = (await http.get("/api/jobs", params={"state": "late"})).json()
+    everything = (await http.get("/api/jobs")).json()
+    page = await http.get("/")
+    job_page = await http.get(f"/jobs/{orphan.id}")
+    fine_page = await http.get(f"/jobs/{running.id}")
+
+    assert overview["totals"]["late"] == 2
+    assert [(row["name"], row["count"], row["defined"]) for row in overview["late"]["names"]] == [
+        ("orphan", 1, False),
+        ("report", 1, True),
+    ]
+    assert [job["id"] for job in listing["jobs"]] == [orphan.id, late_report.id]
+    assert {job["id"] for job in everything["jobs"] if job["late"]} == {orphan.id, late_report.id}
+    assert "Late jobs" in page.text and "does not define it" in page.text
+    assert 'class="notice warn" data-field="late" data-format="flag">' in job_page.text
+    assert "(this app does not define it)" in job_page.text
+    assert 'class="notice warn" data-field="late" data-format="flag" hidden>' in fine_page.text
+
+
+async def test_the_job_page_shows_where_the_handler_raised(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    failed = await agenda.schedule(ago(60), "email")
+    fine = await agenda.schedule("in 1 hour", "email")
+    stack = 'Traceback (most recent call last):\n  File "app.py", line 3, in send\nValueError: <b>no</b>'
+    await set_fields(
+        jobs_collection, failed, failedAt=ago(1), failCount=1, failReason="<b>no</b>", failStack=stack
+    )
+
+    api = (await http.get(f"/api/jobs/{failed.id}")).json()
+    page = (await http.get(f"/jobs/{failed.id}")).text
+    fine_page = (await http.get(f"/jobs/{fine.id}")).text
+
+    assert api["job"]["fail_stack"] == stack
+    assert '<details class="traceback" data-field="fail_stack" data-format="section">' in page
+    assert "in send\nValueError: &lt;b&gt;no&lt;/b&gt;</pre>" in page
+    assert '<details class="traceback" data-field="fail_stack" data-format="section" hidden>' in fine_page
+
+
+async def test_the_new_job_form_offers_defined_and_seen_names(
+    agenda: Agenda, http: httpx.AsyncClient
+) -> None:
+    @agenda.define("send email")
+    async def send_email(job: Job) -> None:
+        pass
+
+    await agenda.schedule("in 1 hour", "legacy import")
+
+    page = (await http.get("/new")).text
+
+    assert '<option value="send email" label="defined by this app">' in page
+    assert '<option value="legacy import" label="seen in the database">' in page
+    assert "Defined by this app: <code>send email</code>." in page
 
 
 async def test_overview_page_lists_names_with_links(
@@ -211,7 +284,7 @@ async def test_runs_endpoint_and_job_history(make_agenda: Any, make_client: Make
     bad = await agenda.now("flaky", {"fail": True})
     await ok.run()
     await bad.run()
-    http = await make_client(app=create_app(agenda))
+    http = await make_client(app=create_app(agenda, insecure_no_auth=True))
 
     runs = (await http.get("/api/runs", params={"name": "flaky"})).json()["runs"]
     failed = (await http.get("/api/runs", params={"status": "failed"})).json()["runs"]
@@ -421,12 +494,12 @@ async def test_create_rejects_malformed_bodies(http: httpx.AsyncClient) -> None:
 
 
 async def test_token_is_required_when_configured(agenda: Agenda, make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token")
+    http = await make_client(token="s3cret-token-for-tests")
 
     api = await http.get("/api/overview")
     page = await http.get("/")
     wrong = await http.get("/api/overview", headers={"authorization": "Bearer nope"})
-    right = await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token"})
+    right = await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token-for-tests"})
     static = await http.get("/static/app.js")
 
     assert api.status_code == 401 and api.json() == {"error": "authentication required"}
@@ -448,25 +521,25 @@ async def test_token_is_required_when_configured(agenda: Agenda, make_client: Ma
 
 
 async def test_query_token_sets_a_strict_http_only_session_cookie(make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token")
+    http = await make_client(token="s3cret-token-for-tests")
 
-    first = await http.get("/", params={"token": "s3cret-token"})
+    first = await http.get("/", params={"token": "s3cret-token-for-tests"})
     cookie = next(c for c in first.headers.get_list("set-cookie") if c.startswith("agendapy_session="))
     later = await http.get("/api/overview")  # the client keeps the cookie
-    bad = await (await make_client(token="s3cret-token")).get("/", params={"token": "guess"})
+    bad = await (await make_client(token="s3cret-token-for-tests")).get("/", params={"token": "guess"})
 
     assert first.status_code == 200
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    assert "s3cret-token" not in cookie  # the cookie holds a derived value, not the token
+    assert "s3cret-token-for-tests" not in cookie  # the cookie holds a derived value, not the token
     assert later.status_code == 200
     assert bad.status_code == 401
 
 
 async def test_session_cookie_from_another_token_is_refused(make_client: MakeClient) -> None:
-    old = await make_client(token="old-token")
-    await old.get("/", params={"token": "old-token"})
+    old = await make_client(token="old-token-for-tests")
+    await old.get("/", params={"token": "old-token-for-tests"})
     session = old.cookies["agendapy_session"]
-    new = await make_client(token="new-token")
+    new = await make_client(token="new-token-for-tests")
 
     new.cookies.set("agendapy_session", session)
     response = await new.get("/api/overview")
@@ -475,14 +548,14 @@ async def test_session_cookie_from_another_token_is_refused(make_client: MakeCli
 
 
 async def test_login_form_and_logout(make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token")
+    http = await make_client(token="s3cret-token-for-tests")
 
     form = await http.get("/login")
     wrong = await http.post("/login", data={"token": "nope"}, headers={"origin": ORIGIN})
     cross = await http.post(
-        "/login", data={"token": "s3cret-token"}, headers={"origin": "https://evil.example"}
+        "/login", data={"token": "s3cret-token-for-tests"}, headers={"origin": "https://evil.example"}
     )
-    right = await http.post("/login", data={"token": "s3cret-token"}, headers={"origin": ORIGIN})
+    right = await http.post("/login", data={"token": "s3cret-token-for-tests"}, headers={"origin": ORIGIN})
 
     assert form.status_code == 200 and 'action="/login"' in form.text
     assert wrong.status_code == 401 and "That token is not valid." in wrong.text
@@ -496,14 +569,147 @@ async def test_login_form_and_logout(make_client: MakeClient) -> None:
     assert (await http.get("/api/overview")).status_code == 401
 
 
+TOKEN = "s3cret-token-for-tests"
+
+
+def client_at(app: Any, address: str) -> httpx.AsyncClient:
+    """A client on ``app`` that the dashboard sees as coming from ``address``."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 40000)), base_url=ORIGIN)
+
+
+def test_an_app_without_authentication_must_be_asked_for(agenda: Agenda, caplog: Any) -> None:
+    with pytest.raises(ValueError, match=r"needs authentication.*insecure_no_auth=True"):
+        create_app(agenda)
+    with caplog.at_level("WARNING", logger="agendapy.dashboard"):
+        create_app(agenda, insecure_no_auth=True)
+    assert "NO AUTHENTICATION" in caplog.text
+
+
+async def test_an_open_app_reached_by_another_name_says_it_has_no_authentication(
+    make_client: MakeClient,
+) -> None:
+    http = await make_client(base_url="http://192.168.1.10:8080")
+    refused = await http.get("/api/overview")
+    assert refused.status_code == 400 and "WITHOUT AUTHENTICATION" in refused.text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"token": "abc123def"}, "at least 16 characters"),
+        ({"basic_auth": ("ops", "hunter2x")}, "at least 12 characters"),
+    ],
+)
+def test_short_secrets_are_refused_without_showing_them(
+    agenda: Agenda, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        create_app(agenda, **options)
+    assert "abc123def" not in str(caught.value) and "hunter2x" not in str(caught.value)
+
+
+async def test_wrong_tokens_make_that_client_wait_longer_each_time(agenda: Agenda) -> None:
+    app = create_app(agenda, token=TOKEN)
+    throttle = app.state.dashboard.policy.throttle
+    now = [1000.0]
+    throttle.clock = lambda: now[0]
+    async with client_at(app, "203.0.113.7") as attacker, client_at(app, "198.51.100.1") as other:
+        signed_in = await attacker.get("/", params={"token": TOKEN})  # a session from before the attack
+        assert signed_in.status_code == 200
+        session = attacker.cookies["agendapy_session"]
+        attacker.cookies.clear()
+        guesses = [
+            (await attacker.get("/api/overview", headers={"authorization": f"Bearer guess-{i}"})).status_code
+            for i in range(8)
+        ]
+        # A few mistakes are free; then the client waits and its credentials are not even checked.
+        assert guesses[:6] == [401] * 6 and guesses[6:] == [429, 429]
+        blocked = await attacker.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        assert blocked.status_code == 429 and blocked.headers["retry-after"] == "1"
+        by_query = await attacker.get("/", params={"token": TOKEN})
+        assert by_query.status_code == 429
+        # Other clients, and sessions that already exist, are not affected.
+        assert (
+            await other.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        ).status_code == 200
+        attacker.cookies.set("agendapy_session", session)
+        assert (await attacker.get("/api/overview")).status_code == 200
+        attacker.cookies.clear()
+        now[0] += 1.5
+        assert (
+            await attacker.get("/api/overview", headers={"authorization": "Bearer again"})
+        ).status_code == 401
+        again = await attacker.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        assert again.status_code == 429 and again.headers["retry-after"] == "2"  # twice as long
+        now[0] += 2.5
+        ok = await attacker.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+
+
+async def test_the_sign_in_form_is_throttled_too(agenda: Agenda) -> None:
+    app = create_app(agenda, token=TOKEN)
+    async with client_at(app, "203.0.113.8") as http:
+        wrong = [
+            (await http.post("/login", data={"token": f"guess-{i}"}, headers={"origin": ORIGIN})).status_code
+            for i in range(7)
+        ]
+        right = await http.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+    assert wrong == [401] * 6 + [429]
+    assert right.status_code == 429 and "Too many failed attempts" in right.text
+
+
+async def test_sessions_are_signed_expire_and_end_at_sign_out(agenda: Agenda) -> None:
+    app = create_app(agenda, token=TOKEN, session_max_age=3600)
+    sessions = app.state.dashboard.policy.sessions
+    now = [1_900_000_000.0]
+    sessions.clock = lambda: now[0]
+    async with client_at(app, "127.0.0.1") as http, client_at(app, "127.0.0.1") as thief:
+        first = await http.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        cookie = next(c for c in first.headers.get_list("set-cookie") if c.startswith("agendapy_session="))
+        assert "Max-Age=3600" in cookie
+        kept = http.cookies["agendapy_session"]
+        await thief.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        assert thief.cookies["agendapy_session"] != kept  # each sign-in is a new session, not a fixed value
+        thief.cookies.clear()
+        thief.cookies.set("agendapy_session", kept)
+        assert (await thief.get("/api/overview")).status_code == 200
+        # A forged expiry breaks the signature.
+        expiry, _, rest = kept.partition(".")
+        thief.cookies.set("agendapy_session", f"{int(expiry) + 10**6}.{rest}")
+        assert (await thief.get("/api/overview")).status_code == 401
+        thief.cookies.clear()
+        for junk in ("\u00b2\u00b3.abc.def", "1.2", "", "x" * 5000, f"{expiry}..{rest}"):
+            cookie_header = f"agendapy_session={junk}".encode("latin-1")
+            assert (await thief.get("/api/overview", headers={"cookie": cookie_header})).status_code == 401
+        # Signing out ends the session for every copy of the cookie.
+        assert (await post(http, "/logout")).status_code == 303
+        thief.cookies.set("agendapy_session", kept)
+        assert (await thief.get("/api/overview")).status_code == 401
+        # And a session that nobody ended expires.
+        http.cookies.clear()
+        await http.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        assert (await http.get("/api/overview")).status_code == 200
+        now[0] += 3601
+        assert (await http.get("/api/overview")).status_code == 401
+
+
+async def test_processes_serving_one_dashboard_accept_each_others_sessions(agenda: Agenda) -> None:
+    # Two apps built with the same token stand for two worker processes behind one balancer.
+    first, second = create_app(agenda, token=TOKEN), create_app(agenda, token=TOKEN)
+    async with client_at(first, "127.0.0.1") as one, client_at(second, "127.0.0.1") as other:
+        await one.post("/login", data={"token": TOKEN}, headers={"origin": ORIGIN})
+        other.cookies.set("agendapy_session", one.cookies["agendapy_session"])
+        assert (await other.get("/api/overview")).status_code == 200
+
+
 async def test_basic_auth(make_client: MakeClient) -> None:
-    http = await make_client(basic_auth=("ops", "pa:ss wörd"))
+    http = await make_client(basic_auth=("ops", "pa:ss wörd-for-tests"))
 
     none = await http.get("/")
-    wrong_user = await http.get("/", headers=basic("root", "pa:ss wörd"))
+    wrong_user = await http.get("/", headers=basic("root", "pa:ss wörd-for-tests"))
     wrong_password = await http.get("/", headers=basic("ops", "pass"))
     garbage = await http.get("/", headers={"authorization": "Basic !!!"})
-    right = await http.get("/", headers=basic("ops", "pa:ss wörd"))
+    right = await http.get("/", headers=basic("ops", "pa:ss wörd-for-tests"))
 
     assert none.status_code == 401
     assert none.headers["www-authenticate"].startswith('Basic realm="agendapy dashboard"')
@@ -512,14 +718,14 @@ async def test_basic_auth(make_client: MakeClient) -> None:
 
 
 async def test_either_credential_works_when_both_are_configured(make_client: MakeClient) -> None:
-    http = await make_client(token="s3cret-token", basic_auth=("ops", "pw"))
+    http = await make_client(token="s3cret-token-for-tests", basic_auth=("ops", "pw-for-the-tests"))
 
     challenges = (await http.get("/api/overview")).headers.get_list("www-authenticate")
 
     assert len(challenges) == 2
-    assert (await http.get("/api/overview", headers=basic("ops", "pw"))).status_code == 200
+    assert (await http.get("/api/overview", headers=basic("ops", "pw-for-the-tests"))).status_code == 200
     assert (
-        await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token"})
+        await http.get("/api/overview", headers={"authorization": "Bearer s3cret-token-for-tests"})
     ).status_code == 200
 
 
@@ -531,8 +737,11 @@ async def test_either_credential_works_when_both_are_configured(make_client: Mak
         ({"basic_auth": ("ops", "")}, "basic_auth"),
         ({"basic_auth": ("a:b", "pw")}, "basic_auth"),
         ({"basic_auth": "ops:pw"}, "basic_auth"),
-        ({"allowed_hosts": "example.com"}, "allowed_hosts"),
-        ({"live_interval": 0}, "live_interval"),
+        ({"allowed_hosts": "example.com", "insecure_no_auth": True}, "allowed_hosts"),
+        ({"live_interval": 0, "insecure_no_auth": True}, "live_interval"),
+        ({"token": "short-token", "session_max_age": 10}, "token"),
+        ({"token": "s3cret-token-for-tests", "session_max_age": 10}, "session_max_age"),
+        ({"insecure_no_auth": "yes"}, "insecure_no_auth"),
     ],
 )
 def test_create_app_rejects_unsafe_settings(agenda: Agenda, options: dict[str, Any], field: str) -> None:
@@ -545,7 +754,7 @@ async def test_open_dashboard_answers_loopback_hosts_only(make_client: MakeClien
     loopback = await make_client(base_url="http://localhost:8080")
     ipv6 = await make_client(base_url="http://[::1]:8080")
     allowed = await make_client(base_url="http://jobs.internal", allowed_hosts=["jobs.internal"])
-    with_token = await make_client(base_url="http://jobs.example.com", token="t0ken")
+    with_token = await make_client(base_url="http://jobs.example.com", token="t0ken-for-the-tests")
 
     refused = await rebinding.get("/api/overview")
 
@@ -554,7 +763,7 @@ async def test_open_dashboard_answers_loopback_hosts_only(make_client: MakeClien
     assert (await ipv6.get("/api/overview")).status_code == 200
     assert (await allowed.get("/api/overview")).status_code == 200
     assert (
-        await with_token.get("/api/overview", headers={"authorization": "Bearer t0ken"})
+        await with_token.get("/api/overview", headers={"authorization": "Bearer t0ken-for-the-tests"})
     ).status_code == 200
 
 
@@ -566,6 +775,31 @@ def test_serve_refuses_to_listen_beyond_loopback_without_auth() -> None:
         check_bind(host, token=None, basic_auth=None)
     check_bind("0.0.0.0", token="t", basic_auth=None)
     check_bind("0.0.0.0", token=None, basic_auth=("u", "p"))
+
+
+async def test_serve_without_auth_makes_a_token_and_logs_a_sign_in_link(
+    agenda: Agenda, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agendapy.dashboard import server as server_module
+
+    served: list[Any] = []
+
+    async def fake_serve(self: Any, sockets: Any = None) -> None:
+        served.append(self.config.app)
+
+    monkeypatch.setattr(server_module._Server, "serve", fake_serve)
+    with caplog.at_level("INFO", logger="agendapy.dashboard"):
+        await serve(agenda, port=8123)
+    (app,) = served
+    link = next(r.getMessage() for r in caplog.records if "?token=" in r.getMessage()).split()[-1]
+    token = link.partition("?token=")[2]
+    assert link.startswith("http://127.0.0.1:8123/?token=") and len(token) >= 32
+    assert app.state.dashboard.policy.token == token
+    caplog.clear()
+    with caplog.at_level("INFO", logger="agendapy.dashboard"):
+        await serve(agenda, port=8123, insecure_no_auth=True)
+    assert served[1].state.dashboard.policy.requires_auth is False
+    assert "NO AUTHENTICATION" in caplog.text and "?token=" not in caplog.text
 
 
 async def test_serve_fails_before_listening(agenda: Agenda) -> None:
@@ -591,8 +825,8 @@ async def test_read_only_hides_and_refuses_every_write(
         for action in ("run", "retry", "disable", "enable", "cancel")
     ]
     create = await post(http, "/api/jobs", {"name": "x"})
-    bearer = await (await make_client(read_only=True, token="t")).post(
-        "/api/jobs", json={"name": "x"}, headers={"authorization": "Bearer t"}
+    bearer = await (await make_client(read_only=True, token="t0ken-for-the-tests")).post(
+        "/api/jobs", json={"name": "x"}, headers={"authorization": "Bearer t0ken-for-the-tests"}
     )
 
     for page in pages:
@@ -612,7 +846,7 @@ async def test_read_only_hides_and_refuses_every_write(
 
 async def test_posts_need_the_sessions_csrf_token(agenda: Agenda, make_client: MakeClient) -> None:
     job = await agenda.schedule("in 1 hour", "report")
-    app = create_app(agenda)
+    app = create_app(agenda, insecure_no_auth=True)
     http = await make_client(app=app)
     stranger = await make_client(app=app)
     token = await csrf_token(http)
@@ -671,14 +905,14 @@ async def test_bearer_requests_need_no_csrf_token_but_cookie_and_basic_sessions_
 ) -> None:
     job = await agenda.schedule("in 1 hour", "report")
     path = f"/api/jobs/{job.id}/disable"
-    bearer = await make_client(token="t0ken")
-    cookie = await make_client(token="t0ken")
-    await cookie.get("/", params={"token": "t0ken"})
-    basic_client = await make_client(basic_auth=("ops", "pw"))
+    bearer = await make_client(token="t0ken-for-the-tests")
+    cookie = await make_client(token="t0ken-for-the-tests")
+    await cookie.get("/", params={"token": "t0ken-for-the-tests"})
+    basic_client = await make_client(basic_auth=("ops", "pw-for-the-tests"))
 
-    by_bearer = await bearer.post(path, headers={"authorization": "Bearer t0ken"})
+    by_bearer = await bearer.post(path, headers={"authorization": "Bearer t0ken-for-the-tests"})
     by_cookie = await cookie.post(path, headers={"origin": ORIGIN})
-    by_basic = await basic_client.post(path, headers={**basic("ops", "pw"), "origin": ORIGIN})
+    by_basic = await basic_client.post(path, headers={**basic("ops", "pw-for-the-tests"), "origin": ORIGIN})
 
     assert by_bearer.status_code == 200
     assert by_cookie.status_code == 403
@@ -763,7 +997,7 @@ async def test_no_inline_styles_or_handlers_in_templates(
 async def test_security_headers_on_every_response(agenda: Agenda, make_client: MakeClient) -> None:
     job = await agenda.now("report")
     open_app = await make_client()
-    locked = await make_client(token="t0ken")
+    locked = await make_client(token="t0ken-for-the-tests")
     responses = {
         "page": await open_app.get("/"),
         "detail": await open_app.get(f"/jobs/{job.id}"),
@@ -818,7 +1052,7 @@ async def test_mounted_in_fastapi_under_a_prefix(agenda: Agenda, make_client: Ma
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    outer.mount("/admin/jobs", create_app(agenda, title="Billing jobs"))
+    outer.mount("/admin/jobs", create_app(agenda, title="Billing jobs", insecure_no_auth=True))
     http = await make_client(app=outer)
 
     page = await http.get("/admin/jobs/")
@@ -866,7 +1100,7 @@ class EventReader:
 
 
 async def test_server_sent_events_announce_changes(agenda: Agenda) -> None:
-    app = create_app(agenda, live_interval=0.1)
+    app = create_app(agenda, live_interval=0.1, insecure_no_auth=True)
     await agenda.now("first")
 
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -888,11 +1122,13 @@ async def test_server_sent_events_announce_changes(agenda: Agenda) -> None:
 
 
 async def test_server_sent_events_need_authentication(agenda: Agenda) -> None:
-    app = create_app(agenda, token="t0ken", live_interval=0.1)
+    app = create_app(agenda, token="t0ken-for-the-tests", live_interval=0.1)
 
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         refused = await http.get("/api/events")
-        async with http.stream("GET", "/api/events", headers={"authorization": "Bearer t0ken"}) as stream:
+        async with http.stream(
+            "GET", "/api/events", headers={"authorization": "Bearer t0ken-for-the-tests"}
+        ) as stream:
             events = await EventReader(stream).read()
 
     assert refused.status_code == 401
@@ -900,7 +1136,7 @@ async def test_server_sent_events_need_authentication(agenda: Agenda) -> None:
 
 
 async def test_closing_the_feed_ends_open_streams(agenda: Agenda) -> None:
-    app = create_app(agenda, live_interval=0.1)
+    app = create_app(agenda, live_interval=0.1, insecure_no_auth=True)
 
     async with (
         running_server(app) as url,
@@ -915,7 +1151,7 @@ async def test_closing_the_feed_ends_open_streams(agenda: Agenda) -> None:
 
 
 async def test_websockets_are_refused_before_anything_else(agenda: Agenda) -> None:
-    app = create_app(agenda, token="t0ken")
+    app = create_app(agenda, token="t0ken-for-the-tests")
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -119,7 +119,10 @@ async def test_overview_filter_open_run_now_and_see_it_complete(make_agenda: Any
     )
     await agenda.start()
 
-    async with running_server(create_app(agenda, live_interval=0.2)) as url, watched_page(browser) as watched:
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
         page = watched.page
         await page.goto(f"{url}/")
         await expect(page.locator("#live-status")).to_have_text("Live")
@@ -165,6 +168,35 @@ async def test_overview_filter_open_run_now_and_see_it_complete(make_agenda: Any
         await expect(page.locator('dd[data-field="last_modified_by"]')).to_have_text("worker-1")
 
 
+async def test_late_jobs_and_tracebacks_show_and_follow_live_updates(make_agenda: Any, browser: Any) -> None:
+    agenda: Agenda = await make_agenda()
+    orphan = await agenda.schedule(ago(600), "orphan task")
+    stack = 'Traceback (most recent call last):\n  File "app.py", line 9, in orphan\nKeyError: "user"'
+    await set_fields(
+        agenda_collection(agenda), orphan, failedAt=ago(700), lastFinishedAt=ago(700), failStack=stack
+    )
+
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
+        page = watched.page
+        await page.goto(f"{url}/")
+        await expect(page.locator('[data-total="late"]')).to_have_text("1")
+        await expect(page.locator("#late")).to_contain_text("orphan task")
+        await page.goto(f"{url}/jobs?state=late")
+        await expect(page.locator("#job-rows tr")).to_have_count(1)
+        await expect(page.locator("#job-rows .tag.late")).to_be_visible()
+        await page.goto(f"{url}/jobs/{orphan.id}")
+        await expect(page.locator("h1 .tag.late")).to_be_visible()
+        await page.locator("details.traceback summary").click()
+        await expect(page.locator("pre.stack")).to_have_text(stack)
+        await expect(page.locator("#live-status")).to_have_text("Live")
+        await agenda.disable(id=orphan.id)  # paused jobs are not late: the page follows
+        await expect(page.locator("h1 .tag.late")).to_be_hidden()
+        await expect(page.locator("h1 .tag.paused")).to_be_visible()
+
+
 async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -> None:
     agenda: Agenda = await make_agenda()
     failed = await agenda.schedule("in 1 hour", "import users", {"file": "users.csv"})
@@ -177,7 +209,10 @@ async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -
         failCount=2,
     )
 
-    async with running_server(create_app(agenda, live_interval=0.2)) as url, watched_page(browser) as watched:
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
         page = watched.page
         await page.goto(f"{url}/jobs/{failed.id}")
         await expect(page.locator("pre.reason")).to_have_text("bad CSV")
@@ -199,7 +234,10 @@ async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -
 
 
 async def test_create_a_job_through_the_form(agenda: Agenda, browser: Any) -> None:
-    async with running_server(create_app(agenda, live_interval=0.2)) as url, watched_page(browser) as watched:
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
         page = watched.page
         await page.goto(f"{url}/new")
 
@@ -229,11 +267,11 @@ async def test_create_a_job_through_the_form(agenda: Agenda, browser: Any) -> No
 
 async def test_sign_in_link_sets_a_session_and_leaves_the_address(agenda: Agenda, browser: Any) -> None:
     await agenda.now("report")
-    app = create_app(agenda, token="correct-horse", live_interval=0.2)
+    app = create_app(agenda, token="correct-horse-battery-staple", live_interval=0.2)
 
     async with running_server(app) as url, watched_page(browser) as watched:
         page = watched.page
-        await page.goto(f"{url}/jobs?token=correct-horse")
+        await page.goto(f"{url}/jobs?token=correct-horse-battery-staple")
         await expect(page).to_have_url(f"{url}/jobs")  # the token left the address bar and history
         await expect(page.locator("#live-status")).to_have_text("Live")  # the stream got the cookie
         await expect(page.locator("#job-rows tr")).to_have_count(1)
@@ -242,7 +280,7 @@ async def test_sign_in_link_sets_a_session_and_leaves_the_address(agenda: Agenda
 
         await page.get_by_role("button", name="Sign out").click()
         await expect(page).to_have_url(f"{url}/login")
-        await page.fill('input[name="token"]', "correct-horse")
+        await page.fill('input[name="token"]', "correct-horse-battery-staple")
         await page.get_by_role("button", name="Sign in").click()
         await expect(page).to_have_url(f"{url}/")
         await expect(page.locator("#overview-rows tr")).to_have_count(1)
@@ -299,7 +337,7 @@ async def test_screenshots(make_agenda: Any, browser: Any) -> None:
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
-        async with running_server(create_app(agenda, live_interval=0.5)) as url:
+        async with running_server(create_app(agenda, live_interval=0.5, insecure_no_auth=True)) as url:
             for dark in (False, True):
                 suffix = "-dark" if dark else ""
                 async with watched_page(browser, dark=dark) as watched:

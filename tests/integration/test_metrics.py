@@ -203,6 +203,20 @@ async def test_http_server_serves_metrics(agenda: Agenda) -> None:
     assert value(samples, "agendapy_jobs_succeeded_total", name="ok") == 1
 
 
+async def test_metrics_server_listens_on_loopback_unless_told_otherwise(agenda: Agenda) -> None:
+    from agendapy.cli import worker
+
+    server = serve_metrics(agenda, 0, registry=CollectorRegistry())
+    try:
+        # The endpoint has no authentication: nothing beyond this machine reaches it by default.
+        assert server.server.server_address[0] == "127.0.0.1"
+    finally:
+        server.close()
+        server.metrics.close()
+    (host_option,) = [p for p in worker.params if p.name == "metrics_host"]
+    assert host_option.default == "127.0.0.1"
+
+
 async def test_instrument_is_idempotent_and_one_registry_holds_one_agenda(make_agenda: Any) -> None:
     first: Agenda = await make_agenda()
     second: Agenda = await make_agenda()

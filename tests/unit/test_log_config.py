@@ -94,6 +94,22 @@ def test_rich_text_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert not err.lstrip().startswith("{")
 
 
+def test_rich_text_escapes_control_characters_from_job_names(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    logging.getLogger("agendapy").warning("%s (%s) failed: %s", "\x1b]0;PWNED\x07", "id1", "bad \x9b2J")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\x9b" not in err
+    assert "\\x1b]0;PWNED\\x07 (id1) failed: bad \\x9b2J" in err
+
+
+def test_json_lines_escape_control_characters_the_json_way(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", json=True)
+    logging.getLogger("agendapy").warning("job %s", "\x1b[2J\x9b\u202e")
+    err = capsys.readouterr().err
+    assert not any(raw in err for raw in ("\x1b", "\x9b", "\u202e"))
+    assert json.loads(err)["message"] == "job \x1b[2J\x9b\u202e"
+
+
 def test_an_unknown_level_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="invalid log level 'LOUD'"):
         configure_logging("LOUD")
