@@ -283,12 +283,16 @@ class Agenda:
             if watch.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-        if self._connected:
-            await self._store.close()
-            self._connected = False
-        if self._embedded is not None:
-            self._embedded.release()
-            self._embedded = None
+        try:
+            if self._connected:
+                # Marked closed first: a caller that gives up on a silent server (the CLI's worker,
+                # bounded by its grace period) must not wait for it again in a second close().
+                self._connected = False
+                await self._store.close()
+        finally:
+            if self._embedded is not None:
+                self._embedded.release()
+                self._embedded = None
 
     async def __aenter__(self) -> Agenda:
         await self.start()

@@ -765,6 +765,7 @@ def _spawn_keeper(path: Path, port: int | None, linger: float, previous: _Server
             record is not None
             and record["pid"] > 0
             and record["started_at"] != old_start
+            and "user" in record  # not the record of the setup server that creates the user
             and _pid_alive(record["pid"])
             and _record_is_live(record)
         ):
