@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -185,3 +186,22 @@ async def test_server_stops_after_the_last_process_leaves(workdir: Path) -> None
     await wait_until(lambda: not _live_pid(workdir), timeout=60)
     record = _record(workdir)
     assert record is not None and record["pid"] == 0
+
+
+@pytest.mark.parametrize("command", [["jobs", "ls"], ["stats"]])
+async def test_cli_reports_an_unreachable_database_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"mongodb://127.0.0.1:{port}/app?serverSelectionTimeoutMS=300"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agendapy", *command, "--mongo-url", url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: cannot reach MongoDB at mongodb://127.0.0.1:{port}/app")
