@@ -745,11 +745,15 @@ class Agenda:
         return self._processor is not None
 
     async def start(self) -> None:
-        """Connect and start claiming and running the defined jobs (safe to call twice)."""
+        """Connect, emit ``worker start``, and start claiming and running the defined jobs (safe to call
+        twice)."""
         async with self._start_lock:
             if self._processor is not None:
                 return
             await self.connect()
+            # Before the first claim, so what the listeners schedule is due in the first pass. Only a
+            # process that runs jobs gets here: listings and the dashboard connect, never start.
+            await self._events.emit("worker start")
             self._processor = Processor(self)
             self._processor.start()
 
@@ -796,6 +800,7 @@ class Agenda:
         else:
             wanted = list(self._definitions)
         await self.connect()
+        await self._events.emit("worker start")
         processor = Processor(self, names=wanted)
         outcomes = await processor.run_due(sched.utcnow())
         return RunDueResult(
