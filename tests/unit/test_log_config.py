@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,15 @@ def test_rich_text_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert "disk almost full" in err
     assert "hidden" not in err
     assert not err.lstrip().startswith("{")
+
+
+def test_rich_text_times_are_iso_8601_with_the_utc_offset(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    logging.getLogger("app").warning("disk almost full")
+    err = capsys.readouterr().err
+    assert re.match(
+        r"\s*\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}\s+WARNING\s+disk almost full", err
+    ), err
 
 
 def test_an_unknown_level_is_a_value_error() -> None:
