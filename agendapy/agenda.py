@@ -266,12 +266,19 @@ class Agenda:
     async def _watch_embedded(self, lease: EmbeddedLease) -> None:
         # The shared server may go away under us (killed, crashed): start it again on the same port,
         # and the driver reconnects by itself. Without this a worker would retry a dead port forever.
+        failing = False
         while True:
             await asyncio.sleep(_EMBEDDED_CHECK_EVERY)
             try:
                 await asyncio.to_thread(lease.ensure_live)
             except Exception as exc:
-                log.error("the embedded database is unavailable: %s", exc)
+                # Once per outage: the store's own errors say the rest while it lasts.
+                (log.debug if failing else log.error)("the embedded database is unavailable: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("the embedded database is running again")
+                failing = False
 
     async def close(self) -> None:
         """Stop processing (if started), close the connection and leave the embedded server (it stops
