@@ -346,3 +346,32 @@ def test_port_in_use_is_reported(tmp_path: Path) -> None:
         with pytest.raises(DatabaseUnavailable, match="in use"):
             srv.start()
         assert not srv.running
+
+
+async def test_agendas_on_the_embedded_default_share_it_and_never_log_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agendapy import Agenda
+
+    data_dir = tmp_path / "db"
+    monkeypatch.delenv("AGENDAPY_MONGO_URL", raising=False)
+    monkeypatch.setenv("AGENDAPY_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("AGENDAPY_EMBEDDED_LINGER", "0.5")
+    caplog.set_level("DEBUG", logger="agendapy")
+    first, second = Agenda(name="first"), Agenda(name="second")
+    try:
+        await first.now("from first")
+        await second.connect()
+        server_pid = read_record(data_dir)["pid"]
+        await first.close()  # the first user leaves: the second keeps the same server
+        await second.now("from second")
+        names = sorted(job.name for job in (await second.query_jobs()).jobs)
+        assert names == ["from first", "from second"]
+        assert read_record(data_dir)["pid"] == server_pid
+    finally:
+        await first.close()
+        await second.close()
+    assert wait_dead(server_pid, timeout=30)
+    password = read_record(data_dir)["password"]
+    assert "mongodb://agendapy:***@127.0.0.1" in caplog.text
+    assert password not in caplog.text
