@@ -776,9 +776,10 @@ def _spawn_keeper(path: Path, port: int | None, linger: float, previous: _Server
             if code is None:
                 keeper.terminate()
             reason = f"exited with code {code}" if code is not None else "did not answer within 90 s"
+            # One line (the CLI prints it as its error): the log's last line, and where the rest is.
+            last = _tail(log_path, offset).splitlines()[-1].strip()
             raise DatabaseUnavailable(
-                f"the embedded server {reason} (data dir {path}); last lines of {log_path}:\n"
-                f"{_tail(log_path, offset)}"
+                f"the embedded server could not start: its keeper {reason} ({last}); see {log_path}"
             )
         time.sleep(0.1)
 

@@ -375,3 +375,15 @@ async def test_agendas_on_the_embedded_default_share_it_and_never_log_its_passwo
     password = read_record(data_dir)["password"]
     assert "mongodb://agendapy:***@127.0.0.1" in caplog.text
     assert password not in caplog.text
+
+
+def test_a_server_that_cannot_start_is_a_one_line_error(tmp_path: Path) -> None:
+    data_dir = tmp_path / "db"
+    data_dir.mkdir()
+    (data_dir / "storage").write_text("not a directory")  # WiredTiger cannot open its home
+    with pytest.raises(DatabaseUnavailable) as caught:
+        ensure_embedded_server(data_dir, linger=0.5)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("the embedded server could not start: its keeper exited with code 1 (")
+    assert message.endswith(f"see {data_dir / 'server.log'}")
