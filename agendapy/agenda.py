@@ -270,7 +270,7 @@ class Agenda:
         while True:
             await asyncio.sleep(_EMBEDDED_CHECK_EVERY)
             try:
-                await asyncio.to_thread(lease.ensure_live)
+                await lease.aensure_live()
             except Exception as exc:
                 # Once per outage: the store's own errors say the rest while it lasts.
                 (log.debug if failing else log.error)("the embedded database is unavailable: %s", exc)

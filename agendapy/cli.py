@@ -296,7 +296,7 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     # them and closing the connection, each bounded, so the process exits within the grace period
     # even when the database does not answer (the platform kills soon after it).
     reserve = min(_EXIT_RESERVE, grace / 2)
-    deadline = loop.time() + grace
+    deadline: float | None = None  # set by the first signal
 
     def on_signal(signum: int) -> None:
         nonlocal signals_seen
@@ -324,7 +324,8 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
         await agenda.stop(grace=max(grace - reserve, 0.0))
     finally:
         try:
-            await asyncio.wait_for(agenda.close(), max(deadline - loop.time(), _MIN_CLOSE_TIME))
+            left = grace if deadline is None else deadline - loop.time()
+            await asyncio.wait_for(agenda.close(), max(left, _MIN_CLOSE_TIME))
         except TimeoutError:
             log.warning("the database did not answer while closing the connection; exiting without it")
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -652,6 +652,35 @@ class EmbeddedLease:
             self._url = url
         return url
 
+    async def aensure_live(self) -> str:
+        """Like :meth:`ensure_live`, without blocking the event loop.
+
+        It runs in a daemon thread rather than the loop's executor: starting a server may take seconds,
+        and a process that is stopping must not wait for it (``asyncio.run`` and the interpreter wait
+        for executor threads at exit; a cancelled caller simply leaves this one behind).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+
+        def settle(result: str | None, error: BaseException | None) -> None:
+            if future.done():
+                return  # the caller was cancelled
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(cast(str, result))
+
+        def check() -> None:
+            try:
+                result, error = self.ensure_live(), None
+            except BaseException as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=check, name="agendapy-embedded-check", daemon=True).start()
+        return await future
+
     def release(self) -> None:
         """Stop using the server; it stops once no process has used it for the linger time."""
         if self._fd is not None:

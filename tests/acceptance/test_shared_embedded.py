@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -102,7 +103,9 @@ def _interrupt(proc: subprocess.Popen[str], within: float) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, stderr = proc.communicate()
+        stderr = stderr or ""
         pytest.fail(f"the worker did not exit within {within} s of SIGINT:\n{stderr[-3000:]}")
+    stderr = stderr or ""  # None when it goes to a file
     assert proc.returncode == 0, stderr[-3000:]
     return stderr
 
@@ -167,6 +170,39 @@ async def test_second_worker_keeps_its_database_when_the_first_stops(workdir: Pa
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+def _worker_logging_to(workdir: Path, log_path: Path) -> subprocess.Popen[str]:
+    with log_path.open("w") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agendapy", "worker", "jobmod:agenda", "--grace", str(GRACE)],
+            cwd=workdir,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "500"},
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+        )
+
+
+async def test_a_stop_while_the_server_is_being_restarted_ends_within_the_grace(workdir: Path) -> None:
+    log_path = workdir / "worker.log"
+    worker = _worker_logging_to(workdir, log_path)
+    lock_fd: int | None = None
+    try:
+        await wait_until(lambda: (workdir / f"connected-{worker.pid}").exists(), timeout=60)
+        # Hold the start lock: the worker's restart of the server below cannot finish.
+        lock_fd = os.open(workdir / "db" / ".lock", os.O_RDWR)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        os.kill(_live_pid(workdir), signal.SIGKILL)
+        await wait_until(lambda: "starting it again" in log_path.read_text(), timeout=60)
+        _interrupt(worker, within=GRACE + 3)
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
 
 
 async def test_server_stops_after_the_last_process_leaves(workdir: Path) -> None:
