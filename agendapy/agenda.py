@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
-from .store.mongo import MongoJobStore
+from .store.mongo import MongoJobStore, redact_url
 from .store.runs import RunRecord
 from .validate import (
     check_bson,
@@ -34,7 +35,7 @@ from .validate import (
 
 if TYPE_CHECKING:
     from .backoff import BackoffStrategy
-    from .embedded import EmbeddedServer
+    from .embedded import EmbeddedLease
 
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
@@ -47,6 +48,8 @@ _UNSET: Any = object()
 
 #: Where the embedded database keeps its files when no URL is given.
 DEFAULT_DATA_DIR = ".agendapy/db"
+#: How often a process using the embedded database checks that its server still runs.
+_EMBEDDED_CHECK_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,8 @@ class Agenda:
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
-        self._embedded: EmbeddedServer | None = None
+        self._embedded: EmbeddedLease | None = None
+        self._embedded_watch: asyncio.Task[None] | None = None
 
     def _store_for(self, db: Any) -> JobStore:
         # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
@@ -253,20 +257,49 @@ class Agenda:
         from .embedded import ensure_embedded_server
 
         data_dir = os.environ.get("AGENDAPY_DATA_DIR", DEFAULT_DATA_DIR)
-        url, server = await asyncio.to_thread(ensure_embedded_server, data_dir)
-        self._embedded = server
-        log.info("using the embedded database at %s (data in %s)", url, data_dir)
-        return url
+        lease = await asyncio.to_thread(ensure_embedded_server, data_dir)
+        self._embedded = lease
+        self._embedded_watch = asyncio.create_task(self._watch_embedded(lease), name="agendapy-embedded")
+        log.info("using the embedded database at %s (data in %s)", redact_url(lease.url), data_dir)
+        return lease.url
+
+    async def _watch_embedded(self, lease: EmbeddedLease) -> None:
+        # The shared server may go away under us (killed, crashed): start it again on the same port,
+        # and the driver reconnects by itself. Without this a worker would retry a dead port forever.
+        failing = False
+        while True:
+            await asyncio.sleep(_EMBEDDED_CHECK_EVERY)
+            try:
+                await lease.aensure_live()
+            except Exception as exc:
+                # Once per outage: the store's own errors say the rest while it lasts.
+                (log.debug if failing else log.error)("the embedded database is unavailable: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("the embedded database is running again")
+                failing = False
 
     async def close(self) -> None:
-        """Stop processing (if started), close the connection and any embedded server this Agenda started."""
+        """Stop processing (if started), close the connection and leave the embedded server (it stops
+        shortly after the last process using it has left)."""
         await self.stop()
-        if self._connected:
-            await self._store.close()
-            self._connected = False
-        if self._embedded is not None:
-            await self._embedded.astop()
-            self._embedded = None
+        watch, self._embedded_watch = self._embedded_watch, None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            if watch.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+        try:
+            if self._connected:
+                # Marked closed first: a caller that gives up on a silent server (the CLI's worker,
+                # bounded by its grace period) must not wait for it again in a second close().
+                self._connected = False
+                await self._store.close()
+        finally:
+            if self._embedded is not None:
+                self._embedded.release()
+                self._embedded = None
 
     async def __aenter__(self) -> Agenda:
         await self.start()
@@ -719,7 +752,8 @@ class Agenda:
         return self._processor is not None
 
     async def start(self) -> None:
-        """Connect and start claiming and running the defined jobs (safe to call twice).
+        """Connect, emit ``worker start``, and start claiming and running the defined jobs (safe to call
+        twice).
 
         Returns once the first claim pass is over: every job due by then is locked by this worker and
         running, up to ``max_concurrency``, each name's ``concurrency`` and the lock limits (due jobs
@@ -729,6 +763,9 @@ class Agenda:
             if self._processor is not None:
                 return
             await self.connect()
+            # Before the first claim, so what the listeners schedule is due in the first pass. Only a
+            # process that runs jobs gets here: listings and the dashboard connect, never start.
+            await self._events.emit("worker start")
             self._processor = processor = Processor(self)
             await processor.start()
 
@@ -788,6 +825,7 @@ class Agenda:
         else:
             wanted = list(self._definitions)
         await self.connect()
+        await self._events.emit("worker start")
         processor = Processor(self, names=wanted)
         outcomes = await processor.run_due(sched.utcnow())
         return RunDueResult(

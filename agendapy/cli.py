@@ -301,11 +301,21 @@ def main() -> None:
 # -- worker and run-due ------------------------------------------------------------------------------------
 
 
+#: Seconds of a worker's grace period kept for unlocking its jobs and closing the connection.
+_EXIT_RESERVE = 1.5
+_MIN_CLOSE_TIME = 0.2
+
+
 async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully within ``grace`` seconds (a second signal: at once)."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals_seen = 0
+    # What the stop may take in all: running jobs get the grace period less a reserve for unlocking
+    # them and closing the connection, each bounded, so the process exits within the grace period
+    # even when the database does not answer (the platform kills soon after it).
+    reserve = min(_EXIT_RESERVE, grace / 2)
+    deadline: float | None = None  # set by the first signal
 
     def on_signal(signum: int) -> None:
         nonlocal signals_seen
@@ -316,6 +326,8 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
                 signal.Signals(signum).name,
                 grace,
             )
+            nonlocal deadline
+            deadline = loop.time() + grace
             stop_requested.set()
         else:
             log.warning("received %s again: stopping now", signal.Signals(signum).name)
@@ -328,9 +340,13 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
         names = ", ".join(agenda.definitions) or "(none defined)"
         log.info("worker %s started; runs: %s", agenda.name or "(unnamed)", names)
         await stop_requested.wait()
-        await agenda.stop(grace=grace)
+        await agenda.stop(grace=max(grace - reserve, 0.0))
     finally:
-        await agenda.close()
+        try:
+            left = grace if deadline is None else deadline - loop.time()
+            await asyncio.wait_for(agenda.close(), max(left, _MIN_CLOSE_TIME))
+        except TimeoutError:
+            log.warning("the database did not answer while closing the connection; exiting without it")
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("worker stopped")

@@ -1,18 +1,29 @@
 """The zero-setup default database: SecantusDB run as a child process.
 
 :class:`EmbeddedServer` starts ``secantusd-py`` on a loopback port over a data directory, waits until it
-answers ``hello`` and stops it again. :func:`ensure_embedded_server` is what the CLI and ``Agenda``'s
-default use: several processes on one machine share one server per data directory, recorded in
-``server.json``, and the process that started it owns it. The owner stops its servers at exit; a small
-watchdog process per server stops it too when the owner dies without running exit hooks.
+answers ``hello`` and stops it again; the process that starts it owns it (tests, benchmarks). A small
+watchdog process per server stops it when the owner dies without running exit hooks.
+
+:func:`ensure_embedded_server` is what the CLI and ``Agenda``'s default use: every process on the machine
+that uses one data directory shares one server, which belongs to none of them. A detached keeper process
+(``python -m agendapy.embedded``) starts it and stops it a little after the last user has left. Each user
+holds a *lease*, a shared ``flock`` on ``users.lock`` that the kernel releases however the user exits;
+the keeper stops the server only while it holds that lock exclusively, so no user can be handed a server
+that is stopping. The server keeps its port for the life of the data directory, so a user whose server
+went away (killed, crashed) starts a new one on the same URL and its driver reconnects by itself.
+
+The server requires SCRAM-SHA-256 authentication: the keeper creates a user with a random password at
+the first start and keeps it in ``server.json``, which, like everything in the directory, only the
+owner can read (files 0600, directories 0700).
 
 Layout of a data directory::
 
-    server.json      pid, port and URL of the live server (written by its owner, removed on stop)
-    server.log       the server's stdout and stderr
+    server.json      port, URL and credentials; pid of the live server (0 when stopped)
+    server.log       the keeper's and the server's output
     secantusd.toml   passed with --config so no user-wide SecantusDB config file changes our server
     storage/         the WiredTiger files
     .lock            serialises check-then-start in ensure_embedded_server
+    users.lock       leases of the processes using the server
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,17 +50,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypedDict, cast
+from typing import IO, NotRequired, TypedDict, cast
+from urllib.parse import quote
 
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from agendapy.errors import AgendaError, DatabaseUnavailable
 
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["EmbeddedServer", "ensure_embedded_server", "find_server_command"]
+__all__ = ["EmbeddedLease", "EmbeddedServer", "ensure_embedded_server", "find_server_command"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +75,13 @@ _LOG_NAME = "server.log"
 _CONFIG_NAME = "secantusd.toml"
 _STORAGE_NAME = "storage"
 _LOCK_NAME = ".lock"
+_USERS_NAME = "users.lock"
+_USER = "agendapy"
+#: Seconds the shared server stays up after its last user has left (env AGENDAPY_EMBEDDED_LINGER).
+DEFAULT_LINGER = 10.0
+#: Only the owner may read or enter anything in a data directory.
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
 _LOG_ROTATE_BYTES = 5 * 1024 * 1024
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.05
@@ -122,11 +142,13 @@ if alive():
 class _ServerRecord(TypedDict):
     """The contents of ``server.json``."""
 
-    pid: int
+    pid: int  # the server's, 0 once it has stopped (the record keeps the port and the credentials)
     host: str
     port: int
-    url: str
+    url: str  # with the password, when there is one: the file is 0600
     started_at: str
+    user: NotRequired[str]
+    password: NotRequired[str]
 
 
 def find_server_command() -> list[str]:
@@ -163,6 +185,8 @@ class EmbeddedServer:
         port: the port to listen on; ``None`` picks a free one at the first start and keeps it.
         startup_timeout: seconds :meth:`start` waits for the server to answer ``hello``.
         log_level: the server's log level (its output goes to ``data_dir/server.log``).
+        credentials: ``(user, password)`` of a user that exists in the storage (see
+            :meth:`create_user`): the server then runs with ``--auth`` and :attr:`url` carries them.
     """
 
     def __init__(
@@ -173,6 +197,7 @@ class EmbeddedServer:
         port: int | None = None,
         startup_timeout: float = 20.0,
         log_level: str = "WARNING",
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self._temporary = data_dir is None
         self._data_dir = Path(data_dir).resolve() if data_dir is not None else self._make_temp_dir()
@@ -182,6 +207,7 @@ class EmbeddedServer:
         self._started_once = False
         self._startup_timeout = startup_timeout
         self._log_level = log_level
+        self._credentials = credentials
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._lifeline: int | None = None
@@ -191,7 +217,7 @@ class EmbeddedServer:
         _instances.add(self)
 
     def _make_temp_dir(self) -> Path:
-        path = Path(tempfile.mkdtemp(prefix="agendapy-db-"))
+        path = Path(tempfile.mkdtemp(prefix="agendapy-db-"))  # mkdtemp makes it 0700
         # Removes the directory if this object is garbage-collected without stop(); a running server
         # is never collected because _running holds it.
         self._temp_cleanup = weakref.finalize(self, shutil.rmtree, path, ignore_errors=True)
@@ -207,10 +233,10 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
-        """The connection string, ``mongodb://HOST:PORT/?directConnection=true``."""
+        """The connection string, ``mongodb://[USER:PASSWORD@]HOST:PORT/?directConnection=true``."""
         if self._port is None:
             raise AgendaError("the embedded server has no port yet: call start() first")
-        return _make_url(self._host, self._port)
+        return _make_url(self._host, self._port, self._credentials)
 
     @property
     def port(self) -> int | None:
@@ -292,10 +318,13 @@ class EmbeddedServer:
         return self._port_chosen_by_us and not self._started_once
 
     def _prepare_data_dir(self) -> None:
-        (self._data_dir / _STORAGE_NAME).mkdir(parents=True, exist_ok=True)
+        _make_private_dir(self._data_dir)
+        (self._data_dir / _STORAGE_NAME).mkdir(mode=_DIR_MODE, exist_ok=True)
+        # Directories made by earlier versions were 0755 with 0644 files: close them up.
+        _restrict_tree(self._data_dir)
         config = self._data_dir / _CONFIG_NAME
         if not config.exists():
-            config.write_text(_CONFIG_TEXT, encoding="utf-8")
+            _write_private(config, _CONFIG_TEXT)
         log_path = self.log_path
         with contextlib.suppress(FileNotFoundError):
             if log_path.stat().st_size > _LOG_ROTATE_BYTES:
@@ -312,8 +341,9 @@ class EmbeddedServer:
             "--log-level", self._log_level,
             # Without it a kill -9 of the server loses acknowledged writes.
             "--sync-on-commit",
+            *(["--auth"] if self._credentials else []),
         ]  # fmt: skip
-        with self.log_path.open("ab") as log_file:
+        with _open_private_log(self.log_path) as log_file:
             self._log_offset = log_file.tell()
             log_file.write(f"--- agendapy: starting {' '.join(args)}\n".encode())
             log_file.flush()
@@ -327,6 +357,7 @@ class EmbeddedServer:
                     stderr=subprocess.STDOUT,
                     cwd=self._data_dir,
                     start_new_session=True,
+                    umask=0o077,  # its storage files: 0600, like everything in the directory
                 )
             except OSError as exc:
                 raise DatabaseUnavailable(f"could not run the embedded server {args[0]!r}: {exc}") from exc
@@ -409,8 +440,8 @@ class EmbeddedServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
 
-        Removes ``server.json`` and, for a temporary data directory, the directory. Does nothing more
-        when the server is not running.
+        Marks ``server.json`` stopped and, for a temporary data directory, removes the directory. Does
+        nothing more when the server is not running.
         """
         with self._lock:
             if os.getpid() != self._owner_pid:
@@ -434,6 +465,30 @@ class EmbeddedServer:
                 self._proc = None
             _running.discard(self)
 
+    def create_user(self, user: str, password: str) -> None:
+        """Create (or reset the password of) a ``root`` user in the running server, then remove every
+        other user, so no one who connected before ``--auth`` was on keeps a way in.
+
+        Call it on a server started without credentials, then start one with them.
+        """
+        client: MongoClient[dict[str, object]] = MongoClient(
+            self.url, serverSelectionTimeoutMS=10_000, appname="agendapy-setup"
+        )
+        try:
+            admin = client.admin
+            try:
+                admin.command("createUser", user, pwd=password, roles=["root"])
+            except OperationFailure as exc:
+                if "already exists" not in str(exc):
+                    raise
+                admin.command("updateUser", user, pwd=password, roles=["root"])
+            listed = admin.command({"usersInfo": 1, "forAllDBs": True}).get("users", [])
+            for other in listed if isinstance(listed, list) else []:
+                if (other.get("user"), other.get("db")) != (user, "admin"):
+                    client[str(other.get("db"))].command("dropUser", other.get("user"))
+        finally:
+            client.close()
+
     def restart(self) -> str:
         """Stop the server and start it again on the same port and data directory; return its URL."""
         with self._lock:
@@ -444,7 +499,7 @@ class EmbeddedServer:
         self._disarm_watchdog()
         if self._proc is not None:
             self._terminate(self._proc, timeout, graceful=True)
-            self._remove_record(self._proc.pid)
+            self._mark_record_stopped(self._proc.pid)
             self._proc = None
         _running.discard(self)
 
@@ -488,29 +543,21 @@ class EmbeddedServer:
             "url": self.url,
             "started_at": datetime.now(UTC).isoformat(),
         }
-        path = self._data_dir / _RECORD_NAME
-        temp = path.with_name(f"{_RECORD_NAME}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(temp, path)  # readers see the old record or the new one, never half of one
+        if self._credentials is not None:
+            record["user"], record["password"] = self._credentials
+        _write_record(self._data_dir / _RECORD_NAME, record)
 
-    def _remove_record(self, pid: int) -> None:
+    def _mark_record_stopped(self, pid: int) -> None:
         path = self._data_dir / _RECORD_NAME
         record = _read_record(path)
-        # A record naming another pid belongs to a server someone else started since.
-        if record is not None and record["pid"] != pid:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        # A record naming another pid belongs to a server someone else started since. The stopped
+        # record keeps the port (the next server takes the same URL) and the credentials.
+        if record is not None and record["pid"] == pid:
+            record["pid"] = 0
+            _write_record(path, record)
 
     def _log_tail(self) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                lines = f.read().decode("utf-8", "replace").splitlines()
-        except OSError as exc:
-            return f"(could not read the log: {exc})"
-        tail = lines[-_LOG_TAIL_LINES:]
-        return "\n".join(tail) if tail else "(the log is empty)"
+        return _tail(self.log_path, self._log_offset)
 
     # -- context managers ----------------------------------------------------------------------------
 
@@ -556,45 +603,287 @@ def _stop_all() -> None:
             log.exception("could not stop %r at exit", server)
 
 
-def ensure_embedded_server(
-    data_dir: str | os.PathLike[str] = ".agendapy/db",
-) -> tuple[str, EmbeddedServer | None]:
-    """Return the URL of the embedded server for ``data_dir``, starting one if none is live.
+class EmbeddedLease:
+    """This process's use of the shared embedded server of one data directory.
 
-    A server recorded in ``data_dir/server.json`` whose process is alive and answers ``hello`` is
-    reused: the result is ``(url, None)`` and the process that started it stays its owner. Otherwise
-    a new server is started and ``(url, server)`` returned; the caller owns it and should stop it.
-    A lock file makes concurrent callers (processes or threads) start at most one server.
+    While a lease is held the server keeps running; :meth:`release` (or the process's exit, however it
+    happens) gives it up. Returned by :func:`ensure_embedded_server`.
+    """
+
+    def __init__(self, data_dir: Path, fd: int, url: str, linger: float) -> None:
+        self._data_dir = data_dir
+        self._fd: int | None = fd
+        self._url = url
+        self._linger = linger
+
+    @property
+    def url(self) -> str:
+        """The server's connection string (with its credentials: do not log it unredacted)."""
+        return self._url
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory."""
+        return self._data_dir
+
+    @property
+    def held(self) -> bool:
+        """Whether :meth:`release` has not been called yet."""
+        return self._fd is not None
+
+    def ensure_live(self) -> str:
+        """Check that the server still runs (cheaply: its pid), start it again if not; return the URL.
+
+        The new server takes the same port whenever it is free, so clients reconnect by themselves.
+        """
+        if self._fd is None:
+            raise AgendaError("this embedded-server lease has been released")
+        record = _read_record(self._data_dir / _RECORD_NAME)
+        if record is not None and record["pid"] > 0 and _pid_alive(record["pid"]):
+            return self._url
+        log.warning("the embedded database in %s has stopped; starting it again", self._data_dir)
+        url = _find_or_start(self._data_dir, self._linger)
+        if url != self._url:
+            log.error(
+                "the embedded database in %s came back on another port (%s): restart this process",
+                self._data_dir,
+                _redact(url),
+            )
+            self._url = url
+        return url
+
+    async def aensure_live(self) -> str:
+        """Like :meth:`ensure_live`, without blocking the event loop.
+
+        It runs in a daemon thread rather than the loop's executor: starting a server may take seconds,
+        and a process that is stopping must not wait for it (``asyncio.run`` and the interpreter wait
+        for executor threads at exit; a cancelled caller simply leaves this one behind).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+
+        def settle(result: str | None, error: BaseException | None) -> None:
+            if future.done():
+                return  # the caller was cancelled
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(cast(str, result))
+
+        def check() -> None:
+            try:
+                result, error = self.ensure_live(), None
+            except BaseException as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=check, name="agendapy-embedded-check", daemon=True).start()
+        return await future
+
+    def release(self) -> None:
+        """Stop using the server; it stops once no process has used it for the linger time."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> EmbeddedLease:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedLease {_redact(self._url)} {self._data_dir} {'held' if self.held else 'released'}>"
+
+
+def ensure_embedded_server(
+    data_dir: str | os.PathLike[str] = ".agendapy/db", *, linger: float | None = None
+) -> EmbeddedLease:
+    """Join the shared embedded server of ``data_dir``, starting it if none is live.
+
+    The server belongs to no caller: a detached keeper process runs it while any process holds a lease
+    on the directory and stops it ``linger`` seconds (default ``$AGENDAPY_EMBEDDED_LINGER``, else 10)
+    after the last lease is released. A lock file makes concurrent callers (processes or threads) start
+    at most one server.
 
     Raises:
         AgendaError: SecantusDB is not installed.
-        DatabaseUnavailable: the server could not be started.
+        DatabaseUnavailable: the server could not be started; the message ends with its log.
     """
+    find_server_command()  # fail fast, with the install hint, before spawning anything
+    if linger is None:
+        linger = _linger_from_env()
     path = Path(data_dir).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    _make_private_dir(path)
+    fd = os.open(path / _USERS_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    try:
+        # The lease first: a keeper stops its server only while it holds this lock exclusively, so
+        # once we hold it shared, a server we find live stays live.
+        _flock(fd, shared=True, timeout=60.0, what=path / _USERS_NAME)
+        url = _find_or_start(path, linger)
+    except BaseException:
+        os.close(fd)
+        raise
+    return EmbeddedLease(path, fd, url, linger)
+
+
+def _linger_from_env() -> float:
+    text = os.environ.get("AGENDAPY_EMBEDDED_LINGER")
+    if not text:
+        return DEFAULT_LINGER
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise AgendaError(f"AGENDAPY_EMBEDDED_LINGER={text!r}: expected seconds, 0 or more")
+    return value
+
+
+def _find_or_start(path: Path, linger: float) -> str:
+    """The URL of the live server of ``path``, after starting a keeper for it if there is none."""
     with _exclusive(path / _LOCK_NAME, timeout=60.0):
         record = _read_record(path / _RECORD_NAME)
         if record is not None and _record_is_live(record):
-            return record["url"], None
+            return record["url"]
+        if record is not None and record["pid"] > 0 and _pid_alive(record["pid"]):
+            raise DatabaseUnavailable(
+                f"pid {record['pid']} from {path / _RECORD_NAME} is alive but does not answer on "
+                f"{_redact(record['url'])}; stop it and try again"
+            )
         port = None
         if record is not None and _port_is_free(record["host"], record["port"]):
-            port = record["port"]  # keep the URL that clients may have saved
-        server = EmbeddedServer(path, port=port)
+            port = record["port"]  # the same URL as before: clients reconnect by themselves
+        return _spawn_keeper(path, port, linger, previous=record)
+
+
+def _spawn_keeper(path: Path, port: int | None, linger: float, previous: _ServerRecord | None) -> str:
+    log_path = path / _LOG_NAME
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    # The keeper must run this very agendapy, even one found through sys.path tweaks.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    args = [sys.executable, "-m", "agendapy.embedded", str(path), "--linger", str(linger)]
+    if port is not None:
+        args += ["--port", str(port)]
+    with _open_private_log(log_path) as log_file:
+        offset = log_file.tell()
         try:
-            url = server.start()
-        except DatabaseUnavailable as exc:
-            if record is not None and _pid_alive(record["pid"]):
-                raise DatabaseUnavailable(
-                    f"{exc}\n(pid {record['pid']} from {path / _RECORD_NAME} is alive but does not answer "
-                    f"on {record['url']}; stop it and try again)"
-                ) from exc
-            raise
-        return url, server
+            # Its own session: Ctrl-C in the terminal that started it does not reach it.
+            keeper = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=path,
+                env=env,
+                start_new_session=True,
+                umask=0o077,
+            )
+        except OSError as exc:
+            raise DatabaseUnavailable(f"could not start the embedded server's keeper: {exc}") from exc
+    started = time.monotonic()
+    deadline = started + 90.0  # the first start creates the user: two server starts
+    old_start = previous["started_at"] if previous is not None else None
+    while True:
+        record = _read_record(path / _RECORD_NAME)
+        if (
+            record is not None
+            and record["pid"] > 0
+            and record["started_at"] != old_start
+            and "user" in record  # not the record of the setup server that creates the user
+            and _pid_alive(record["pid"])
+            and _record_is_live(record)
+        ):
+            log.debug("embedded server ready in %.2f s", time.monotonic() - started)
+            return record["url"]
+        code = keeper.poll()
+        if code is not None or time.monotonic() > deadline:
+            if code is None:
+                keeper.terminate()
+            reason = f"exited with code {code}" if code is not None else "did not answer within 90 s"
+            # One line (the CLI prints it as its error): the log's last line, and where the rest is.
+            last = _tail(log_path, offset).splitlines()[-1].strip()
+            raise DatabaseUnavailable(
+                f"the embedded server could not start: its keeper {reason} ({last}); see {log_path}"
+            )
+        time.sleep(0.1)
+
+
+def _keep(path: Path, port: int | None, linger: float) -> int:
+    """The keeper process: run the server of ``path`` until it has had no user for ``linger`` s."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # runs the finally blocks below: the server stops gracefully
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    record = _read_record(path / _RECORD_NAME)
+    if record is not None and "user" in record and "password" in record:
+        credentials = (record["user"], record["password"])
+    else:
+        # First start (or a directory from a version without auth): create the user on a server
+        # without --auth, bound to loopback and stopped again at once, then restart with --auth.
+        credentials = (_USER, secrets.token_urlsafe(24))
+        with EmbeddedServer(path, port=port) as setup:
+            setup.create_user(*credentials)
+            port = setup.port
+        log.info("created the embedded server's user; its password is in %s", path / _RECORD_NAME)
+    server = EmbeddedServer(path, port=port, credentials=credentials)
+    users = os.open(path / _USERS_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    try:
+        server.start()
+        log.info("embedded server pid %s serving %s on port %s", server.pid, path, server.port)
+        idle_since: float | None = None
+        while server.running:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                idle_since = None  # someone holds a lease
+            else:
+                now = time.monotonic()
+                idle_since = now if idle_since is None else idle_since
+                if now - idle_since >= linger:
+                    # Stopped while holding the lock: a process that wants the server waits for the
+                    # lock, then finds no live server and starts a new one.
+                    log.info("no process has used the server for %g s; stopping it", linger)
+                    server.stop()
+                    return 0
+                fcntl.flock(users, fcntl.LOCK_UN)
+            time.sleep(0.2)
+        log.warning("the embedded server exited on its own; the next process to need it starts it")
+        return 1
+    finally:
+        server.stop()
+        os.close(users)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m agendapy.embedded",
+        description="Run the shared embedded server of DATA_DIR until no process uses it.",
+    )
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--linger", type=float, default=DEFAULT_LINGER)
+    options = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s agendapy keeper[%(process)d] %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+    return _keep(options.data_dir.resolve(), options.port, options.linger)
 
 
 def _record_is_live(record: _ServerRecord) -> bool:
     # The pid check alone could hit a recycled pid, the port check alone someone else's server.
-    return _pid_alive(record["pid"]) and _probe(record["url"], timeout=2.0) == record["pid"]
+    pid = record["pid"]
+    return pid > 0 and _pid_alive(pid) and _probe(record["url"], timeout=2.0) == pid
 
 
 def _read_record(path: Path) -> _ServerRecord | None:
@@ -607,30 +896,92 @@ def _read_record(path: Path) -> _ServerRecord | None:
     fields = {"pid": int, "host": str, "port": int, "url": str, "started_at": str}
     if not all(isinstance(data.get(name), kind) for name, kind in fields.items()):
         return None
+    if not all(isinstance(data.get(name, ""), str) for name in ("user", "password")):
+        return None
     return cast(_ServerRecord, data)
+
+
+def _write_record(path: Path, record: _ServerRecord) -> None:
+    temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    _write_private(temp, json.dumps(record, indent=2) + "\n")
+    os.replace(temp, path)  # readers see the old record or the new one, never half of one
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file that only the owner can read (0600 from its creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), _FILE_MODE)  # an existing file keeps its mode through O_CREAT
+        f.write(text)
+
+
+def _open_private_log(path: Path) -> IO[bytes]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
+    os.fchmod(fd, _FILE_MODE)
+    return os.fdopen(fd, "ab")
+
+
+def _make_private_dir(path: Path) -> None:
+    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)  # parents get the umask's mode
+    os.chmod(path, _DIR_MODE)
+
+
+def _restrict_tree(path: Path) -> None:
+    """Make every directory under ``path`` 0700 and every file 0600 (data dirs of earlier versions)."""
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), _DIR_MODE)
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), _FILE_MODE)
+
+
+def _tail(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError as exc:
+        return f"(could not read the log: {exc})"
+    tail = lines[-_LOG_TAIL_LINES:]
+    return "\n".join(tail) if tail else "(the log is empty)"
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
 
 
 @contextlib.contextmanager
 def _exclusive(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (released when the descriptor closes)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
     try:
-        if sys.platform != "win32":
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise DatabaseUnavailable(
-                            f"another process has held {path} for {timeout:g} s while starting the "
-                            "embedded server"
-                        ) from None
-                    time.sleep(_POLL_INTERVAL)
+        _flock(fd, shared=False, timeout=timeout, what=path)
         yield
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, *, shared: bool, timeout: float, what: Path) -> None:
+    if sys.platform == "win32":
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(
+                    f"another process has held {what} for {timeout:g} s while starting or stopping the "
+                    "embedded server"
+                ) from None
+            time.sleep(_POLL_INTERVAL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -691,6 +1042,13 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _make_url(host: str, port: int) -> str:
+def _make_url(host: str, port: int, credentials: tuple[str, str] | None = None) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"mongodb://{shown}:{port}/?directConnection=true"
+    if credentials is None:
+        return f"mongodb://{shown}:{port}/?directConnection=true"
+    user, password = (quote(part, safe="") for part in credentials)
+    return f"mongodb://{user}:{password}@{shown}:{port}/?directConnection=true&authSource=admin"
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -15,6 +15,7 @@ log = logging.getLogger("agendapy")
 EVENTS = frozenset(
     {
         "ready",
+        "worker start",
         "error",
         "start",
         "success",

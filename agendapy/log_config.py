@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from ._terminal import json_printable, printable
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from .agenda import Agenda
     from .job import Job
 
@@ -100,7 +102,9 @@ def configure_logging(level: str | int = "INFO", json: bool = False) -> logging.
         from rich.logging import RichHandler
 
         console = Console(stderr=True, soft_wrap=True)
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+        handler = RichHandler(
+            console=console, show_path=False, rich_tracebacks=True, log_time_format=_iso_local_time
+        )
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.addFilter(PrintableFilter())
     handler.addFilter(JobContextFilter())
@@ -118,6 +122,13 @@ class PrintableFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+def _iso_local_time(when: datetime) -> Text:
+    # ISO 8601 with the UTC offset: rich's default "[12/07/26 02:09:08]" reads as July or December.
+    from rich.text import Text
+
+    return Text(when.astimezone().isoformat(timespec="seconds"))
 
 
 def job_logger(job: Job, logger: logging.Logger | str | None = None) -> logging.LoggerAdapter[Any]:

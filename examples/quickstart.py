@@ -44,7 +44,14 @@ def announce_retry(job: Job, details: dict[str, object]) -> None:
     console.print(f"[yellow]retry[/yellow] {job.name!r} attempt {details['attempt']} in {details['delay']} s")
 
 
-@agenda.on("ready")
+@agenda.on("retry exhausted")
+def announce_failure(error: BaseException, job: Job) -> None:
+    console.print(f"[red]failed[/red] {job.name!r} for good after {job.fail_count} attempts: {error}")
+
+
+# "worker start" runs only in a process that runs jobs (`agendapy worker`, `agenda.start()`), never in
+# `agendapy jobs ls`, `stats` or the dashboard, which load this module only to look at the jobs.
+@agenda.on("worker start")
 async def schedule_demo_jobs() -> None:
     await agenda.every("5 seconds", "heartbeat")
     for i, who in enumerate(["ada@example.com", "grace@example.com", "linus@example.com"]):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
+from pymongo.errors import ConnectionFailure
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -19,7 +20,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..errors import InvalidInput
+from ..errors import DatabaseUnavailable, InvalidInput
 from .api import api_routes
 from .context import Dashboard
 from .live import LiveFeed
@@ -87,6 +88,18 @@ async def _invalid_input(request: Request, exc: Exception) -> Response:
     return _error_response(request, 400, str(exc))
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The store names the server (without a password); the page says what happens next.
+    detail = str(exc).split("\n", 1)[0]
+    response = _error_response(
+        request,
+        503,
+        f"Database unavailable: {detail}. The dashboard works again as soon as the database is back.",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return _error_response(request, exc.status_code, str(exc.detail))
@@ -152,7 +165,12 @@ def create_app(
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(SecurityMiddleware, policy=policy, unauthorized_page=login_page)],
-        exception_handlers={InvalidInput: _invalid_input, HTTPException: _http_error},
+        exception_handlers={
+            InvalidInput: _invalid_input,
+            HTTPException: _http_error,
+            DatabaseUnavailable: _database_unavailable,
+            ConnectionFailure: _database_unavailable,
+        },
     )
     app.state.dashboard = dashboard
     return app

@@ -27,3 +27,25 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert (tmp_path / "site" / "index.html").exists()
+
+
+def _python_block_after(text: str, heading: str) -> str:
+    section = text.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_testing_guide_eager_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/testing.md's eager example, run by a pytest with its default settings (strict asyncio mode)."""
+    pytest.importorskip("pytest_asyncio")
+    code = _python_block_after((ROOT / "docs" / "testing.md").read_text(), "## Eager mode")
+    (tmp_path / "test_eager_example.py").write_text(code)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not agendapy's asyncio_mode = "auto"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_eager_example.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "1 passed" in out.stdout

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from agendapy import embedded
 from agendapy.embedded import EmbeddedServer, ensure_embedded_server, find_server_command
@@ -93,7 +94,8 @@ def test_start_and_stop_are_idempotent(server: EmbeddedServer) -> None:
     assert not server.running
     assert server.pid is None
     assert not is_alive(pid)
-    assert not (server.data_dir / "server.json").exists()
+    # The record stays, marked stopped, so the next server takes the same port.
+    assert json.loads((server.data_dir / "server.json").read_text())["pid"] == 0
     assert (server.data_dir / "storage").is_dir()  # an explicit data dir is kept
 
 
@@ -181,20 +183,26 @@ async def test_async_context_manager(tmp_path: Path) -> None:
     assert not is_alive(pid)
 
 
-def test_ensure_reuses_a_live_server(tmp_path: Path) -> None:
-    data_dir = tmp_path / "shared"
-    url, owner = ensure_embedded_server(data_dir)
-    assert owner is not None
-    try:
-        record = json.loads((data_dir / "server.json").read_text())
-        assert record["pid"] == owner.pid
-        assert record["url"] == url
+def read_record(data_dir: Path) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((data_dir / "server.json").read_text())
+    return record
 
-        again, second_owner = ensure_embedded_server(data_dir)
-        assert (again, second_owner) == (url, None)
-    finally:
-        owner.stop()
-    assert not (data_dir / "server.json").exists()
+
+def test_ensure_shares_one_server_per_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    with ensure_embedded_server(data_dir, linger=0.5) as first:
+        record = read_record(data_dir)
+        assert first.url == record["url"]
+        with ensure_embedded_server(data_dir, linger=0.5) as second:
+            assert second.url == first.url
+        assert read_record(data_dir)["pid"] == record["pid"]  # one lease left: still running
+        assert first.ensure_live() == first.url
+        assert is_alive(record["pid"])
+    assert wait_dead(record["pid"], timeout=30)  # the last lease gone, it stops after the linger time
+    deadline = time.monotonic() + 30
+    while read_record(data_dir)["pid"] != 0:  # the keeper marks the record once the server has exited
+        assert time.monotonic() < deadline, read_record(data_dir)
+        time.sleep(0.05)
 
 
 def test_ensure_replaces_a_stale_record(tmp_path: Path) -> None:
@@ -209,34 +217,29 @@ def test_ensure_replaces_a_stale_record(tmp_path: Path) -> None:
     }
     (data_dir / "server.json").write_text(json.dumps(stale))
 
-    url, owner = ensure_embedded_server(data_dir)
-    assert owner is not None
-    try:
-        with connect(url) as client:
+    with ensure_embedded_server(data_dir, linger=0.5) as lease:
+        with connect(lease.url) as client:
             client.t.things.insert_one({"_id": "survives"})
-        assert json.loads((data_dir / "server.json").read_text())["pid"] == owner.pid
+        pid = read_record(data_dir)["pid"]
+        assert pid != stale["pid"]
 
-        # A crashed owner leaves its record; the next caller starts a new server on the same data.
-        owner.kill()
-        url2, owner2 = ensure_embedded_server(data_dir)
-        assert owner2 is not None
-        try:
-            with connect(url2) as client:
-                assert client.t.things.find_one() == {"_id": "survives"}
-        finally:
-            owner2.stop()
-    finally:
-        owner.stop()
+        # A crashed server leaves its record; the lease starts a new one on the same port and data.
+        os.kill(pid, signal.SIGKILL)
+        assert wait_dead(pid)
+        assert lease.ensure_live() == lease.url
+        assert read_record(data_dir)["pid"] not in (0, pid)
+        with connect(lease.url) as client:
+            assert client.t.things.find_one() == {"_id": "survives"}
 
 
 def test_ensure_starts_one_server_for_concurrent_callers(tmp_path: Path) -> None:
     data_dir = tmp_path / "shared"
-    results: list[tuple[str, EmbeddedServer | None]] = []
+    leases: list[embedded.EmbeddedLease] = []
     errors: list[BaseException] = []
 
     def call() -> None:
         try:
-            results.append(ensure_embedded_server(data_dir))
+            leases.append(ensure_embedded_server(data_dir, linger=0.5))
         except BaseException as exc:
             errors.append(exc)
 
@@ -245,14 +248,46 @@ def test_ensure_starts_one_server_for_concurrent_callers(tmp_path: Path) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    owners = [srv for _, srv in results if srv is not None]
     try:
         assert errors == []
-        assert len(owners) == 1
-        assert len({url for url, _ in results}) == 1
+        assert len({lease.url for lease in leases}) == 1
     finally:
-        for srv in owners:
-            srv.stop()
+        for lease in leases:
+            lease.release()
+
+
+def test_shared_server_is_private_to_its_owner(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    with ensure_embedded_server(data_dir, linger=0.5) as lease:
+        record = read_record(data_dir)
+        assert record["user"] and len(record["password"]) >= 24
+        assert f":{record['password']}@" in lease.url
+        with connect(lease.url) as client:
+            client.t.things.insert_one({"secret": 1})
+        # Without the credentials the port answers the handshake and nothing else.
+        anonymous = f"mongodb://127.0.0.1:{record['port']}/?directConnection=true"
+        with connect(anonymous) as client, pytest.raises(OperationFailure, match="requires authentication"):
+            client.t.things.find_one()
+        assert "***" in repr(lease) and record["password"] not in repr(lease)
+        modes = {path: path.stat().st_mode & 0o777 for path in [data_dir, *data_dir.rglob("*")]}
+        assert {mode for path, mode in modes.items() if path.is_dir()} <= {0o700}, modes
+        assert {mode for path, mode in modes.items() if not path.is_dir()} <= {0o600}, modes
+
+
+def test_shared_server_closes_up_an_old_open_data_dir(tmp_path: Path) -> None:
+    # A directory from an earlier version: world-readable, no credentials in its record.
+    data_dir = tmp_path / "old"
+    with EmbeddedServer(data_dir) as old, connect(old.url) as client:
+        client.t.things.insert_one({"_id": "kept"})
+    for path in [data_dir, *data_dir.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    with ensure_embedded_server(data_dir, linger=0.5) as lease:
+        assert "user" in read_record(data_dir)
+        with connect(lease.url) as client:
+            assert client.t.things.find_one() == {"_id": "kept"}
+    bad = [p for p in [data_dir, *data_dir.rglob("*")] if p.stat().st_mode & 0o077]
+    assert bad == []
 
 
 def test_server_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
@@ -311,3 +346,44 @@ def test_port_in_use_is_reported(tmp_path: Path) -> None:
         with pytest.raises(DatabaseUnavailable, match="in use"):
             srv.start()
         assert not srv.running
+
+
+async def test_agendas_on_the_embedded_default_share_it_and_never_log_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agendapy import Agenda
+
+    data_dir = tmp_path / "db"
+    monkeypatch.delenv("AGENDAPY_MONGO_URL", raising=False)
+    monkeypatch.setenv("AGENDAPY_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("AGENDAPY_EMBEDDED_LINGER", "0.5")
+    caplog.set_level("DEBUG", logger="agendapy")
+    first, second = Agenda(name="first"), Agenda(name="second")
+    try:
+        await first.now("from first")
+        await second.connect()
+        server_pid = read_record(data_dir)["pid"]
+        await first.close()  # the first user leaves: the second keeps the same server
+        await second.now("from second")
+        names = sorted(job.name for job in (await second.query_jobs()).jobs)
+        assert names == ["from first", "from second"]
+        assert read_record(data_dir)["pid"] == server_pid
+    finally:
+        await first.close()
+        await second.close()
+    assert wait_dead(server_pid, timeout=30)
+    password = read_record(data_dir)["password"]
+    assert "mongodb://agendapy:***@127.0.0.1" in caplog.text
+    assert password not in caplog.text
+
+
+def test_a_server_that_cannot_start_is_a_one_line_error(tmp_path: Path) -> None:
+    data_dir = tmp_path / "db"
+    data_dir.mkdir()
+    (data_dir / "storage").write_text("not a directory")  # WiredTiger cannot open its home
+    with pytest.raises(DatabaseUnavailable) as caught:
+        ensure_embedded_server(data_dir, linger=0.5)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("the embedded server could not start: its keeper exited with code 1 (")
+    assert message.endswith(f"see {data_dir / 'server.log'}")

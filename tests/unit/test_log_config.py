@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -108,6 +109,15 @@ def test_json_lines_escape_control_characters_the_json_way(capsys: pytest.Captur
     err = capsys.readouterr().err
     assert not any(raw in err for raw in ("\x1b", "\x9b", "\u202e"))
     assert json.loads(err)["message"] == "job \x1b[2J\x9b\u202e"
+
+
+def test_rich_text_times_are_iso_8601_with_the_utc_offset(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    logging.getLogger("app").warning("disk almost full")
+    err = capsys.readouterr().err
+    assert re.match(
+        r"\s*\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}\s+WARNING\s+disk almost full", err
+    ), err
 
 
 def test_an_unknown_level_is_a_value_error() -> None:
