@@ -48,6 +48,7 @@ OVERVIEW_COLUMNS = (
     "repeating",
     "waiting",
     "failed",
+    "broken",
     "completed",
     "paused",
 )
@@ -56,6 +57,7 @@ _STATE_COLOURS = {
     "running": "cyan",
     "waiting": "magenta",
     "failed": "red",
+    "broken": "bold red",
     "repeating": "blue",
     "scheduled": "white",
     "queued": "yellow",

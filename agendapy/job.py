@@ -31,6 +31,8 @@ class JobState(StrEnum):
 
     RUNNING = "running"
     WAITING = "waiting"
+    #: The stored document has fields agendapy cannot read (``job.unreadable`` says which).
+    BROKEN = "broken"
     FAILED = "failed"
     REPEATING = "repeating"
     SCHEDULED = "scheduled"
@@ -108,6 +110,9 @@ class Job:
     #: Required jobs this job is waiting for, and why (set while it waits).
     waiting_for: list[str] | None = None
     waiting_reason: str | None = None
+    #: Why the stored document cannot be read, field by field (None when it can). Never stored: the
+    #: unreadable fields keep their defaults here, and a worker fails such a job instead of running it.
+    unreadable: str | None = None
     unique_query: dict[str, Any] | None = field(default=None, repr=False)
     unique_insert_only: bool = field(default=False, repr=False)
     debounce_options: DebounceOptions | None = field(default=None, repr=False)
@@ -315,7 +320,9 @@ class Job:
 
 
 def compute_job_state(job: Job, now: datetime | None = None) -> JobState:
-    """Agenda's computeJobState; the order of the checks matters."""
+    """Agenda's computeJobState (plus ``broken`` and ``waiting``); the order of the checks matters."""
+    if job.unreadable:
+        return JobState.BROKEN
     if job.waiting_for:  # locked too while a worker checks its requirements again
         return JobState.WAITING
     if job.locked_at is not None:

@@ -44,7 +44,8 @@ def render(request: Request, template: str, page: str, status_code: int = 200, *
 
 async def _known_names(request: Request) -> list[str]:
     agenda = dashboard_of(request).agenda
-    names = {row["name"] for row in (await views.overview(agenda))["names"]}
+    # A document without a readable name is counted under "", which is no name to offer.
+    names = {row["name"] for row in (await views.overview(agenda))["names"] if row["name"]}
     return sorted(names | set(agenda.definitions))
 
 

@@ -29,7 +29,9 @@ from ..store.schema import (
     STATE_KEYS,
     document_from_job,
     job_from_document,
+    log_unreadable,
     to_object_id,
+    unreadable_failure,
 )
 from ._mql import (
     FilterError,
@@ -299,11 +301,28 @@ class MemoryJobStore:
         fields: dict[str, Any] = {"lockedAt": now, "lockToken": token}
         if request.owner:
             fields["lastModifiedBy"] = request.owner
+        broken: list[Job] = []
+        jobs: list[Job] = []
         with self._lock:
-            chosen = sort_documents(self._select(claimable), CLAIM_SORT)[: max(limit, 1)]
-            for doc in chosen:
-                self._set(doc, fields)
-            return [_leased(bson_copy(doc), token, now) for doc in chosen]
+            # A document that cannot be read is failed and unlocked at once, and the next candidate is
+            # taken in its place (as the MongoDB store does), so it never hides a good job.
+            while True:
+                chosen = sort_documents(self._select(claimable), CLAIM_SORT)[: max(limit, 1)]
+                if not chosen:
+                    break
+                for doc in chosen:
+                    self._set(doc, fields)
+                    job = _leased(bson_copy(doc), token, now)
+                    if job.unreadable:
+                        self._set(doc, unreadable_failure(job, now))
+                        broken.append(job)
+                    else:
+                        jobs.append(job)
+                if jobs:
+                    break
+        for job in broken:
+            log_unreadable(job)
+        return jobs
 
     def _fenced(self, job: Job) -> dict[str, Any] | None:
         """The job's document if this worker's lease on it is still the current lock."""

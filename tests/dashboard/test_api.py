@@ -59,6 +59,7 @@ async def test_overview_counts_each_state(
         "repeating": 1,
         "completed": 1,
         "failed": 1,
+        "broken": 0,
         "paused": 1,
     }
     by_name = {row["name"]: row for row in body["overview"]["names"]}
