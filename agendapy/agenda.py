@@ -834,8 +834,10 @@ class Agenda:
         if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
             raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
         limit = _bounded_int(limit, "limit")
-        if name is not None:
-            check_job_name(name)
+        if name is not None and not isinstance(name, str):
+            # A plain string only (a mapping would be a filter); any string, so the history of a name
+            # written by another tool can still be read.
+            raise InvalidInput("name", name, "must be a job name (a string)")
         since_at = None if since is None else sched.parse_when(since, field="since")
         until_at = None if until is None else sched.parse_when(until, field="until")
         await self.connect()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Job", "JobState", "compute_job_state"]
 
 _LONGEST_DEBOUNCE = timedelta(days=3650)
+_MAX_FAIL_COUNT = 2**63 - 1
 
 JobType = Literal["normal", "single"]
 DebounceStrategy = Literal["trailing", "leading"]
@@ -228,7 +229,8 @@ class Job:
         text = (str(reason) or type(reason).__name__) if isinstance(reason, BaseException) else str(reason)
         now = sched.utcnow()
         self.fail_reason = text
-        self.fail_count += 1
+        # A count stored by another tool may sit at BSON's int64 limit: stay within it.
+        self.fail_count = min(self.fail_count + 1, _MAX_FAIL_COUNT)
         self.failed_at = now
         self.last_finished_at = now
         return self
