@@ -241,3 +241,33 @@ async def test_good_jobs_run_once_and_everything_answers_beside_malformed_docume
     finally:
         await agenda.stop(grace=1.0)
         await agenda.close()
+
+
+async def test_cli_lists_and_purges_documents_with_foreign_names(
+    db_url: str, jobs_collection: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    module = f"purge_target_{ObjectId()}"
+    (tmp_path / f"{module}.py").write_text(
+        f"from agendapy import Agenda\nagenda = Agenda({db_url!r})\nagenda.define('task', lambda job: None)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    agenda = Agenda(db_url)
+    try:
+        await agenda.now("task")
+    finally:
+        await agenda.close()
+    await jobs_collection.insert_many([{"name": 5}, {"name": {"a": 1}}, {"name": "gone", "failCount": "n/a"}])
+
+    stats = json.loads(await asyncio.to_thread(_cli, db_url, "stats", "--json"))
+    listing = json.loads(await asyncio.to_thread(_cli, db_url, "jobs", "ls", "--json", "--state", "broken"))
+    purged = await asyncio.to_thread(_cli, db_url, "jobs", "purge", f"{module}:agenda", "--yes", "--json")
+
+    by_name = {entry["name"]: entry for entry in stats["overview"]}
+    assert (by_name[""]["broken"], by_name["gone"]["broken"], by_name["task"]["queued"]) == (2, 1, 1)
+    assert sorted(job["unreadable"] for job in listing["jobs"]) == [
+        "failCount 'n/a': must be a whole number",
+        "name 5: must be a job name (a non-empty string)",
+        "name {'a': 1}: must be a job name (a non-empty string)",
+    ]
+    assert json.loads(purged) == {"purged": 3}
+    assert [doc["name"] async for doc in jobs_collection.find({})] == ["task"]
