@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from bson import DatetimeMS, ObjectId
-from contract_helpers import claim, job, save, utcnow
+from contract_helpers import MakeAgenda, claim, job, save, utcnow
 
 from agendapy import Agenda, InvalidData, InvalidInput, Job, JobState
 from agendapy.store.base import JobStore
@@ -237,3 +237,21 @@ def test_whole_numbers_stored_as_doubles_read_as_ints() -> None:
 
     read: Job = job_from_document({"_id": ObjectId(), "name": "x", "failCount": 2.0, "priority": -3.0})
     assert read.fail_count == 2 and read.priority == -3 and read.unreadable is None
+
+
+async def test_the_run_store_reads_a_mapping_as_a_value_not_a_filter(make_agenda: MakeAgenda) -> None:
+    agenda = await make_agenda(history="all")
+    agenda.define("secret", lambda job: None)
+    await agenda.now("secret")
+    await agenda.run_due()
+    assert len(await agenda.runs("secret")) == 1
+
+    found = await agenda.store.runs.query(
+        name={"$ne": None},  # type: ignore[arg-type]
+        since=None,
+        until=None,
+        status=None,
+        limit=10,
+    )
+
+    assert found == []
