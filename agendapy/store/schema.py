@@ -221,7 +221,10 @@ def _read_interval(value: Any) -> str | int:
     # Agenda stores a human or cron string, or milliseconds as a number.
     if isinstance(value, str):
         return value
-    return _read_int(value)
+    try:
+        return _read_int(value)
+    except _Unreadable:
+        raise _Unreadable("must be an interval string or whole milliseconds") from None
 
 
 def _read_type(value: Any) -> str:
