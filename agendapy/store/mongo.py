@@ -367,7 +367,10 @@ class MongoJobStore:
             stored_form = bson.decode(bson.encode(props), codec_options=_CODEC)
             unchanged = all(existing.get(k) == stored_form.get(k) for k in SCHEDULE_FIELDS)
             next_run = props.get("nextRunAt")
-            if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
+            # A stored nextRunAt that is not a date (another tool's) is replaced, never kept.
+            if isinstance(existing.get("nextRunAt"), datetime) and (
+                unchanged or next_run is None or next_run <= now
+            ):
                 update.pop("nextRunAt", None)
             found = await self.collection.find_one_and_update(
                 {"_id": existing["_id"]}, {"$set": update}, return_document=ReturnDocument.AFTER

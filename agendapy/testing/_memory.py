@@ -229,7 +229,10 @@ class MemoryJobStore:
         update = dict(props)
         unchanged = all(values_equal(existing.get(key), wanted.get(key)) for key in SCHEDULE_FIELDS)
         next_run = wanted.get("nextRunAt")
-        if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
+        # A stored nextRunAt that is not a date (another tool's) is replaced, never kept.
+        if isinstance(existing.get("nextRunAt"), datetime) and (
+            unchanged or next_run is None or next_run <= now
+        ):
             update.pop("nextRunAt", None)
         self._set(existing, update)
         _absorb(job, existing)

@@ -255,3 +255,16 @@ async def test_the_run_store_reads_a_mapping_as_a_value_not_a_filter(make_agenda
     )
 
     assert found == []
+
+
+async def test_every_replaces_a_stored_next_run_that_is_not_a_date(store: JobStore, agenda: Agenda) -> None:
+    bad_id = await insert_raw(
+        store, {"name": "tick", "type": "single", "repeatInterval": "1 minute", "nextRunAt": "tomorrow"}
+    )
+    assert (await agenda.get_job(bad_id)).state is JobState.BROKEN  # type: ignore[union-attr]
+
+    saved = await agenda.every("1 minute", "tick")
+
+    stored = await raw_document(store, bad_id)
+    assert saved.id == bad_id and isinstance(stored["nextRunAt"], datetime)
+    assert (await agenda.get_job(bad_id)).state is JobState.REPEATING  # type: ignore[union-attr]
