@@ -7,6 +7,7 @@ Anything read from the database is escaped, so a job named ``[red]x`` prints as 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -79,9 +80,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # ObjectId, Decimal128, ...
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as strings: JSON has no spelling for them (job data written by
+    another tool may hold them), and strict readers such as jq refuse the ``NaN`` Python would print."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def print_json(value: Any) -> None:
-    """One JSON document on stdout (dates as ISO 8601, ObjectIds as strings)."""
-    click.echo(json.dumps(value, default=_jsonable, ensure_ascii=False))
+    """One strict JSON document on stdout (dates as ISO 8601, ObjectIds as strings, NaN as "nan")."""
+    click.echo(json.dumps(_finite(value), default=_jsonable, ensure_ascii=False, allow_nan=False))
 
 
 def job_json(job: Job) -> dict[str, Any]:

@@ -161,7 +161,14 @@ async def _check_dashboard(agenda: Agenda, ids: list[str]) -> None:
             response = await http.get(path)
             assert response.status_code == 200, (path, response.status_code, response.text[:500])
             if path.startswith("/api/"):
-                response.json()  # strict JSON: no NaN
+                _strict_json(response.text)
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _cli(db_url: str, *args: str) -> str:
@@ -179,10 +186,10 @@ async def _check_cli(db_url: str, ids: list[str]) -> None:
         _cli(db_url, "jobs", "ls")
         _cli(db_url, "stats")
         for args in (["jobs", "ls", "--json"], ["stats", "--json"]):
-            json.loads(_cli(db_url, *args))
+            _strict_json(_cli(db_url, *args))
         for job_id in ids:
             _cli(db_url, "jobs", "show", job_id)
-            json.loads(_cli(db_url, "jobs", "show", job_id, "--json"))
+            _strict_json(_cli(db_url, "jobs", "show", job_id, "--json"))
 
     # The CLI runs its own event loop (asyncio.run), so it cannot run on this test's loop.
     await asyncio.to_thread(run_all)
