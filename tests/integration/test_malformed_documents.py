@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from bson import Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from click.testing import CliRunner
@@ -206,6 +207,8 @@ async def _insert(collection: Any, doc: dict[str, Any]) -> str | None:
     return str(result.inserted_id)
 
 
+# Each example starts a worker and runs the CLI a few times: more examples need more than the default.
+@pytest.mark.timeout(max(120, EXAMPLES * 10))
 @SUITE
 @given(bad=st.lists(malformed_documents(), min_size=1, max_size=4))
 @example(bad=[{"name": "task", "nextRunAt": _now, "failCount": "n/a"}, {"name": "task", "repeatAt": 5}])
