@@ -23,6 +23,7 @@ from .runner import keep_trying, run_job
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore, redact_url
 from .store.runs import RunRecord
+from .store.schema import check_job_fields
 from .validate import (
     check_bson,
     check_id,
@@ -535,6 +536,7 @@ class Agenda:
             check_job_name(job.name)
             check_bson(job.data)
             check_priority(job.priority)
+            check_job_fields(job)
             job.agenda = self
         await self.connect()
         await self._store.insert_many(jobs, last_modified_by=self.name)
@@ -581,6 +583,7 @@ class Agenda:
         if not isinstance(job.priority, int) or isinstance(job.priority, bool):
             job.priority = sched.parse_priority(job.priority)
         check_priority(job.priority)
+        check_job_fields(job)
         job.agenda = self
         await self.connect()
         await self._store.save_job(job, now=sched.utcnow(), last_modified_by=self.name)
@@ -649,6 +652,7 @@ class Agenda:
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
+        job_id = str(check_id(job_id))
         await self.connect()
         job = await self._store.get_job(job_id)
         if job is not None:
@@ -886,6 +890,10 @@ class Agenda:
         if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
             raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
         limit = _bounded_int(limit, "limit")
+        if name is not None and not isinstance(name, str):
+            # A plain string only (a mapping would be a filter); any string, so the history of a name
+            # written by another tool can still be read.
+            raise InvalidInput("name", name, "must be a job name (a string)")
         since_at = None if since is None else sched.parse_when(since, field="since")
         until_at = None if until is None else sched.parse_when(until, field="until")
         await self.connect()

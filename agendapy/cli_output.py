@@ -9,6 +9,7 @@ terminal (set its title, hide text, move the cursor). JSON output escapes them t
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -52,6 +53,7 @@ OVERVIEW_COLUMNS = (
     "repeating",
     "waiting",
     "failed",
+    "broken",
     "completed",
     "paused",
 )
@@ -60,6 +62,7 @@ _STATE_COLOURS = {
     "running": "cyan",
     "waiting": "magenta",
     "failed": "red",
+    "broken": "bold red",
     "repeating": "blue",
     "scheduled": "white",
     "queued": "yellow",
@@ -86,9 +89,22 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # ObjectId, Decimal128, ...
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as strings: JSON has no spelling for them (job data written by
+    another tool may hold them), and strict readers such as jq refuse the ``NaN`` Python would print."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def print_json(value: Any) -> None:
-    """One JSON document on stdout (dates as ISO 8601, ObjectIds as strings)."""
-    click.echo(json_printable(json.dumps(value, default=_jsonable, ensure_ascii=False)))
+    """One strict JSON document on stdout (dates as ISO 8601, ObjectIds as strings, NaN as "nan")."""
+    text = json.dumps(_finite(value), default=_jsonable, ensure_ascii=False, allow_nan=False)
+    click.echo(json_printable(text))
 
 
 def job_json(job: Job) -> dict[str, Any]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Job", "JobState", "compute_job_state"]
 
 _LONGEST_DEBOUNCE = timedelta(days=3650)
+_MAX_FAIL_COUNT = 2**63 - 1
 
 JobType = Literal["normal", "single"]
 DebounceStrategy = Literal["trailing", "leading"]
@@ -31,6 +32,8 @@ class JobState(StrEnum):
 
     RUNNING = "running"
     WAITING = "waiting"
+    #: The stored document has fields agendapy cannot read (``job.unreadable`` says which).
+    BROKEN = "broken"
     FAILED = "failed"
     REPEATING = "repeating"
     SCHEDULED = "scheduled"
@@ -110,6 +113,9 @@ class Job:
     waiting_reason: str | None = None
     #: Where the handler raised, the last time a run failed here (a bounded traceback; ``failStack``).
     fail_stack: str | None = None
+    #: Why the stored document cannot be read, field by field (None when it can). Never stored: the
+    #: unreadable fields keep their defaults here, and a worker fails such a job instead of running it.
+    unreadable: str | None = None
     unique_query: dict[str, Any] | None = field(default=None, repr=False)
     unique_insert_only: bool = field(default=False, repr=False)
     debounce_options: DebounceOptions | None = field(default=None, repr=False)
@@ -226,7 +232,8 @@ class Job:
         text = (str(reason) or type(reason).__name__) if isinstance(reason, BaseException) else str(reason)
         now = sched.utcnow()
         self.fail_reason = text
-        self.fail_count += 1
+        # A count stored by another tool may sit at BSON's int64 limit: stay within it.
+        self.fail_count = min(self.fail_count + 1, _MAX_FAIL_COUNT)
         self.failed_at = now
         self.last_finished_at = now
         return self
@@ -318,7 +325,9 @@ class Job:
 
 
 def compute_job_state(job: Job, now: datetime | None = None) -> JobState:
-    """Agenda's computeJobState; the order of the checks matters."""
+    """Agenda's computeJobState (plus ``broken`` and ``waiting``); the order of the checks matters."""
+    if job.unreadable:
+        return JobState.BROKEN
     if job.waiting_for:  # locked too while a worker checks its requirements again
         return JobState.WAITING
     if job.locked_at is not None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bson
-from bson import ObjectId
+from bson import DatetimeMS, ObjectId
 from bson.errors import InvalidDocument
 
 from .errors import InvalidData, InvalidInput, InvalidJobName, InvalidPriority, UnsafeQuery
@@ -40,6 +40,8 @@ MAX_DEPTH = 99
 _MAX_DATA_BYTES = 16 * 1024 * 1024 - 64 * 1024
 _MAX_NAME_LENGTH = 512
 _INT64 = (-(2**63), 2**63 - 1)
+# datetime.min and datetime.max as BSON dates (milliseconds since the Unix epoch, UTC).
+_DATETIME_MS = (-62_135_596_800_000, 253_402_300_799_999)
 
 
 def _utf8(text: str) -> bool:
@@ -101,10 +103,29 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _unreadable_date(value: Any) -> DatetimeMS | None:
+    """The first BSON date in ``value`` outside the years 1-9999 (``datetime``'s range), if any."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, DatetimeMS):
+            if not _DATETIME_MS[0] <= int(item) <= _DATETIME_MS[1]:
+                return item
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
 def check_bson(value: Any, *, field: str = "data") -> None:
     """Raise :class:`InvalidData` unless ``value`` can be stored in a MongoDB document."""
     if _depth(value) > MAX_DEPTH:
         raise InvalidData(field, value, f"is nested more than {MAX_DEPTH} levels deep (MongoDB's limit)")
+    # Servers differ on such dates (some refuse them), and no Python datetime can hold them when read.
+    bad_date = _unreadable_date(value)
+    if bad_date is not None:
+        raise InvalidData(field, bad_date, "is a date outside the years 1 to 9999")
     try:
         encoded = bson.encode({"v": value})
     except (InvalidDocument, TypeError, OverflowError, ValueError, RecursionError) as exc:

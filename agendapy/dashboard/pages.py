@@ -46,7 +46,8 @@ def render(request: Request, template: str, page: str, status_code: int = 200, *
 async def _known_names(request: Request) -> list[str]:
     """The names this dashboard's Agenda defines and the names seen in the collection."""
     agenda = dashboard_of(request).agenda
-    names = {entry["name"] for entry in await agenda.jobs_overview()}
+    # A document without a readable name is counted under "", which is no name to offer.
+    names = {row["name"] for row in (await views.overview(agenda))["names"] if row["name"]}
     return sorted(names | set(agenda.definitions))
 
 

@@ -40,7 +40,17 @@ __all__ = [
 ]
 
 #: Columns of the overview, in the order a job moves through them; "paused" counts disabled jobs.
-OVERVIEW_STATES = ("scheduled", "queued", "running", "waiting", "repeating", "completed", "failed", "paused")
+OVERVIEW_STATES = (
+    "scheduled",
+    "queued",
+    "running",
+    "waiting",
+    "repeating",
+    "completed",
+    "failed",
+    "broken",
+    "paused",
+)
 #: What the job list can filter by: the computed states, "paused" and "late".
 FILTER_STATES = (*(s.value for s in JobState), "paused", "late")
 
@@ -198,6 +208,7 @@ def job_summary(job: Job, now: datetime) -> dict[str, Any]:
         "locked_at": iso(job.locked_at),
         "progress": jsonable(job.progress),
         "last_modified_by": job.last_modified_by,
+        "unreadable": job.unreadable,
     }
 
 
@@ -268,7 +279,7 @@ async def list_jobs(
         "pages": max(math.ceil(total / limit), 1),
         "limit": limit,
         "first": skip + 1 if jobs else 0,
-        "last": skip + len(jobs),
+        "last": skip + len(jobs) if jobs else 0,
         "filters": {"name": name, "state": state, "search": search},
     }
 

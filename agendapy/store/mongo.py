@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import bson
-from bson import CodecOptions
+from bson import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -47,7 +47,9 @@ from .schema import (
     STATE_KEYS,
     document_from_job,
     job_from_document,
+    log_unreadable,
     to_object_id,
+    unreadable_failure,
 )
 
 __all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "MongoJobStore", "redact_url"]
@@ -57,7 +59,16 @@ log = logging.getLogger("agendapy.store")
 DEFAULT_COLLECTION = "agendaJobs"
 DEFAULT_DATABASE = "agenda"
 _SERVER_SELECTION_TIMEOUT_MS = 10_000
-_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
+# Documents written by other tools may hold dates beyond datetime's years 1-9999 or invalid UTF-8: they
+# decode (as DatetimeMS, or with replacement characters) so one such document never fails a whole cursor.
+_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=True,
+    tzinfo=UTC,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    unicode_decode_error_handler="replace",
+)
+#: Claim rounds in one call when a round won only unreadable documents.
+_CLAIM_ROUNDS = 5
 # Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
 _NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
 
@@ -356,7 +367,10 @@ class MongoJobStore:
             stored_form = bson.decode(bson.encode(props), codec_options=_CODEC)
             unchanged = all(existing.get(k) == stored_form.get(k) for k in SCHEDULE_FIELDS)
             next_run = props.get("nextRunAt")
-            if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
+            # A stored nextRunAt that is not a date (another tool's) is replaced, never kept.
+            if isinstance(existing.get("nextRunAt"), datetime) and (
+                unchanged or next_run is None or next_run <= now
+            ):
                 update.pop("nextRunAt", None)
             found = await self.collection.find_one_and_update(
                 {"_id": existing["_id"]}, {"$set": update}, return_document=ReturnDocument.AFTER
@@ -393,6 +407,23 @@ class MongoJobStore:
         """Lock up to ``limit`` claimable jobs of ``request.names``, in claim order, within each name's
         room (``request.per_name``).
 
+        A claimed document agendapy cannot read is failed and unlocked at once (see
+        ``unreadable_failure``) and left out; the others are returned. When a round won only such
+        documents, it claims again (each failed one is no longer claimable), so they never hide good jobs.
+        """
+        for _ in range(_CLAIM_ROUNDS):
+            docs = await self._claim_documents(request, token, limit)
+            if not docs:
+                return []
+            jobs = [self._leased(doc, token, request.now) for doc in docs]
+            readable = await self._fail_unreadable(jobs, request.now)
+            if readable:
+                return readable
+        return []
+
+    async def _claim_documents(self, request: ClaimRequest, token: str, limit: int) -> list[dict[str, Any]]:
+        """The claimed documents, as locked.
+
         One job: Agenda's single atomic find_one_and_update. Several: finds pick the candidates
         (usually one; another for the names left with room when a name filled up), one update_many
         locks those still claimable (each document's update is atomic, and the claim conditions are
@@ -410,7 +441,7 @@ class MongoJobStore:
                 sort=CLAIM_SORT,
                 return_document=ReturnDocument.AFTER,
             )
-            return [] if found is None else [self._leased(found, token, request.now)]
+            return [] if found is None else [found]
         for _ in range(3):
             ids = await self._claim_candidates(request, limit)
             if not ids:
@@ -425,7 +456,16 @@ class MongoJobStore:
             return []
         won = self.collection.find({"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now})
         by_id = {doc["_id"]: doc async for doc in won}
-        return [self._leased(by_id[i], token, request.now) for i in ids if i in by_id]
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def _fail_unreadable(self, jobs: list[Job], now: datetime) -> list[Job]:
+        """Fail and unlock the claimed jobs whose documents cannot be read; return the others."""
+        broken = [job for job in jobs if job.unreadable]
+        if broken:
+            await self._fenced_writes([(job, unreadable_failure(job, now)) for job in broken])
+            for job in broken:
+                log_unreadable(job)
+        return [job for job in jobs if not job.unreadable]
 
     async def _claim_candidates(self, request: ClaimRequest, limit: int) -> list[Any]:
         """The ``_id``s of the next claimable jobs in claim order, within the batch's quota.
@@ -671,19 +711,8 @@ class MongoJobStore:
     @_translate_errors
     async def overview(self, now: datetime) -> list[dict[str, Any]]:
         """Per name: total, running, scheduled, queued, completed, failed, repeating, paused."""
-        projection = {
-            k: 1
-            for k in (
-                "name",
-                "lockedAt",
-                "failedAt",
-                "lastFinishedAt",
-                "repeatInterval",
-                "nextRunAt",
-                "disabled",
-                "waitingFor",
-            )
-        }
+        # Every field but the payloads: a field that cannot be read makes its job count as broken.
+        projection = {"data": 0, "checkpoint": 0}
         counts: dict[str, dict[str, Any]] = {}
         async for doc in self.collection.find({}, projection=projection):
             job = job_from_document(doc)

@@ -211,13 +211,14 @@ class MongoRunStore:
         job_id: str | None = None,
     ) -> list[RunRecord]:
         """Run records, newest first."""
+        # $eq compares as a value: a mapping given as a name can never act as an operator.
         query: dict[str, Any] = {}
         if name is not None:
-            query["name"] = name
+            query["name"] = {"$eq": name}
         if job_id is not None:
-            query["jobId"] = job_id
+            query["jobId"] = {"$eq": job_id}
         if status is not None:
-            query["status"] = status
+            query["status"] = {"$eq": status}
         started: dict[str, Any] = {}
         if since is not None:
             started["$gte"] = since

@@ -29,7 +29,9 @@ from ..store.schema import (
     STATE_KEYS,
     document_from_job,
     job_from_document,
+    log_unreadable,
     to_object_id,
+    unreadable_failure,
 )
 from ._mql import (
     FilterError,
@@ -227,7 +229,10 @@ class MemoryJobStore:
         update = dict(props)
         unchanged = all(values_equal(existing.get(key), wanted.get(key)) for key in SCHEDULE_FIELDS)
         next_run = wanted.get("nextRunAt")
-        if existing.get("nextRunAt") is not None and (unchanged or next_run is None or next_run <= now):
+        # A stored nextRunAt that is not a date (another tool's) is replaced, never kept.
+        if isinstance(existing.get("nextRunAt"), datetime) and (
+            unchanged or next_run is None or next_run <= now
+        ):
             update.pop("nextRunAt", None)
         self._set(existing, update)
         _absorb(job, existing)
@@ -300,13 +305,31 @@ class MemoryJobStore:
         fields: dict[str, Any] = {"lockedAt": now, "lockToken": token}
         if request.owner:
             fields["lastModifiedBy"] = request.owner
-        quota = ClaimQuota(request, limit)
+        broken: list[Job] = []
+        jobs: list[Job] = []
         with self._lock:
-            candidates = sort_documents(self._select(claimable), CLAIM_SORT)
-            chosen = [doc for doc in candidates if quota.take(doc.get("name"))]
-            for doc in chosen:
-                self._set(doc, fields)
-            return [_leased(bson_copy(doc), token, now) for doc in chosen]
+            # A document that cannot be read is failed and unlocked at once, and the next candidate is
+            # taken in its place (as the MongoDB store does), so it never hides a good job.
+            while True:
+                # A round is repeated only when it won nothing but unreadable documents: fresh room.
+                quota = ClaimQuota(request, limit)
+                candidates = sort_documents(self._select(claimable), CLAIM_SORT)
+                chosen = [doc for doc in candidates if quota.take(doc.get("name"))]
+                if not chosen:
+                    break
+                for doc in chosen:
+                    self._set(doc, fields)
+                    job = _leased(bson_copy(doc), token, now)
+                    if job.unreadable:
+                        self._set(doc, unreadable_failure(job, now))
+                        broken.append(job)
+                    else:
+                        jobs.append(job)
+                if jobs:
+                    break
+        for job in broken:
+            log_unreadable(job)
+        return jobs
 
     def _fenced(self, job: Job) -> dict[str, Any] | None:
         """The job's document if this worker's lease on it is still the current lock."""

@@ -59,6 +59,7 @@ async def test_overview_counts_each_state(
         "repeating": 1,
         "completed": 1,
         "failed": 1,
+        "broken": 0,
         "paused": 1,
         "late": 1,  # the queued one: due a minute ago, and no worker took it
     }
@@ -191,6 +192,18 @@ async def test_job_list_pages(agenda: Agenda, http: httpx.AsyncClient) -> None:
     assert 'href="?name=tick&amp;limit=2&amp;page=1"' in page.text
     assert 'href="?name=tick&amp;limit=2&amp;page=3"' in page.text
     assert "3–4 of 5" in page.text
+
+
+async def test_a_page_past_the_end_reports_no_range(agenda: Agenda, http: httpx.AsyncClient) -> None:
+    await agenda.now("tick")
+
+    beyond = (await http.get("/api/jobs", params={"page": 1_000_000})).json()
+    paused = (await http.get("/api/jobs", params={"page": 7, "state": "paused"})).json()
+
+    assert (beyond["jobs"], beyond["total"], beyond["first"], beyond["last"]) == ([], 1, 0, 0)
+    assert (paused["jobs"], paused["total"], paused["first"], paused["last"]) == ([], 0, 0, 0)
+    page = await http.get("/jobs", params={"page": 1_000_000})
+    assert "0–0 of 1" in page.text
 
 
 @pytest.mark.parametrize(

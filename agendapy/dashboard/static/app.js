@@ -137,7 +137,7 @@
           break;
         case "block":
           el.textContent = value ?? "";
-          if (el.classList.contains("reason")) el.hidden = !value;
+          if (el.classList.contains("reason") || el.classList.contains("unreadable")) el.hidden = !value;
           break;
         case "count":
           el.textContent = String(value ?? 0);
