@@ -286,6 +286,7 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "requires": _read_str_list,
     "waitingFor": _read_str_list,
     "waitingReason": _read_str,
+    "failStack": _read_str,
     **dict.fromkeys(_DATE_FIELDS, _read_date),
 }
 _REQUIRED = frozenset({"name"})
