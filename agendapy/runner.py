@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
+from .dependencies import check_requirements
 from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
-from .intervals import RunInterval
 from .job import Job
 from .planning import RunPlan, fixed_delay_next_run, plan_run
 
@@ -136,9 +136,13 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         job.interval_ended_at = plan.interval.ended_at
 
     if job.requires and plan.interval is not None:
-        missing, reason = await _missing_requirements(agenda, job, plan.interval)
-        if missing:
-            return await _wait_for_requirements(agenda, job, missing, reason, previous_last_run, now)
+        check = await check_requirements(agenda._store, job.requires, plan.interval, now)
+        if check.given_up:
+            return await _give_up(agenda, job, definition, plan, check.reason, previous_last_run)
+        if check.missing:
+            return await _wait_for_requirements(
+                agenda, job, check.missing, check.reason, previous_last_run, now
+            )
     job.waiting_for = None
     job.waiting_reason = None
 
@@ -229,23 +233,6 @@ def _finishing(job: Job) -> None:
         job._lease.finishing = True
 
 
-async def _missing_requirements(agenda: Agenda, job: Job, interval: RunInterval) -> tuple[list[str], str]:
-    """The required jobs whose succeeded runs do not yet cover ``interval``, and why."""
-    missing: list[str] = []
-    reasons: list[str] = []
-    span = f"[{interval.started_at.isoformat()}, {interval.ended_at.isoformat()})"
-    for name in job.requires or []:
-        covered, failed = await agenda._store.runs.coverage(name, interval)
-        if covered:
-            continue
-        missing.append(name)
-        if failed:
-            reasons.append(f"{name!r} failed for {span}: {failed[-1].error}")
-        else:
-            reasons.append(f"{name!r} has not completed {span} yet")
-    return missing, "; ".join(reasons)
-
-
 async def _wait_for_requirements(
     agenda: Agenda,
     job: Job,
@@ -266,6 +253,41 @@ async def _wait_for_requirements(
         log.log(level, "%s (%s) waits: %s", job.name, job.id, reason)
     await agenda._store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="waiting")
+
+
+async def _give_up(
+    agenda: Agenda,
+    job: Job,
+    definition: JobDefinition | None,
+    plan: RunPlan,
+    reason: str,
+    previous_last_run: datetime | None,
+) -> RunOutcome:
+    """A requirement can no longer be met for this interval: record it as skipped, with the reason,
+    and go on to the next interval as after a run, so one lost interval never blocks the later ones."""
+    assert plan.interval is not None
+    span = f"[{plan.interval.started_at.isoformat()}, {plan.interval.ended_at.isoformat()})"
+    log.warning("%s (%s) gives up %s: %s", job.name, job.id, span, reason)
+    now = job.last_run_at or sched.utcnow()
+    job.last_run_at = previous_last_run  # the handler did not run
+    job.waiting_for = None
+    job.waiting_reason = None
+    if plan.guard or agenda._records_history(job, definition):
+        # Guarded like a run, so no other worker runs an interval given up here.
+        run_id = await agenda._store.runs.start(
+            name=job.name,
+            job_id=job.id,
+            interval=plan.interval,
+            guard=plan.guard,
+            started_at=now,
+            worker=agenda.name,
+            status="skipped",
+        )
+        if run_id is not None:
+            await agenda._store.runs.finish(run_id, status="skipped", finished_at=now, error=reason)
+    _finishing(job)
+    await agenda._store.save_state(job)
+    return RunOutcome(job, ran=False, succeeded=False, status="skipped")
 
 
 async def _skip(

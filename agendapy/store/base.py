@@ -15,7 +15,7 @@ from ..job import Job, Lease
 
 if TYPE_CHECKING:
     from ..intervals import RunInterval
-    from .runs import RunRecord, RunStatus
+    from .runs import RequiredRuns, RunRecord, RunStatus
 
 __all__ = [
     "ClaimRequest",
@@ -121,8 +121,8 @@ class RunStore(Protocol):
     ) -> list[RunRecord]:
         """Run records, newest first (of one job document with ``job_id``)."""
 
-    async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
-        """Whether succeeded runs of ``name`` cover ``interval``, and the failed runs overlapping it."""
+    async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
+        """The runs of ``name`` overlapping ``interval`` and the first and last interval it ran."""
 
 
 class JobStore(Protocol):
