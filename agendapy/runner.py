@@ -64,6 +64,8 @@ class RunOutcome:
     succeeded: bool
     error: BaseException | None = None
     status: str = "succeeded"
+    #: Why a skipped run did not call its handler.
+    reason: str | None = None
 
 
 def _format_seconds(value: timedelta) -> str:
@@ -287,7 +289,7 @@ async def _give_up(
             await agenda._store.runs.finish(run_id, status="skipped", finished_at=now, error=reason)
     _finishing(job)
     await agenda._store.save_state(job)
-    return RunOutcome(job, ran=False, succeeded=False, status="skipped")
+    return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
 
 
 async def _skip(
@@ -307,7 +309,7 @@ async def _skip(
         )
     _finishing(job)
     await agenda._store.save_state(job)
-    return RunOutcome(job, ran=False, succeeded=False, status="skipped")
+    return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
 
 
 async def _finish_record(
