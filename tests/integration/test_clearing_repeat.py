@@ -83,3 +83,10 @@ async def test_other_blank_intervals_are_still_rejected(agenda: Agenda) -> None:
     with pytest.raises(ValueError, match="interval"):
         job.repeat_every("   ")
     assert job.repeat_interval is None
+
+
+@pytest.mark.parametrize("interval", [None, ""])
+async def test_every_still_needs_an_interval(agenda: Agenda, interval: str | None) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        await agenda.every(interval, "report")  # type: ignore[arg-type]
+    assert await agenda.jobs_overview() == []
