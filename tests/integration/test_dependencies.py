@@ -211,6 +211,69 @@ async def test_a_requirement_whose_runs_are_not_recorded_is_reported(make_agenda
     assert doc is not None and "not recorded" in (doc.waiting_reason or "")
 
 
+async def make_pending(jobs_collection: Any, job: Job, start: datetime, end: datetime, on: str) -> None:
+    """The state a worker leaves when the job waits for ``on`` to cover [start, end)."""
+    await jobs_collection.update_one(
+        {"_id": ObjectId(job.id)},
+        {
+            "$set": {
+                "intervalStartedAt": start,
+                "intervalEndedAt": end,
+                "waitingFor": [on],
+                "waitingReason": f"{on!r} has not completed it yet",
+                "nextRunAt": datetime.now(UTC) - timedelta(seconds=1),
+            }
+        },
+    )
+
+
+async def test_a_requirement_scheduled_late_unblocks_the_next_interval(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
+    """Waiting on an unscheduled requirement for over an interval: that interval is given up, the job
+    catches up its latest one, which waits until the requirement exists and then runs."""
+    ran: list[datetime | None] = []
+    agenda.define("parent", lambda job: ran.append(job.interval_ended_at))
+    agenda.define("ghost", lambda job: None)
+    tick = floor_hour(datetime.now(UTC))
+    job = await agenda.every("1 hour", "parent", requires=["ghost"])
+    await make_pending(jobs_collection, job, tick - 2 * HOUR, tick - HOUR, on="ghost")
+
+    first = await agenda.run_due(["parent"])
+    assert [j.name for j in first.skipped] == ["parent"]
+    assert "not scheduled" in first.skip_reasons[job.id or ""]
+    [given_up] = await agenda.runs("parent", status="skipped")
+    assert given_up.interval_ended_at == tick - HOUR and "'ghost'" in (given_up.error or "")
+    doc = await agenda.get_job(job.id or "")
+    assert doc is not None and doc.next_run_at is not None and doc.next_run_at <= datetime.now(UTC)
+
+    second = await agenda.run_due(["parent"])  # the catch-up run, for the latest interval
+    assert [j.name for j in second.waiting] == ["parent"]  # within its grace: "ghost" may still come
+    assert "'ghost' is not scheduled" in (second.waiting[0].waiting_reason or "")
+
+    await agenda.every("30 minutes", "ghost")
+    third = await agenda.run_due()
+    assert sorted(j.name for j in third.succeeded) == ["ghost", "parent"]
+    assert ran == [tick]
+
+
+async def test_a_job_that_waited_past_later_ticks_catches_up_the_latest_interval(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
+    ran: list[datetime | None] = []
+    agenda.define("parent", lambda job: ran.append(job.interval_ended_at))
+    tick = floor_hour(datetime.now(UTC))
+    for hours_ago in (3, 2, 1):
+        await record_run(agenda, "child", tick - hours_ago * HOUR, tick - (hours_ago - 1) * HOUR)
+    job = await agenda.every("1 hour", "parent", requires=["child"])
+    await make_pending(jobs_collection, job, tick - 2 * HOUR, tick - HOUR, on="child")
+    await agenda.run_due()
+    await agenda.run_due()
+    assert ran == [tick - HOUR, tick]  # the pending interval, then the latest one (misfire "once")
+    doc = await agenda.get_job(job.id or "")
+    assert doc is not None and doc.next_run_at == tick + HOUR
+
+
 # -- restarts ---------------------------------------------------------------------------------------
 
 
