@@ -276,7 +276,7 @@ async def _give_up(
     job.waiting_reason = None
     if plan.guard or agenda._records_history(job, definition):
         # Guarded like a run, so no other worker runs an interval given up here.
-        run_id = await agenda._store.runs.start(
+        await agenda._store.runs.start(
             name=job.name,
             job_id=job.id,
             interval=plan.interval,
@@ -284,9 +284,8 @@ async def _give_up(
             started_at=now,
             worker=agenda.name,
             status="skipped",
+            error=reason,
         )
-        if run_id is not None:
-            await agenda._store.runs.finish(run_id, status="skipped", finished_at=now, error=reason)
     _finishing(job)
     await agenda._store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
@@ -306,6 +305,7 @@ async def _skip(
             started_at=job.last_run_at or sched.utcnow(),
             worker=agenda.name,
             status="skipped",
+            error=reason,
         )
     _finishing(job)
     await agenda._store.save_state(job)

@@ -98,8 +98,12 @@ class RunStore(Protocol):
         started_at: datetime,
         worker: str | None,
         status: RunStatus = "running",
+        error: str | None = None,
     ) -> str | None:
-        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere)."""
+        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere).
+
+        A run recorded as ``"skipped"`` is finished at once; ``error`` says why it did not run.
+        """
 
     async def finish(
         self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None

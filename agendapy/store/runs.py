@@ -70,6 +70,7 @@ def new_run_document(
     started_at: datetime,
     worker: str | None,
     status: RunStatus,
+    error: str | None = None,
 ) -> dict[str, Any]:
     """The run record of a run that starts now (every RunStore stores this shape)."""
     run_id = ObjectId()
@@ -83,7 +84,7 @@ def new_run_document(
         "startedAt": started_at,
         "finishedAt": started_at if status == "skipped" else None,
         "status": status,
-        "error": None,
+        "error": error,
         "worker": worker,
     }
 
@@ -161,6 +162,7 @@ class MongoRunStore:
         started_at: datetime,
         worker: str | None,
         status: RunStatus = "running",
+        error: str | None = None,
     ) -> str | None:
         """Insert a run record; with ``guard`` it claims ``interval`` and returns None if it was taken."""
         doc = new_run_document(
@@ -171,6 +173,7 @@ class MongoRunStore:
             started_at=started_at,
             worker=worker,
             status=status,
+            error=error,
         )
         run_id = doc["_id"]
         try:

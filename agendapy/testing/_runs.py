@@ -80,6 +80,7 @@ class MemoryRunStore:
         started_at: datetime,
         worker: str | None,
         status: RunStatus = "running",
+        error: str | None = None,
     ) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval`` (None: taken, or resumed elsewhere)."""
         doc = bson_copy(
@@ -91,6 +92,7 @@ class MemoryRunStore:
                 started_at=started_at,
                 worker=worker,
                 status=status,
+                error=error,
             )
         )
         run_id, key = doc["_id"], doc["intervalKey"]

@@ -138,6 +138,15 @@ async def covered(store: JobStore, name: str, interval: RunInterval) -> Requirem
     return assess(name, interval, await store.runs.coverage(name, interval))
 
 
+async def test_a_skipped_run_is_recorded_finished_with_its_reason_in_one_write(store: JobStore) -> None:
+    t = base_hour()
+    run_id = await start(store, "s", interval=hour(t), status="skipped", error="'dep' is not scheduled")
+    assert run_id is not None
+    [record] = await query(store, name="s")
+    assert (record.status, record.error) == ("skipped", "'dep' is not scheduled")
+    assert record.finished_at == record.started_at
+
+
 async def test_coverage_returns_overlapping_runs_and_the_first_and_last_interval(store: JobStore) -> None:
     t = base_hour()
     await record(store, "dep", t, 1, "succeeded")

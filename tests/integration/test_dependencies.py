@@ -160,7 +160,9 @@ async def test_a_requirement_never_scheduled_is_reported_and_blocks_no_later_int
     await wait_until(lambda: given_up(2), timeout=20)
     skipped = await agenda.runs("parent", status="skipped")
     assert len({r.interval_ended_at for r in skipped}) == len(skipped)
-    assert all("'ghost'" in (r.error or "") and "not scheduled" in (r.error or "") for r in skipped)
+    assert all("'ghost'" in (r.error or "") and "not scheduled" in (r.error or "") for r in skipped), [
+        (r.interval_ended_at, r.error) for r in skipped
+    ]
     assert any("gives up" in m and "'ghost'" in m for m in caplog.messages)
     assert ran == []
 
