@@ -254,6 +254,10 @@ async def test_a_requirement_scheduled_late_unblocks_the_next_interval(
     assert "'ghost' is not scheduled" in (second.waiting[0].waiting_reason or "")
 
     await agenda.every("30 minutes", "ghost")
+    # The wait set the next check dependency_check_every (50 ms) ahead: make it due now.
+    await jobs_collection.update_one(
+        {"_id": ObjectId(job.id)}, {"$set": {"nextRunAt": datetime.now(UTC) - timedelta(seconds=1)}}
+    )
     third = await agenda.run_due()
     assert sorted(j.name for j in third.succeeded) == ["ghost", "parent"]
     assert ran == [tick]
