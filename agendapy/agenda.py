@@ -69,6 +69,8 @@ class RunDueResult:
     failed: list[tuple[Job, BaseException | None]]
     skipped: list[Job]
     waiting: list[Job]
+    #: Why each skipped job did not run (e.g. a requirement that can no longer be met), by job id.
+    skip_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -837,6 +839,11 @@ class Agenda:
             failed=[(o.job, o.error) for o in outcomes if o.status == "failed"],
             skipped=[o.job for o in outcomes if o.status == "skipped"],
             waiting=[o.job for o in outcomes if o.status == "waiting"],
+            skip_reasons={
+                o.job.id: o.reason
+                for o in outcomes
+                if o.status == "skipped" and o.job.id is not None and o.reason
+            },
         )
 
     async def running_stats(self, full: bool = False) -> RunningStats:

@@ -281,7 +281,10 @@ def print_run_due(result: RunDueResult, as_json: bool) -> None:
         ("waiting", result.waiting),
     ):
         for job in jobs:
-            detail = job.waiting_reason if status == "waiting" else None
+            if status == "waiting":
+                detail = job.waiting_reason
+            else:
+                detail = result.skip_reasons.get(job.id or "") if status == "skipped" else None
             rows.append({"name": job.name, "id": job.id, "status": status, "detail": detail})
     for job, error in result.failed:
         rows.append(

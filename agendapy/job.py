@@ -126,12 +126,23 @@ class Job:
 
     def repeat_every(
         self,
-        interval: str | int | float | timedelta | Mapping[str, float],
+        interval: str | int | float | timedelta | Mapping[str, float] | None,
         *,
         timezone: str | None = None,
         skip_immediate: bool = False,
     ) -> Job:
-        """Make the job recurring; the next run is computed at once (the first is immediate by default)."""
+        """Make the job recurring; the next run is computed at once (the first is immediate by default).
+
+        ``None`` or ``""`` stops the job repeating, as Agenda's ``repeatEvery(null)`` / ``('')``: it
+        becomes a one-off, stored with that ``repeatInterval``, and its next run is computed as Agenda
+        does (from ``repeat_at`` if it has one, else none: ``schedule()`` it to run once more).
+        """
+        if interval is None or (isinstance(interval, str) and not interval):
+            sched.parse_timezone(timezone)
+            self.repeat_interval = interval
+            self.repeat_timezone = timezone
+            self.next_run_at = self._next_run()
+            return self
         parsed = sched.parse_interval(interval, field="interval")
         sched.parse_timezone(timezone)
         saved = (self.repeat_interval, self.repeat_timezone, self.last_run_at)

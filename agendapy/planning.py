@@ -74,6 +74,10 @@ def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPl
         handled = interval_ending_at_or_before(interval, scheduled, zone)
     if misfire == "all":
         following = tick_after(interval, handled.ended_at, zone)
+    elif pending and misfire == "once" and tick_at_or_before(interval, now, zone) > handled.ended_at:
+        # It waited for its requirements past later ticks: one catch-up run for the latest interval
+        # right after this one, as after downtime, rather than none until the next tick.
+        following = now
     else:
         following = tick_after(interval, max(now, handled.ended_at), zone)
     next_run_at = sched.apply_date_constraints(

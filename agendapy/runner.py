@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
+from .dependencies import check_requirements
 from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
-from .intervals import RunInterval
 from .job import Job
 from .planning import RunPlan, fixed_delay_next_run, plan_run
 
@@ -66,6 +66,8 @@ class RunOutcome:
     succeeded: bool
     error: BaseException | None = None
     status: str = "succeeded"
+    #: Why a skipped run did not call its handler.
+    reason: str | None = None
 
 
 def _format_seconds(value: timedelta) -> str:
@@ -138,9 +140,13 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         job.interval_ended_at = plan.interval.ended_at
 
     if job.requires and plan.interval is not None:
-        missing, reason = await _missing_requirements(agenda, job, plan.interval)
-        if missing:
-            return await _wait_for_requirements(agenda, job, missing, reason, previous_last_run, now)
+        check = await check_requirements(agenda._store, job.requires, plan.interval, now)
+        if check.given_up:
+            return await _give_up(agenda, job, definition, plan, check.reason, previous_last_run)
+        if check.missing:
+            return await _wait_for_requirements(
+                agenda, job, check.missing, check.reason, previous_last_run, now
+            )
     job.waiting_for = None
     job.waiting_reason = None
 
@@ -254,23 +260,6 @@ def _finishing(job: Job) -> None:
         job._lease.finishing = True
 
 
-async def _missing_requirements(agenda: Agenda, job: Job, interval: RunInterval) -> tuple[list[str], str]:
-    """The required jobs whose succeeded runs do not yet cover ``interval``, and why."""
-    missing: list[str] = []
-    reasons: list[str] = []
-    span = f"[{interval.started_at.isoformat()}, {interval.ended_at.isoformat()})"
-    for name in job.requires or []:
-        covered, failed = await agenda._store.runs.coverage(name, interval)
-        if covered:
-            continue
-        missing.append(name)
-        if failed:
-            reasons.append(f"{name!r} failed for {span}: {failed[-1].error}")
-        else:
-            reasons.append(f"{name!r} has not completed {span} yet")
-    return missing, "; ".join(reasons)
-
-
 async def _wait_for_requirements(
     agenda: Agenda,
     job: Job,
@@ -293,6 +282,40 @@ async def _wait_for_requirements(
     return RunOutcome(job, ran=False, succeeded=False, status="waiting")
 
 
+async def _give_up(
+    agenda: Agenda,
+    job: Job,
+    definition: JobDefinition | None,
+    plan: RunPlan,
+    reason: str,
+    previous_last_run: datetime | None,
+) -> RunOutcome:
+    """A requirement can no longer be met for this interval: record it as skipped, with the reason,
+    and go on to the next interval as after a run, so one lost interval never blocks the later ones."""
+    assert plan.interval is not None
+    span = f"[{plan.interval.started_at.isoformat()}, {plan.interval.ended_at.isoformat()})"
+    log.warning("%s (%s) gives up %s: %s", job.name, job.id, span, reason)
+    now = job.last_run_at or sched.utcnow()
+    job.last_run_at = previous_last_run  # the handler did not run
+    job.waiting_for = None
+    job.waiting_reason = None
+    if plan.guard or agenda._records_history(job, definition):
+        # Guarded like a run, so no other worker runs an interval given up here.
+        await agenda._store.runs.start(
+            name=job.name,
+            job_id=job.id,
+            interval=plan.interval,
+            guard=plan.guard,
+            started_at=now,
+            worker=agenda.name,
+            status="skipped",
+            error=reason,
+        )
+    _finishing(job)
+    await agenda._store.save_state(job)
+    return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
+
+
 async def _skip(
     agenda: Agenda, job: Job, definition: JobDefinition | None, plan: RunPlan, reason: str
 ) -> RunOutcome:
@@ -307,10 +330,11 @@ async def _skip(
             started_at=job.last_run_at or sched.utcnow(),
             worker=agenda.name,
             status="skipped",
+            error=reason,
         )
     _finishing(job)
     await agenda._store.save_state(job)
-    return RunOutcome(job, ran=False, succeeded=False, status="skipped")
+    return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
 
 
 async def _finish_record(

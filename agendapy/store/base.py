@@ -15,7 +15,7 @@ from ..job import Job, Lease
 
 if TYPE_CHECKING:
     from ..intervals import RunInterval
-    from .runs import RunRecord, RunStatus
+    from .runs import RequiredRuns, RunRecord, RunStatus
 
 __all__ = [
     "ClaimQuota",
@@ -137,8 +137,12 @@ class RunStore(Protocol):
         started_at: datetime,
         worker: str | None,
         status: RunStatus = "running",
+        error: str | None = None,
     ) -> str | None:
-        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere)."""
+        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere).
+
+        A run recorded as ``"skipped"`` is finished at once; ``error`` says why it did not run.
+        """
 
     async def finish(
         self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None
@@ -160,8 +164,8 @@ class RunStore(Protocol):
     ) -> list[RunRecord]:
         """Run records, newest first (of one job document with ``job_id``)."""
 
-    async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
-        """Whether succeeded runs of ``name`` cover ``interval``, and the failed runs overlapping it."""
+    async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
+        """The runs of ``name`` overlapping ``interval`` and the first and last interval it ran."""
 
 
 class JobStore(Protocol):

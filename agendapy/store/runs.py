@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..intervals import RunInterval
 
-__all__ = ["DEFAULT_RUNS_COLLECTION", "MongoRunStore", "RunRecord", "RunStatus"]
+__all__ = ["DEFAULT_RUNS_COLLECTION", "MongoRunStore", "RequiredRuns", "RunRecord", "RunStatus"]
 
 DEFAULT_RUNS_COLLECTION = "agendaRuns"
 RunStatus = Literal["running", "succeeded", "failed", "skipped"]
@@ -41,6 +41,20 @@ class RunRecord:
     worker: str | None
 
 
+@dataclass(frozen=True)
+class RequiredRuns:
+    """What the run history holds about a required job, for one interval of a job that requires it.
+
+    ``overlapping``: its runs (any status) whose interval overlaps that interval, by interval start.
+    ``first_started_at`` / ``last_started_at``: the start of the earliest and of the latest interval any
+    recorded run of it handled (None when it has no recorded interval run).
+    """
+
+    overlapping: list[RunRecord]
+    first_started_at: datetime | None
+    last_started_at: datetime | None
+
+
 def interval_key(name: str, interval: RunInterval) -> str:
     """The unique key that lets only one run handle ``interval`` of job ``name``."""
     end = interval.ended_at.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -56,6 +70,7 @@ def new_run_document(
     started_at: datetime,
     worker: str | None,
     status: RunStatus,
+    error: str | None = None,
 ) -> dict[str, Any]:
     """The run record of a run that starts now (every RunStore stores this shape)."""
     run_id = ObjectId()
@@ -69,7 +84,7 @@ def new_run_document(
         "startedAt": started_at,
         "finishedAt": started_at if status == "skipped" else None,
         "status": status,
-        "error": None,
+        "error": error,
         "worker": worker,
     }
 
@@ -107,7 +122,8 @@ class MongoRunStore:
         self._keep = keep_per_name
 
     async def create_indexes(self) -> None:
-        """The unique interval key, the history listing, and the TTL that bounds the collection."""
+        """The unique interval key, the history listings, dependency checks, and the TTL that bounds the
+        collection."""
         await self._collection.create_index(
             [("intervalKey", ASCENDING)], name="agendapyIntervalKey", unique=True
         )
@@ -116,6 +132,10 @@ class MongoRunStore:
         )
         await self._collection.create_index(
             [("jobId", ASCENDING), ("startedAt", DESCENDING)], name="agendapyRunsByJob"
+        )
+        # Dependency checks: a required job's runs overlapping an interval, and its first and last.
+        await self._collection.create_index(
+            [("name", ASCENDING), ("intervalStartedAt", ASCENDING)], name="agendapyRunsByInterval"
         )
         try:
             await self._collection.create_index(
@@ -142,6 +162,7 @@ class MongoRunStore:
         started_at: datetime,
         worker: str | None,
         status: RunStatus = "running",
+        error: str | None = None,
     ) -> str | None:
         """Insert a run record; with ``guard`` it claims ``interval`` and returns None if it was taken."""
         doc = new_run_document(
@@ -152,6 +173,7 @@ class MongoRunStore:
             started_at=started_at,
             worker=worker,
             status=status,
+            error=error,
         )
         run_id = doc["_id"]
         try:
@@ -231,27 +253,23 @@ class MongoRunStore:
             cursor = cursor.limit(limit)
         return [_record(doc) async for doc in cursor]
 
-    async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
-        """Whether succeeded runs of ``name`` cover ``interval`` without a gap, and the failed runs that
-        overlap it (to report a failed requirement)."""
+    async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
+        """The recorded runs of ``name`` that overlap ``interval``, and the first and last interval it
+        ran (``agendapy.dependencies`` decides from these whether the interval is covered)."""
         cursor = self._collection.find(
             {
                 "name": name,
-                "status": {"$in": ["succeeded", "failed"]},
                 "intervalStartedAt": {"$lt": interval.ended_at},
                 "intervalEndedAt": {"$gt": interval.started_at},
             }
         ).sort("intervalStartedAt", ASCENDING)
-        records = [_record(doc) async for doc in cursor]
-        reached = interval.started_at
-        for record in records:
-            if record.status != "succeeded":
-                continue
-            assert record.interval_started_at is not None and record.interval_ended_at is not None
-            if record.interval_started_at > reached:
-                break
-            reached = max(reached, record.interval_ended_at)
-            if reached >= interval.ended_at:
-                break
-        failed = [r for r in records if r.status == "failed"]
-        return reached >= interval.ended_at, failed
+        overlapping = [_record(doc) async for doc in cursor]
+        bounds: list[datetime | None] = []
+        for direction in (ASCENDING, DESCENDING):
+            doc = await self._collection.find_one(
+                {"name": name, "intervalStartedAt": {"$ne": None}},
+                projection={"intervalStartedAt": 1},
+                sort=[("intervalStartedAt", direction)],
+            )
+            bounds.append(None if doc is None else _aware(doc.get("intervalStartedAt")))
+        return RequiredRuns(overlapping, first_started_at=bounds[0], last_started_at=bounds[1])

@@ -200,6 +200,9 @@ async def run_until_idle(
         failed=[(o.job, o.error) for o in final if o.status == "failed"],
         skipped=[o.job for o in final if o.status == "skipped"],
         waiting=[o.job for o in final if o.status == "waiting"],
+        skip_reasons={
+            o.job.id: o.reason for o in final if o.status == "skipped" and o.job.id is not None and o.reason
+        },
     )
 
 

@@ -10,7 +10,7 @@ from bson import ObjectId
 
 from .. import schedule as sched
 from ..intervals import RunInterval
-from ..store.runs import RunRecord, RunStatus, new_run_document
+from ..store.runs import RequiredRuns, RunRecord, RunStatus, new_run_document
 from ._mql import bson_copy
 
 __all__ = ["MemoryRunStore"]
@@ -80,6 +80,7 @@ class MemoryRunStore:
         started_at: datetime,
         worker: str | None,
         status: RunStatus = "running",
+        error: str | None = None,
     ) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval`` (None: taken, or resumed elsewhere)."""
         doc = bson_copy(
@@ -91,6 +92,7 @@ class MemoryRunStore:
                 started_at=started_at,
                 worker=worker,
                 status=status,
+                error=error,
             )
         )
         run_id, key = doc["_id"], doc["intervalKey"]
@@ -170,31 +172,27 @@ class MemoryRunStore:
                 found = found[:limit]
             return [_record(bson_copy(doc)) for doc in found]
 
-    async def coverage(self, name: str, interval: RunInterval) -> tuple[bool, list[RunRecord]]:
-        """Whether succeeded runs of ``name`` cover ``interval`` without a gap, and the failed runs that
-        overlap it."""
+    async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
+        """The runs of ``name`` overlapping ``interval``, and the first and last interval it ran."""
         span = bson_copy({"start": interval.started_at, "end": interval.ended_at})
         start, end = span["start"], span["end"]
         with self._lock:
-            overlapping = [
-                _record(bson_copy(doc))
+            with_interval = [
+                doc
                 for doc in self._records.values()
                 if doc.get("name") == name
-                and doc.get("status") in ("succeeded", "failed")
                 and isinstance(doc.get("intervalStartedAt"), datetime)
                 and isinstance(doc.get("intervalEndedAt"), datetime)
-                and doc["intervalStartedAt"] < end
-                and doc["intervalEndedAt"] > start
             ]
+            overlapping = [
+                _record(bson_copy(doc))
+                for doc in with_interval
+                if doc["intervalStartedAt"] < end and doc["intervalEndedAt"] > start
+            ]
+            starts = [doc["intervalStartedAt"] for doc in with_interval]
         overlapping.sort(key=lambda record: record.interval_started_at or start)
-        reached = start
-        for record in overlapping:
-            if record.status != "succeeded":
-                continue
-            assert record.interval_started_at is not None and record.interval_ended_at is not None
-            if record.interval_started_at > reached:
-                break
-            reached = max(reached, record.interval_ended_at)
-            if reached >= end:
-                break
-        return reached >= end, [r for r in overlapping if r.status == "failed"]
+        return RequiredRuns(
+            overlapping,
+            first_started_at=min(starts, default=None),
+            last_started_at=max(starts, default=None),
+        )

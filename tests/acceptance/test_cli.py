@@ -438,6 +438,35 @@ async def test_run_due_json(agenda: Agenda, db_url: str, app_dir: Path) -> None:
     assert [(r["name"], r["status"]) for r in result["runs"]] == [("send email", "succeeded")]
 
 
+async def test_run_due_says_why_a_dependent_interval_was_given_up(
+    agenda: Agenda, db_url: str, app_dir: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agendapy.intervals import RunInterval
+
+    tick = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    half = timedelta(minutes=30)
+    for start, status, error in ((tick - 2 * half, "failed", "SMTP down"), (tick - half, "succeeded", None)):
+        run_id = await agenda.store.runs.start(
+            name="send email",
+            job_id=None,
+            interval=RunInterval(start, start + half),
+            guard=False,
+            started_at=start + half,
+            worker="earlier",
+        )
+        assert run_id is not None
+        await agenda.store.runs.finish(run_id, status=status, finished_at=start + half, error=error)  # type: ignore[arg-type]
+    await agenda.every("1 hour", "report", requires=["send email"])
+    result = await cli("run-due", "jobmod:agenda", "report", "--mongo-url", db_url, "--json", cwd=app_dir)
+    report = ok_json(result)
+    assert report["ok"] is True
+    [run] = report["runs"]
+    assert (run["name"], run["status"]) == ("report", "skipped")
+    assert "'send email' failed" in run["detail"] and "SMTP down" in run["detail"]
+
+
 async def test_worker_logs_json_with_job_ids_and_serves_metrics(
     agenda: Agenda, db_url: str, app_dir: Path
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from contract_helpers import MakeStore, ms, utcnow
 
+from agendapy.dependencies import Requirement, assess
 from agendapy.intervals import RunInterval
 from agendapy.store.base import JobStore
 from agendapy.store.runs import RunRecord
@@ -132,6 +133,38 @@ async def record(store: JobStore, name: str, begin: datetime, hours: int, status
         await store.runs.finish(run_id, status=status, finished_at=ms(utcnow()), error=error)  # type: ignore[arg-type]
 
 
+async def covered(store: JobStore, name: str, interval: RunInterval) -> Requirement | None:
+    """The dependency rule (agendapy.dependencies) applied to what the store returns."""
+    return assess(name, interval, await store.runs.coverage(name, interval))
+
+
+async def test_a_skipped_run_is_recorded_finished_with_its_reason_in_one_write(store: JobStore) -> None:
+    t = base_hour()
+    run_id = await start(store, "s", interval=hour(t), status="skipped", error="'dep' is not scheduled")
+    assert run_id is not None
+    [record] = await query(store, name="s")
+    assert (record.status, record.error) == ("skipped", "'dep' is not scheduled")
+    assert record.finished_at == record.started_at
+
+
+async def test_coverage_returns_overlapping_runs_and_the_first_and_last_interval(store: JobStore) -> None:
+    t = base_hour()
+    await record(store, "dep", t, 1, "succeeded")
+    await record(store, "dep", t + HOUR, 1, "failed")
+    await record(store, "dep", t + 2 * HOUR, 1, "running")
+    await record(store, "dep", t + 5 * HOUR, 1, "skipped")
+    await start(store, "dep", started_at=ms(utcnow()), worker="one-off")  # no interval: never counts
+    runs = await store.runs.coverage("dep", RunInterval(t + timedelta(minutes=30), t + 3 * HOUR))
+    assert [(r.interval_started_at, r.status) for r in runs.overlapping] == [
+        (t, "succeeded"),
+        (t + HOUR, "failed"),
+        (t + 2 * HOUR, "running"),
+    ]
+    assert (runs.first_started_at, runs.last_started_at) == (t, t + 5 * HOUR)
+    none = await store.runs.coverage("other", hour(t))
+    assert (none.overlapping, none.first_started_at, none.last_started_at) == ([], None, None)
+
+
 async def test_coverage_needs_succeeded_runs_without_a_gap(store: JobStore) -> None:
     t = base_hour()
     await record(store, "dep", t, 1, "succeeded")
@@ -139,22 +172,40 @@ async def test_coverage_needs_succeeded_runs_without_a_gap(store: JobStore) -> N
     await record(store, "dep", t + 2 * HOUR, 1, "failed")
     await record(store, "dep", t + 3 * HOUR, 1, "running")
     await record(store, "dep", t + 5 * HOUR, 1, "succeeded")
-    covered, failed = await store.runs.coverage("dep", hour(t, 2))
-    assert covered and failed == []
-    covered, failed = await store.runs.coverage("dep", hour(t + HOUR, 2))
-    assert not covered and [f.error for f in failed] == ["bad"]
-    assert not (await store.runs.coverage("dep", hour(t + 3 * HOUR)))[0]  # only a running one
-    assert not (await store.runs.coverage("dep", hour(t + 4 * HOUR, 2)))[0]  # a gap first
-    half = RunInterval(t + timedelta(minutes=30), t + HOUR)
-    assert (await store.runs.coverage("dep", half))[0]  # part of one succeeded interval
-    assert not (await store.runs.coverage("other", hour(t)))[0]
+    judged = await covered(store, "dep", hour(t, 2))
+    assert judged is not None and judged.met
+    judged = await covered(store, "dep", hour(t + HOUR, 2))
+    assert judged is not None and not judged.met and "bad" in (judged.reason or "")
+    assert judged.final  # "dep" has gone on to later intervals: the failed one is never run again
+    judged = await covered(store, "dep", hour(t + 3 * HOUR))  # only a running one
+    assert judged is not None and not judged.met
+    judged = await covered(store, "dep", hour(t + 4 * HOUR, 2))  # a gap first
+    assert judged is not None and not judged.met
+    judged = await covered(store, "dep", RunInterval(t + timedelta(minutes=30), t + HOUR))
+    assert judged is not None and judged.met  # part of one succeeded interval
+    judged = await covered(store, "dep", hour(t - 2 * HOUR, 3))  # before its first interval: free
+    assert judged is not None and judged.met
+    assert await covered(store, "other", hour(t)) is None  # never ran: the job decides
+
+
+async def test_a_requirement_is_waited_for_until_it_has_gone_on(store: JobStore) -> None:
+    t = base_hour()
+    await record(store, "dep", t, 1, "succeeded")
+    await record(store, "dep", t + HOUR, 1, "failed")
+    judged = await covered(store, "dep", hour(t, 2))
+    assert judged is not None and not judged.met and not judged.final  # a retry can still cover it
+    await record(store, "dep", t + 2 * HOUR, 1, "running")
+    judged = await covered(store, "dep", hour(t, 2))
+    assert judged is not None and judged.final and "gone on" in (judged.reason or "")
 
 
 async def test_coverage_by_a_longer_run(store: JobStore) -> None:
     t = base_hour()
     await record(store, "daily", t, 24, "succeeded")
-    assert (await store.runs.coverage("daily", hour(t + 5 * HOUR)))[0]
-    assert not (await store.runs.coverage("daily", hour(t + 23 * HOUR, 2)))[0]
+    judged = await covered(store, "daily", hour(t + 5 * HOUR))
+    assert judged is not None and judged.met
+    judged = await covered(store, "daily", hour(t + 23 * HOUR, 2))
+    assert judged is not None and not judged.met and not judged.final
 
 
 async def test_trim_keeps_the_newest_records_and_running_ones(make_store: MakeStore) -> None:

@@ -186,7 +186,9 @@ async def test_a_waiting_job_is_visible_and_reports_a_failed_requirement(agenda:
     async def report(job: Job) -> None:
         raise AssertionError("must not run while its requirement fails")
 
-    await agenda.every("* * * * * *", "load users")
+    # Every 5 s: a report interval stays waiting on the failed one until "load users" goes on to its next
+    # interval (then the report gives it up: tests/integration/test_dependencies.py).
+    await agenda.every("*/5 * * * * *", "load users")
     log = EventLog(agenda, "fail")
     await agenda.start()
     await log.wait("fail")
