@@ -17,24 +17,25 @@ refused here, so this module follows cron-parser's syntax rather than croniter's
 * ``H`` (a hashed value) is refused: cron-parser draws it at random on every computation unless the
   caller gives a seed, and Agenda gives none, so Node's schedule for it changes from run to run.
 
-Times are wall-clock times without a zone; :mod:`agendapy.schedule` maps them to instants.
+This module reads that syntax (no Python library does) and rewrites each expression in croniter's
+syntax (6 fields, seconds first, explicit lists; cron-parser's ``5L`` is croniter's ``L5``); croniter
+finds the occurrences. Times are wall-clock times without a zone; :mod:`agendapy.schedule` maps them to
+instants.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from calendar import monthrange
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Final
+
+from croniter import CroniterBadDateError, croniter
 
 __all__ = ["MAX_CRON_LENGTH", "CronError", "CronSpec", "parse_cron"]
 
 #: cron-parser refuses longer expressions; so do we (it also bounds the work spent reading one).
 MAX_CRON_LENGTH: Final = 1024
-# The search for the next or previous occurrence gives up after this many days (about 30 years).
-_SEARCH_DAYS: Final = 11_000
 _MONTH_NAMES: Final = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTHS: Final = {name: number for number, name in enumerate(_MONTH_NAMES, start=1)}
 _WEEKDAY_NAMES: Final = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -67,93 +68,54 @@ class CronError(ValueError):
 
 @dataclass(frozen=True)
 class CronSpec:
-    """A parsed expression: the values each field allows, and the day rules.
+    """A parsed expression and its schedule as croniter expressions, which compute the occurrences.
 
     Attributes:
         text: the expression with its 6 fields (seconds first) separated by single spaces.
-        seconds, minutes, hours, months: sorted allowed values.
-        days: allowed days of the month (numbers); ``last_day`` adds the last day of the month.
-        weekdays: allowed weekdays, 0=Sunday; ``last_weekdays`` the weekdays allowed only in the
-            last week of the month (``5L``); ``nth`` restricts ``weekdays`` to the nth one (1-5, 0: any).
-        day_restricted, weekday_restricted: the field is not ``*``/``?`` (both restricted: either matches).
+        every_hour: whether it runs in every hour of the day (:mod:`agendapy.schedule` treats DST
+            changes differently then, as cron-parser does).
+        croniter_expressions: one or two 6-field expressions (seconds first) in croniter's syntax whose
+            occurrences together are this expression's occurrences: two when both the day of month and
+            the day of week are restricted (see :func:`parse_cron`).
     """
 
     text: str
-    seconds: tuple[int, ...]
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: frozenset[int]
-    last_day: bool
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    last_weekdays: frozenset[int]
-    nth: int
-    day_restricted: bool
-    weekday_restricted: bool
-
-    @property
-    def every_hour(self) -> bool:
-        """Whether the expression runs in every hour of the day."""
-        return len(self.hours) == 24
-
-    def day_matches(self, day: date) -> bool:
-        """Whether ``day`` is a day the expression runs on (cron-parser's rules, OR when both restricted)."""
-        if day.month not in self.months:
-            return False
-        last = monthrange(day.year, day.month)[1]
-        on_day = day.day in self.days or (self.last_day and day.day == last)
-        weekday = day.isoweekday() % 7
-        on_weekday = (weekday in self.weekdays and (self.nth == 0 or (day.day + 6) // 7 == self.nth)) or (
-            weekday in self.last_weekdays and day.day > last - 7
-        )
-        if self.day_restricted and self.weekday_restricted:
-            return on_day or on_weekday
-        if self.weekday_restricted:
-            return on_weekday
-        return on_day
+    every_hour: bool
+    croniter_expressions: tuple[str, ...]
 
     def next_after(self, wall: datetime) -> datetime | None:
-        """The first wall-clock time strictly after ``wall`` that matches, or None within ~30 years."""
-        start = wall.replace(microsecond=0) + timedelta(seconds=1)
-        day, floor = start.date(), start.time()
-        for _ in range(_SEARCH_DAYS):
-            if self.day_matches(day):
-                found = self._first_time_from(floor)
-                if found is not None:
-                    return datetime.combine(day, found)
-            day, floor = day + timedelta(days=1), time(0)
-        return None
+        """The first wall-clock time strictly after ``wall`` (to the second) that matches, or None.
+
+        None when no time matches within croniter's search window (50 years) or before the year 10000.
+        With two croniter expressions (see :attr:`croniter_expressions`) the earlier result wins.
+        """
+        start = wall.replace(microsecond=0)
+        found = [t for e in self.croniter_expressions if (t := _occurrence(e, start, forward=True))]
+        return min(found, default=None)
 
     def previous_at_or_before(self, wall: datetime) -> datetime | None:
-        """The last wall-clock time at or before ``wall`` that matches, or None within ~30 years."""
-        day, ceiling = wall.date(), wall.replace(microsecond=0).time()
-        for _ in range(_SEARCH_DAYS):
-            if self.day_matches(day):
-                found = self._last_time_to(ceiling)
-                if found is not None:
-                    return datetime.combine(day, found)
-            day, ceiling = day - timedelta(days=1), time(23, 59, 59)
-        return None
+        """The last wall-clock time at or before ``wall`` (to the second) that matches, or None.
 
-    def _first_time_from(self, floor: time) -> time | None:
-        for hour in self.hours[bisect_left(self.hours, floor.hour) :]:
-            minute_floor = floor.minute if hour == floor.hour else 0
-            for minute in self.minutes[bisect_left(self.minutes, minute_floor) :]:
-                second_floor = floor.second if (hour, minute) == (floor.hour, floor.minute) else 0
-                index = bisect_left(self.seconds, second_floor)
-                if index < len(self.seconds):
-                    return time(hour, minute, self.seconds[index])
-        return None
+        None as for :meth:`next_after`, and from the last second of the year 9999 (croniter searches
+        back from the second after ``wall``).
+        """
+        start = wall.replace(microsecond=0)
+        found = [t for e in self.croniter_expressions if (t := _occurrence(e, start, forward=False))]
+        return max(found, default=None)
 
-    def _last_time_to(self, ceiling: time) -> time | None:
-        for hour in reversed([h for h in self.hours if h <= ceiling.hour]):
-            minute_top = ceiling.minute if hour == ceiling.hour else 59
-            for minute in reversed([m for m in self.minutes if m <= minute_top]):
-                second_top = ceiling.second if (hour, minute) == (ceiling.hour, ceiling.minute) else 59
-                fitting = [s for s in self.seconds if s <= second_top]
-                if fitting:
-                    return time(hour, minute, fitting[-1])
+
+def _occurrence(expression: str, start: datetime, *, forward: bool) -> datetime | None:
+    """croniter's next occurrence after ``start``, or its last one at or before ``start``."""
+    # A naive start makes croniter work on wall-clock time without a zone, as agendapy.schedule needs.
+    try:
+        if forward:
+            found: datetime = croniter(expression, start, second_at_beginning=True).get_next(datetime)
+        else:  # get_prev is strictly before its start: start one second later to include `start`
+            walker = croniter(expression, start + timedelta(seconds=1), second_at_beginning=True)
+            found = walker.get_prev(datetime)
+    except (CroniterBadDateError, OverflowError):  # none within croniter's 50-year search or years 1-9999
         return None
+    return found
 
 
 def parse_cron(expression: str) -> CronSpec:
@@ -175,34 +137,40 @@ def parse_cron(expression: str) -> CronSpec:
         nth, weekday_values = _parse_nth(weekday_text)
     else:
         weekday_values = _parse_field(5, raw[5])
-    values.append(weekday_values)
-    seconds, minutes, hours, day_values, month_values, weekday_values = values
-    months = frozenset(int(v) for v in month_values)
-    days = [v for v in day_values if isinstance(v, int)]
-    last_day = any(v == "L" for v in day_values)
-    if len(months) == 1:  # cron-parser drops days the only month never has (unless none is left)
-        fitting = [d for d in days if d <= _LONGEST[next(iter(months)) - 1]]
-        days = fitting or days
+    seconds, minutes, hours, day_values, month_values = ({int(v) for v in vs if v != "L"} for vs in values)
+    last_day = "L" in values[3]
+    day_restricted = raw[3] not in ("*", "?")
     weekday_restricted = raw[5] not in ("*", "?")
-    if not last_day and not weekday_restricted and days:
-        longest = max(_LONGEST[m - 1] for m in months)
-        if min(days) > longest:
-            raise CronError(f"day of month {min(days)} never occurs in the months listed")
-    last_weekdays = frozenset(int(str(v)[0]) % 7 for v in weekday_values if isinstance(v, str))
-    return CronSpec(
-        text=" ".join(raw),
-        seconds=tuple(sorted(int(v) for v in seconds)),
-        minutes=tuple(sorted(int(v) for v in minutes)),
-        hours=tuple(sorted(int(v) for v in hours)),
-        days=frozenset(days),
-        last_day=last_day,
-        months=months,
-        weekdays=frozenset(int(v) % 7 for v in weekday_values if isinstance(v, int)),
-        last_weekdays=last_weekdays,
-        nth=nth,
-        day_restricted=raw[3] not in ("*", "?"),
-        weekday_restricted=weekday_restricted,
-    )
+    longest = max(_LONGEST[m - 1] for m in month_values)
+    if day_restricted and not last_day and not weekday_restricted and min(day_values) > longest:
+        raise CronError(f"day of month {min(day_values)} never occurs in the months listed")
+    weekdays = {v % 7 for v in weekday_values if isinstance(v, int)}
+    last_weekdays = {int(v[0]) % 7 for v in weekday_values if isinstance(v, str)}
+    # Days no listed month has never match (cron-parser keeps them only to run the other day field).
+    days = [str(d) for d in sorted(day_values) if d <= longest] + (["L"] if last_day else [])
+    if nth or last_weekdays:
+        # croniter refuses to mix plain weekdays with "#"/"L" ones; every Monday is a 1st-5th Monday.
+        week = [f"{w}#{n}" for w in sorted(weekdays) for n in ([nth] if nth else range(1, 6))]
+        week_field = ",".join(week + [f"L{w}" for w in sorted(last_weekdays)])  # croniter's "5L" is "L5"
+    else:
+        week_field = _croniter_list(weekdays, 7)
+    times = " ".join(_croniter_list(v, size) for v, size in ((seconds, 60), (minutes, 60), (hours, 24)))
+    month = _croniter_list(month_values, 12)
+    if day_restricted and weekday_restricted:
+        # cron-parser runs on a day matching either field. croniter's own union (day_or) keeps "#" and
+        # "L" weekdays as a filter on both sides, and reads a full list as "*" only sometimes, so each
+        # field gets an expression of its own (the other field "*") and the union is taken here.
+        halves = [f"{times} {','.join(days)} {month} *"] if days else []
+        expressions = (*halves, f"{times} * {month} {week_field}")
+    else:
+        day_field = ",".join(days) if day_restricted else "*"
+        expressions = (f"{times} {day_field} {month} {week_field if weekday_restricted else '*'}",)
+    return CronSpec(text=" ".join(raw), every_hour=len(hours) == 24, croniter_expressions=expressions)
+
+
+def _croniter_list(values: set[int], size: int) -> str:
+    """``values`` as a croniter list, ``*`` when it holds all ``size`` of the field's values."""
+    return "*" if len(values) == size else ",".join(str(v) for v in sorted(values))
 
 
 def _replace_names(index: int, text: str) -> str:

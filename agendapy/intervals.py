@@ -55,7 +55,7 @@ def tick_at_or_before(interval: Interval, at: datetime, zone: ZoneInfo | None) -
         # Near a DST change the wall-clock tick can map after `at`; step back one length then.
         return tick if tick <= at else tick - interval.every
     assert interval.cron is not None
-    # Cron is read with Node's cron-parser syntax ("5L"), which croniter does not share.
+    # Not croniter directly: previous_cron reads cron-parser's syntax ("5L") and maps DST as next_cron.
     previous = previous_cron(interval.cron, at, tz)
     if previous is None:
         raise InvalidInterval("cron", interval.cron, "no earlier occurrence")

@@ -403,10 +403,7 @@ def _next_cron_instant(
     stop: datetime | None = None
     for _ in range(_CRON_STEP_LIMIT):
         assert wall is not None
-        try:
-            wall = spec.next_after(wall)
-        except OverflowError:  # past the year 9999
-            wall = None
+        wall = spec.next_after(wall)  # None past the year 9999
         if wall is None or (best is not None and stop is not None and wall > stop):
             break
         for instant in _instants(wall, zone, spec.every_hour):

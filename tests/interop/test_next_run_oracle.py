@@ -422,3 +422,34 @@ def test_generated_cron_strings_are_read_as_cron_parser_reads_them(node_helpers:
     accepted = sum(1 for case in cases if ours(case).next_run_at)
     print(f"\n{len(cases)} cron cases, {accepted} accepted: {dict(verdicts)}")
     assert accepted > len(cases) // 5  # the generator must reach the next-run maths, not only refusals
+
+
+# The day fields in every form agendapy rewrites for croniter: "L" beside days, weekday "L" and "#"
+# beside plain weekdays, both fields restricted (either runs), days some listed month lacks.
+_DAY_ATOMS = ["*", "1", "15", "29", "30", "31", "L", "1,L", "5,L", "L,31", "28-31", "30,31", "1-31", "*/1",
+              "2/7", "?"]  # fmt: skip
+_MONTH_ATOMS = ["*", "*", "2", "4", "2,4", "feb,apr,jun", "4,6,9,11", "2-11/3", "jan-mar", "12"]
+_WEEKDAY_ATOMS = ["*", "*", "?", "1-5", "5L", "0L", "7L", "1,5L", "1L,5L", "6L,0", "3,7L", "5#2", "1#5",
+                  "0#5", "*#2", "?#3", "2-4#1", "0-7", "1-7/2", "*/1", "sun,sat"]  # fmt: skip
+
+
+def _day_case(rng: random.Random, index: int) -> dict[str, Any]:
+    fields = [rng.choice(["0", "30", "*/20"]), rng.choice(["0", "2", "23", "*/6"]), rng.choice(_DAY_ATOMS),
+              rng.choice(_MONTH_ATOMS), rng.choice(_WEEKDAY_ATOMS)]  # fmt: skip
+    doc: dict[str, Any] = {"repeatInterval": " ".join(fields)}
+    zone = rng.choice(["UTC", "Europe/Berlin", "America/New_York", "Pacific/Auckland", None])
+    if zone:
+        doc["repeatTimezone"] = zone
+    now = _parse(rng.choice(EDGES)) + timedelta(days=rng.choice([0, 0, 400, 3000, 15_000]))
+    if rng.random() < 0.5:
+        doc["lastRunAt"] = _iso(now)
+    return {"id": index, "now": _iso(now), "doc": doc}
+
+
+def test_generated_cron_day_fields_step_as_cron_parser_steps(node_helpers: Path) -> None:
+    rng = random.Random(1713)
+    cases = [_day_case(rng, index) for index in range(800)]
+    verdicts = Counter(compare(node_helpers, cases).values())
+    accepted = sum(1 for case in cases if ours(case).next_run_at)
+    print(f"\n{len(cases)} day-field cron cases, {accepted} accepted: {dict(verdicts)}")
+    assert accepted > len(cases) // 2

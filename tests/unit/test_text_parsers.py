@@ -20,6 +20,7 @@ import pytest
 from croniter import croniter
 
 from agendapy import dates
+from agendapy.cron import parse_cron
 from agendapy.divergences import DIVERGENCES
 from agendapy.errors import InvalidInput
 from agendapy.schedule import (
@@ -282,3 +283,66 @@ def test_previous_cron_and_next_cron_see_the_same_ticks(expression: str, zone_na
 def test_previous_cron_reads_cron_parsers_last_weekday() -> None:
     assert previous_cron("0 0 * * 5L", utc(2026, 5, 1), None) == utc(2026, 4, 24)
     assert previous_cron("0 0 * * 5L", utc(2026, 4, 24), None) == utc(2026, 4, 24)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("* * *", ("0 * * * * *",)),
+        ("0 0 * * 5L", ("0 0 0 * * L5",)),  # cron-parser's last Friday in croniter's spelling
+        ("0 0 * * 7", ("0 0 0 * * 0",)),
+        ("0 0 1 jan-mar *", ("0 0 0 1 1,2,3 *",)),
+        ("3/20 0 0 * * *", ("3,23,43 0 0 * * *",)),
+        ("0 0 * * 1,5L", ("0 0 0 * * 1#1,1#2,1#3,1#4,1#5,L5",)),  # croniter mixes no plain weekday with L
+        ("0 0 15 * 5L", ("0 0 0 15 * *", "0 0 0 * * L5")),  # either day field: one expression each
+        ("0 0 30,31 2 1", ("0 0 0 * 2 1",)),  # no February has a 30th: only the Mondays are left
+    ],
+)
+def test_cron_parsers_syntax_is_rewritten_for_croniter(expression: str, expected: tuple[str, ...]) -> None:
+    assert parse_cron(expression).croniter_expressions == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "start", "following", "preceding"),
+    [
+        ("0 0 15 * 5L", utc(2026, 5, 1), [(5, 15), (5, 29), (6, 15), (6, 26), (7, 15), (7, 31)],
+         [(4, 24), (4, 15), (3, 27)]),
+        ("0 0 * * 1,5L", utc(2026, 5, 1), [(5, 4), (5, 11), (5, 18), (5, 25), (5, 29), (6, 1)],
+         [(4, 27), (4, 24), (4, 20)]),
+        ("0 0 * * *#2", utc(2026, 5, 1), [(5, 8), (5, 9), (5, 10), (5, 11), (5, 12), (5, 13)],
+         [(4, 14), (4, 13), (4, 12)]),
+        ("0 0 1,L * 5#2", utc(2026, 5, 1), [(5, 8), (5, 31), (6, 1), (6, 12), (6, 30), (7, 1)],
+         [(4, 30), (4, 10), (4, 1)]),
+        ("0 0 * * 1L,5L", utc(2026, 5, 1), [(5, 25), (5, 29), (6, 26), (6, 29), (7, 27), (7, 31)],
+         [(4, 27), (4, 24), (3, 30)]),
+        ("0 0 31 2 1", utc(2026, 5, 16), [(2, 1), (2, 8), (2, 15), (2, 22), (2, 7), (2, 14)],
+         [(2, 23), (2, 16), (2, 9)]),
+    ],
+)  # fmt: skip
+def test_cron_day_rules_step_like_cron_parser(
+    expression: str, start: datetime, following: list[tuple[int, int]], preceding: list[tuple[int, int]]
+) -> None:
+    # Occurrences taken from cron-parser 5.10.6 (next() and prev() from `start`, in UTC); the dates
+    # after the first wrap of the month belong to the following (or preceding) year.
+    def dates_of(ticks: list[datetime]) -> list[tuple[int, int]]:
+        return [(tick.month, tick.day) for tick in ticks]
+
+    ticks, at = [], start
+    for _ in following:
+        at = next_cron(expression, at, None)
+        ticks.append(at)
+    assert dates_of(ticks) == following
+    assert all(tick.time() == datetime.min.time() for tick in ticks)
+    ticks, at = [], start
+    for _ in preceding:
+        found = previous_cron(expression, at - MS, None)
+        assert found is not None
+        ticks.append(at := found)
+    assert dates_of(ticks) == preceding
+
+
+def test_cron_finds_an_occurrence_decades_away_as_cron_parser_does() -> None:
+    # A fifth Monday in February needs a leap year whose February starts on a Monday: after 2072 the
+    # next is in 2112 (cron-parser finds it too). The first search gave up after 30 years.
+    assert next_cron("15 ? ? FEB 1#5", utc(2073, 7, 25, 15, 22, 49), None) == utc(2112, 2, 29, 0, 15)
+    assert previous_cron("15 ? ? FEB 1#5", utc(2111, 1, 1), None) == utc(2072, 2, 29, 23, 15)
