@@ -25,6 +25,7 @@ __all__ = [
     "claim_update",
     "criteria_filter",
     "fence_filter",
+    "fence_many_filter",
     "query_filter",
     "query_sort",
 ]
@@ -101,6 +102,11 @@ def fence_filter(job_id: Any, locked_at: datetime | None, token: str | None) -> 
     if token is None:
         return {"_id": to_object_id(job_id)}
     return {"_id": to_object_id(job_id), "lockedAt": locked_at, "lockToken": token}
+
+
+def fence_many_filter(job_ids: list[Any], locked_at: datetime, token: str) -> dict[str, Any]:
+    """Match those of the jobs still locked by one lock (the same lockedAt and token), by _id."""
+    return {"_id": {"$in": [to_object_id(i) for i in job_ids]}, "lockedAt": locked_at, "lockToken": token}
 
 
 def _flatten(prefix: str, value: Mapping[str, Any], out: dict[str, Any]) -> None:

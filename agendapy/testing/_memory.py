@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from bson import ObjectId
@@ -343,8 +343,15 @@ class MemoryJobStore:
                 lease.locked_at = bson_value(job.locked_at)
             return True
 
-    async def save_state_batched(self, job: Job) -> bool:
-        """``save_state`` of every field (nothing to batch in memory)."""
+    async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+        """``save_state`` of every field (nothing to batch in memory); the stamped attributes, and a
+        lock the write keeps, take the moment of the write, as in the MongoDB store."""
+        if job._lease is not None:
+            written_at = bson_value(datetime.now(UTC))
+            for attr in stamp:
+                setattr(job, attr, written_at)
+            if job.locked_at is not None:
+                job.locked_at = written_at
         return await self.save_state(job)
 
     async def due_changes(self) -> AsyncIterator[Change]:
