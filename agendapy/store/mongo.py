@@ -324,10 +324,11 @@ class MongoJobStore:
 
     async def close(self) -> None:
         """Close the client if this store created it (after the pending batched writes)."""
-        if self._pending_states:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while (self._pending_states or self._flushes) and loop.time() < deadline:
             self._start_flush()
-        if self._flushes:
-            await asyncio.wait(set(self._flushes), timeout=5.0)
+            await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None
@@ -489,7 +490,9 @@ class MongoJobStore:
 
     async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
         """``save_state`` of every field, fenced; the writes of runs issued within the state write
-        window go to the server together, identical ones as one ``update_many``.
+        window go to the server together, identical ones as one ``update_many``. One batch is in
+        flight at a time: the writes issued meanwhile go out together as soon as it returns (group
+        commit), so batches grow with the server's latency rather than only with the window.
 
         ``stamp`` names attributes (``last_run_at``, ``last_finished_at``) set to the moment the batch
         is written rather than to their value now, so that runs of one batch write the same values;
@@ -517,11 +520,18 @@ class MongoJobStore:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        if self._flushes:
+            return  # one batch in flight: this one follows when it returns (_flushed)
         batch, self._pending_states = self._pending_states, []
         if batch:
             task = asyncio.get_running_loop().create_task(self._flush_states(batch))
             self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if self._pending_states:
+            self._start_flush()
 
     async def _flush_states(self, batch: list[_PendingState]) -> None:
         written_at = _write_instant()

@@ -358,6 +358,37 @@ async def test_finishes_within_the_write_window_go_out_as_one_fenced_update(
     assert jobs[0].last_finished_at == jobs[2].last_finished_at
 
 
+async def test_run_writes_issued_while_a_batch_is_in_flight_go_out_together_after_it(
+    make_agenda: Any, db_url: str, jobs_collection: Any
+) -> None:
+    updates = _UpdateCommands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[updates], tz_aware=True)
+    try:
+        agenda: Agenda = await make_agenda(db=client, state_write_window=0)
+        agenda.define("grouped", lambda job: None)
+        first, *later = await _claim_three(agenda, "grouped")
+        for job in (first, *later):
+            job.locked_at = job.next_run_at = None
+        assert first._lease is not None
+        updates.updates.clear()
+        # The first batch waits for its lease (as behind a heartbeat): it is in flight meanwhile.
+        async with first._lease.write_lock:
+            writes = [asyncio.create_task(agenda.store.save_state_batched(first))]
+            await asyncio.sleep(0.02)
+            for job in later:  # two more finishes, in other event-loop turns
+                writes.append(asyncio.create_task(agenda.store.save_state_batched(job)))
+                await asyncio.sleep(0.02)
+            assert updates.updates == []
+        assert await asyncio.wait_for(asyncio.gather(*writes), 10) == [True, True, True]
+    finally:
+        await client.close()
+    assert len(updates.updates) == 2, f"expected two update commands, got {updates.updates}"
+    assert [len(statements) for statements in updates.updates] == [1, 1]
+    assert updates.updates[1][0].get("multi") is True  # the two later finishes: one update_many
+    async for doc in jobs_collection.find({}):
+        assert doc["lockedAt"] is None and doc["lockToken"] is None
+
+
 async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
     make_agenda: Any, jobs_collection: Any
 ) -> None:
