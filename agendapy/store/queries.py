@@ -51,6 +51,10 @@ CLAIM_SORT: list[tuple[str, int]] = [("nextRunAt", 1), ("priority", -1)]
 
 #: Change-stream filter for instant wake-ups: inserts and replacements, and updates that reschedule,
 #: unlock or re-enable a job. Claims and lock renewals (which only move lockedAt forward) stay out.
+#: The second stage keeps only jobs that a claim could take (the document as looked up: unlocked,
+#: enabled, with a next run): the final write of a finished one-off job unlocks it with no next run,
+#: and without this stage every worker's stream would carry every finish of the fleet to be dropped
+#: by the worker (with four workers, most of the getMores of a drain).
 WAKE_UP_PIPELINE: list[dict[str, Any]] = [
     {
         "$match": {
@@ -67,7 +71,14 @@ WAKE_UP_PIPELINE: list[dict[str, Any]] = [
                 {"operationType": "update", "updateDescription.updatedFields.disabled": False},
             ]
         }
-    }
+    },
+    {
+        "$match": {
+            "fullDocument.nextRunAt": {"$ne": None},
+            "fullDocument.lockedAt": None,
+            "fullDocument.disabled": {"$ne": True},
+        }
+    },
 ]
 
 

@@ -173,7 +173,7 @@ class MemoryJobStore:
         if not wakes or doc.get("disabled") is True or doc.get("lockedAt") is not None:
             return
         name, next_run = doc.get("name"), doc.get("nextRunAt")
-        if not isinstance(name, str):
+        if not isinstance(name, str) or next_run is None:  # no next run: nothing to claim
             return
         change: Change = (name, next_run if isinstance(next_run, datetime) else None)
         for loop, queue in list(self._listeners):
