@@ -45,7 +45,7 @@ class CommandCounter(monitoring.CommandListener):
         name = event.command_name
         command = event.command
         self.counts[name] += 1
-        target = command.get(name)
+        target = command.get("collection") if name == "getMore" else command.get(name)
         collection = target if isinstance(target, str) else ""
         if collection:
             self.by_collection[f"{name} {collection}"] += 1

@@ -63,6 +63,11 @@ _SERVER_SELECTION_TIMEOUT_MS = 10_000
 DEFAULT_STATE_WRITE_WINDOW = 0.005
 #: A gathered batch this large is written at once, without waiting for the window to close.
 _MAX_STATE_BATCH = 200
+#: How long a change stream's getMore waits for a change (seconds).
+_STREAM_AWAIT_S = 1.0
+#: Pause after a change stream's getMore came back early and empty: while other workers write, a
+#: wake-up arrives up to this much later, and each worker sends at most ~10 such getMores a second.
+_EMPTY_BATCH_PAUSE = 0.1
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 # Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
 _NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
@@ -633,14 +638,24 @@ class MongoJobStore:
         not appear."""
         try:
             stream_cm = await self.collection.watch(
-                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
+                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=int(_STREAM_AWAIT_S * 1000)
             )
         except OperationFailure as exc:
             if exc.code in _NO_CHANGE_STREAMS:
                 raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
             raise
+        loop = asyncio.get_running_loop()
         async with stream_cm as stream:
-            async for change in stream:
+            while stream.alive:
+                asked = loop.time()
+                change = await stream.try_next()
+                if change is None:
+                    # An empty batch before the await time is up: the server woke the stream for
+                    # writes the pipeline dropped (other workers' claims, starts, finishes). Every
+                    # write of the fleet would otherwise cost every worker a round trip.
+                    if loop.time() - asked < _STREAM_AWAIT_S / 2:
+                        await asyncio.sleep(_EMPTY_BATCH_PAUSE)
+                    continue
                 doc = change.get("fullDocument")
                 if not doc or doc.get("disabled") is True or doc.get("lockedAt") is not None:
                     continue

@@ -70,7 +70,7 @@ export class CommandCounter {
       if (!this.enabled) return;
       const name = e.commandName;
       this.counts[name] = (this.counts[name] || 0) + 1;
-      const target = e.command?.[name];
+      const target = name === 'getMore' ? e.command?.collection : e.command?.[name];
       if (typeof target === 'string') {
         const key = `${name} ${target}`;
         this.byCollection[key] = (this.byCollection[key] || 0) + 1;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Collection
@@ -415,6 +416,61 @@ async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
     for job in held:
         job.locked_at = None
     assert await asyncio.gather(*(agenda.store.save_state_batched(j) for j in held)) == [True, True]
+
+
+class _GetMores(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "getMore":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_other_workers_writes_do_not_make_a_change_stream_spin(
+    make_agenda: Any, db_url: str, jobs_collection: Any
+) -> None:
+    from agendapy.store.mongo import _EMPTY_BATCH_PAUSE, MongoJobStore
+
+    getmores = _GetMores()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[getmores], tz_aware=True)
+    store = MongoJobStore(client, collection=jobs_collection.name)
+    seen: list[tuple[str, Any]] = []
+
+    async def listen() -> None:
+        async for change in store.due_changes():
+            seen.append(change)
+
+    try:
+        await store.connect()
+        busy = await jobs_collection.insert_one({"name": "busy", "lockedAt": datetime.now(UTC)})
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.5)  # the stream is open
+        before, started = getmores.count, time.monotonic()
+        for _ in range(60):  # another worker's heartbeats and claims: nothing to wake up for
+            await jobs_collection.update_one(
+                {"_id": busy.inserted_id}, {"$set": {"lockedAt": datetime.now(UTC)}}
+            )
+            await asyncio.sleep(0.01)
+        spent, took = getmores.count - before, time.monotonic() - started
+        due = datetime.now(UTC).replace(microsecond=0)
+        await jobs_collection.insert_one({"name": "wanted", "nextRunAt": due, "lockedAt": None})
+        await wait_until(lambda: bool(seen), timeout=10)
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    finally:
+        await client.close()
+    assert seen == [("wanted", due)]
+    # Without the pause each write (or each few, as fast as getMores return) costs one getMore; with
+    # it, at most one early empty getMore per pause.
+    assert spent <= took / _EMPTY_BATCH_PAUSE + 5, f"{spent} getMores in {took:.2f} s of 60 writes"
 
 
 def test_the_state_write_window_is_checked() -> None:
