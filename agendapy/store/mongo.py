@@ -65,9 +65,12 @@ DEFAULT_STATE_WRITE_WINDOW = 0.005
 _MAX_STATE_BATCH = 200
 #: How long a change stream's getMore waits for a change (seconds).
 _STREAM_AWAIT_S = 1.0
-#: Pause after a change stream's getMore came back early and empty: while other workers write, a
-#: wake-up arrives up to this much later, and each worker sends at most ~10 such getMores a second.
-_EMPTY_BATCH_PAUSE = 0.1
+#: After this many change-stream getMores in a row came back early and empty (a worker's own few
+#: writes for one run make up to three), each next one waits _EMPTY_BATCH_PAUSE first: while other
+#: workers write, a wake-up arrives up to that much later, and no worker sends more than ~40 such
+#: getMores a second. A change, or a getMore that waited its full time, ends the run.
+_EMPTY_BATCHES_FREE = 4
+_EMPTY_BATCH_PAUSE = 0.025
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 # Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
 _NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
@@ -645,17 +648,20 @@ class MongoJobStore:
                 raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
             raise
         loop = asyncio.get_running_loop()
+        early_empty = 0
         async with stream_cm as stream:
             while stream.alive:
                 asked = loop.time()
                 change = await stream.try_next()
                 if change is None:
                     # An empty batch before the await time is up: the server woke the stream for
-                    # writes the pipeline dropped (other workers' claims, starts, finishes). Every
-                    # write of the fleet would otherwise cost every worker a round trip.
-                    if loop.time() - asked < _STREAM_AWAIT_S / 2:
+                    # writes the pipeline dropped (claims, starts, finishes). Without a pause, every
+                    # write of the fleet would cost every worker a round trip.
+                    early_empty = early_empty + 1 if loop.time() - asked < _STREAM_AWAIT_S / 2 else 0
+                    if early_empty >= _EMPTY_BATCHES_FREE:
                         await asyncio.sleep(_EMPTY_BATCH_PAUSE)
                     continue
+                early_empty = 0
                 doc = change.get("fullDocument")
                 if not doc or doc.get("disabled") is True or doc.get("lockedAt") is not None:
                     continue
