@@ -1,24 +1,28 @@
-"""Side-by-side benchmark: Node Agenda 6.2.6 and agendapy, same workloads, same database server, one run.
+"""Side-by-side benchmark: Node Agenda 6.2.6, APScheduler 4.0.0a6 and agendapy on the same server build.
 
     python benchmarks/compare.py [--quick | --full] [--mongo-url URL] [--only drain,latency,...]
 
-Starts its own SecantusDB (``agendapy.embedded.EmbeddedServer`` in a temporary directory) unless
-``--mongo-url`` is given, runs every workload through Node Agenda (``benchmarks/node``, npm packages
-``agenda@6.2.6`` + ``@agendajs/mongo-backend@4.0.3``) and through agendapy, and prints one table with
-both columns and their ratio (">1x" = agendapy better). The table is also written as markdown to
-``benchmarks/results/compare-<date>-<time>.md``. Workloads (see docs/performance.md):
+Starts its own SecantusDB (``agendapy.embedded.EmbeddedServer`` in a temporary directory, and a fresh
+one for every drain cell) unless ``--mongo-url`` is given, runs every workload through Node Agenda
+(``benchmarks/node``, npm packages ``agenda@6.2.6`` + ``@agendajs/mongo-backend@4.0.3``), through
+agendapy and, in the drains, through APScheduler 4 (``benchmarks/aps_worker.py``, ``MongoDBDataStore``),
+and prints one table with every column and agendapy's ratio to each peer (">1x" = agendapy better). The
+table is also written as markdown to ``benchmarks/results/compare-<date>-<time>.md``. Workloads (see
+docs/performance.md):
 
-* drain throughput: N no-op one-off jobs, drained by 1 and by 4 worker processes (maxConcurrency 20,
-  defaultConcurrency 20 for both), each library at several ``process_every`` values, its best reported;
-  a cell that exceeds the time budget is stopped and reports its partial rate;
+* drain throughput: N one-off jobs whose handler does nothing or one ``update_one``, drained by 1 and by
+  4 worker processes (20 jobs at once each), agendapy and Node at several ``process_every`` values, the
+  best reported; jobs/s from the first worker's spawn and from the first claim; a cell that exceeds the
+  time budget is stopped and reports its partial rate;
+* database commands, commits (write statements) and server and worker CPU per job while draining,
+  counted inside the worker processes;
 * latency now() -> handler start on an idle worker with default settings (process_every 5 s);
-* database commands (and server time) per job while draining, counted inside the worker processes;
 * lock query cost at 10k/100k(/1M) documents, and ``explain`` of both libraries' lock queries;
 * worker RSS with 100k due jobs;
 * scheduling throughput: now() one at a time, and in bulk where the library has a bulk API.
 
-Modes: ``--quick`` (under ~5 minutes), default (~30-40 minutes), ``--full`` (default + 1M documents).
-Without ``node``/``npm`` the Node column is skipped with a message.
+Modes: ``--quick`` (10-15 minutes), default (45-70 minutes), ``--full`` (default + 1M documents).
+Without ``node``/``npm``, or without ``apscheduler`` 4.0.0a6, that column is skipped with a message.
 """
 
 from __future__ import annotations
