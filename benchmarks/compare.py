@@ -859,7 +859,7 @@ class Harness:
                 return "skipped" if lib == "node" and not self.node_ok else "failed"
             star = "" if r.complete else "*"
             pe = f"; pe {r.pe:g} s" if lib != "aps" else ""
-            return f"{fmt(r.rate)}{star} / {fmt(r.claim_rate)} ({fmt(r.own_commits(), 2)} c/job{pe})"
+            return f"{fmt(r.rate)}{star} / {fmt(r.claim_rate)} ({r.own_commits():.2f} c/job{pe})"
 
         names = {"node": "Node", "py": "agendapy", "aps": "APScheduler"}
         notes = []
