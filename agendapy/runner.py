@@ -150,7 +150,10 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     job.waiting_for = None
     job.waiting_reason = None
 
-    if not await agenda._store.save_state_batched(job):
+    # A start that schedules no next run (a one-off job) lets the store stamp lastRunAt with the
+    # moment of the write: the runs of one batch then write the same values, in one update.
+    start_stamp = ("last_run_at",) if job.next_run_at is None and plan.interval is None else ()
+    if not await agenda._store.save_state_batched(job, stamp=start_stamp):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
             if job._lease is not None and job._lease.lost
@@ -217,7 +220,9 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         job.next_run_at = fixed_delay_next_run(job, finished_at)
 
     _finishing(job)
-    if not job.lock_lost and not await _save_final_state(agenda, job):
+    # lastFinishedAt may take the moment of the write unless the next run was computed from it.
+    final_stamp = ("last_finished_at",) if succeeded and not job.fixed_delay else ()
+    if not job.lock_lost and not await _save_final_state(agenda, job, final_stamp):
         log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
     if run_id is not None:
         await _finish_record(agenda, job, run_id, succeeded, failure, finished_at)
@@ -357,10 +362,10 @@ async def _finish_record(
         log.warning("could not record the end of run %s of %s: %s", run_id, job.name, exc)
 
 
-async def _save_final_state(agenda: Agenda, job: Job) -> bool:
+async def _save_final_state(agenda: Agenda, job: Job, stamp: tuple[str, ...]) -> bool:
     """Save the outcome; while the database is unreachable, keep trying (the lease stays valid, since
     nobody can take the lock over while the database is down), so a finished run is never run again."""
-    return await keep_trying(lambda: agenda._store.save_state_batched(job), job)
+    return await keep_trying(lambda: agenda._store.save_state_batched(job, stamp=stamp), job)
 
 
 async def keep_trying(write: Callable[[], Awaitable[bool]], job: Job) -> bool:

@@ -87,6 +87,8 @@ WORKER_MODULE = textwrap.dedent(
         max_concurrency=int(os.environ["CHAOS_CONCURRENCY"]),
         default_concurrency=int(os.environ["CHAOS_CONCURRENCY"]),
         default_lock_lifetime=LOCK_LIFETIME,
+        **({"state_write_window": float(os.environ["CHAOS_STATE_WRITE_WINDOW"])}
+           if os.environ.get("CHAOS_STATE_WRITE_WINDOW") else {}),
     )
 
     _db = None
@@ -333,6 +335,9 @@ class Fleet:
             "CHAOS_PROCESS_EVERY": str(self.args.process_every),
             "CHAOS_CONCURRENCY": str(self.args.concurrency),
             "CHAOS_RECURRING": str(self.args.recurring),
+            "CHAOS_STATE_WRITE_WINDOW": ""
+            if self.args.state_write_window is None
+            else str(self.args.state_write_window),
             # Every worker of a run imports the same frozen copy of agendapy (see snapshot_sources).
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(self.module_dir / "src"), os.environ.get("PYTHONPATH")) if p
@@ -640,6 +645,10 @@ def print_report(
         "workers / kill every / lock lifetime / grace",
         f"{args.workers} / {args.kill_every:g} s / {args.lock_lifetime:g} s / {args.grace:g} s",
     )
+    table.add_row(
+        "state write window",
+        "agendapy's default" if args.state_write_window is None else f"{args.state_write_window:g} s",
+    )
     table.add_row("one-off jobs scheduled", str(result["scheduled"]))
     table.add_row("completed", str(result["completed"]))
     table.add_row("lost (never completed)", bad(len(result["lost"])))
@@ -787,6 +796,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace", type=float, default=3.0)
     p.add_argument("--process-every", type=float, default=0.5)
     p.add_argument("--concurrency", type=int, default=10, help="max_concurrency per worker")
+    p.add_argument(
+        "--state-write-window",
+        type=float,
+        default=None,
+        help="seconds the workers' run writes gather before going out together (default: agendapy's)",
+    )
     p.add_argument("--settle", type=float, default=4.0, help="seconds to keep running after the last job")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the database (with --mongo-url)")

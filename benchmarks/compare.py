@@ -1,24 +1,28 @@
-"""Side-by-side benchmark: Node Agenda 6.2.6 and agendapy, same workloads, same database server, one run.
+"""Side-by-side benchmark: Node Agenda 6.2.6, APScheduler 4.0.0a6 and agendapy on the same server build.
 
     python benchmarks/compare.py [--quick | --full] [--mongo-url URL] [--only drain,latency,...]
 
-Starts its own SecantusDB (``agendapy.embedded.EmbeddedServer`` in a temporary directory) unless
-``--mongo-url`` is given, runs every workload through Node Agenda (``benchmarks/node``, npm packages
-``agenda@6.2.6`` + ``@agendajs/mongo-backend@4.0.3``) and through agendapy, and prints one table with
-both columns and their ratio (">1x" = agendapy better). The table is also written as markdown to
-``benchmarks/results/compare-<date>-<time>.md``. Workloads (see docs/performance.md):
+Starts its own SecantusDB (``agendapy.embedded.EmbeddedServer`` in a temporary directory, and a fresh
+one for every drain cell) unless ``--mongo-url`` is given, runs every workload through Node Agenda
+(``benchmarks/node``, npm packages ``agenda@6.2.6`` + ``@agendajs/mongo-backend@4.0.3``), through
+agendapy and, in the drains, through APScheduler 4 (``benchmarks/aps_worker.py``, ``MongoDBDataStore``),
+and prints one table with every column and agendapy's ratio to each peer (">1x" = agendapy better). The
+table is also written as markdown to ``benchmarks/results/compare-<date>-<time>.md``. Workloads (see
+docs/performance.md):
 
-* drain throughput: N no-op one-off jobs, drained by 1 and by 4 worker processes (maxConcurrency 20,
-  defaultConcurrency 20 for both), each library at several ``process_every`` values, its best reported;
-  a cell that exceeds the time budget is stopped and reports its partial rate;
+* drain throughput: N one-off jobs whose handler does nothing or one ``update_one``, drained by 1 and by
+  4 worker processes (20 jobs at once each), agendapy and Node at several ``process_every`` values, the
+  best reported; jobs/s from the first worker's spawn and from the first claim; a cell that exceeds the
+  time budget is stopped and reports its partial rate;
+* database commands, commits (write statements) and server and worker CPU per job while draining,
+  counted inside the worker processes;
 * latency now() -> handler start on an idle worker with default settings (process_every 5 s);
-* database commands (and server time) per job while draining, counted inside the worker processes;
 * lock query cost at 10k/100k(/1M) documents, and ``explain`` of both libraries' lock queries;
 * worker RSS with 100k due jobs;
 * scheduling throughput: now() one at a time, and in bulk where the library has a bulk API.
 
-Modes: ``--quick`` (under ~5 minutes), default (~30-40 minutes), ``--full`` (default + 1M documents).
-Without ``node``/``npm`` the Node column is skipped with a message.
+Modes: ``--quick`` (10-15 minutes), default (45-70 minutes), ``--full`` (default + 1M documents).
+Without ``node``/``npm``, or without ``apscheduler`` 4.0.0a6, that column is skipped with a message.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -152,7 +156,7 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def breakdown(counts: dict[str, float], per: float, digits: int = 2, limit: int = 6) -> str:
+def breakdown(counts: Mapping[str, float], per: float, digits: int = 2, limit: int = 6) -> str:
     """``findAndModify 1.02, update 2.00`` — the biggest entries first, each divided by ``per``."""
     if not counts or per <= 0:
         return ""
@@ -238,6 +242,8 @@ class Settings:
     budget: float
     drain_ns: list[int]
     workers: list[int]
+    handlers: list[str]
+    fresh_servers: bool
     node_pe: list[float]
     py_pe: list[float]
     concurrency: int
@@ -251,6 +257,17 @@ class Settings:
     sections: list[str]
     seed: int
     py_options: dict[str, Any]
+
+
+HANDLERS = ("noop", "counter")  # the handler bodies: nothing; one update_one ($inc of a counter)
+
+
+def handlers(text: str | None) -> list[str]:
+    chosen = list(HANDLERS) if not text else [h.strip() for h in text.split(",") if h.strip()]
+    unknown = sorted(set(chosen) - set(HANDLERS))
+    if unknown:
+        raise SystemExit(f"--handlers: unknown {', '.join(unknown)}; known: {', '.join(HANDLERS)}")
+    return chosen
 
 
 def make_settings(args: argparse.Namespace) -> Settings:
@@ -273,6 +290,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
         budget=args.budget if args.budget else (30.0 if quick else 120.0),
         drain_ns=ints(args.drain_n, [100, 300] if quick else [100, 300, 1000]),
         workers=ints(args.workers, [1, 4]),
+        handlers=handlers(args.handlers),
+        fresh_servers=not args.mongo_url,
         node_pe=floats(args.node_process_every, [0.1, 1.0]),
         py_pe=floats(args.py_process_every, [1.0] if quick else [0.1, 1.0]),
         concurrency=args.concurrency,
@@ -310,10 +329,35 @@ class DrainResult:
     server_cpu: float | None = None  # seconds of the database server's CPU during the cell
     worker_cpu: float | None = None  # seconds of CPU of the worker processes, summed
     error: str | None = None
+    handler: str = "noop"
+    load: str = ""  # the 1-minute load average when the cell ended
+    from_claim: float | None = None  # seconds from the first claim command to the last finish
+    statements: dict[str, int] = dataclasses.field(default_factory=dict)
+    by_collection: dict[str, int] = dataclasses.field(default_factory=dict)
+    per_worker: list[dict[str, int]] = dataclasses.field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.done / self.elapsed if self.elapsed > 0 else math.nan
+
+    @property
+    def claim_rate(self) -> float:
+        """Jobs per second from the first claim (process start-up left out)."""
+        if not self.from_claim or self.from_claim <= 0:
+            return math.nan
+        return self.done / self.from_claim
+
+    def own_commits(self) -> float:
+        """Write statements per job sent by the library (the handler's own update left out)."""
+        if not self.done or self.counted != self.workers:
+            return math.nan
+        handler = sum(v for k, v in self.by_collection.items() if k.endswith(" bench_counter"))
+        return (sum(self.statements.values()) - handler) / self.done
+
+    def commands_per_job(self) -> float:
+        if not self.done or self.counted != self.workers:
+            return math.nan
+        return sum(self.counts.values()) / self.done
 
 
 @dataclasses.dataclass
@@ -324,12 +368,21 @@ class Row:
     py: str
     ratio: str
     notes: str = ""
+    aps: str = "—"
+    ratio_aps: str = ""
 
 
 class Harness:
     def __init__(
-        self, url: str, settings: Settings, node_ok: bool, workdir: Path, server_pid: int | None = None
+        self,
+        url: str,
+        settings: Settings,
+        node_ok: bool,
+        workdir: Path,
+        server_pid: int | None = None,
+        aps_ok: bool = False,
     ) -> None:
+        self.aps_ok = aps_ok
         self.server_pid = server_pid
         self.url = with_database(url, DB_NAME)
         self.settings = settings
@@ -352,6 +405,34 @@ class Harness:
 
     def libs(self) -> list[str]:
         return ["node", "py"] if self.node_ok else ["py"]
+
+    def drain_libs(self) -> list[str]:
+        return (["node"] if self.node_ok else []) + (["aps"] if self.aps_ok else []) + ["py"]
+
+    @contextlib.contextmanager
+    def cell_server(self, label: str) -> Iterable[None]:
+        """A fresh embedded server for one drain cell (unless --mongo-url): no cell pays for the
+        files, caches or queued work an earlier one left, and the server's CPU is this cell's."""
+        if not self.settings.fresh_servers:
+            yield
+            return
+        from agendapy.embedded import EmbeddedServer
+
+        saved = (self.url, self.client, self.db, self.server_pid)
+        data_dir = self.workdir / f"db-{label}"
+        server = EmbeddedServer(data_dir)
+        try:
+            self.url = with_database(server.start(), DB_NAME)
+            self.client = MongoClient(self.url, tz_aware=True)
+            self.db = self.client[DB_NAME]
+            self.server_pid = server.pid
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                self.client.close()
+            server.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            self.url, self.client, self.db, self.server_pid = saved
 
     def fresh(self, *names: str) -> None:
         for name in names:
@@ -442,6 +523,7 @@ class Harness:
         results: str | None = None,
         count_commands: bool = False,
         node_change_streams: bool = False,
+        handler: str = "noop",
     ) -> Worker:
         index = self.spawned
         self.spawned += 1
@@ -449,12 +531,22 @@ class Harness:
         out_path = self.workdir / f"{name}.out"
         err_path = self.workdir / f"{name}.err"
         counts_file = self.workdir / f"{name}.counts.json" if count_commands else None
-        if lib == "py":
+        if lib == "aps":
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_HANDLER": handler}
+            if counts_file:
+                env["BENCH_COUNTS_FILE"] = str(counts_file)
+            command = [
+                sys.executable, str(BENCH_DIR / "aps_worker.py"), "--url", self.url, "--database", DB_NAME,
+                "--name", name, "--max-concurrent-jobs", str(concurrency or self.settings.concurrency),
+            ]  # fmt: skip
+            cwd = BENCH_DIR
+        elif lib == "py":
             env = {
                 **os.environ,
                 "PYTHONUNBUFFERED": "1",
                 "BENCH_COLLECTION": collection,
                 "BENCH_JOB_NAME": job_name,
+                "BENCH_HANDLER": handler,
             }
             for key in ("BENCH_PROCESS_EVERY", "BENCH_MAX_CONCURRENCY", "BENCH_DEFAULT_CONCURRENCY"):
                 env.pop(key, None)
@@ -476,7 +568,7 @@ class Harness:
             ]  # fmt: skip
             cwd = BENCH_DIR
         else:
-            env = dict(os.environ)
+            env = {**os.environ, "BENCH_HANDLER": handler}
             command = [
                 "node", str(NODE_DIR / "worker.mjs"), "--url", self.url, "--collection", collection,
                 "--job-name", job_name, "--name", name,
@@ -518,10 +610,11 @@ class Harness:
         self, workers: Sequence[Worker], term_wait: float = 10.0
     ) -> tuple[dict[str, int], dict[str, float], int]:
         """Freeze the command counters (SIGUSR2), then stop the workers; returns the summed counts
-        and how many workers' counts were read."""
+        and how many workers' counts were read (each worker's whole file in ``self.snapshots``)."""
         counts: Counter[str] = Counter()
         ms: Counter[str] = Counter()
         counted = 0
+        self.snapshots: list[dict[str, Any]] = []
         counting = [w for w in workers if w.counts_file is not None and w.proc.poll() is None]
         for worker in counting:
             with contextlib.suppress(OSError):
@@ -538,6 +631,7 @@ class Harness:
                 continue
             counts.update({k: int(v) for k, v in data.get("counts", {}).items()})
             ms.update({k: float(v) for k, v in data.get("ms", {}).items()})
+            self.snapshots.append(data)
             counted += 1
         for worker in workers:
             if worker.proc.poll() is None:
@@ -554,13 +648,41 @@ class Harness:
 
     # -- drain -----------------------------------------------------------------------------------------
 
-    def drain_cell(self, lib: str, n: int, workers: int, pe: float) -> DrainResult:
-        s = self.settings
-        collection = f"drain_{lib}_{n}_{workers}w_{round(pe * 1000)}ms"
+    def drain_cell(self, lib: str, n: int, workers: int, pe: float, handler: str = "noop") -> DrainResult:
+        """One drain cell on its own fresh server (see ``cell_server``)."""
+        label = f"{lib}-{handler}-{n}-{workers}w-{round(pe * 1000)}ms"
+        with self.cell_server(label):
+            return self._drain_cell(lib, n, workers, pe, handler)
+
+    def _prepare_drain(self, lib: str, collection: str, n: int) -> None:
+        if lib == "aps":
+            sys.path.insert(0, str(BENCH_DIR))
+            try:
+                import aps_worker
+            finally:
+                sys.path.remove(str(BENCH_DIR))
+            for name in ("tasks", "jobs", "job_results", "schedules", "bench_counter"):
+                self.db.drop_collection(name)
+            asyncio.run(aps_worker.add_jobs(self.url, DB_NAME, n))
+            return
         self.prepare_collection(lib, collection)
         self.insert_jobs(lib, collection, JOB, n)
+        self.db.drop_collection("bench_counter")
+
+    def _drain_cell(self, lib: str, n: int, workers: int, pe: float, handler: str) -> DrainResult:
+        s = self.settings
+        collection = "jobs" if lib == "aps" else f"drain_{lib}_{n}_{workers}w_{round(pe * 1000)}ms"
+        self._prepare_drain(lib, collection, n)
         col = self.db[collection]
-        finished = {"name": JOB, "lastFinishedAt": {"$ne": None}}
+        if lib == "aps":  # APScheduler deletes a job when it releases it (results are not kept)
+
+            def count_done() -> int:
+                return n - col.count_documents({})
+        else:
+
+            def count_done() -> int:
+                return col.count_documents({"name": JOB, "lastFinishedAt": {"$ne": None}})
+
         poll_times: list[float] = []
         fleet: list[Worker] = []
         error = None
@@ -570,9 +692,12 @@ class Harness:
         started = time.time()
         try:
             fleet = [
-                self.spawn(lib, collection, process_every=pe, concurrency=s.concurrency, count_commands=True)
+                self.spawn(
+                    lib, collection, process_every=pe, concurrency=s.concurrency, count_commands=True,
+                    handler=handler,
+                )
                 for _ in range(workers)
-            ]
+            ]  # fmt: skip
             complete = False
             while True:
                 t = time.perf_counter()
@@ -581,7 +706,7 @@ class Harness:
                 left = max(1.0, s.budget - (time.time() - started) + 1.0)
                 try:
                     with pymongo.timeout(left):
-                        done = col.count_documents(finished)
+                        done = count_done()
                 except PyMongoError as exc:
                     if not getattr(exc, "timeout", False):
                         raise
@@ -594,7 +719,11 @@ class Harness:
                 if now - started > s.budget:
                     try:
                         with pymongo.timeout(15):
-                            locked = col.count_documents({"name": JOB, "lockedAt": {"$ne": None}})
+                            locked = (
+                                col.count_documents({"acquired_by": {"$exists": True}})
+                                if lib == "aps"
+                                else col.count_documents({"name": JOB, "lockedAt": {"$ne": None}})
+                            )
                     except PyMongoError:
                         locked = -1  # unknown: the server did not answer in time
                     break
@@ -604,7 +733,7 @@ class Harness:
                     break
                 # Every 100 ms, but polling at most a tenth of the time: on a server that scans for
                 # the count and serialises queries (SecantusDB) frequent polls would slow the workers.
-                # The end time is the last lastFinishedAt, so the interval does not change it.
+                # The end time is the last finish the workers wrote, so the interval does not change it.
                 budget_left = s.budget - (time.time() - started)
                 time.sleep(min(max(POLL_S - took, 9 * took), 2.0, max(budget_left, 0.0) + 0.05))
             ended = time.time()
@@ -616,11 +745,30 @@ class Harness:
         except BaseException:
             self.stop(fleet, term_wait=2.0)
             raise
+        snapshots = list(self.snapshots)
         if complete:
-            # The precise end: the last lastFinishedAt (written by the workers, same machine clock).
-            last = col.find_one(finished, sort=[("lastFinishedAt", -1)], projection={"lastFinishedAt": 1})
-            if last and isinstance(last.get("lastFinishedAt"), datetime):
-                ended = min(ended, last["lastFinishedAt"].timestamp())
+            # The precise end: the last finish the workers wrote (same machine clock).
+            if lib == "aps":
+                last_releases = [d.get("last_release") for d in snapshots if d.get("last_release")]
+                if last_releases and len(snapshots) == workers:
+                    ended = min(ended, max(last_releases))
+            else:
+                last = col.find_one(
+                    {"name": JOB, "lastFinishedAt": {"$ne": None}},
+                    sort=[("lastFinishedAt", -1)],
+                    projection={"lastFinishedAt": 1},
+                )
+                if last and isinstance(last.get("lastFinishedAt"), datetime):
+                    ended = min(ended, last["lastFinishedAt"].timestamp())
+        # The first claim: the first read of the jobs collection by any worker (Node's claim is a
+        # findAndModify; agendapy's a find or findAndModify; APScheduler's a find on ``jobs``).
+        firsts = [
+            t
+            for d in snapshots
+            for key, t in d.get("first", {}).items()
+            if key in (f"find {collection}", f"findAndModify {collection}")
+        ]
+        first_claim = min(firsts) if firsts else None
         for worker in fleet:
             warned = warnings.get(worker.name, [])
             if warned:
@@ -629,8 +777,14 @@ class Harness:
                 self.details.append(f"{note}: {warned[0][:500]}")
         ready = [w.ready_at() for w in fleet]
         startup = max(r - started for r in ready) if ready and all(r is not None for r in ready) else None
-        self.fresh(collection)
-        self.settle()
+        statements: Counter[str] = Counter()
+        by_collection: Counter[str] = Counter()
+        for d in snapshots:
+            statements.update({k: int(v) for k, v in d.get("statements", {}).items()})
+            by_collection.update({k: int(v) for k, v in d.get("by_collection", {}).items()})
+        if not s.fresh_servers:
+            self.fresh(collection)
+            self.settle()
         return DrainResult(
             lib=lib,
             n=n,
@@ -648,34 +802,55 @@ class Harness:
             server_cpu=None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0,
             worker_cpu=None if None in worker_cpus else sum(c for c in worker_cpus if c is not None),
             error=error,
+            handler=handler,
+            load=f"{os.getloadavg()[0]:.2f}",
+            from_claim=None if first_claim is None or not complete else max(ended - first_claim, 1e-6),
+            statements=dict(statements),
+            by_collection=dict(by_collection),
+            per_worker=[{k: int(v) for k, v in d.get("by_collection", {}).items()} for d in snapshots],
         )
 
     def run_drain(self) -> None:
         s = self.settings
-        for n in s.drain_ns:
-            for workers in s.workers:
-                cells: dict[str, list[DrainResult]] = {}
-                for lib in self.libs():
-                    for pe in s.node_pe if lib == "node" else s.py_pe:
-                        label = f"drain {lib:4} N={n:<5} {workers}w process_every={pe:g}s"
-                        try:
-                            result = self.drain_cell(lib, n, workers, pe)
-                        except Exception as exc:
-                            console.print(f"[red]{label}: failed: {exc}[/]")
-                            continue
-                        self.drains.append(result)
-                        cells.setdefault(lib, []).append(result)
-                        state = (
-                            ""
-                            if result.complete
-                            else (f" [yellow]stopped: {result.done}/{n} finished, {result.locked} locked[/]")
-                        )
-                        if result.error:
-                            state += f" [red]{result.error[:200]}[/]"
-                        console.print(f"{label}: {result.rate:7.1f} jobs/s in {fmt_s(result.elapsed)}{state}")
-                self.rows.append(self.drain_row(n, workers, cells))
+        for handler in s.handlers:
+            for n in s.drain_ns:
+                for workers in s.workers:
+                    cells: dict[str, list[DrainResult]] = {}
+                    for lib in self.drain_libs():
+                        pes = {"node": s.node_pe, "py": s.py_pe}.get(lib, [0.0])
+                        for pe in pes:
+                            label = f"drain {handler:7} {lib:4} N={n:<5} {workers}w pe={pe:g}s"
+                            try:
+                                result = self.drain_cell(lib, n, workers, pe, handler)
+                            except Exception as exc:
+                                console.print(f"[red]{label}: failed: {exc}[/]")
+                                continue
+                            self.drains.append(result)
+                            cells.setdefault(lib, []).append(result)
+                            state = (
+                                ""
+                                if result.complete
+                                else f" [yellow]stopped: {result.done}/{n} done, {result.locked} locked[/]"
+                            )
+                            if result.error:
+                                state += f" [red]{result.error[:200]}[/]"
+                            console.print(
+                                f"{label}: {result.rate:6.1f} jobs/s in {fmt_s(result.elapsed)}, "
+                                f"{result.claim_rate:6.1f} from the first claim, "
+                                f"{result.own_commits():.2f} commits/job, load {load_average()}{state}"
+                            )
+                            if workers > 1 and result.per_worker:
+                                per = "; ".join(
+                                    f"w{i}: " + breakdown(dict(c), result.done / workers, 2, 5)
+                                    for i, c in enumerate(result.per_worker)
+                                )
+                                self.details.append(
+                                    f"{lib} {handler} N={n} {workers}w pe {pe:g} s, commands per job per "
+                                    f"worker (each worker's count / (N/workers)): {per}"
+                                )
+                    self.rows.append(self.drain_row(n, workers, cells, handler))
 
-    def drain_row(self, n: int, workers: int, cells: dict[str, list[DrainResult]]) -> Row:
+    def drain_row(self, n: int, workers: int, cells: dict[str, list[DrainResult]], handler: str) -> Row:
         best = {lib: max(results, key=lambda r: r.rate) for lib, results in cells.items() if results}
 
         def cell(lib: str) -> str:
@@ -683,90 +858,103 @@ class Harness:
             if r is None:
                 return "skipped" if lib == "node" and not self.node_ok else "failed"
             star = "" if r.complete else "*"
-            return f"{fmt(r.rate)}{star} (pe {r.pe:g} s)"
+            pe = f"; pe {r.pe:g} s" if lib != "aps" else ""
+            return f"{fmt(r.rate)}{star} / {fmt(r.claim_rate)} ({r.own_commits():.2f} c/job{pe})"
 
+        names = {"node": "Node", "py": "agendapy", "aps": "APScheduler"}
         notes = []
         for lib, results in cells.items():
-            label = "Node" if lib == "node" else "agendapy"
             parts = []
             for r in results:
-                text = f"pe {r.pe:g} s: {fmt(r.rate)}/s in {fmt_s(r.elapsed)}"
+                text = (
+                    f"pe {r.pe:g} s: {fmt(r.rate)}/s in {fmt_s(r.elapsed)}"
+                    if lib != "aps"
+                    else (f"{fmt(r.rate)}/s in {fmt_s(r.elapsed)}")
+                )
                 if not r.complete:
                     locked = "?" if r.locked < 0 else str(r.locked)
                     text += f", stopped with {r.done}/{r.n} finished, {locked} locked"
                 parts.append(text)
             startups = [r.startup for r in results if r.startup is not None]
             start = f"; start-up {fmt_s(max(startups))}" if startups else ""
-            notes.append(f"{label}: {'; '.join(parts)}{start}")
-        ratio = ""
-        if "node" in best and "py" in best:
-            node_rate = best["node"].rate
-            ratio = f"{best['py'].rate / node_rate:.2f}x" if node_rate > 0 else "inf (Node finished none)"
-            if not best["node"].complete or not best["py"].complete:
-                ratio += "*"
-        return Row("drain", f"drain N={n}, {workers} worker{'s' if workers > 1 else ''} (jobs/s)",
-                   cell("node"), cell("py"), ratio, " | ".join(notes))  # fmt: skip
+            notes.append(f"{names[lib]}: {'; '.join(parts)}{start}")
+
+        def ratio(other: str) -> str:
+            if other not in best or "py" not in best:
+                return ""
+            rate = best[other].rate
+            text = f"{best['py'].rate / rate:.2f}x" if rate > 0 else "inf (finished none)"
+            claim = best[other].claim_rate
+            if claim > 0 and not math.isnan(claim) and not math.isnan(best["py"].claim_rate):
+                text += f" / {best['py'].claim_rate / claim:.2f}x"
+            if not best[other].complete or not best["py"].complete:
+                text += "*"
+            return text
+
+        w = f"{workers} worker{'s' if workers > 1 else ''}"
+        return Row(
+            "drain", f"drain N={n}, {w}, {handler} handler (jobs/s)", cell("node"), cell("py"),
+            ratio("node"), " | ".join(notes), aps=cell("aps") if self.aps_ok else "skipped",
+            ratio_aps=ratio("aps"),
+        )  # fmt: skip
 
     def commands_rows(self) -> None:
-        """Commands and server time per job, from the drain cells (same N, workers and process_every)."""
-        for workers in self.settings.workers:
-            chosen: dict[str, DrainResult] = {}
-            usable = [r for r in self.drains if r.workers == workers and r.done > 0 and r.counted == workers]
-            # The largest N that every library finished something at, process_every 1 s if it ran
-            # there (the same setting on both sides), else that library's best cell.
-            ns = [n for n in sorted({r.n for r in usable}, reverse=True)
-                  if all(any(r.lib == lib and r.n == n for r in usable) for lib in self.libs())]  # fmt: skip
-            n_chosen = ns[0] if ns else max((r.n for r in usable), default=None)
-            for lib in self.libs():
-                runs = [r for r in usable if r.lib == lib and r.n == n_chosen]
-                if not runs:
+        """Commands, commits and CPU per job from the drain cells: per handler and worker count, at the
+        largest N every library finished something at, process_every 1 s where a library ran there."""
+        names = {"node": "Node", "py": "agendapy", "aps": "APScheduler"}
+        for handler in self.settings.handlers:
+            for workers in self.settings.workers:
+                usable = [
+                    r
+                    for r in self.drains
+                    if r.workers == workers and r.handler == handler and r.done > 0 and r.counted == workers
+                ]
+                libs = [lib for lib in self.drain_libs() if any(r.lib == lib for r in usable)]
+                ns = [n for n in sorted({r.n for r in usable}, reverse=True)
+                      if all(any(r.lib == lib and r.n == n for r in usable) for lib in libs)]  # fmt: skip
+                if not ns:
                     continue
-                at_1s = [r for r in runs if abs(r.pe - 1.0) < 1e-9]
-                chosen[lib] = at_1s[0] if at_1s else max(runs, key=lambda r: r.rate)
-            if not chosen:
-                continue
-            per_job = {lib: sum(r.counts.values()) / r.done for lib, r in chosen.items()}
-            ms_job = {lib: sum(r.ms.values()) / r.done for lib, r in chosen.items()}
+                chosen: dict[str, DrainResult] = {}
+                for lib in libs:
+                    runs = [r for r in usable if r.lib == lib and r.n == ns[0]]
+                    at_1s = [r for r in runs if abs(r.pe - 1.0) < 1e-9]
+                    chosen[lib] = at_1s[0] if at_1s else max(runs, key=lambda r: r.rate)
+                w = f"{workers} worker{'s' if workers > 1 else ''}, {handler}, N={ns[0]}"
+                metrics: list[tuple[str, Callable[[DrainResult], float | None], str]] = [
+                    ("DB commands per job", lambda r: r.commands_per_job(), "by command and collection"),
+                    ("commits per job (write statements, the library's own)", lambda r: r.own_commits(),
+                     "each update/delete statement, inserted document and findAndModify; the handler's "
+                     "own update left out"),
+                    ("database server CPU per job (ms)",
+                     lambda r: None if r.server_cpu is None else r.server_cpu * 1000.0 / r.done,
+                     "the server process's user+system CPU during the drain, divided by jobs done"),
+                    ("worker CPU per job (ms)",
+                     lambda r: None if r.worker_cpu is None else r.worker_cpu * 1000.0 / r.done,
+                     "the worker processes' user+system CPU, summed"),
+                ]  # fmt: skip
+                for label, metric, what in metrics:
+                    values: dict[str, float] = {}
+                    for lib, r in chosen.items():
+                        value = metric(r)
+                        if value is not None and not math.isnan(value):
+                            values[lib] = value
+                    notes = what
+                    if label.startswith("DB commands"):
+                        notes += " | " + " | ".join(
+                            f"{names[lib]}: {breakdown(r.by_collection, r.done, 2, 8)}"
+                            for lib, r in chosen.items()
+                        )
+                    self.rows.append(Row(
+                        "commands", f"{label}, {w}", self._metric_cell("node", values, chosen),
+                        self._metric_cell("py", values, chosen), _ratio(values, "node"), notes,
+                        aps=self._metric_cell("aps", values, chosen), ratio_aps=_ratio(values, "aps"),
+                    ))  # fmt: skip
 
-            def show(
-                lib: str, table: dict[str, float], digits: int = 2, chosen: dict[str, DrainResult] = chosen
-            ) -> str:
-                if lib not in table:
-                    return "skipped" if lib == "node" and not self.node_ok else "n/a"
-                r = chosen[lib]
-                return f"{table[lib]:.{digits}f} (N={r.n}, pe {r.pe:g} s)"
-
-            def ratio(table: dict[str, float]) -> str:
-                if "node" in table and "py" in table and table["py"] > 0:
-                    return f"{table['node'] / table['py']:.2f}x"
-                return ""
-
-            notes_cmd = " | ".join(
-                f"{'Node' if lib == 'node' else 'agendapy'}: {breakdown(r.counts, r.done)}"
-                for lib, r in chosen.items()
-            )
-            notes_ms = "sum of the driver-side durations (they overlap under concurrency) | " + " | ".join(
-                f"{'Node' if lib == 'node' else 'agendapy'}: {breakdown(r.ms, r.done)} ms"
-                for lib, r in chosen.items()
-            )
-            w = f"{workers} worker{'s' if workers > 1 else ''}"
-            self.rows.append(Row("commands", f"DB commands per job, {w} (drain)", show("node", per_job),
-                                 show("py", per_job), ratio(per_job), notes_cmd))  # fmt: skip
-            self.rows.append(Row("commands", f"command time per job, {w} (ms, drain)", show("node", ms_job),
-                                 show("py", ms_job), ratio(ms_job), notes_ms))  # fmt: skip
-            for attr, label, what in (
-                ("server_cpu", "database server CPU per job", "the server process's user+system CPU"),
-                ("worker_cpu", "worker CPU per job", "the worker processes' user+system CPU, summed"),
-            ):
-                values = {
-                    lib: getattr(r, attr) * 1000.0 / r.done
-                    for lib, r in chosen.items()
-                    if getattr(r, attr) is not None
-                }
-                if values:
-                    self.rows.append(Row("commands", f"{label}, {w} (ms, drain)", show("node", values),
-                                         show("py", values), ratio(values),
-                                         f"{what} during the drain, divided by jobs done"))  # fmt: skip
+    def _metric_cell(self, lib: str, values: dict[str, float], chosen: dict[str, DrainResult]) -> str:
+        if lib not in values:
+            return "skipped" if lib not in self.drain_libs() else "n/a"
+        r = chosen[lib]
+        return f"{values[lib]:.2f}" + (f" (pe {r.pe:g} s)" if lib != "aps" else "")
 
     # -- latency -----------------------------------------------------------------------------------------
 
@@ -1207,6 +1395,12 @@ class Harness:
         self.rows.sort(key=lambda r: order.get(r.section, 9))
 
 
+def _ratio(values: dict[str, float], other: str) -> str:
+    """``other``'s value / agendapy's (>1: agendapy uses less)."""
+    a, b = values.get(other), values.get("py")
+    return f"{a / b:.2f}x" if a is not None and b else ""
+
+
 def describe_plan(stage: dict[str, Any]) -> str:
     """``SORT(limit 1) <- COLLSCAN`` / ``LIMIT <- FETCH <- IXSCAN findAndLockNextJobIndex``."""
     parts = []
@@ -1239,6 +1433,26 @@ def server_info(client: MongoClient[dict[str, Any]]) -> str:
             secantus = "?"
         return f"SecantusDB {secantus} (reports MongoDB {build.get('version', '?')})"
     return f"MongoDB {build.get('version', '?')}"
+
+
+APS_VERSION = "4.0.0a6"
+
+
+def aps_check() -> tuple[bool, str]:
+    """Whether the APScheduler column can run: ``apscheduler`` 4.0.0a6 importable here."""
+    try:
+        found = version("apscheduler")
+    except PackageNotFoundError:
+        return False, (
+            f"apscheduler not installed (pip install --pre apscheduler=={APS_VERSION}): "
+            "the APScheduler column is skipped"
+        )
+    if found != APS_VERSION:
+        return False, f"apscheduler {found} installed, the harness needs {APS_VERSION}: column skipped"
+    return True, (
+        f"APScheduler {found}, MongoDBDataStore, AsyncScheduler(role=worker, max_concurrent_jobs="
+        "concurrency), task max_running_jobs=None, local event broker (none for MongoDB)"
+    )
 
 
 def node_check() -> tuple[bool, str]:
@@ -1275,43 +1489,55 @@ def per_job_ms(seconds: float | None, done: int) -> str:
     return "n/a" if seconds is None or not done else f"{seconds * 1000.0 / done:.1f} ms"
 
 
+TITLE = "Node Agenda 6.2.6, APScheduler 4.0.0a6 and agendapy (same server build, one run)"
+
+
+def star(r: DrainResult) -> str:
+    return "" if r.complete else "*"
+
+
 def render(harness: Harness, header: dict[str, str], took: float) -> tuple[Table, str]:
-    table = Table(title="Node Agenda 6.2.6 vs agendapy (same server, one run)", show_lines=True)
+    table = Table(title=TITLE, show_lines=True)
     table.add_column("workload", style="bold")
     table.add_column("Node Agenda 6.2.6", justify="right")
+    table.add_column("APScheduler 4", justify="right")
     table.add_column("agendapy", justify="right")
-    table.add_column("ratio (>1 = agendapy better)", justify="right")
+    table.add_column("vs Node", justify="right")
+    table.add_column("vs APScheduler", justify="right")
     table.add_column("notes", overflow="fold")
     for row in harness.rows:
-        table.add_row(row.label, row.node, row.py, row.ratio, row.notes)
+        table.add_row(row.label, row.node, row.aps, row.py, row.ratio, row.ratio_aps, row.notes)
 
-    lines = [f"# Node Agenda 6.2.6 vs agendapy — {header['date']}", ""]
+    lines = [f"# {TITLE} — {header['date']}", ""]
     lines += [f"- **{k}**: {v}" for k, v in header.items() if k != "date"]
     lines += [f"- **run time**: {took / 60:.1f} min", ""]
     lines += [
-        "| workload | Node Agenda 6.2.6 | agendapy | ratio (>1 = agendapy better) | notes |",
-        "|---|---:|---:|---:|---|",
+        "| workload | Node Agenda 6.2.6 | APScheduler 4 | agendapy | vs Node | vs APScheduler | notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in harness.rows:
-        cells = [row.label, row.node, row.py, row.ratio, row.notes]
+        cells = [row.label, row.node, row.aps, row.py, row.ratio, row.ratio_aps, row.notes]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     lines += [
         "",
-        "`*` = stopped at the time budget: the rate is jobs done / time. Ratios of throughput are "
-        "agendapy/Node, of latency, commands, time and memory Node/agendapy.",
+        "Drain cells read `spawn-to-finish / from-first-claim` jobs/s and the library's own commits "
+        "(write statements) per job; `*` = stopped at the time budget (the rate is jobs done / time). "
+        'Ratios ("vs") of throughput are agendapy/other (spawn-to-finish / from the first claim), of '
+        "latency, commands, commits, CPU, time and memory other/agendapy: >1 = agendapy better.",
         "",
         "## Drain cells",
         "",
-        "| lib | N | workers | process_every | done | time | jobs/s | start-up | commands/job "
-        "| server CPU/job | worker CPU/job | harness poll |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| lib | handler | N | workers | process_every | done | time | jobs/s | jobs/s from first claim "
+        "| start-up | commands/job | commits/job | server CPU/job | worker CPU/job | load at end |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in harness.drains:
         lines.append(
-            f"| {r.lib} | {r.n} | {r.workers} | {r.pe:g} s | {r.done}{'' if r.complete else '*'} | "
-            f"{fmt_s(r.elapsed)} | {r.rate:.1f} | {fmt_s(r.startup) if r.startup is not None else 'n/a'} | "
-            f"{sum(r.counts.values()) / r.done if r.done and r.counted == r.workers else math.nan:.2f} | "
-            f"{per_job_ms(r.server_cpu, r.done)} | {per_job_ms(r.worker_cpu, r.done)} | {r.poll_ms:.1f} ms |"
+            f"| {r.lib} | {r.handler} | {r.n} | {r.workers} | {r.pe:g} s | {r.done}{star(r)} | "
+            f"{fmt_s(r.elapsed)} | {r.rate:.1f} | {r.claim_rate:.1f} | "
+            f"{fmt_s(r.startup) if r.startup is not None else 'n/a'} | {r.commands_per_job():.2f} | "
+            f"{r.own_commits():.2f} | {per_job_ms(r.server_cpu, r.done)} | "
+            f"{per_job_ms(r.worker_cpu, r.done)} | {r.load} |"
         )
     if harness.details:
         lines += ["", "## Details", ""] + [f"- {d}" for d in harness.details]
@@ -1329,6 +1555,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=None, help="seconds per drain cell (120; --quick 30)")
     p.add_argument("--drain-n", default=None, help="job counts, e.g. 100,300,1000")
     p.add_argument("--workers", default=None, help="worker process counts, e.g. 1,4")
+    p.add_argument("--handlers", default=None, help="drain handler bodies: noop,counter (both)")
+    p.add_argument("--skip-aps", action="store_true", help="no APScheduler 4 column")
     p.add_argument("--node-process-every", default=None, help="seconds, e.g. 0.1,1 (best reported)")
     p.add_argument("--py-process-every", default=None, help="seconds, e.g. 0.1,1 (best reported)")
     p.add_argument(
@@ -1367,6 +1595,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         node_ok, node_msg = node_check()
     console.print(("" if node_ok else "[yellow]") + node_msg + ("" if node_ok else "[/]"))
+    aps_ok, aps_msg = (
+        (False, "--skip-aps: the APScheduler column is skipped") if args.skip_aps else aps_check()
+    )
+    console.print(("" if aps_ok else "[yellow]") + aps_msg + ("" if aps_ok else "[/]"))
     workdir = Path(tempfile.mkdtemp(prefix="agendapy-compare-"))
     server = None
     harness: Harness | None = None
@@ -1380,7 +1612,7 @@ def main(argv: list[str] | None = None) -> int:
             url = server.start()
             console.print(f"embedded SecantusDB at {url} (data in {workdir / 'db'})")
         server_pid = server.pid if server is not None else args.server_pid
-        harness = Harness(url, settings, node_ok, workdir, server_pid)
+        harness = Harness(url, settings, node_ok, workdir, server_pid, aps_ok=aps_ok)
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         if busy > 0.5 * (os.cpu_count() or 1):
             console.print(
@@ -1395,12 +1627,15 @@ def main(argv: list[str] | None = None) -> int:
             "server": server_info(harness.client)
             + ("" if args.mongo_url else " (embedded, --sync-on-commit)"),
             "Node": node_msg,
+            "APScheduler": aps_msg,
             "agendapy": f"{version('agendapy') if _has_dist('agendapy') else '?'}, sources {digest_before}",
             "Python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
             f"{platform.release()}; load average at start {load_average()}",
             "settings": (
-                f"drain N={settings.drain_ns}, workers={settings.workers}, Node process_every="
+                f"drain N={settings.drain_ns}, workers={settings.workers}, handlers={settings.handlers}, "
+                f"{'a fresh server per drain cell' if settings.fresh_servers else 'one server'}, "
+                f"Node process_every="
                 f"{settings.node_pe} s, agendapy process_every={settings.py_pe} s, concurrency "
                 f"{settings.concurrency}/{settings.concurrency}, budget {settings.budget:g} s per cell; "
                 f"latency jobs {settings.latency_jobs}; schedule jobs {settings.schedule_jobs}; lock sizes "

@@ -6,7 +6,7 @@ with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small datac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -201,8 +201,12 @@ class JobStore(Protocol):
         Returns False when nothing matched: the job is gone, or its lock was taken over.
         """
 
-    async def save_state_batched(self, job: Job) -> bool:
-        """``save_state`` of every field; writes issued together may be sent as one batch."""
+    async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+        """``save_state`` of every field; writes issued close together may be sent as one batch.
+
+        ``stamp`` names attributes (``last_run_at``, ``last_finished_at``) the store sets to the
+        moment it writes (the job holds the written value afterwards).
+        """
 
     def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
         """``(name, nextRunAt)`` of jobs that may have become claimable, as they change."""

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import bson
 from bson import CodecOptions, DatetimeConversion
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne, monitoring
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -36,6 +37,7 @@ from .queries import (
     claim_update,
     criteria_filter,
     fence_filter,
+    fence_many_filter,
     query_filter,
     query_sort,
 )
@@ -59,6 +61,18 @@ log = logging.getLogger("agendapy.store")
 DEFAULT_COLLECTION = "agendaJobs"
 DEFAULT_DATABASE = "agenda"
 _SERVER_SELECTION_TIMEOUT_MS = 10_000
+#: How long the state writes of runs gather before they go out together (seconds), by default.
+DEFAULT_STATE_WRITE_WINDOW = 0.005
+#: A gathered batch this large is written at once, without waiting for the window to close.
+_MAX_STATE_BATCH = 200
+#: How long a change stream's getMore waits for a change (seconds).
+_STREAM_AWAIT_S = 1.0
+#: After this many change-stream getMores in a row came back early and empty (a worker's own few
+#: writes for one run make up to three), each next one waits _EMPTY_BATCH_PAUSE first: while other
+#: workers write, a wake-up arrives up to that much later, and no worker sends more than ~40 such
+#: getMores a second. A change, or a getMore that waited its full time, ends the run.
+_EMPTY_BATCHES_FREE = 4
+_EMPTY_BATCH_PAUSE = 0.025
 # Documents written by other tools may hold dates beyond datetime's years 1-9999 or invalid UTF-8: they
 # decode (as DatetimeMS, or with replacement characters) so one such document never fails a whole cursor.
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
@@ -79,8 +93,28 @@ R = TypeVar("R")
 def _state_values(job: Job) -> dict[str, Any]:
     values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
     if job._lease is not None and job.locked_at is None:
-        values["lockToken"] = None  # the final write of a run releases the lock
+        # The final write of a run releases the lock. Its lastRunAt was written by the run's start
+        # write (no run starts without it) and has not changed: leaving it out lets the finishes of
+        # runs that started at different moments go out as one update.
+        values["lockToken"] = None
+        del values["lastRunAt"]
     return values
+
+
+def _write_instant() -> datetime:
+    """Now, to the millisecond BSON keeps (so what is stored equals what the job holds)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclasses.dataclass
+class _PendingState:
+    """A state write waiting for the window to close: its values are fixed when it is queued."""
+
+    job: Job
+    values: dict[str, Any]
+    stamp: frozenset[str]  # document keys to set to the moment the batch is written
+    done: asyncio.Future[bool]
 
 
 def _same_instant(stored: Any, written: datetime | None) -> bool:
@@ -172,6 +206,8 @@ class MongoJobStore:
         collection: the collection name (Agenda's default ``agendaJobs``).
         database: the database name when ``db`` does not say (default ``agenda``).
         ensure_indexes: create the indexes on connect.
+        state_write_window: seconds the start and final writes of runs gather before they are sent
+            together (0: those issued in the same event-loop turn).
     """
 
     def __init__(
@@ -184,6 +220,7 @@ class MongoJobStore:
         runs_collection: str = DEFAULT_RUNS_COLLECTION,
         history_ttl: timedelta = timedelta(days=30),
         history_keep: int = 1000,
+        state_write_window: float = DEFAULT_STATE_WRITE_WINDOW,
     ) -> None:
         if not isinstance(collection, str) or not collection or "$" in collection:
             raise InvalidInput("collection", collection, "must be a non-empty name without '$'")
@@ -199,8 +236,11 @@ class MongoJobStore:
         self._history_ttl = history_ttl
         self._history_keep = history_keep
         self._runs: MongoRunStore | None = None
-        self._pending_states: list[tuple[Job, dict[str, Any], asyncio.Future[bool]]] = []
-        self._flush_scheduled = False
+        if not isinstance(state_write_window, int | float) or not 0 <= state_write_window <= 1:
+            raise InvalidInput("state_write_window", state_write_window, "must be 0 to 1 seconds")
+        self._state_write_window = float(state_write_window)
+        self._pending_states: list[_PendingState] = []
+        self._flush_timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         if isinstance(db, str):
             self._validate_url(db)
@@ -303,8 +343,11 @@ class MongoJobStore:
 
     async def close(self) -> None:
         """Close the client if this store created it (after the pending batched writes)."""
-        if self._flushes:
-            await asyncio.wait(set(self._flushes), timeout=5.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while (self._pending_states or self._flushes) and loop.time() < deadline:
+            self._start_flush()
+            await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None
@@ -519,78 +562,126 @@ class MongoJobStore:
                 lease.locked_at = job.locked_at
             return True
 
-    async def save_state_batched(self, job: Job) -> bool:
-        """``save_state`` of every field, fenced; the writes of runs that start or finish in the same
-        event-loop turn (a claimed batch) go to the server as one bulk write."""
+    async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+        """``save_state`` of every field, fenced; the writes of runs issued within the state write
+        window go to the server together, identical ones as one ``update_many``. One batch is in
+        flight at a time: the writes issued meanwhile go out together as soon as it returns (group
+        commit), so batches grow with the server's latency rather than only with the window.
+
+        ``stamp`` names attributes (``last_run_at``, ``last_finished_at``) set to the moment the batch
+        is written rather than to their value now, so that runs of one batch write the same values;
+        the job holds the written value afterwards. A lock the write keeps is renewed to that moment.
+        """
         if job._lease is None:
             return await self.save_state(job)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         # The values are taken now: a heartbeat that moves lockedAt before the flush must not change
         # what this write says (a final write releases the lock, whatever happens meanwhile).
-        self._pending_states.append((job, _state_values(job), done))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            # Runs started together reach this point in the same turn; flush on the next one.
-            loop.call_soon(lambda: self._flushes.add(loop.create_task(self._flush_states())))
+        values = _state_values(job)
+        keys = frozenset(STATE_KEYS[attr] for attr in stamp) & values.keys()
+        self._pending_states.append(_PendingState(job, values, keys, done))
+        if len(self._pending_states) >= _MAX_STATE_BATCH:
+            self._start_flush()
+        elif self._flush_timer is None:
+            if self._state_write_window > 0:
+                self._flush_timer = loop.call_later(self._state_write_window, self._start_flush)
+            else:
+                self._flush_timer = loop.call_soon(self._start_flush)
         return await done
 
-    async def _flush_states(self) -> None:
+    def _start_flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flushes:
+            return  # one batch in flight: this one follows when it returns (_flushed)
         batch, self._pending_states = self._pending_states, []
-        self._flush_scheduled = False
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._flush_states(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if self._pending_states:
+            self._start_flush()
+
+    async def _flush_states(self, batch: list[_PendingState]) -> None:
+        written_at = _write_instant()
+        for entry in batch:
+            for key in entry.stamp:
+                entry.values[key] = written_at
+            if entry.values.get("lockedAt") is not None:
+                # A write that keeps the lock renews it; one lockedAt for the batch lets the runs
+                # claimed together stay fenced by one (lockedAt, token) pair.
+                entry.values["lockedAt"] = written_at
         try:
-            results = await self._fenced_writes([(job, values) for job, values, _ in batch])
+            results = await self._fenced_writes([(entry.job, entry.values) for entry in batch])
         except ConnectionFailure as exc:
             error = DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}")
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(error)
+            for entry in batch:
+                if not entry.done.done():
+                    entry.done.set_exception(error)
         except Exception as exc:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+            for entry in batch:
+                if not entry.done.done():
+                    entry.done.set_exception(exc)
         else:
-            for (_, _, done), ok in zip(batch, results, strict=True):
-                if not done.done():
-                    done.set_result(ok)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._flushes.discard(task)
+            for entry, ok in zip(batch, results, strict=True):
+                if ok:
+                    _absorb_written(entry.job, entry.values)
+                if not entry.done.done():
+                    entry.done.set_result(ok)
 
     async def _fenced_writes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
         """Apply ``$set: values`` to each leased job, fenced by its lease, in one round trip; tell
-        which applied. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
+        which applied. Jobs whose lease (lockedAt, token) and values are the same share one
+        ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
         async with contextlib.AsyncExitStack() as stack:
             for job, _ in entries:
                 assert job._lease is not None
                 await stack.enter_async_context(job._lease.write_lock)
             live = [(job, values) for job, values in entries if job._lease and not job._lease.lost]
-            writes = [
-                (fence_filter(job.id, job._lease.locked_at, job._lease.token), {"$set": values})
-                for job, values in live
-                if job._lease is not None
-            ]
-            if len(writes) == 1:
-                result = await self.collection.update_one(*writes[0])
-                applied = [result.matched_count == 1]
-            elif writes:
-                bulk = await self.collection.bulk_write([UpdateOne(f, u) for f, u in writes], ordered=False)
-                if bulk.matched_count == len(writes):
-                    applied = [True] * len(writes)
+            groups: dict[tuple[str, datetime, bytes], tuple[list[Any], dict[str, Any]]] = {}
+            for job, values in live:
+                lease = job._lease
+                assert lease is not None
+                key = (lease.token, lease.locked_at, bson.encode(values))
+                groups.setdefault(key, ([], values))[0].append(to_object_id(job.id))
+            writes: list[UpdateOne | UpdateMany] = []
+            for (token, locked_at, _), (ids, values) in groups.items():
+                if len(ids) == 1:
+                    writes.append(UpdateOne(fence_filter(ids[0], locked_at, token), {"$set": values}))
+                else:
+                    writes.append(UpdateMany(fence_many_filter(ids, locked_at, token), {"$set": values}))
+            applied: list[bool] = []
+            if live:
+                matched = await self._write(writes)
+                if matched == len(live):
+                    applied = [True] * len(live)
                 else:
                     applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
-            else:
-                applied = []
             outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
             for job, values in live:
                 if outcome[id(job)] and job._lease is not None and values.get("lockedAt") is not None:
                     job._lease.locked_at = values["lockedAt"]
             return [outcome.get(id(job), False) for job, _ in entries]
 
+    async def _write(self, writes: list[UpdateOne | UpdateMany]) -> int:
+        """Send the updates (one command); how many documents they matched."""
+        if len(writes) == 1:
+            write = writes[0]
+            one = self.collection.update_one if isinstance(write, UpdateOne) else self.collection.update_many
+            result = await one(write._filter, write._doc)
+            return result.matched_count
+        bulk = await self.collection.bulk_write(writes, ordered=False)
+        return bulk.matched_count
+
     async def _which_applied(self, jobs: list[Job], values: list[dict[str, Any]]) -> list[bool]:
         """After a partly matched bulk write: a write applied iff the document now holds what it set
-        for the fields no other writer sets to the same value (this run's lastRunAt and lock)."""
+        for the fields no other writer sets to the same value (this run's lastRunAt, lastFinishedAt
+        and lock)."""
         ids = [to_object_id(job.id) for job in jobs]
         found = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
         outcomes = []
@@ -601,6 +692,10 @@ class MongoJobStore:
             outcomes.append(
                 doc is not None
                 and ("lastRunAt" not in value or _same_instant(doc.get("lastRunAt"), value["lastRunAt"]))
+                and (
+                    value.get("lastFinishedAt") is None
+                    or _same_instant(doc.get("lastFinishedAt"), value["lastFinishedAt"])
+                )
                 and _same_instant(doc.get("lockedAt"), value["lockedAt"])
                 and doc.get("lockToken") == token
             )
@@ -612,14 +707,27 @@ class MongoJobStore:
         not appear."""
         try:
             stream_cm = await self.collection.watch(
-                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
+                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=int(_STREAM_AWAIT_S * 1000)
             )
         except OperationFailure as exc:
             if exc.code in _NO_CHANGE_STREAMS:
                 raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
             raise
+        loop = asyncio.get_running_loop()
+        early_empty = 0
         async with stream_cm as stream:
-            async for change in stream:
+            while stream.alive:
+                asked = loop.time()
+                change = await stream.try_next()
+                if change is None:
+                    # An empty batch before the await time is up: the server woke the stream for
+                    # writes the pipeline dropped (claims, starts, finishes). Without a pause, every
+                    # write of the fleet would cost every worker a round trip.
+                    early_empty = early_empty + 1 if loop.time() - asked < _STREAM_AWAIT_S / 2 else 0
+                    if early_empty >= _EMPTY_BATCHES_FREE:
+                        await asyncio.sleep(_EMPTY_BATCH_PAUSE)
+                    continue
+                early_empty = 0
                 doc = change.get("fullDocument")
                 if not doc or doc.get("disabled") is True or doc.get("lockedAt") is not None:
                     continue
@@ -768,6 +876,14 @@ def _absorb(job: Job, doc: dict[str, Any]) -> None:
     job.next_run_at = fresh.next_run_at
     job.debounce_started_at = fresh.debounce_started_at
     job.data = fresh.data
+
+
+def _absorb_written(job: Job, values: dict[str, Any]) -> None:
+    """After a batched write applied: the job holds the instants the batch stamped."""
+    for attr in ("locked_at", "last_run_at", "last_finished_at"):
+        key = STATE_KEYS[attr]
+        if key in values:
+            setattr(job, attr, values[key])
 
 
 def _only_processor(doc: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ __all__ = [
     "claim_update",
     "criteria_filter",
     "fence_filter",
+    "fence_many_filter",
     "query_filter",
     "query_sort",
 ]
@@ -50,6 +51,10 @@ CLAIM_SORT: list[tuple[str, int]] = [("nextRunAt", 1), ("priority", -1)]
 
 #: Change-stream filter for instant wake-ups: inserts and replacements, and updates that reschedule,
 #: unlock or re-enable a job. Claims and lock renewals (which only move lockedAt forward) stay out.
+#: The second stage keeps only jobs that a claim could take (the document as looked up: unlocked,
+#: enabled, with a next run): the final write of a finished one-off job unlocks it with no next run,
+#: and without this stage every worker's stream would carry every finish of the fleet to be dropped
+#: by the worker (with four workers, most of the getMores of a drain).
 WAKE_UP_PIPELINE: list[dict[str, Any]] = [
     {
         "$match": {
@@ -66,7 +71,14 @@ WAKE_UP_PIPELINE: list[dict[str, Any]] = [
                 {"operationType": "update", "updateDescription.updatedFields.disabled": False},
             ]
         }
-    }
+    },
+    {
+        "$match": {
+            "fullDocument.nextRunAt": {"$ne": None},
+            "fullDocument.lockedAt": None,
+            "fullDocument.disabled": {"$ne": True},
+        }
+    },
 ]
 
 
@@ -105,6 +117,11 @@ def fence_filter(job_id: Any, locked_at: datetime | None, token: str | None) -> 
     if token is None:
         return {"_id": to_object_id(job_id)}
     return {"_id": to_object_id(job_id), "lockedAt": locked_at, "lockToken": token}
+
+
+def fence_many_filter(job_ids: list[Any], locked_at: datetime, token: str) -> dict[str, Any]:
+    """Match those of the jobs still locked by one lock (the same lockedAt and token), by _id."""
+    return {"_id": {"$in": [to_object_id(i) for i in job_ids]}, "lockedAt": locked_at, "lockToken": token}
 
 
 def _flatten(prefix: str, value: Mapping[str, Any], out: dict[str, Any]) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from bson import ObjectId
@@ -175,7 +175,7 @@ class MemoryJobStore:
         if not wakes or doc.get("disabled") is True or doc.get("lockedAt") is not None:
             return
         name, next_run = doc.get("name"), doc.get("nextRunAt")
-        if not isinstance(name, str):
+        if not isinstance(name, str) or next_run is None:  # no next run: nothing to claim
             return
         change: Change = (name, next_run if isinstance(next_run, datetime) else None)
         for loop, queue in list(self._listeners):
@@ -369,8 +369,15 @@ class MemoryJobStore:
                 lease.locked_at = bson_value(job.locked_at)
             return True
 
-    async def save_state_batched(self, job: Job) -> bool:
-        """``save_state`` of every field (nothing to batch in memory)."""
+    async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+        """``save_state`` of every field (nothing to batch in memory); the stamped attributes, and a
+        lock the write keeps, take the moment of the write, as in the MongoDB store."""
+        if job._lease is not None:
+            written_at = bson_value(datetime.now(UTC))
+            for attr in stamp:
+                setattr(job, attr, written_at)
+            if job.locked_at is not None:
+                job.locked_at = written_at
         return await self.save_state(job)
 
     async def due_changes(self) -> AsyncIterator[Change]:

@@ -61,10 +61,27 @@ export class CommandCounter {
   constructor(mongoClient) {
     this.counts = {};
     this.ms = {};
+    this.statements = {};
+    this.byCollection = {};
+    this.first = {};
     this.enabled = true;
+    const writes = { update: 'updates', delete: 'deletes', insert: 'documents' };
     mongoClient.on('commandStarted', (e) => {
       if (!this.enabled) return;
-      this.counts[e.commandName] = (this.counts[e.commandName] || 0) + 1;
+      const name = e.commandName;
+      this.counts[name] = (this.counts[name] || 0) + 1;
+      const target = name === 'getMore' ? e.command?.collection : e.command?.[name];
+      if (typeof target === 'string') {
+        const key = `${name} ${target}`;
+        this.byCollection[key] = (this.byCollection[key] || 0) + 1;
+        if (!(key in this.first)) this.first[key] = Date.now() / 1000;
+      }
+      // Write statements (one durable commit each on a server that syncs every statement).
+      const inTransaction = e.command && 'autocommit' in e.command;
+      let statements = 0;
+      if (writes[name] && !inTransaction) statements = (e.command[writes[name]] || []).length;
+      else if ((name === 'findAndModify' && !inTransaction) || name === 'commitTransaction') statements = 1;
+      if (statements) this.statements[name] = (this.statements[name] || 0) + statements;
     });
     const done = (e) => {
       if (!this.enabled) return;
@@ -75,7 +92,10 @@ export class CommandCounter {
   }
 
   snapshot() {
-    return { counts: this.counts, ms: this.ms };
+    return {
+      counts: this.counts, ms: this.ms, statements: this.statements,
+      by_collection: this.byCollection, first: this.first,
+    };
   }
 
   /** Write the counts as JSON to `path` (atomically). */

@@ -16,8 +16,11 @@ const jobName = args['job-name'] || 'bench-noop';
 const { agenda, backend, repository } = await makeAgenda(args);
 const counter = new CommandCounter(repository.mongoClient);
 const results = args.results ? repository.getDb().collection(args.results) : null;
+// BENCH_HANDLER=counter: the handler does one updateOne ($inc of one counter document).
+const counters = process.env.BENCH_HANDLER === 'counter' ? repository.getDb().collection('bench_counter') : null;
 
 agenda.define(jobName, async (job) => {
+  if (counters) await counters.updateOne({ _id: 'jobs' }, { $inc: { n: 1 } }, { upsert: true });
   if (results) {
     const t1 = Date.now();
     await results.insertOne({ jobId: job.attrs._id.toString(), t0: job.attrs.data?.t0 ?? null, t1, lib: 'node' });

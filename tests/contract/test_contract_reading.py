@@ -324,6 +324,24 @@ async def test_due_changes_reports_inserts_reschedules_unlocks_and_enables(store
         assert seen[2:] == [("wake", later)]  # disabling is not a wake-up; enabling is
 
 
+async def test_due_changes_skips_finished_one_off_runs(store: JobStore) -> None:
+    """The final write of a one-off run unlocks a job with no next run: nothing a claim could take,
+    so no worker of the fleet hears of it (with many workers that would be a storm of wake-ups)."""
+    await save(store, job("done soon", next_run_at=utcnow() - timedelta(seconds=1)))
+    async with watching(store) as seen:
+        [claimed] = await claim(store, "done soon")
+        claimed.last_run_at = claimed.locked_at = ms(utcnow())
+        claimed.next_run_at = None
+        assert await store.save_state_batched(claimed)  # the start write
+        claimed.locked_at = None
+        claimed.last_finished_at = ms(utcnow())
+        assert await store.save_state_batched(claimed)  # the final write
+        marker = ms(utcnow())
+        await save(store, job("marker", next_run_at=marker))  # changes arrive in order
+        await settle(seen, 1)
+        assert seen == [("marker", marker)]
+
+
 async def test_due_changes_skips_locked_and_disabled_jobs(store: JobStore) -> None:
     item = await save(store, job("quiet", next_run_at=utcnow() - timedelta(days=1)))
     async with watching(store) as seen:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
 
 from agendapy import Agenda, Job, JobTimeout, LockLost, backoff
 
@@ -35,7 +38,7 @@ async def test_heartbeat_keeps_a_long_job_locked_so_no_other_worker_runs_it(
         agenda.define("long", long_job, lock_lifetime=0.3)
     job = await first.now("long")
     await first.start()
-    await wait_until(lambda: len(runs) == 1)
+    await wait_until(lambda: len(lock_times) == 1)  # the handler has read its lock
     await second.start()
 
     async def lock_moved() -> bool:
@@ -283,13 +286,210 @@ async def test_batched_state_writes_are_fenced_one_by_one(
         assert docs[job.id]["lockToken"] == (None if final else "token-1")
 
 
+class _UpdateCommands(monitoring.CommandListener):
+    """The update commands a client sends: each as its list of statements."""
+
+    def __init__(self) -> None:
+        self.updates: list[list[dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            self.updates.append(list(event.command["updates"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def _claim_three(agenda: Agenda, name: str) -> list[Job]:
+    from agendapy.store.base import ClaimRequest
+
+    for n in range(3):
+        await agenda.now(name, {"n": n})
+    now = datetime.now(UTC).replace(microsecond=0)
+    request = ClaimRequest(
+        names=[name],
+        now=now,
+        next_scan_at=now + timedelta(minutes=1),
+        lock_deadlines={name: now - timedelta(minutes=10)},
+        owner="me",
+    )
+    jobs = await agenda.store.claim(request, "token-1", 3)
+    assert len(jobs) == 3
+    return jobs
+
+
+async def test_finishes_within_the_write_window_go_out_as_one_fenced_update(
+    make_agenda: Any, db_url: str, jobs_collection: Any
+) -> None:
+    updates = _UpdateCommands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[updates], tz_aware=True)
+    try:
+        agenda: Agenda = await make_agenda(db=client, state_write_window=0.5)
+        agenda.define("windowed", lambda job: None)
+        jobs = await _claim_three(agenda, "windowed")
+        # A Node Agenda worker takes the middle job over: it moves lockedAt and knows no token.
+        thief_lock = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        await jobs_collection.update_one({"_id": ObjectId(jobs[1].id)}, {"$set": {"lockedAt": thief_lock}})
+        updates.updates.clear()
+        writes = []
+        for job in jobs:  # three runs finishing at different moments, well inside the window
+            job.locked_at = job.next_run_at = None  # one-off runs: nothing scheduled after them
+            job.last_finished_at = datetime.now(UTC)
+            writes.append(
+                asyncio.create_task(agenda.store.save_state_batched(job, stamp=("last_finished_at",)))
+            )
+            await asyncio.sleep(0.02)
+        results = await asyncio.wait_for(asyncio.gather(*writes), 10)
+    finally:
+        await client.close()
+    assert results == [True, False, True]
+    assert len(updates.updates) == 1, f"expected one update command, got {updates.updates}"
+    (statements,) = updates.updates
+    assert len(statements) == 1 and statements[0].get("multi") is True
+    docs = {str(d["_id"]): d async for d in jobs_collection.find({})}
+    stolen = docs[jobs[1].id]
+    assert stolen["lockedAt"] == thief_lock and stolen.get("lastFinishedAt") is None
+    for job in (jobs[0], jobs[2]):
+        assert docs[job.id]["lockedAt"] is None and docs[job.id]["lockToken"] is None
+        # The job holds what was written: the moment of the batch's write.
+        assert docs[job.id]["lastFinishedAt"] == job.last_finished_at
+    assert jobs[0].last_finished_at == jobs[2].last_finished_at
+
+
+async def test_run_writes_issued_while_a_batch_is_in_flight_go_out_together_after_it(
+    make_agenda: Any, db_url: str, jobs_collection: Any
+) -> None:
+    updates = _UpdateCommands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[updates], tz_aware=True)
+    try:
+        agenda: Agenda = await make_agenda(db=client, state_write_window=0)
+        agenda.define("grouped", lambda job: None)
+        first, *later = await _claim_three(agenda, "grouped")
+        for job in (first, *later):
+            job.locked_at = job.next_run_at = None
+        assert first._lease is not None
+        updates.updates.clear()
+        # The first batch waits for its lease (as behind a heartbeat): it is in flight meanwhile.
+        async with first._lease.write_lock:
+            writes = [asyncio.create_task(agenda.store.save_state_batched(first))]
+            await asyncio.sleep(0.02)
+            for job in later:  # two more finishes, in other event-loop turns
+                writes.append(asyncio.create_task(agenda.store.save_state_batched(job)))
+                await asyncio.sleep(0.02)
+            assert updates.updates == []
+        assert await asyncio.wait_for(asyncio.gather(*writes), 10) == [True, True, True]
+    finally:
+        await client.close()
+    assert len(updates.updates) == 2, f"expected two update commands, got {updates.updates}"
+    assert [len(statements) for statements in updates.updates] == [1, 1]
+    assert updates.updates[1][0].get("multi") is True  # the two later finishes: one update_many
+    async for doc in jobs_collection.find({}):
+        assert doc["lockedAt"] is None and doc["lockToken"] is None
+
+
+async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
+    make_agenda: Any, jobs_collection: Any
+) -> None:
+    agenda: Agenda = await make_agenda(state_write_window=0.5)
+    agenda.define("windowed", lambda job: None)
+    jobs = await _claim_three(agenda, "windowed")
+    claimed_at = jobs[0]._lease.locked_at if jobs[0]._lease else None
+    await jobs_collection.update_one(
+        {"_id": ObjectId(jobs[1].id)}, {"$set": {"lockedAt": claimed_at, "lockToken": "thief"}}
+    )
+    writes = []
+    for job in jobs:
+        job.last_run_at = job.locked_at = datetime.now(UTC)
+        writes.append(asyncio.create_task(agenda.store.save_state_batched(job, stamp=("last_run_at",))))
+        await asyncio.sleep(0.02)
+    assert await asyncio.wait_for(asyncio.gather(*writes), 10) == [True, False, True]
+    docs = {str(d["_id"]): d async for d in jobs_collection.find({})}
+    assert docs[jobs[1].id]["lockToken"] == "thief" and docs[jobs[1].id].get("lastRunAt") is None
+    held = [jobs[0], jobs[2]]
+    assert {docs[j.id]["lockedAt"] for j in held} == {held[0].locked_at}
+    assert all(j._lease is not None and j._lease.locked_at == held[0].locked_at for j in held)
+    assert all(docs[j.id]["lastRunAt"] == j.last_run_at == held[0].locked_at for j in held)
+    # The renewed lock is the one the next write is fenced by: the runs can still finish.
+    for job in held:
+        job.locked_at = None
+    assert await asyncio.gather(*(agenda.store.save_state_batched(j) for j in held)) == [True, True]
+
+
+class _GetMores(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "getMore":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_other_workers_writes_do_not_make_a_change_stream_spin(
+    make_agenda: Any, db_url: str, jobs_collection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agendapy.store import mongo
+    from agendapy.store.mongo import MongoJobStore
+
+    pause = 0.3  # longer than the default, so that the bound below holds on a loaded machine too
+    monkeypatch.setattr(mongo, "_EMPTY_BATCH_PAUSE", pause)
+    getmores = _GetMores()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[getmores], tz_aware=True)
+    store = MongoJobStore(client, collection=jobs_collection.name)
+    seen: list[tuple[str, Any]] = []
+
+    async def listen() -> None:
+        async for change in store.due_changes():
+            seen.append(change)
+
+    try:
+        await store.connect()
+        busy = await jobs_collection.insert_one({"name": "busy", "lockedAt": datetime.now(UTC)})
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.5)  # the stream is open
+        before, started = getmores.count, time.monotonic()
+        for _ in range(60):  # another worker's heartbeats and claims: nothing to wake up for
+            await jobs_collection.update_one(
+                {"_id": busy.inserted_id}, {"$set": {"lockedAt": datetime.now(UTC)}}
+            )
+            await asyncio.sleep(0.01)
+        spent, took = getmores.count - before, time.monotonic() - started
+        due = datetime.now(UTC).replace(microsecond=0)
+        await jobs_collection.insert_one({"name": "wanted", "nextRunAt": due, "lockedAt": None})
+        await wait_until(lambda: bool(seen), timeout=10)
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    finally:
+        await client.close()
+    assert seen == [("wanted", due)]
+    # Without the pause each write (or each few, as fast as getMores return) costs one getMore; with
+    # it, after a few free ones, at most one early empty getMore per pause.
+    bound = took / pause + mongo._EMPTY_BATCHES_FREE + 2
+    assert spent <= bound, f"{spent} getMores in {took:.2f} s of 60 writes"
+
+
+def test_the_state_write_window_is_checked() -> None:
+    with pytest.raises(ValueError, match="state_write_window"):
+        Agenda("mongodb://127.0.0.1:1/x", state_write_window=5)
+    assert Agenda("mongodb://127.0.0.1:1/x", state_write_window=0).state_write_window == timedelta(0)
+
+
 async def test_a_stop_during_a_runs_start_hands_the_job_back() -> None:
     from agendapy.testing import MemoryJobStore
 
     class SlowStart(MemoryJobStore):
-        async def save_state_batched(self, job: Job) -> bool:
+        async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
             await asyncio.sleep(0.3)
-            return await super().save_state_batched(job)
+            return await super().save_state_batched(job, stamp=stamp)
 
     store = SlowStart()
     agenda = Agenda(store, process_every=0.05)
