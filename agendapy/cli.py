@@ -304,13 +304,23 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    # A signal during start() is answered at once: stop() ends a start in progress (its first claim
+    # pass is abandoned), so the grace is not spent waiting for a database that does not answer.
+    starting = asyncio.ensure_future(agenda.start())
+    stopping = asyncio.ensure_future(stop_requested.wait())
     try:
-        await agenda.start()
-        names = ", ".join(agenda.definitions) or "(none defined)"
-        log.info("worker %s started; runs: %s", agenda.name or "(unnamed)", names)
-        await stop_requested.wait()
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            names = ", ".join(agenda.definitions) or "(none defined)"
+            log.info("worker %s started; runs: %s", agenda.name or "(unnamed)", names)
+            await stopping
         await agenda.stop(grace=grace)
     finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()  # still connecting: nothing to stop yet
+        await asyncio.gather(starting, stopping, return_exceptions=True)
         await agenda.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -358,3 +358,60 @@ async def test_start_returns_when_its_first_claim_fails_and_claiming_goes_on() -
     finally:
         await agenda.stop(grace=1)
         await agenda.close()
+
+
+class _HangingClaims:
+    """A MemoryJobStore whose claims hang until ``answer`` is set (a database that does not answer)."""
+
+    @staticmethod
+    def make() -> Any:
+        from agendapy.store.base import ClaimRequest
+        from agendapy.testing import MemoryJobStore
+
+        class Hanging(MemoryJobStore):
+            answer = asyncio.Event()
+            claiming = asyncio.Event()
+
+            async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+                self.claiming.set()
+                await self.answer.wait()
+                return await super().claim(request, token, limit)
+
+        return Hanging()
+
+
+async def test_start_does_not_wait_long_for_a_first_claim_that_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agendapy import processor as processor_module
+
+    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 0.2)
+    store = _HangingClaims.make()
+    agenda = Agenda(store, process_every=0.05)
+    ran = asyncio.Event()
+    agenda.define("work", lambda job: ran.set())
+    await agenda.now("work")
+    try:
+        await asyncio.wait_for(agenda.start(), 10)  # returns after the bound, the pass goes on behind it
+        assert agenda.is_running and not ran.is_set()
+        store.answer.set()
+        await asyncio.wait_for(ran.wait(), 20)
+    finally:
+        await agenda.stop(grace=1)
+        await agenda.close()
+
+
+async def test_a_signal_during_a_worker_start_stops_it_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from agendapy import processor as processor_module
+    from agendapy.cli import run_worker
+
+    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 60.0)  # only the signal can end the start
+    store = _HangingClaims.make()
+    agenda = Agenda(store, process_every=0.05)
+    agenda.define("work", lambda job: None)
+    worker = asyncio.ensure_future(run_worker(agenda, grace=2.0))
+    await asyncio.wait_for(store.claiming.wait(), 10)
+    os.kill(os.getpid(), signal.SIGTERM)  # run_worker's handler takes it, not the default action
+    await asyncio.wait_for(worker, 5)
+    assert not agenda.is_running
