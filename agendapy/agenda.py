@@ -787,10 +787,10 @@ class Agenda:
         Exactly what it waits for: the runs that had started when ``drain()`` was called, including
         every job that ``start()``'s first claim pass could start (due, within ``max_concurrency`` and
         each name's ``concurrency``) and every job this worker saved due now while it had a free slot
-        for it (locked on the fly: started before ``now()`` returned). It starts nothing new: jobs this worker had locked but not started
-        (waiting for a slot or for their time) are unlocked for other workers, and a claim pass under
-        way is abandoned (what it locked is unlocked). Retries that a failed run schedules are left for
-        later workers too.
+        for it (locked on the fly: started before ``now()`` returned). It starts nothing new: jobs this
+        worker had locked but not started (waiting for a slot or for their time) are unlocked for other
+        workers, and a claim pass under way is abandoned (what it locked is unlocked). Retries that a
+        failed run schedules are left for later workers too.
 
         Returns:
             ``DrainResult(completed, running, timed_out)``: runs that finished during the drain, runs
