@@ -415,3 +415,67 @@ async def test_a_signal_during_a_worker_start_stops_it_at_once(monkeypatch: pyte
     os.kill(os.getpid(), signal.SIGTERM)  # run_worker's handler takes it, not the default action
     await asyncio.wait_for(worker, 5)
     assert not agenda.is_running
+
+
+def _slow_saves() -> Any:
+    """A MemoryJobStore whose saves wait for ``gate`` (a slow insert), announcing it with ``saving``."""
+    from datetime import datetime as _datetime
+
+    from agendapy.testing import MemoryJobStore
+
+    class SlowSaves(MemoryJobStore):
+        gate = asyncio.Event()
+        saving = asyncio.Event()
+
+        async def save_job(
+            self, job: Job, *, now: _datetime, last_modified_by: str | None, lock_token: str | None = None
+        ) -> Job | None:
+            self.saving.set()
+            await self.gate.wait()
+            return await super().save_job(
+                job, now=now, last_modified_by=last_modified_by, lock_token=lock_token
+            )
+
+    return SlowSaves()
+
+
+async def test_a_drain_during_a_save_locked_on_the_fly_hands_the_job_back() -> None:
+    store = _slow_saves()
+    agenda = Agenda(store, process_every=0.05)
+    ran: list[str | None] = []
+    agenda.define("work", lambda job: ran.append(job.id))
+    await agenda.start()
+    saving = asyncio.ensure_future(agenda.now("work"))
+    await asyncio.wait_for(store.saving.wait(), 10)
+    result = await agenda.drain(timeout=5)
+    store.gate.set()
+    job = await asyncio.wait_for(saving, 10)
+    try:
+        assert result.completed == 0 and not ran
+        (doc,) = store.documents("work")
+        assert str(doc["_id"]) == job.id
+        assert doc["lockedAt"] is None, "a drained worker kept the lock of a job it will never run"
+    finally:
+        await agenda.close()
+
+
+async def test_a_now_cancelled_mid_save_leaves_the_job_to_run() -> None:
+    store = _slow_saves()
+    agenda = Agenda(store, process_every=0.05)
+    ran: list[str | None] = []
+    agenda.define("work", lambda job: ran.append(job.id))
+    await agenda.start()
+    try:
+        saving = asyncio.ensure_future(agenda.now("work"))
+        await asyncio.wait_for(store.saving.wait(), 10)
+        saving.cancel()
+        store.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await saving
+        # The insert went through, locked for a run that was abandoned: it is unlocked and claimed.
+        await wait_until(lambda: len(ran) == 1, timeout=15)
+        (doc,) = store.documents("work")
+        assert ran == [str(doc["_id"])]
+    finally:
+        await agenda.stop(grace=1)
+        await agenda.close()
