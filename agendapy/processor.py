@@ -86,6 +86,8 @@ class Processor:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         # Slots promised to jobs being saved locked on the fly, per name, until their write returns.
         self._reserved: Counter[str] = Counter()
+        # What the claim under way may still lock (per name, in all), while its round trip lasts.
+        self._claiming: tuple[dict[str, int], int] = ({}, 0)
         self._wake = asyncio.Event()
         self._filling = True
         self._fill_task: asyncio.Task[None] | None = None
@@ -139,8 +141,7 @@ class Processor:
         if not self._filling or self._fill_task is None:
             await write(None)
             return False
-        quotas, room = self._claimable(immediate=True)
-        if room <= 0 or quotas.get(name, 0) <= 0:
+        if not self._has_slot_now(name):
             await write(None)
             return False
         # Hold the slot across the write, so concurrent saves and claim passes do not promise it again.
@@ -346,6 +347,22 @@ class Processor:
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 
+    def _has_slot_now(self, name: str) -> bool:
+        """Whether a job of ``name`` saved now may be locked on the fly: a claim pass would start it at
+        once, and the lock limits hold even if the claim under way takes all it asked for."""
+        quotas, room = self._claimable(immediate=True)
+        if room <= 0 or quotas.get(name, 0) <= 0:
+            return False
+        # Concurrency needs no such margin (a run starts only in a free slot; an extra job waits
+        # locked), but a lock limit counts locks, so it must not be passed even for a moment.
+        claiming, claiming_total = self._claiming
+        held = self.locked_count() + self._reserved.total()
+        if self._agenda.lock_limit and held + claiming_total >= self._agenda.lock_limit:
+            return False
+        limit = self._agenda._definitions[name].lock_limit
+        held_name = self.locked_count(name) + self._reserved[name]
+        return not (limit and held_name + claiming.get(name, 0) >= limit)
+
     def _claimable(self, *, immediate: bool) -> tuple[dict[str, int], int]:
         """How many jobs each name may claim now, and how many in all.
 
@@ -390,6 +407,8 @@ class Processor:
             per_name=quotas,
         )
         claiming = asyncio.ensure_future(self._store.claim(request, uuid.uuid4().hex, limit))
+        # Cleared before the caller accepts the jobs, with no await in between: they are then held.
+        self._claiming = (quotas, limit)
         try:
             jobs = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -399,6 +418,8 @@ class Processor:
                 if claimed:
                     await asyncio.wait_for(self._store.release(claimed), 2.0)
             raise
+        finally:
+            self._claiming = ({}, 0)
         for job in jobs:
             job.agenda = agenda
         return jobs

@@ -479,3 +479,48 @@ async def test_a_now_cancelled_mid_save_leaves_the_job_to_run() -> None:
     finally:
         await agenda.stop(grace=1)
         await agenda.close()
+
+
+async def test_locking_on_the_fly_keeps_a_lock_limit_while_a_claim_is_under_way() -> None:
+    from agendapy.store.base import ClaimRequest
+    from agendapy.testing import MemoryJobStore
+
+    class HeldClaims(MemoryJobStore):
+        hold = False
+        gate = asyncio.Event()
+        claiming = asyncio.Event()
+
+        async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+            if self.hold:
+                self.claiming.set()
+                await self.gate.wait()
+            return await super().claim(request, token, limit)
+
+    store = HeldClaims()
+    worker = Agenda(store, name="worker", process_every=0.05)
+    producer = Agenda(store, name="producer")
+    release = asyncio.Event()
+
+    async def work(job: Job) -> None:
+        await release.wait()
+
+    worker.define("work", work, lock_limit=1)
+    await worker.start()
+    try:
+        store.hold = True
+        await producer.now("work", "from the producer")
+        await asyncio.wait_for(store.claiming.wait(), 10)  # a claim that may take it is under way
+        mine = await worker.now("work", "mine")
+        store.gate.set()
+        processor = worker._processor
+        assert processor is not None
+        await wait_until(lambda: processor.running_count("work") == 1, timeout=10)
+        stats = await worker.running_stats()
+        assert stats.job_status["work"]["locked"] == 1, "the lock limit was passed"
+        stored = await worker.get_job(mine.id)
+        assert stored is not None and stored.locked_at is None
+    finally:
+        release.set()
+        await worker.stop(grace=1)
+        await worker.close()
+        await producer.close()
