@@ -122,6 +122,19 @@ def _positive_int(value: Any, field_name: str, *, allow_zero: bool = False) -> i
     return value
 
 
+def _insertable_due(job: Job, now: datetime) -> bool:
+    """Whether saving ``job`` is a plain insert of an enabled job due by ``now``: the case that a
+    started worker may lock on the fly (updates, ``every`` and ``unique`` upserts wake it instead)."""
+    return (
+        job.id is None
+        and job.type != "single"
+        and job.unique_query is None
+        and not job.disabled
+        and job.next_run_at is not None
+        and job.next_run_at <= now
+    )
+
+
 class Agenda:
     """Schedules jobs in MongoDB and runs the ones this process defines.
 
@@ -514,7 +527,8 @@ class Agenda:
         return jobs if not isinstance(names, str) else jobs[0]
 
     async def now(self, name: str, data: Any = None) -> Job:
-        """Run ``name`` as soon as a worker is free."""
+        """Run ``name`` as soon as a worker is free (this one, if started with a free slot for it: the
+        job is then locked and started before this returns)."""
         job = self.create(name, data)
         await self.save_job(job)
         return job
@@ -601,7 +615,19 @@ class Agenda:
         check_job_fields(job)
         job.agenda = self
         await self.connect()
-        await self._store.save_job(job, now=sched.utcnow(), last_modified_by=self.name)
+        now = sched.utcnow()
+        processor = self._processor
+        if processor is not None and _insertable_due(job, now):
+            # A new job due now may be inserted already locked by this worker and started at once.
+            store, by = self._store, self.name
+
+            async def write(token: str | None) -> Job | None:
+                return await store.save_job(job, now=now, last_modified_by=by, lock_token=token)
+
+            if await processor.save_on_the_fly(job.name, write):
+                return job
+        else:
+            await self._store.save_job(job, now=now, last_modified_by=self.name)
         self._wake_for(job)
         return job
 
@@ -776,7 +802,8 @@ class Agenda:
 
         Returns once the first claim pass is over: every job due by then is locked by this worker and
         running, up to ``max_concurrency``, each name's ``concurrency`` and the lock limits (due jobs
-        beyond them stay queued or are left for the next pass and for other workers).
+        beyond them stay queued or are left for the next pass and for other workers). A database that
+        does not answer holds it up 3 seconds at most; the pass then goes on in the background.
         """
         async with self._start_lock:
             if self._processor is not None:
@@ -815,10 +842,11 @@ class Agenda:
 
         Exactly what it waits for: the runs that had started when ``drain()`` was called, including
         every job that ``start()``'s first claim pass could start (due, within ``max_concurrency`` and
-        each name's ``concurrency``). It starts nothing new: jobs this worker had locked but not started
-        (waiting for a slot or for their time) are unlocked for other workers, and a claim pass under
-        way is abandoned (what it locked is unlocked). Retries that a failed run schedules are left for
-        later workers too.
+        each name's ``concurrency``) and every job this worker saved due now while it had a free slot
+        for it (locked on the fly: started before ``now()`` returned). It starts nothing new: jobs this
+        worker had locked but not started (waiting for a slot or for their time) are unlocked for other
+        workers, and a claim pass under way is abandoned (what it locked is unlocked). Retries that a
+        failed run schedules are left for later workers too.
 
         Returns:
             ``DrainResult(completed, running, timed_out)``: runs that finished during the drain, runs

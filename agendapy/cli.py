@@ -336,9 +336,9 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await agenda.start()
-        names = ", ".join(agenda.definitions) or "(none defined)"
-        log.info("worker %s started; runs: %s", agenda.name or "(unnamed)", names)
+        if await _start_unless_stopped(agenda, stop_requested):
+            names = ", ".join(agenda.definitions) or "(none defined)"
+            log.info("worker %s started; runs: %s", agenda.name or "(unnamed)", names)
         await stop_requested.wait()
         await agenda.stop(grace=max(grace - reserve, 0.0))
     finally:
@@ -350,6 +350,27 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("worker stopped")
+
+
+async def _start_unless_stopped(agenda: Agenda, stop_requested: asyncio.Event) -> bool:
+    """Start ``agenda``; a stop requested meanwhile ends the start at once (returns False) rather than
+    after its first claim pass, which a database that does not answer can hold up for seconds."""
+    starting = asyncio.ensure_future(agenda.start())
+    stopping = asyncio.ensure_future(stop_requested.wait())
+    try:
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        starting.cancel()
+        raise
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    # Still connecting or in its first pass: the loops it started (if any) end with the stop.
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    return False
 
 
 def _level_option(default: str) -> Callable[[F], F]:

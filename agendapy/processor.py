@@ -14,6 +14,10 @@ waiting jobs per name, ``max_concurrency`` in all), so one worker never hoards a
 Each name claims within its own room (its ``concurrency`` and ``lock_limit``) and the worker's total
 (``max_concurrency``, ``lock_limit``), earliest due and highest priority first; a name without room is
 skipped, never a reason to stop claiming for the others.
+
+A job this worker saves that is due now and has a free slot here skips the claim altogether: it is
+inserted already locked by this worker and starts at once (Agenda's "lock on the fly"), see
+``save_on_the_fly``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import itertools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -48,6 +52,11 @@ _STOP_SLACK = 0.8
 _STREAM_PACE = 0.025
 _STREAM_BURST = 0.01
 _MAX_ERROR_BACKOFF = 30.0
+#: How long ``start()`` waits for its first claim pass. A pass takes milliseconds on a reachable
+#: database; one that is away (or being failed over) can hold a claim for the driver's 10 s server
+#: selection, and ``start()`` must not: it returns after this bound and the pass goes on behind it.
+#: Kept well under the 8 s stop grace, so a signal during a start is still answered in time.
+_FIRST_PASS_WAIT = 3.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -75,6 +84,10 @@ class Processor:
         self._running: dict[int, tuple[Job, asyncio.Task[RunOutcome]]] = {}
         self._running_by_name: Counter[str] = Counter()
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        # Slots promised to jobs being saved locked on the fly, per name, until their write returns.
+        self._reserved: Counter[str] = Counter()
+        # What the claim under way may still lock (per name, in all), while its round trip lasts.
+        self._claiming: tuple[dict[str, int], int] = ({}, 0)
         self._wake = asyncio.Event()
         self._filling = True
         self._fill_task: asyncio.Task[None] | None = None
@@ -92,7 +105,9 @@ class Processor:
 
         That pass takes every job that is due (up to the limits) and starts those that can run, so a
         ``drain()`` right after ``start()`` waits for them. If the pass fails (the database is away),
-        the error is reported as in every pass and claiming goes on in the background.
+        the error is reported as in every pass and claiming goes on in the background; if it takes
+        longer than ``_FIRST_PASS_WAIT`` (3 s: the database does not answer), ``start()`` returns
+        then and the pass goes on in the background.
         """
         self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
         if self._agenda.change_streams:
@@ -101,7 +116,9 @@ class Processor:
         fill_task = asyncio.create_task(self._lock_filling(first_pass), name="agendapy: lock filling")
         self._fill_task = fill_task
         # The fill task ends without finishing its first pass only when a stop cancels it.
-        await asyncio.wait([first_pass, fill_task], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [first_pass, fill_task], timeout=_FIRST_PASS_WAIT, return_when=asyncio.FIRST_COMPLETED
+        )
 
     def hurry(self) -> None:
         """Cut a graceful stop short: cancel the running jobs now."""
@@ -110,6 +127,48 @@ class Processor:
     def wake(self) -> None:
         """Claim now instead of at the next poll (a job became due)."""
         self._wake.set()
+
+    async def save_on_the_fly(self, name: str, write: Callable[[str | None], Awaitable[Job | None]]) -> bool:
+        """Save a new job of ``name`` that is due now, locked by this worker when it can start at once.
+
+        Agenda's "lock on the fly": while this worker is claiming and has an immediate slot for the
+        name (the same rule as a claim pass's first phase), a lock token is passed to ``write``, which
+        inserts the job already locked with it and returns the locked copy; it is queued and started
+        before this returns, with no claim round trip and no race with the next pass. Without a slot
+        ``write(None)`` saves it as usual. Returns whether the job was taken here; if not, the caller
+        wakes the claim loop as for any other due job.
+        """
+        if not self._filling or self._fill_task is None:
+            await write(None)
+            return False
+        if not self._has_slot_now(name):
+            await write(None)
+            return False
+        # Hold the slot across the write, so concurrent saves and claim passes do not promise it again.
+        self._reserved[name] += 1
+        writing = asyncio.ensure_future(write(uuid.uuid4().hex))
+        try:
+            leased = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The caller went away mid-write; the job may be in the database locked by us. Unlock it.
+            with contextlib.suppress(Exception):
+                leased = await asyncio.wait_for(writing, 2.0)
+                if leased is not None:
+                    await asyncio.wait_for(self._store.release([leased]), 2.0)
+            raise
+        finally:
+            self._reserved[name] -= 1
+        if leased is None:
+            return False
+        leased.agenda = self._agenda
+        if not self._filling:
+            # A stop or drain came during the write: hand the job to other workers as it would a
+            # claimed one that had not started.
+            await self._release_quietly([leased])
+            return True
+        self._accept(leased)
+        self._dispatch()
+        return True
 
     async def stop_filling(self, timeout: float | None = None) -> None:
         """Stop claiming, and unlock the jobs held but not running (Agenda 6.2.6's stop), within
@@ -288,6 +347,22 @@ class Processor:
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 
+    def _has_slot_now(self, name: str) -> bool:
+        """Whether a job of ``name`` saved now may be locked on the fly: a claim pass would start it at
+        once, and the lock limits hold even if the claim under way takes all it asked for."""
+        quotas, room = self._claimable(immediate=True)
+        if room <= 0 or quotas.get(name, 0) <= 0:
+            return False
+        # Concurrency needs no such margin (a run starts only in a free slot; an extra job waits
+        # locked), but a lock limit counts locks, so it must not be passed even for a moment.
+        claiming, claiming_total = self._claiming
+        held = self.locked_count() + self._reserved.total()
+        if self._agenda.lock_limit and held + claiming_total >= self._agenda.lock_limit:
+            return False
+        limit = self._agenda._definitions[name].lock_limit
+        held_name = self.locked_count(name) + self._reserved[name]
+        return not (limit and held_name + claiming.get(name, 0) >= limit)
+
     def _claimable(self, *, immediate: bool) -> tuple[dict[str, int], int]:
         """How many jobs each name may claim now, and how many in all.
 
@@ -297,24 +372,25 @@ class Processor:
         ``lock_limit`` the total; a name without room is left out and never holds back the others.
         """
         agenda = self._agenda
-        waiting_total = len(self._waiting)
+        # Jobs being saved locked on the fly count as waiting: their slots are promised.
+        waiting_total = len(self._waiting) + self._reserved.total()
         if immediate:
             room = agenda.max_concurrency - len(self._running) - waiting_total
         else:
             room = agenda.max_concurrency - waiting_total
         if agenda.lock_limit:
-            room = min(room, agenda.lock_limit - self.locked_count())
+            room = min(room, agenda.lock_limit - self.locked_count() - self._reserved.total())
         quotas: dict[str, int] = {}
         for name, definition in agenda._definitions.items():
             if self._only_names is not None and name not in self._only_names:
                 continue
-            waiting = self._waiting_count(name)
+            waiting = self._waiting_count(name) + self._reserved[name]
             if immediate:
                 free = definition.concurrency - self._running_by_name[name] - waiting
             else:
                 free = definition.concurrency - waiting
             if definition.lock_limit:
-                free = min(free, definition.lock_limit - self.locked_count(name))
+                free = min(free, definition.lock_limit - self.locked_count(name) - self._reserved[name])
             if free > 0:
                 quotas[name] = free
         return quotas, min(room, sum(quotas.values()))
@@ -331,6 +407,8 @@ class Processor:
             per_name=quotas,
         )
         claiming = asyncio.ensure_future(self._store.claim(request, uuid.uuid4().hex, limit))
+        # Cleared before the caller accepts the jobs, with no await in between: they are then held.
+        self._claiming = (quotas, limit)
         try:
             jobs = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -340,6 +418,8 @@ class Processor:
                 if claimed:
                     await asyncio.wait_for(self._store.release(claimed), 2.0)
             raise
+        finally:
+            self._claiming = ({}, 0)
         for job in jobs:
             job.agenda = agenda
         return jobs

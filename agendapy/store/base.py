@@ -181,8 +181,16 @@ class JobStore(Protocol):
     async def close(self) -> None:
         """Release the connection if this store owns it."""
 
-    async def save_job(self, job: Job, *, now: datetime, last_modified_by: str | None) -> None:
-        """Insert/update/upsert ``job`` (Agenda's saveJob); sets ``job.id`` and what the database decided."""
+    async def save_job(
+        self, job: Job, *, now: datetime, last_modified_by: str | None, lock_token: str | None = None
+    ) -> Job | None:
+        """Insert/update/upsert ``job`` (Agenda's saveJob); sets ``job.id`` and what the database decided.
+
+        With ``lock_token``, a new plain job (no id, not ``every``, not ``unique``) is inserted already
+        locked, as a claim at ``now`` with that token would have locked it, and a copy of it carrying
+        the Lease is returned (locking on the fly). Otherwise, and for updates and upserts, which
+        ignore the token, it returns None.
+        """
 
     async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
         """Insert new plain jobs in bulk; sets their ids."""

@@ -38,6 +38,7 @@ from .queries import (
     criteria_filter,
     fence_filter,
     fence_many_filter,
+    lock_fields,
     query_filter,
     query_sort,
 )
@@ -357,8 +358,11 @@ class MongoJobStore:
     # -- saving ---------------------------------------------------------------------------------
 
     @_translate_errors
-    async def save_job(self, job: Job, *, now: datetime, last_modified_by: str | None) -> None:
-        """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert."""
+    async def save_job(
+        self, job: Job, *, now: datetime, last_modified_by: str | None, lock_token: str | None = None
+    ) -> Job | None:
+        """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
+        fly with ``lock_token``: the lock rides on the insert, no extra round trip)."""
         job.last_modified_by = last_modified_by
         doc = document_from_job(job)
         props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
@@ -370,14 +374,21 @@ class MongoJobStore:
             )
             if found is not None:
                 _absorb(job, found)
-            return
+            return None
         if job.type == "single":
             await self._save_single(job, doc, props, now)
         elif job.unique_query is not None:
             await self._save_unique(job, doc, props, now)
         else:
+            if lock_token is not None:
+                doc.update(lock_fields(now, lock_token, last_modified_by))
             result = await self.collection.insert_one(doc)
             job.id = str(result.inserted_id)
+            if lock_token is not None:
+                # The stored form (milliseconds, a copy of the data), as a claim would have read it.
+                stored = bson.decode(bson.encode({**doc, "_id": result.inserted_id}), codec_options=_CODEC)
+                return self._leased(stored, lock_token, now)
+        return None
 
     @_translate_errors
     async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "criteria_filter",
     "fence_filter",
     "fence_many_filter",
+    "lock_fields",
     "query_filter",
     "query_sort",
 ]
@@ -106,10 +107,15 @@ def claim_filter(request: ClaimRequest, *, exclude: Sequence[Any] = ()) -> dict[
 
 def claim_update(request: ClaimRequest, token: str) -> dict[str, Any]:
     """Take the lock: a new ``lockedAt`` and a token only this claim knows."""
-    fields: dict[str, Any] = {"lockedAt": request.now, "lockToken": token}
-    if request.owner:
-        fields["lastModifiedBy"] = request.owner
-    return {"$set": fields}
+    return {"$set": lock_fields(request.now, token, request.owner)}
+
+
+def lock_fields(now: datetime, token: str, owner: str | None) -> dict[str, Any]:
+    """The fields a lock writes, by a claim or into a job inserted already locked (on the fly)."""
+    fields: dict[str, Any] = {"lockedAt": now, "lockToken": token}
+    if owner:
+        fields["lastModifiedBy"] = owner
+    return fields
 
 
 def fence_filter(job_id: Any, locked_at: datetime | None, token: str | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
 from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
-from ..store.queries import CLAIM_SORT, criteria_filter, query_filter, query_sort
+from ..store.queries import CLAIM_SORT, criteria_filter, lock_fields, query_filter, query_sort
 from ..store.schema import (
     PROCESSOR_FIELDS,
     SCHEDULE_FIELDS,
@@ -189,8 +189,11 @@ class MemoryJobStore:
 
     # -- saving ---------------------------------------------------------------------------------
 
-    async def save_job(self, job: Job, *, now: datetime, last_modified_by: str | None) -> None:
-        """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert."""
+    async def save_job(
+        self, job: Job, *, now: datetime, last_modified_by: str | None, lock_token: str | None = None
+    ) -> Job | None:
+        """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
+        fly with ``lock_token``)."""
         job.last_modified_by = last_modified_by
         doc = document_from_job(job)
         props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
@@ -200,13 +203,19 @@ class MemoryJobStore:
                 if stored is not None and values_equal(stored.get("name"), job.name):
                     self._set(stored, props)
                     _absorb(job, stored)
-                return
+                return None
             if job.type == "single":
                 self._save_single(job, doc, props, now)
             elif job.unique_query is not None:
                 self._save_unique(job, doc, props, now)
             else:
+                locked_at = bson_value(now)
+                if lock_token is not None:
+                    doc.update(lock_fields(locked_at, lock_token, last_modified_by))
                 job.id = self._insert(doc)
+                if lock_token is not None:
+                    return _leased(bson_copy(self._docs[to_object_id(job.id)]), lock_token, locked_at)
+        return None
 
     async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
         """Insert new one-off jobs; sets each job's id."""

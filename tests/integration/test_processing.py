@@ -433,6 +433,34 @@ async def test_two_workers_run_each_job_exactly_once(make_agenda: Any) -> None:
     assert runs == Counter(dict.fromkeys(range(20), 1))
 
 
+async def test_workers_that_save_jobs_too_run_each_job_exactly_once(make_agenda: Any) -> None:
+    # Saves by a started worker are locked on the fly when it has a free slot, the rest are claimed:
+    # by this worker's look-ahead or by the other one. Either way each job runs once.
+    workers = [await make_agenda(name="w1"), await make_agenda(name="w2")]
+    producer = await make_agenda(name="producer")
+    runs: Counter[int] = Counter()
+    ran_by: Counter[str] = Counter()
+
+    async def handler(job: Job) -> None:
+        runs[job.data["i"]] += 1
+        ran_by[job.agenda.name if job.agenda else "?"] += 1
+        await asyncio.sleep(0.01)
+
+    for worker in workers:
+        worker.define("shared", handler, concurrency=2)
+        await worker.start()
+
+    async def produce(agenda: Agenda, first: int) -> None:
+        for i in range(first, 90, 3):
+            await agenda.now("shared", {"i": i})
+
+    await asyncio.gather(produce(workers[0], 0), produce(workers[1], 1), produce(producer, 2))
+    await wait_until(lambda: sum(runs.values()) >= 90, timeout=60)
+    await asyncio.sleep(0.3)  # a duplicate run would show up here
+    assert runs == Counter(dict.fromkeys(range(90), 1))
+    assert ran_by["w1"] and ran_by["w2"], ran_by
+
+
 # -- concurrency and priority ----------------------------------------------------------------------
 
 

@@ -558,3 +558,169 @@ async def test_start_returns_when_its_first_claim_fails_and_claiming_goes_on() -
     finally:
         await agenda.stop(grace=1)
         await agenda.close()
+
+
+class _HangingClaims:
+    """A MemoryJobStore whose claims hang until ``answer`` is set (a database that does not answer)."""
+
+    @staticmethod
+    def make() -> Any:
+        from agendapy.store.base import ClaimRequest
+        from agendapy.testing import MemoryJobStore
+
+        class Hanging(MemoryJobStore):
+            answer = asyncio.Event()
+            claiming = asyncio.Event()
+
+            async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+                self.claiming.set()
+                await self.answer.wait()
+                return await super().claim(request, token, limit)
+
+        return Hanging()
+
+
+async def test_start_does_not_wait_long_for_a_first_claim_that_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agendapy import processor as processor_module
+
+    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 0.2)
+    store = _HangingClaims.make()
+    agenda = Agenda(store, process_every=0.05)
+    ran = asyncio.Event()
+    agenda.define("work", lambda job: ran.set())
+    await agenda.now("work")
+    try:
+        await asyncio.wait_for(agenda.start(), 10)  # returns after the bound, the pass goes on behind it
+        assert agenda.is_running and not ran.is_set()
+        store.answer.set()
+        await asyncio.wait_for(ran.wait(), 20)
+    finally:
+        await agenda.stop(grace=1)
+        await agenda.close()
+
+
+async def test_a_signal_during_a_worker_start_stops_it_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from agendapy import processor as processor_module
+    from agendapy.cli import run_worker
+
+    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 60.0)  # only the signal can end the start
+    store = _HangingClaims.make()
+    agenda = Agenda(store, process_every=0.05)
+    agenda.define("work", lambda job: None)
+    worker = asyncio.ensure_future(run_worker(agenda, grace=2.0))
+    await asyncio.wait_for(store.claiming.wait(), 10)
+    os.kill(os.getpid(), signal.SIGTERM)  # run_worker's handler takes it, not the default action
+    await asyncio.wait_for(worker, 5)
+    assert not agenda.is_running
+
+
+def _slow_saves() -> Any:
+    """A MemoryJobStore whose saves wait for ``gate`` (a slow insert), announcing it with ``saving``."""
+    from datetime import datetime as _datetime
+
+    from agendapy.testing import MemoryJobStore
+
+    class SlowSaves(MemoryJobStore):
+        gate = asyncio.Event()
+        saving = asyncio.Event()
+
+        async def save_job(
+            self, job: Job, *, now: _datetime, last_modified_by: str | None, lock_token: str | None = None
+        ) -> Job | None:
+            self.saving.set()
+            await self.gate.wait()
+            return await super().save_job(
+                job, now=now, last_modified_by=last_modified_by, lock_token=lock_token
+            )
+
+    return SlowSaves()
+
+
+async def test_a_drain_during_a_save_locked_on_the_fly_hands_the_job_back() -> None:
+    store = _slow_saves()
+    agenda = Agenda(store, process_every=0.05)
+    ran: list[str | None] = []
+    agenda.define("work", lambda job: ran.append(job.id))
+    await agenda.start()
+    saving = asyncio.ensure_future(agenda.now("work"))
+    await asyncio.wait_for(store.saving.wait(), 10)
+    result = await agenda.drain(timeout=5)
+    store.gate.set()
+    job = await asyncio.wait_for(saving, 10)
+    try:
+        assert result.completed == 0 and not ran
+        (doc,) = store.documents("work")
+        assert str(doc["_id"]) == job.id
+        assert doc["lockedAt"] is None, "a drained worker kept the lock of a job it will never run"
+    finally:
+        await agenda.close()
+
+
+async def test_a_now_cancelled_mid_save_leaves_the_job_to_run() -> None:
+    store = _slow_saves()
+    agenda = Agenda(store, process_every=0.05)
+    ran: list[str | None] = []
+    agenda.define("work", lambda job: ran.append(job.id))
+    await agenda.start()
+    try:
+        saving = asyncio.ensure_future(agenda.now("work"))
+        await asyncio.wait_for(store.saving.wait(), 10)
+        saving.cancel()
+        store.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await saving
+        # The insert went through, locked for a run that was abandoned: it is unlocked and claimed.
+        await wait_until(lambda: len(ran) == 1, timeout=15)
+        (doc,) = store.documents("work")
+        assert ran == [str(doc["_id"])]
+    finally:
+        await agenda.stop(grace=1)
+        await agenda.close()
+
+
+async def test_locking_on_the_fly_keeps_a_lock_limit_while_a_claim_is_under_way() -> None:
+    from agendapy.store.base import ClaimRequest
+    from agendapy.testing import MemoryJobStore
+
+    class HeldClaims(MemoryJobStore):
+        hold = False
+        gate = asyncio.Event()
+        claiming = asyncio.Event()
+
+        async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+            if self.hold:
+                self.claiming.set()
+                await self.gate.wait()
+            return await super().claim(request, token, limit)
+
+    store = HeldClaims()
+    worker = Agenda(store, name="worker", process_every=0.05)
+    producer = Agenda(store, name="producer")
+    release = asyncio.Event()
+
+    async def work(job: Job) -> None:
+        await release.wait()
+
+    worker.define("work", work, lock_limit=1)
+    await worker.start()
+    try:
+        store.hold = True
+        await producer.now("work", "from the producer")
+        await asyncio.wait_for(store.claiming.wait(), 10)  # a claim that may take it is under way
+        mine = await worker.now("work", "mine")
+        store.gate.set()
+        processor = worker._processor
+        assert processor is not None
+        await wait_until(lambda: processor.running_count("work") == 1, timeout=10)
+        stats = await worker.running_stats()
+        assert stats.job_status["work"]["locked"] == 1, "the lock limit was passed"
+        stored = await worker.get_job(mine.id)
+        assert stored is not None and stored.locked_at is None
+    finally:
+        release.set()
+        await worker.stop(grace=1)
+        await worker.close()
+        await producer.close()
