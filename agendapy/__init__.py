@@ -9,7 +9,9 @@ from . import backoff
 from .agenda import Agenda, JobsResult, RunDueResult, RunningStats
 from .errors import (
     AgendaError,
+    ChildProcessDied,
     DatabaseUnavailable,
+    ForkedJobError,
     Interrupted,
     InvalidData,
     InvalidDate,
@@ -18,6 +20,7 @@ from .errors import (
     InvalidJobName,
     InvalidPriority,
     InvalidTimezone,
+    JobFailed,
     JobNotFound,
     JobTimeout,
     LockLost,
@@ -33,8 +36,10 @@ from .store.runs import RunRecord
 __all__ = [
     "Agenda",
     "AgendaError",
+    "ChildProcessDied",
     "DatabaseUnavailable",
     "DrainResult",
+    "ForkedJobError",
     "Interrupted",
     "InvalidData",
     "InvalidDate",
@@ -44,6 +49,7 @@ __all__ = [
     "InvalidPriority",
     "InvalidTimezone",
     "Job",
+    "JobFailed",
     "JobNotFound",
     "JobState",
     "JobTimeout",

@@ -16,6 +16,7 @@ from . import schedule as sched
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
+from .fork import DEFAULT_METHOD, ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
@@ -147,6 +148,8 @@ class Agenda:
             (default: ``process_every``).
         change_streams: wake up at once when a job becomes due, through a change stream (needs a
             replica set; without one, or when the stream fails, polling carries on alone).
+        fork_method: how forked jobs (``define(..., fork=True)``) start their child process:
+            "forkserver" (default where available: cheap) or "spawn" (a fresh interpreter).
     """
 
     def __init__(
@@ -170,6 +173,7 @@ class Agenda:
         runs_collection: str = "agendaRuns",
         dependency_check_every: Duration | None = None,
         change_streams: bool = True,
+        fork_method: ForkMethod | None = None,
     ) -> None:
         self.name = name
         self.process_every = sched.to_timedelta(process_every, field="process_every")
@@ -192,6 +196,9 @@ class Agenda:
         )
         self._finished_runs = 0
         self.change_streams = bool(change_streams)
+        if fork_method is not None and fork_method not in ("forkserver", "spawn"):
+            raise InvalidInput("fork_method", fork_method, "must be 'forkserver' or 'spawn'")
+        self.fork_method: ForkMethod = fork_method or DEFAULT_METHOD
         self._collection_name = collection
         self._database_name = database
         self._ensure_index = ensure_index
@@ -291,7 +298,9 @@ class Agenda:
         Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
         ``remove_on_complete``, ``timeout`` (a run longer than this fails), ``once_per_interval`` (each
         interval of a recurring schedule runs at most once across all workers), ``history`` (record
-        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting).
+        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting), ``fork`` (run
+        each job in a child process that imports ``fn`` by its module path: ``fn`` must be a
+        module-level function outside ``__main__``).
         """
         if fn is None:
 
@@ -317,10 +326,15 @@ class Agenda:
         timeout: Duration | None = None,
         once_per_interval: bool = False,
         history: bool | None = None,
+        fork: bool = False,
     ) -> None:
         check_job_name(name)
         if not callable(fn):
             raise InvalidInput("fn", fn, "the handler must be callable")
+        if not isinstance(fork, bool):
+            raise InvalidInput("fork", fork, "must be True or False")
+        if fork:
+            check_importable(fn)
         if backoff is not None and not callable(backoff):
             raise InvalidInput("backoff", backoff, "must be a strategy from agendapy.backoff or a callable")
         if name in self._definitions:
@@ -345,6 +359,7 @@ class Agenda:
             timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
             once_per_interval=bool(once_per_interval),
             history=history,
+            fork=fork,
         )
 
     @property

@@ -60,6 +60,8 @@ EXTRA_FIELDS: tuple[tuple[str, str], ...] = (
     ("interval_ended_at", "intervalEndedAt"),
     ("waiting_for", "waitingFor"),
     ("waiting_reason", "waitingReason"),
+    # Agenda's own field, but Agenda writes it only for fork-mode jobs: so do we.
+    ("fork", "fork"),
 )
 
 #: The worker-managed fields of one run (Agenda's saveJobState, plus ours), as (attribute, field).
@@ -177,6 +179,7 @@ def job_from_document(doc: Mapping[str, Any]) -> Job:
         if values.get(list_attr) is not None and not isinstance(values[list_attr], list):
             values[list_attr] = None
     values["fixed_delay"] = values.get("fixed_delay") is True
+    values["fork"] = values.get("fork") is True
     if values.get("misfire") not in ("once", "skip", "all"):
         values["misfire"] = None
     values.setdefault("name", "")
