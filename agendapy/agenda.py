@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
+from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
+from .fleet_events import FleetEvents
 from .fork import DEFAULT_METHOD, ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
@@ -148,6 +149,9 @@ class Agenda:
             (default: ``process_every``).
         change_streams: wake up at once when a job becomes due, through a change stream (needs a
             replica set; without one, or when the stream fails, polling carries on alone).
+        fleet_events: also emit the ``start``, ``progress``, ``success``, ``fail``, ``complete`` and
+            ``retry`` events of runs in other processes (read from a change stream once started;
+            the job passed has ``job.remote`` True and ``job.worker``). See ``agendapy.fleet_events``.
         fork_method: how forked jobs (``define(..., fork=True)``) start their child process:
             "forkserver" (default where available: cheap) or "spawn" (a fresh interpreter).
     """
@@ -173,6 +177,7 @@ class Agenda:
         runs_collection: str = "agendaRuns",
         dependency_check_every: Duration | None = None,
         change_streams: bool = True,
+        fleet_events: bool = False,
         fork_method: ForkMethod | None = None,
     ) -> None:
         self.name = name
@@ -199,6 +204,8 @@ class Agenda:
         if fork_method is not None and fork_method not in ("forkserver", "spawn"):
             raise InvalidInput("fork_method", fork_method, "must be 'forkserver' or 'spawn'")
         self.fork_method: ForkMethod = fork_method or DEFAULT_METHOD
+        self.fleet_events = bool(fleet_events)
+        self._fleet: FleetEvents | None = None
         self._collection_name = collection
         self._database_name = database
         self._ensure_index = ensure_index
@@ -741,10 +748,16 @@ class Agenda:
             await self.connect()
             self._processor = Processor(self)
             self._processor.start()
+            if self.fleet_events and self._fleet is None:
+                self._fleet = FleetEvents(self)
+                self._fleet.start()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
         seconds, then cancel them and unlock them for another worker. The connection stays open."""
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.stop()
         processor, self._processor = self._processor, None
         if processor is None:
             processor = self._stopping
@@ -827,6 +840,51 @@ class Agenda:
             running_jobs=listing(running, len(running)),
             locked_jobs=listing(waiting + running, len(waiting) + len(running)),
         )
+
+    async def wait_for(self, job: Job | str, *, timeout: float | None = None) -> Job:
+        """Wait until ``job`` (a Job or its id) finishes its next run, here or in any other process.
+
+        Returns the finished job; raises :class:`JobFailed` (with the ``reason``) if that run failed,
+        ``TimeoutError`` after ``timeout`` seconds. A one-off job that already finished answers at once;
+        a recurring one (or one waiting for a retry) waits for its next run to end. Completions arrive
+        as events (this process's runs, and other processes' with ``fleet_events=True``); the
+        document is also read every ``process_every`` (at least 0.1 s, at most 5 s), so a missed event
+        only delays the answer.
+        """
+        job_id = str(check_id(job.id if isinstance(job, Job) else job, field="job"))
+        await self.connect()
+        loop = asyncio.get_running_loop()
+        completed: asyncio.Future[Job] = loop.create_future()
+
+        def on_complete(finished: Job) -> None:
+            if finished.id == job_id and not completed.done():
+                completed.set_result(finished)
+
+        poll = min(max(self.process_every.total_seconds(), 0.1), 5.0)
+        self._events.on("complete", on_complete)  # before the first read: no end falls in between
+        try:
+            async with asyncio.timeout(timeout):
+                first = await self._store.get_job(job_id)
+                if first is None:
+                    raise JobNotFound(f"job with id {job_id} not found in database")
+                result: Job | None = first if _has_finished(first) else None
+                while result is None:
+                    try:
+                        result = await asyncio.wait_for(asyncio.shield(completed), poll)
+                    except TimeoutError:
+                        current = await self._store.get_job(job_id)
+                        if current is None:
+                            raise JobNotFound(f"job {job_id} was removed before it finished") from None
+                        if _finished_since(first, current):
+                            result = current
+        finally:
+            self._events.off("complete", on_complete)
+        result.agenda = self
+        if result.failed_at is not None and (
+            result.last_finished_at is None or result.failed_at >= result.last_finished_at
+        ):
+            raise JobFailed(result, result.fail_reason)
+        return result
 
     # -- run history -----------------------------------------------------------------------------------
 
@@ -914,6 +972,18 @@ class Agenda:
     async def _refresh_run_fields(self, job: Job) -> None:
         await self.connect()
         await self._store.refresh_run_fields(job)
+
+
+def _has_finished(job: Job) -> bool:
+    """A one-off job whose run is over and that has nothing more to run."""
+    return job.locked_at is None and job.last_finished_at is not None and job.next_run_at is None
+
+
+def _finished_since(before: Job, now: Job) -> bool:
+    """A run ended between the two reads of the same job."""
+    if now.locked_at is not None or now.last_finished_at is None:
+        return False
+    return before.last_finished_at is None or now.last_finished_at > before.last_finished_at
 
 
 class _PendingStore:

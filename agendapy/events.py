@@ -20,6 +20,7 @@ EVENTS = frozenset(
         "success",
         "fail",
         "complete",
+        "progress",
         "retry",
         "retry exhausted",
         "lock lost",

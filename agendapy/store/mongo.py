@@ -65,6 +65,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: The changes fleet events are made of: updates that claim, start, report progress or end a run
+#: (a heartbeat only moves lockedAt and stays out), and deletions (to forget the job).
+RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": "delete"},
+                *(
+                    {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
+                    for key in ("lockToken", "lastRunAt", "progress", "lastFinishedAt")
+                ),
+            ]
+        }
+    }
+]
+
+
 def _state_values(job: Job) -> dict[str, Any]:
     values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
     if job._lease is not None and job.locked_at is None:
@@ -563,6 +580,22 @@ class MongoJobStore:
                     if isinstance(next_run, datetime) and next_run.tzinfo is None:
                         next_run = next_run.replace(tzinfo=UTC)
                     yield name, next_run if isinstance(next_run, datetime) else None
+
+    async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield the change events of run state (claims, starts, progress, ends, removals), in the
+        server's order, each with the document after the change (``fullDocument``; None once it is
+        gone). Fleet events are derived from them; needs change streams like ``due_changes``."""
+        try:
+            stream_cm = await self.collection.watch(
+                RUN_CHANGES_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
+            )
+        except OperationFailure as exc:
+            if exc.code in _NO_CHANGE_STREAMS:
+                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
+            raise
+        async with stream_cm as stream:
+            async for change in stream:
+                yield change
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
