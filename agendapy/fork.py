@@ -265,7 +265,9 @@ class _Child:
                 return None
             finally:
                 self._loop.remove_reader(sentinel)
-            process.join(0)
+            # The sentinel closes as the child exits, a moment before it can be reaped: a blocking
+            # join (not join(0)) waits for that moment instead of reading "still running".
+            process.join(KILL_AFTER)
         return process.exitcode
 
     async def kill(self) -> str:
