@@ -25,6 +25,7 @@ from .errors import (
     JobTimeout,
     LockLost,
     NotRunning,
+    RemoteFailure,
     UnknownJob,
     UnsafeQuery,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "JobsResult",
     "LockLost",
     "NotRunning",
+    "RemoteFailure",
     "RetryDetails",
     "RunDueResult",
     "RunRecord",

@@ -26,6 +26,7 @@ __all__ = [
     "JobTimeout",
     "LockLost",
     "NotRunning",
+    "RemoteFailure",
     "UnknownJob",
     "UnsafeQuery",
 ]
@@ -154,3 +155,8 @@ class JobFailed(AgendaError):
         super().__init__(f"job {job.name!r} ({job.id}) failed: {reason}")
         self.job = job
         self.reason = reason
+
+
+class RemoteFailure(AgendaError):
+    """The error of a ``fail`` event of a run in another process (fleet events): its text is the
+    run's stored ``failReason`` (the original exception stays in the process that ran the job)."""

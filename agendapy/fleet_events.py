@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import AgendaError
+from .errors import RemoteFailure
 from .runner import RetryDetails
 from .store.base import WakeUpsUnavailable
 from .store.schema import job_from_document
@@ -38,17 +38,13 @@ if TYPE_CHECKING:
     from .agenda import Agenda
     from .job import Job
 
-__all__ = ["FleetEvents", "RemoteFailure"]
+__all__ = ["FleetEvents"]
 
 log = logging.getLogger("agendapy")
 
 #: How many jobs' last known documents (and this process's recent runs) are remembered.
-_REMEMBERED = 10_000
+_REMEMBERED = 2_000
 _MAX_ERROR_BACKOFF = 30.0
-
-
-class RemoteFailure(AgendaError):
-    """The error of a ``fail`` event from another process: its text is the run's ``failReason``."""
 
 
 def _ms(value: Any) -> int | None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import bson
 from bson.codec_options import CodecOptions
 
-from .errors import ChildProcessDied, ForkedJobError, InvalidInput, JobTimeout, LockLost
+from .errors import ChildProcessDied, ForkedJobError, Interrupted, InvalidInput, JobTimeout, LockLost
 from .job import Job, Lease
 
 if TYPE_CHECKING:
@@ -205,6 +205,9 @@ class _Child:
         if result is None:
             raise ChildProcessDied(describe_exit(exitcode), exitcode)
         if not result.get("ok"):
+            if result.get("type") == "Interrupted":
+                # The handler stopped on request (job.stop_requested): hand the job back, as in-process.
+                raise Interrupted(str(result.get("message") or "interrupted"))
             raise ForkedJobError(
                 str(result.get("message") or result.get("type") or "the child process failed"),
                 str(result.get("type") or "Exception"),

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from agendapy import Agenda, Job, JobFailed, JobNotFound, backoff
-from agendapy.fleet_events import RemoteFailure
+from agendapy import Agenda, Job, JobFailed, JobNotFound, RemoteFailure, backoff
 
 from support import EventLog
 

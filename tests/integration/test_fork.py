@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agendapy import Agenda, InvalidInput, Job
+from agendapy import Agenda, Interrupted, InvalidInput, Job
 
 from support import EventLog, wait_until
 
@@ -69,6 +69,12 @@ async def stops_when_asked(job: Job) -> None:
     _mark(job, "-started")
     await job.stopping()
     _mark(job, "-stopped")
+
+
+async def interrupts_when_asked(job: Job) -> None:
+    _mark(job, "-started")
+    await job.stopping()
+    raise Interrupted("stopping; resume later")
 
 
 def _pid_of(directory: Path, name: str) -> int:
@@ -236,6 +242,22 @@ async def test_a_stop_asks_the_child_and_kills_it_past_the_grace(
     doc = await jobs_collection.find_one({"_id": _oid(stuck_job)})
     assert doc["lockedAt"] is None  # handed back for another worker
     assert (await jobs_collection.find_one({"_id": _oid(polite)}))["lockedAt"] is None
+
+
+async def test_interrupted_in_the_child_hands_the_job_back(
+    forking: Agenda, jobs_collection: Any, tmp_path: Path
+) -> None:
+    forking.define("resumable", interrupts_when_asked, fork=True)
+    fails = EventLog(forking, "fail")
+    await forking.start()
+    job = await forking.now("resumable", {"dir": str(tmp_path)})
+    await wait_until(lambda: (tmp_path / "0-started").exists(), timeout=60)
+    await forking.stop(grace=5)
+    doc = await jobs_collection.find_one({"_id": _oid(job)})
+    assert doc["lockedAt"] is None
+    assert doc["nextRunAt"] is not None  # due again, for another worker to resume
+    assert doc.get("failReason") is None
+    assert fails.count("fail") == 0
 
 
 def test_handlers_a_child_cannot_import_are_refused_at_define(make_agenda: Any) -> None:
