@@ -148,7 +148,7 @@ class FleetEvents:
             self._docs.popitem(last=False)
         if not isinstance(doc.get("name"), str):
             return
-        events = _events_of(updated, doc)
+        events = _events_of(updated, doc, known)
         if not events or self._is_local(job_id, doc.get("lastRunAt")):
             return
         job = job_from_document(doc)
@@ -173,16 +173,30 @@ def _top_level(updated: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in updated.items() if "." not in k}
 
 
-def _events_of(updated: Mapping[str, Any], doc: Mapping[str, Any]) -> list[str]:
-    """The events one write of a run stands for (see the module's table)."""
-    if updated.get("lastFinishedAt") is not None:
-        failed_at, finished_at = doc.get("failedAt"), doc.get("lastFinishedAt")
-        failed = "failedAt" in updated and failed_at is not None and _ms(failed_at) == _ms(finished_at)
-        return ["fail" if failed else "success", "complete"]
-    running = doc.get("lockedAt") is not None
-    if updated.get("lastRunAt") is not None and running:
+def _events_of(
+    updated: Mapping[str, Any], doc: Mapping[str, Any], before: Mapping[str, Any] | None
+) -> list[str]:
+    """The events one write of a run stands for (see the module's table).
+
+    Only what this write changed counts, and a server may list a field it set to its old value: so
+    an end needs the lock released and a finish no older than the run's start, and progress must
+    differ from the last value seen.
+    """
+    locked = updated["lockedAt"] if "lockedAt" in updated else doc.get("lockedAt")
+    finished_at = updated.get("lastFinishedAt")
+    if finished_at is not None and locked is None:
+        started = _ms(doc.get("lastRunAt"))
+        if started is None or (_ms(finished_at) or 0) >= started:
+            failed_at = doc.get("failedAt")
+            failed = "failedAt" in updated and failed_at is not None and _ms(failed_at) == _ms(finished_at)
+            return ["fail" if failed else "success", "complete"]
+        return []
+    if locked is None:
+        return []
+    if updated.get("lastRunAt") is not None:
         return ["start"]
-    if "progress" in updated and updated["progress"] is not None and running:
+    progress = updated.get("progress")
+    if progress is not None and (before is None or before.get("progress") != progress):
         return ["progress"]
     return []
 

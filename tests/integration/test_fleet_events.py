@@ -57,6 +57,24 @@ async def test_a_remote_success_reaches_a_process_that_defines_nothing(
     assert watcher.definitions == {}
 
 
+async def test_each_run_of_a_job_is_heard_once(watcher: Agenda, worker: Agenda) -> None:
+    """A second run writes the first run's end fields again: they must not count as a new end."""
+    events = EventLog(watcher, "start:twice", "success:twice", "complete:twice", "complete:after")
+    worker.define("twice", _nothing)
+    worker.define("after", _nothing)
+    await worker.start()
+    job = await watcher.now("twice")
+    await events.wait("complete:twice", timeout=30)
+    fresh = await watcher.get_job(job.id or "")
+    assert fresh is not None
+    await fresh.schedule("now").save()
+    await events.wait("complete:twice", count=2, timeout=30)
+    # The stream is in order: once a later job's end is heard, a duplicate would have been too.
+    await watcher.now("after")
+    await events.wait("complete:after", timeout=30)
+    assert events.names() == ["start:twice", "success:twice", "complete:twice"] * 2 + ["complete:after"]
+
+
 async def test_a_remote_failure_and_its_retry(watcher: Agenda, worker: Agenda) -> None:
     events = EventLog(watcher, "fail", "retry", "complete")
 
