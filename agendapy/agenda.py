@@ -750,7 +750,7 @@ class Agenda:
             self._processor.start()
             if self.fleet_events and self._fleet is None:
                 self._fleet = FleetEvents(self)
-                self._fleet.start()
+                await self._fleet.start()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``

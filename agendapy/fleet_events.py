@@ -45,6 +45,8 @@ log = logging.getLogger("agendapy")
 #: How many jobs' last known documents (and this process's recent runs) are remembered.
 _REMEMBERED = 2_000
 _MAX_ERROR_BACKOFF = 30.0
+#: How long ``start()`` waits for the change stream to open.
+_OPEN_WAIT = 10.0
 
 
 def _ms(value: Any) -> int | None:
@@ -69,10 +71,15 @@ class FleetEvents:
         self._local: OrderedDict[tuple[str, int | None], None] = OrderedDict()
         self.ready = asyncio.Event()
 
-    def start(self) -> None:
-        """Start listening (the Agenda's ``start()``)."""
+    async def start(self, wait: float = _OPEN_WAIT) -> None:
+        """Start listening (the Agenda's ``start()``); returns once the stream is open (changes from
+        then on are heard), or after ``wait`` seconds if it cannot be opened yet (it keeps trying)."""
         self._agenda._events.on("start", self._remember_local)
         self._task = asyncio.create_task(self._listening(), name="agendapy: fleet events")
+        try:
+            await asyncio.wait_for(self.ready.wait(), wait)
+        except TimeoutError:
+            log.warning("fleet events: the change stream is not open after %g s; still trying", wait)
 
     async def stop(self) -> None:
         """Stop listening."""
@@ -111,7 +118,7 @@ class FleetEvents:
         pause = 1.0
         while True:
             try:
-                stream = runs_changes()
+                stream = await runs_changes()
                 self.ready.set()
                 async for change in stream:
                     pause = 1.0

@@ -582,20 +582,19 @@ class MongoJobStore:
                     yield name, next_run if isinstance(next_run, datetime) else None
 
     async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield the change events of run state (claims, starts, progress, ends, removals), in the
-        server's order, each with the document after the change (``fullDocument``; None once it is
-        gone). Fleet events are derived from them; needs change streams like ``due_changes``."""
+        """Open a change stream of run state (claims, starts, progress, ends, removals) and return
+        its events, in the server's order, each with the document after the change (``fullDocument``;
+        None once it is gone). Every change made after this returns is in it. Fleet events are derived
+        from them; needs change streams like ``due_changes``."""
         try:
-            stream_cm = await self.collection.watch(
+            stream = await self.collection.watch(
                 RUN_CHANGES_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
             )
         except OperationFailure as exc:
             if exc.code in _NO_CHANGE_STREAMS:
                 raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
             raise
-        async with stream_cm as stream:
-            async for change in stream:
-                yield change
+        return _changes_of(stream)
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
@@ -737,6 +736,12 @@ class MongoJobStore:
         """Distinct job names, via $group (allowed under the Stable API, unlike distinct)."""
         cursor = await self.collection.aggregate([{"$group": {"_id": "$name"}}, {"$sort": {"_id": 1}}])
         return [doc["_id"] async for doc in cursor if isinstance(doc.get("_id"), str)]
+
+
+async def _changes_of(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    async with stream as opened:
+        async for change in opened:
+            yield change
 
 
 def _absorb(job: Job, doc: dict[str, Any]) -> None:

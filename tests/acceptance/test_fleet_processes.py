@@ -3,7 +3,6 @@ defines nothing, queues them, hears their events through ``fleet_events`` and aw
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -89,8 +88,6 @@ def worker(tmp_path: Path, db_url: str) -> Any:
 async def web(db_url: str) -> Any:
     agenda = Agenda(db_url, fleet_events=True, process_every=0.1, name="web")
     await agenda.start()
-    assert agenda._fleet is not None
-    await asyncio.wait_for(agenda._fleet.ready.wait(), 15)
     yield agenda
     await agenda.close()
 

@@ -23,8 +23,6 @@ async def watcher(make_agenda: Any) -> Agenda:
     """A web process: defines nothing, listens to the fleet."""
     agenda: Agenda = await make_agenda(process_every=0.05, fleet_events=True, name="web")
     await agenda.start()
-    assert agenda._fleet is not None
-    await asyncio.wait_for(agenda._fleet.ready.wait(), 15)
     return agenda
 
 
