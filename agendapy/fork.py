@@ -141,6 +141,9 @@ async def run_forked(agenda: Agenda, definition: JobDefinition, job: Job) -> Non
     try:
         # Starting may start the fork server first (once per worker): keep the event loop free.
         await asyncio.to_thread(process.start)
+    except BaseException:
+        parent_end.close()
+        raise
     finally:
         child_end.close()
     child = _Child(agenda, job, process, parent_end)
@@ -185,7 +188,8 @@ class _Child:
             self._conn.send_bytes(_encode(message))  # a child that is gone cannot be told anything
 
     async def run(self, document: dict[str, Any], timeout: timedelta | None) -> None:
-        self._send({"op": "run", "job": document})
+        with self._send_lock:  # unlike later messages, a run the child never got must fail loudly
+            self._conn.send_bytes(_encode({"op": "run", "job": document}))
         lease = self._job._lease
         stop_relay = None if lease is None else asyncio.create_task(self._relay_stop(lease))
         try:
@@ -201,7 +205,13 @@ class _Child:
         finally:
             if stop_relay is not None:
                 stop_relay.cancel()
-        exitcode = await self._exited()
+        # A child exits right after its result (or its pipe closes as it dies); one that lingers
+        # (a thread of the handler's that will not end) is killed, its result stands.
+        exitcode = await self._exited(KILL_AFTER)
+        if exitcode is None:
+            how = await self.kill()
+            log.warning("%s (%s): did not exit after its run; %s", self._job.name, self._job.id, how)
+            exitcode = self._process.exitcode
         if result is None:
             raise ChildProcessDied(describe_exit(exitcode), exitcode)
         if not result.get("ok"):
@@ -322,6 +332,12 @@ def child_main(conn: Connection, module: str, qualname: str) -> None:
     finally:
         with contextlib.suppress(OSError):
             conn.close()
+    # The result is sent: exit now, without waiting for threads the handler may have left behind.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _resolve(module: str, qualname: str) -> Callable[..., Any]:

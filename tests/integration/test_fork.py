@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,11 @@ async def interrupts_when_asked(job: Job) -> None:
     _mark(job, "-started")
     await job.stopping()
     raise Interrupted("stopping; resume later")
+
+
+def leaves_a_thread(job: Job) -> None:
+    threading.Thread(target=time.sleep, args=(600,), name="left behind").start()  # not a daemon
+    _mark(job)
 
 
 def _pid_of(directory: Path, name: str) -> int:
@@ -211,6 +217,17 @@ async def test_a_handler_error_in_the_child_is_the_fail_reason(
     ((error, _job),) = await fails.wait("fail")
     assert error.type_name == "ValueError"
     assert "raise ValueError" in error.child_traceback
+
+
+async def test_a_thread_left_running_does_not_keep_the_run_or_the_child(
+    forking: Agenda, jobs_collection: Any, tmp_path: Path
+) -> None:
+    forking.define("threads", leaves_a_thread, fork=True)
+    await forking.start()
+    job = await forking.now("threads", {"dir": str(tmp_path)})
+    doc = await _finished(jobs_collection, job)
+    assert doc.get("failReason") is None
+    assert not _alive(_pid_of(tmp_path, "0"))
 
 
 async def test_a_document_in_fork_mode_runs_in_a_child(
