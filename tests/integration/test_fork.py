@@ -83,8 +83,17 @@ def leaves_a_thread(job: Job) -> None:
     _mark(job)
 
 
+def slow(job: Job) -> None:
+    _mark(job, f"-run-{os.getpid()}")
+    time.sleep(2.5)
+
+
 def _pid_of(directory: Path, name: str) -> int:
     return int((directory / name).read_text())
+
+
+def _files(directory: Path, pattern: str) -> list[Path]:
+    return list(directory.glob(pattern))
 
 
 def _alive(pid: int) -> bool:
@@ -228,6 +237,24 @@ async def test_a_thread_left_running_does_not_keep_the_run_or_the_child(
     doc = await _finished(jobs_collection, job)
     assert doc.get("failReason") is None
     assert not _alive(_pid_of(tmp_path, "0"))
+
+
+async def test_the_worker_keeps_a_forked_runs_lock_alive(
+    forking: Agenda, make_agenda: Any, jobs_collection: Any, tmp_path: Path
+) -> None:
+    """The lock lives 1 s; the run takes 2.5 s; another worker waits to take over an expired lock."""
+    other: Agenda = await make_agenda(process_every=0.05)
+    for agenda in (forking, other):
+        agenda.define("slow", slow, fork=True, lock_lifetime=1)
+    lost = EventLog(forking, "lock lost")
+    await forking.start()
+    job = await forking.now("slow", {"dir": str(tmp_path)})
+    await wait_until(lambda: any(tmp_path.iterdir()), timeout=60)
+    await other.start()
+    doc = await _finished(jobs_collection, job)
+    assert doc.get("failReason") is None
+    assert len(_files(tmp_path, "0-run-*")) == 1
+    assert lost.calls == []
 
 
 async def test_a_document_in_fork_mode_runs_in_a_child(
