@@ -3,6 +3,7 @@ defines nothing, queues them, hears their events through ``fleet_events`` and aw
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -49,6 +50,11 @@ WORKER_MODULE = textwrap.dedent(
     def stuck(job):
         _mark(job)
         time.sleep(60)
+
+    @agenda.define("hang", fork=True)
+    def hang(job):
+        _mark(job)
+        time.sleep(600)
     """
 )
 
@@ -141,3 +147,19 @@ async def test_a_leaking_forked_handler_leaves_the_worker_flat(
     growth_mib = (_rss_kib(worker.pid) - before) / 1024
     # The children kept 25 x 20 MB between them; the worker must not have kept any of it.
     assert growth_mib < 100, f"the worker grew by {growth_mib:.0f} MiB over {runs} leaking runs"
+
+
+async def test_sigterm_past_the_grace_kills_a_forked_child_and_hands_the_job_back(
+    worker: subprocess.Popen[bytes], web: Agenda, tmp_path: Path
+) -> None:
+    job = await web.now("hang", {"dir": str(tmp_path)})
+    await wait_until(lambda: (tmp_path / "0").exists(), timeout=60)
+    child = int((tmp_path / "0").read_text())
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 15) == 0  # --grace 2, then the child is killed
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+    fresh = await web.get_job(job.id or "")
+    assert fresh is not None
+    assert fresh.locked_at is None
+    assert fresh.next_run_at is not None  # due again, for another worker
