@@ -218,3 +218,12 @@ async def test_wait_for_times_out_and_checks_its_input(watcher: Agenda) -> None:
         await watcher.wait_for("0123456789abcdef01234567", timeout=5)
     with pytest.raises(ValueError, match="job"):
         await watcher.wait_for({"$ne": None}, timeout=5)  # type: ignore[arg-type]
+
+
+async def test_wait_for_a_job_removed_while_waiting(watcher: Agenda) -> None:
+    job = await watcher.now("nobody-runs-this")
+    waiting = asyncio.ensure_future(watcher.wait_for(job, timeout=30))
+    assert await job.remove() == 1
+    # Whether its first read or a later one misses the document, it says so instead of waiting on.
+    with pytest.raises(JobNotFound):
+        await waiting
