@@ -155,8 +155,12 @@ class FleetEvents:
             self._docs.popitem(last=False)
         if not isinstance(doc.get("name"), str):
             return
-        events = _events_of(updated, doc, known)
-        if not events or self._is_local(job_id, doc.get("lastRunAt")):
+        # Which run this change belongs to: its own start, or the start seen last (a document looked
+        # up after a run's end may already show the next run's start).
+        started_at = updated["lastRunAt"] if "lastRunAt" in updated else (known or {}).get("lastRunAt")
+        events = _events_of(updated, doc, known, started_at)
+        run = started_at if started_at is not None else doc.get("lastRunAt")
+        if not events or self._is_local(job_id, run):
             return
         job = job_from_document(doc)
         job.remote = True
@@ -181,7 +185,7 @@ def _top_level(updated: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _events_of(
-    updated: Mapping[str, Any], doc: Mapping[str, Any], before: Mapping[str, Any] | None
+    updated: Mapping[str, Any], doc: Mapping[str, Any], before: Mapping[str, Any] | None, started_at: Any
 ) -> list[str]:
     """The events one write of a run stands for (see the module's table).
 
@@ -192,7 +196,7 @@ def _events_of(
     locked = updated["lockedAt"] if "lockedAt" in updated else doc.get("lockedAt")
     finished_at = updated.get("lastFinishedAt")
     if finished_at is not None and locked is None:
-        started = _ms(doc.get("lastRunAt"))
+        started = _ms(started_at)
         if started is None or (_ms(finished_at) or 0) >= started:
             failed_at = doc.get("failedAt")
             failed = "failedAt" in updated and failed_at is not None and _ms(failed_at) == _ms(finished_at)
