@@ -65,8 +65,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-#: The changes fleet events are made of: updates that claim, start, report progress or end a run
-#: (a heartbeat only moves lockedAt and stays out), and deletions (to forget the job).
+#: The changes fleet events are made of: updates that start, report progress or end a run (claims
+#: and heartbeats only move the lock and stay out), and deletions (to forget the job).
 RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
     {
         "$match": {
@@ -74,7 +74,7 @@ RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
                 {"operationType": "delete"},
                 *(
                     {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
-                    for key in ("lockToken", "lastRunAt", "progress", "lastFinishedAt")
+                    for key in ("lastRunAt", "progress", "lastFinishedAt")
                 ),
             ]
         }
@@ -582,7 +582,7 @@ class MongoJobStore:
                     yield name, next_run if isinstance(next_run, datetime) else None
 
     async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
-        """Open a change stream of run state (claims, starts, progress, ends, removals) and return
+        """Open a change stream of run state (starts, progress, ends, removals) and return
         its events, in the server's order, each with the document after the change (``fullDocument``;
         None once it is gone). Every change made after this returns is in it. Fleet events are derived
         from them; needs change streams like ``due_changes``."""
