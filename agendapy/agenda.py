@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
+from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
+from .fleet_events import FleetEvents
+from .fork import DEFAULT_METHOD, ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
@@ -170,6 +172,11 @@ class Agenda:
             the database together (default 5 ms; 0: only those issued in the same event-loop turn).
             Longer windows mean fewer writes per job when many jobs run, and add up to the window
             to each run's start.
+        fleet_events: also emit the ``start``, ``progress``, ``success``, ``fail``, ``complete`` and
+            ``retry`` events of runs in other processes (read from a change stream once started;
+            the job passed has ``job.remote`` True and ``job.worker``). See ``agendapy.fleet_events``.
+        fork_method: how forked jobs (``define(..., fork=True)``) start their child process:
+            "forkserver" (default where available: cheap) or "spawn" (a fresh interpreter).
     """
 
     def __init__(
@@ -194,6 +201,8 @@ class Agenda:
         dependency_check_every: Duration | None = None,
         change_streams: bool = True,
         state_write_window: Duration = 0.005,
+        fleet_events: bool = False,
+        fork_method: ForkMethod | None = None,
     ) -> None:
         self.name = name
         self.process_every = sched.to_timedelta(process_every, field="process_every")
@@ -223,6 +232,11 @@ class Agenda:
         )
         if self.state_write_window > timedelta(seconds=1):
             raise InvalidInput("state_write_window", state_write_window, "must be at most 1 second")
+        if fork_method is not None and fork_method not in ("forkserver", "spawn"):
+            raise InvalidInput("fork_method", fork_method, "must be 'forkserver' or 'spawn'")
+        self.fork_method: ForkMethod = fork_method or DEFAULT_METHOD
+        self.fleet_events = bool(fleet_events)
+        self._fleet: FleetEvents | None = None
         self._collection_name = collection
         self._database_name = database
         self._ensure_index = ensure_index
@@ -353,7 +367,9 @@ class Agenda:
         Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
         ``remove_on_complete``, ``timeout`` (a run longer than this fails), ``once_per_interval`` (each
         interval of a recurring schedule runs at most once across all workers), ``history`` (record
-        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting).
+        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting), ``fork`` (run
+        each job in a child process that imports ``fn`` by its module path: ``fn`` must be a
+        module-level function outside ``__main__``).
         """
         if fn is None:
 
@@ -379,10 +395,15 @@ class Agenda:
         timeout: Duration | None = None,
         once_per_interval: bool = False,
         history: bool | None = None,
+        fork: bool = False,
     ) -> None:
         check_job_name(name)
         if not callable(fn):
             raise InvalidInput("fn", fn, "the handler must be callable")
+        if not isinstance(fork, bool):
+            raise InvalidInput("fork", fork, "must be True or False")
+        if fork:
+            check_importable(fn)
         if backoff is not None and not callable(backoff):
             raise InvalidInput("backoff", backoff, "must be a strategy from agendapy.backoff or a callable")
         if name in self._definitions:
@@ -407,6 +428,7 @@ class Agenda:
             timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
             once_per_interval=bool(once_per_interval),
             history=history,
+            fork=fork,
         )
 
     @property
@@ -814,10 +836,16 @@ class Agenda:
             await self._events.emit("worker start")
             self._processor = processor = Processor(self)
             await processor.start()
+            if self.fleet_events and self._fleet is None:
+                self._fleet = FleetEvents(self)
+                await self._fleet.start()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
         seconds, then cancel them and unlock them for another worker. The connection stays open."""
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.stop()
         processor, self._processor = self._processor, None
         if processor is None:
             processor = self._stopping
@@ -921,6 +949,51 @@ class Agenda:
             locked_jobs=listing(waiting + running, len(waiting) + len(running)),
         )
 
+    async def wait_for(self, job: Job | str, *, timeout: float | None = None) -> Job:
+        """Wait until ``job`` (a Job or its id) finishes its next run, here or in any other process.
+
+        Returns the finished job; raises :class:`JobFailed` (with the ``reason``) if that run failed,
+        ``TimeoutError`` after ``timeout`` seconds. A one-off job that already finished answers at once;
+        a recurring one (or one waiting for a retry) waits for its next run to end. Completions arrive
+        as events (this process's runs, and other processes' with ``fleet_events=True``); the
+        document is also read every ``process_every`` (at least 0.1 s, at most 5 s), so a missed event
+        only delays the answer.
+        """
+        job_id = str(check_id(job.id if isinstance(job, Job) else job, field="job"))
+        await self.connect()
+        loop = asyncio.get_running_loop()
+        completed: asyncio.Future[Job] = loop.create_future()
+
+        def on_complete(finished: Job) -> None:
+            if finished.id == job_id and not completed.done():
+                completed.set_result(finished)
+
+        poll = min(max(self.process_every.total_seconds(), 0.1), 5.0)
+        self._events.on("complete", on_complete)  # before the first read: no end falls in between
+        try:
+            async with asyncio.timeout(timeout):
+                first = await self._store.get_job(job_id)
+                if first is None:
+                    raise JobNotFound(f"job with id {job_id} not found in database")
+                result: Job | None = first if _has_finished(first) else None
+                while result is None:
+                    try:
+                        result = await asyncio.wait_for(asyncio.shield(completed), poll)
+                    except TimeoutError:
+                        current = await self._store.get_job(job_id)
+                        if current is None:
+                            raise JobNotFound(f"job {job_id} was removed before it finished") from None
+                        if _finished_since(first, current):
+                            result = current
+        finally:
+            self._events.off("complete", on_complete)
+        result.agenda = self
+        if result.failed_at is not None and (
+            result.last_finished_at is None or result.failed_at >= result.last_finished_at
+        ):
+            raise JobFailed(result, result.fail_reason)
+        return result
+
     # -- run history -----------------------------------------------------------------------------------
 
     async def runs(
@@ -1011,6 +1084,18 @@ class Agenda:
     async def _refresh_run_fields(self, job: Job) -> None:
         await self.connect()
         await self._store.refresh_run_fields(job)
+
+
+def _has_finished(job: Job) -> bool:
+    """A one-off job whose run is over and that has nothing more to run."""
+    return job.locked_at is None and job.last_finished_at is not None and job.next_run_at is None
+
+
+def _finished_since(before: Job, now: Job) -> bool:
+    """A run ended between the two reads of the same job."""
+    if now.locked_at is not None or now.last_finished_at is None:
+        return False
+    return before.last_finished_at is None or now.last_finished_at > before.last_finished_at
 
 
 class _PendingStore:

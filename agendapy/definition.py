@@ -36,6 +36,8 @@ class JobDefinition:
     once_per_interval: bool = False
     #: Record every run in the run history (None: the Agenda's ``history`` setting decides).
     history: bool | None = None
+    #: Run each job of this name in a child process (see ``agendapy.fork``).
+    fork: bool = False
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,7 @@ class JobDefinition:
             "timeout": self.timeout,
             "remove_on_complete": self.remove_on_complete,
             "once_per_interval": self.once_per_interval,
+            "fork": self.fork,
         }
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 __all__ = [
     "AgendaError",
+    "ChildProcessDied",
     "DatabaseUnavailable",
+    "ForkedJobError",
     "Interrupted",
     "InvalidData",
     "InvalidDate",
@@ -19,10 +21,12 @@ __all__ = [
     "InvalidJobName",
     "InvalidPriority",
     "InvalidTimezone",
+    "JobFailed",
     "JobNotFound",
     "JobTimeout",
     "LockLost",
     "NotRunning",
+    "RemoteFailure",
     "UnknownJob",
     "UnsafeQuery",
 ]
@@ -117,3 +121,42 @@ class JobTimeout(AgendaError, TimeoutError):
 
 class DatabaseUnavailable(AgendaError, ConnectionError):
     """The database could not be reached in time."""
+
+
+class ChildProcessDied(AgendaError):
+    """A forked run's child process ended without reporting a result (it exited, crashed or was killed).
+
+    ``exitcode`` is the child's exit code, or minus the signal number that ended it (as
+    ``multiprocessing`` reports it).
+    """
+
+    def __init__(self, message: str, exitcode: int | None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+
+class ForkedJobError(AgendaError):
+    """A forked handler raised in its child process: the message is the child's error message.
+
+    ``type_name`` names the exception class raised in the child and ``child_traceback`` is its
+    formatted traceback (exceptions never cross the process boundary as objects).
+    """
+
+    def __init__(self, message: str, type_name: str, child_traceback: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.child_traceback = child_traceback
+
+
+class JobFailed(AgendaError):
+    """``agenda.wait_for(job)``: the run failed; ``reason`` is its ``failReason``, ``job`` the job."""
+
+    def __init__(self, job: Any, reason: str | None) -> None:
+        super().__init__(f"job {job.name!r} ({job.id}) failed: {reason}")
+        self.job = job
+        self.reason = reason
+
+
+class RemoteFailure(AgendaError):
+    """The error of a ``fail`` event of a run in another process (fleet events): its text is the
+    run's stored ``failReason`` (the original exception stays in the process that ran the job)."""

@@ -21,6 +21,7 @@ EVENTS = frozenset(
         "success",
         "fail",
         "complete",
+        "progress",
         "retry",
         "retry exhausted",
         "lock lost",

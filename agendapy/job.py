@@ -116,6 +116,12 @@ class Job:
     #: Why the stored document cannot be read, field by field (None when it can). Never stored: the
     #: unreadable fields keep their defaults here, and a worker fails such a job instead of running it.
     unreadable: str | None = None
+    #: Run in a child process (Agenda's ``fork`` field, set by ``fork_mode``).
+    fork: bool = False
+    #: Set on the jobs that fleet events pass to listeners: the run happened in another process
+    #: (``worker`` is that process's ``lastModifiedBy`` name). Never stored.
+    remote: bool = field(default=False, repr=False, compare=False)
+    worker: str | None = field(default=None, repr=False, compare=False)
     unique_query: dict[str, Any] | None = field(default=None, repr=False)
     unique_insert_only: bool = field(default=False, repr=False)
     debounce_options: DebounceOptions | None = field(default=None, repr=False)
@@ -214,6 +220,13 @@ class Job:
     def enable(self) -> Job:
         """Clear ``disabled`` (save to apply)."""
         self.disabled = False
+        return self
+
+    def fork_mode(self, enabled: bool = True) -> Job:
+        """Run this job in a child process (save to apply), like Agenda's ``job.forkMode(true)``."""
+        if not isinstance(enabled, bool):
+            raise InvalidInput("fork", enabled, "must be True or False")
+        self.fork = enabled
         return self
 
     def compute_next_run_at(self) -> Job:
@@ -318,7 +331,15 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """The job's stored fields as a plain dict (snake_case names)."""
-        skip = {"agenda", "_lease", "unique_query", "unique_insert_only", "debounce_options"}
+        skip = {
+            "agenda",
+            "_lease",
+            "unique_query",
+            "unique_insert_only",
+            "debounce_options",
+            "remote",
+            "worker",
+        }
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["repeat_at"] = repeat_at_of(self)
         return out

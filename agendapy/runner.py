@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import schedule as sched
 from .dependencies import check_requirements
 from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
+from .fork import run_forked, uses_fork
 from .job import Job
 from .planning import RunPlan, fixed_delay_next_run, plan_run
 
@@ -96,7 +97,11 @@ def _in_thread(fn: Callable[[Job], Any], job: Job) -> Any:
 
 
 async def _invoke(definition: JobDefinition, job: Job) -> None:
-    """Call the handler: coroutines on the loop, plain functions in a worker thread; enforce the timeout."""
+    """Call the handler: coroutines on the loop, plain functions in a worker thread, forked ones in a
+    child process; enforce the timeout."""
+    if uses_fork(definition, job) and job.agenda is not None:
+        await run_forked(job.agenda, definition, job)
+        return
     timeout = definition.timeout
     if definition.is_async:
         if timeout is None:
@@ -190,7 +195,7 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
             raise LockLost(f"job {job.name!r} lost its lock while running; its result was not saved")
     except asyncio.CancelledError:
         # A plain function goes on in its thread after a cancel: its job must not run elsewhere yet.
-        still_running = definition is not None and not definition.is_async
+        still_running = definition is not None and not definition.is_async and not uses_fork(definition, job)
         await _interrupted(agenda, job, run_id, guarded=plan.guard, still_running=still_running)
         # Agenda emits complete after every run; an interrupted one too (listeners close spans, timers).
         await events.emit_job_event("complete", job.name, job)

@@ -346,6 +346,11 @@ class SyncAgenda:
         """The job with this id, or None."""
         return self._call(lambda: self.agenda.get_job(job_id))
 
+    def wait_for(self, job: Job | str, *, timeout: float | None = None) -> Job:
+        """Block until ``job`` (or the job with this id) finishes its next run, in any process, and
+        return it; raises ``JobFailed`` if that run failed (see :meth:`Agenda.wait_for`)."""
+        return self._call(lambda: self.agenda.wait_for(job, timeout=timeout))
+
     def jobs_overview(self) -> list[dict[str, Any]]:
         """Per job name: ``total``, counts per state and ``paused``."""
         return self._call(self.agenda.jobs_overview)

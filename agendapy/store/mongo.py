@@ -91,6 +91,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: The changes fleet events are made of: updates that start, report progress or end a run (claims
+#: and heartbeats only move the lock and stay out), and deletions (to forget the job).
+RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": "delete"},
+                *(
+                    {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
+                    for key in ("lastRunAt", "progress", "lastFinishedAt")
+                ),
+            ]
+        }
+    }
+]
+
+
 def _state_values(job: Job) -> dict[str, Any]:
     values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
     if job._lease is not None and job.locked_at is None:
@@ -749,6 +766,21 @@ class MongoJobStore:
                         next_run = next_run.replace(tzinfo=UTC)
                     yield name, next_run if isinstance(next_run, datetime) else None
 
+    async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
+        """Open a change stream of run state (starts, progress, ends, removals) and return
+        its events, in the server's order, each with the document after the change (``fullDocument``;
+        None once it is gone). Every change made after this returns is in it. Fleet events are derived
+        from them; needs change streams like ``due_changes``."""
+        try:
+            stream = await self.collection.watch(
+                RUN_CHANGES_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
+            )
+        except OperationFailure as exc:
+            if exc.code in _NO_CHANGE_STREAMS:
+                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
+            raise
+        return _changes_of(stream)
+
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Heartbeat: move each lease's ``lockedAt`` to ``now`` in one round trip; returns the jobs
@@ -878,6 +910,12 @@ class MongoJobStore:
         """Distinct job names, via $group (allowed under the Stable API, unlike distinct)."""
         cursor = await self.collection.aggregate([{"$group": {"_id": "$name"}}, {"$sort": {"_id": 1}}])
         return [doc["_id"] async for doc in cursor if isinstance(doc.get("_id"), str)]
+
+
+async def _changes_of(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    async with stream as opened:
+        async for change in opened:
+            yield change
 
 
 def _absorb(job: Job, doc: dict[str, Any]) -> None:

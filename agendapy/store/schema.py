@@ -70,6 +70,8 @@ EXTRA_FIELDS: tuple[tuple[str, str], ...] = (
     ("waiting_for", "waitingFor"),
     ("waiting_reason", "waitingReason"),
     ("fail_stack", "failStack"),
+    # Agenda's own field, but Agenda writes it only for fork-mode jobs: so do we.
+    ("fork", "fork"),
 )
 
 #: The worker-managed fields of one run (Agenda's saveJobState, plus ours), as (attribute, field).
@@ -287,6 +289,7 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "waitingFor": _read_str_list,
     "waitingReason": _read_str,
     "failStack": _read_str,
+    "fork": _read_bool,
     **dict.fromkeys(_DATE_FIELDS, _read_date),
 }
 _REQUIRED = frozenset({"name"})
@@ -313,6 +316,7 @@ def read_document(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             problems.append(f"{key} {_show(value)}: {exc}")
     for attr, default in _UNSET_VALUES.items():
         values.setdefault(attr, default)
+    values["fork"] = values.get("fork") is True
     values.setdefault("name", "")
     values["fixed_delay"] = values.get("fixed_delay") is True
     return values, problems

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from agendapy import DatabaseUnavailable, InvalidInput, Job, JobState, UnknownJob
+from agendapy import DatabaseUnavailable, InvalidInput, Job, JobFailed, JobState, UnknownJob
 from agendapy.sync import SyncAgenda, SyncAgendaClosed
 from agendapy.testing import MemoryJobStore
 
@@ -118,6 +118,25 @@ def test_run_due_runs_sync_and_async_handlers(agenda: SyncAgenda) -> None:
     assert record.status == "succeeded"
     with pytest.raises(UnknownJob):
         agenda.run_due(["undefined"])
+
+
+def test_wait_for_blocks_until_another_thread_runs_the_job(agenda: SyncAgenda) -> None:
+    @agenda.define("report")
+    def report(job: Job) -> None:
+        pass
+
+    @agenda.define("broken")
+    def broken(job: Job) -> None:
+        raise RuntimeError("no printer")
+
+    ok, failing = agenda.now("report"), agenda.now("broken")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(agenda.wait_for, ok, timeout=30)
+        assert not waiting.done()
+        agenda.run_due()
+        assert waiting.result(30).last_finished_at is not None
+    with pytest.raises(JobFailed, match="no printer"):
+        agenda.wait_for(failing.id or "", timeout=30)
 
 
 def test_errors_reach_the_calling_thread(agenda: SyncAgenda) -> None:
