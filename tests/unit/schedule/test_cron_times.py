@@ -17,10 +17,6 @@ from schedule_support import AUCKLAND, MS, NEW_YORK, NOW, TOKYO, VIENNA, ms, utc
 from agendapy.errors import InvalidInterval
 from agendapy.schedule.cron_times import next_cron, previous_cron
 
-# ---------------------------------------------------------------------------------------------------
-# Cron
-# ---------------------------------------------------------------------------------------------------
-
 
 @pytest.mark.parametrize(
     ("expression", "after", "zone", "expected"),

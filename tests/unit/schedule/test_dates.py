@@ -14,10 +14,6 @@ from schedule_support import NEW_YORK, NOW, TOKYO, ms, outcome, utc
 from agendapy.errors import InvalidDate
 from agendapy.schedule.dates import parse_when
 
-# ---------------------------------------------------------------------------------------------------
-# When to run
-# ---------------------------------------------------------------------------------------------------
-
 
 @pytest.mark.parametrize(
     ("text", "zone", "expected"),

@@ -13,10 +13,6 @@ from schedule_support import anything, ms, outcome
 from agendapy.errors import InvalidInterval
 from agendapy.schedule.durations import to_timedelta
 
-# ---------------------------------------------------------------------------------------------------
-# Durations (Python API)
-# ---------------------------------------------------------------------------------------------------
-
 
 @pytest.mark.parametrize(
     ("text", "expected"),

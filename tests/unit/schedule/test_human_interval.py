@@ -10,10 +10,6 @@ from hypothesis import strategies as st
 
 from agendapy.schedule.human_interval import node_human_interval
 
-# ---------------------------------------------------------------------------------------------------
-# Node's human-interval 2.0.1, quirks included (values printed by Node for the same strings)
-# ---------------------------------------------------------------------------------------------------
-
 
 @pytest.mark.parametrize(
     ("text", "expected"),

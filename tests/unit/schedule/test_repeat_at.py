@@ -16,11 +16,6 @@ from agendapy.schedule.repeat_at import REPEAT_AT_FAILURE, next_repeat_at
 NOW_2026 = datetime(2026, 4, 1, 13, 45, 12, 345000, tzinfo=UTC)
 
 
-# ---------------------------------------------------------------------------------------------------
-# repeatAt
-# ---------------------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     ("repeat_at", "zone", "expected"),
     [

@@ -22,10 +22,6 @@ from agendapy.schedule.text import MAX_DATE_LENGTH, MAX_TEXT_LENGTH, js_to_numbe
 NOW = datetime(2026, 4, 1, 13, 45, 12, 345000, tzinfo=UTC)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Bounded input, linear time
-# ---------------------------------------------------------------------------------------------------
-
 PARSERS: dict[str, Callable[[str], object]] = {
     "date": lambda text: parse_when(text, now=NOW),
     "duration": lambda text: to_timedelta(text, field="d"),
