@@ -34,6 +34,7 @@ from .validate import (
     check_names,
     check_priority,
     check_safe_filter,
+    parse_priority,
 )
 
 if TYPE_CHECKING:
@@ -420,7 +421,7 @@ class Agenda:
             lock_lifetime=self.default_lock_lifetime
             if lock_lifetime is None
             else sched.to_timedelta(lock_lifetime, field="lock_lifetime"),
-            priority=sched.parse_priority(priority),
+            priority=parse_priority(priority),
             backoff=backoff,
             remove_on_complete=self.remove_on_complete
             if remove_on_complete is None
@@ -632,7 +633,7 @@ class Agenda:
         if job.unique_query is not None:  # an upsert sends the key and the document together
             check_bson([job.unique_query, job.data, job.checkpoint_state], field="data")
         if not isinstance(job.priority, int) or isinstance(job.priority, bool):
-            job.priority = sched.parse_priority(job.priority)
+            job.priority = parse_priority(job.priority)
         check_priority(job.priority)
         check_job_fields(job)
         job.agenda = self

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .intervals import RunInterval
+from .schedule.ticks import RunInterval
 from .store.base import JobCriteria, JobQuery, JobStore
 from .store.runs import RequiredRuns
 

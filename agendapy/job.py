@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import schedule as sched
 from .errors import InvalidInput, InvalidInterval, LockLost
-from .validate import check_unique_query
+from .validate import check_unique_query, parse_priority
 
 if TYPE_CHECKING:
     from .agenda import Agenda
@@ -185,7 +185,7 @@ class Job:
 
     def set_priority(self, priority: int | str) -> Job:
         """Set the priority: an int, or lowest/low/normal/high/highest."""
-        self.priority = sched.parse_priority(priority)
+        self.priority = parse_priority(priority)
         return self
 
     def unique(self, query: Mapping[str, Any], *, insert_only: bool = False) -> Job:

@@ -21,7 +21,7 @@ from .dependencies import check_requirements
 from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
 from .fork import run_forked, uses_fork
 from .job import Job
-from .planning import RunPlan, fixed_delay_next_run, plan_run
+from .schedule.planning import RunPlan, fixed_delay_next_run, plan_run
 
 if TYPE_CHECKING:
     from .agenda import Agenda

@@ -20,6 +20,7 @@ __all__ = [
     "check_priority",
     "check_safe_filter",
     "check_unique_query",
+    "parse_priority",
 ]
 
 #: Operators that run code on the server or compare fields in ways Agenda refuses in user filters.
@@ -40,6 +41,7 @@ MAX_DEPTH = 99
 _MAX_DATA_BYTES = 16 * 1024 * 1024 - 64 * 1024
 _MAX_NAME_LENGTH = 512
 _INT64 = (-(2**63), 2**63 - 1)
+_PRIORITIES = {"lowest": -20, "low": -10, "normal": 0, "high": 10, "highest": 20}
 # datetime.min and datetime.max as BSON dates (milliseconds since the Unix epoch, UTC).
 _DATETIME_MS = (-62_135_596_800_000, 253_402_300_799_999)
 
@@ -81,6 +83,23 @@ def check_priority(value: object, *, field: str = "priority") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not _INT64[0] <= value <= _INT64[1]:
         raise InvalidPriority(field, value, "must be an int between -2**63 and 2**63 - 1")
     return value
+
+
+def parse_priority(value: int | str | None, *, field: str = "priority") -> int:
+    """A priority given to the API: an int as is, or lowest -20, low -10, normal 0, high 10, highest 20."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise InvalidPriority(field, value, "expected an int or lowest/low/normal/high/highest")
+    if isinstance(value, int | float) and not _INT64[0] <= value <= _INT64[1]:
+        raise InvalidPriority(field, value, "must fit in a 64-bit integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _PRIORITIES:
+        return _PRIORITIES[value.strip().lower()]
+    raise InvalidPriority(field, value, "expected an int or lowest/low/normal/high/highest")
 
 
 def _depth(value: Any) -> int:

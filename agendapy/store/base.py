@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ..job import Job, Lease
 
 if TYPE_CHECKING:
-    from ..intervals import RunInterval
+    from ..schedule.ticks import RunInterval
     from .runs import RequiredRuns, RunRecord, RunStatus
 
 __all__ = [

@@ -16,7 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from ..intervals import RunInterval
+from ..schedule.ticks import RunInterval
 
 __all__ = ["DEFAULT_RUNS_COLLECTION", "MongoRunStore", "RequiredRuns", "RunRecord", "RunStatus"]
 

@@ -9,7 +9,7 @@ from typing import Any
 from bson import ObjectId
 
 from .. import schedule as sched
-from ..intervals import RunInterval
+from ..schedule.ticks import RunInterval
 from ..store.runs import RequiredRuns, RunRecord, RunStatus, new_run_document
 from ._mql import bson_copy
 

@@ -443,7 +443,7 @@ async def test_run_due_says_why_a_dependent_interval_was_given_up(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from agendapy.intervals import RunInterval
+    from agendapy.schedule import RunInterval
 
     tick = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     half = timedelta(minutes=30)

@@ -9,7 +9,7 @@ from typing import Any
 from contract_helpers import MakeStore, ms, utcnow
 
 from agendapy.dependencies import Requirement, assess
-from agendapy.intervals import RunInterval
+from agendapy.schedule import RunInterval
 from agendapy.store.base import JobStore
 from agendapy.store.runs import RunRecord
 

@@ -15,7 +15,7 @@ import pytest
 from bson import ObjectId
 
 from agendapy import Agenda, Job, JobState
-from agendapy.intervals import RunInterval
+from agendapy.schedule import RunInterval
 
 from support import wait_until
 

@@ -79,7 +79,7 @@ async def test_an_interval_already_run_is_skipped_when_the_job_comes_due_for_it_
 
 
 async def test_concurrent_guards_for_one_interval_let_exactly_one_through(agenda: Agenda) -> None:
-    from agendapy.intervals import RunInterval
+    from agendapy.schedule import RunInterval
 
     await agenda.connect()
     interval = RunInterval(datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 10, tzinfo=UTC))

@@ -4,7 +4,7 @@ Generated job documents (repeatInterval, repeatTimezone, repeatAt, skipDays, sta
 lastRunAt) go to Node's ``new Job(agenda, doc).computeNextRunAt()`` (tests/interop/node/
 next-run-batch.mjs, one process per batch, the clock frozen at each case's instant) and to
 :func:`agendapy.schedule.compute_next_run_at` with the same instant. Every difference must be one of
-:data:`agendapy.divergences.DIVERGENCES`, recognised by the classifier of the same id below.
+:data:`agendapy.schedule.divergences.DIVERGENCES`, recognised by the classifier of the same id below.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agendapy import dates
-from agendapy.divergences import DIVERGENCES
 from agendapy.errors import InvalidInput
 from agendapy.schedule import REPEAT_AT_FAILURE, compute_next_run_at
+from agendapy.schedule.divergences import DIVERGENCES
+from agendapy.schedule.repeat_at import read_time_of_day
 
 pytestmark = pytest.mark.node
 
@@ -174,12 +174,12 @@ def _repeat_at_timezone(case: dict[str, Any], node: Outcome, mine: Outcome) -> b
 def _repeat_at_exact(case: dict[str, Any], node: Outcome, mine: Outcome) -> bool:
     if _is_repeat_at(case) and node.fail_reason == REPEAT_AT_FAILURE and not mine.fail_reason:
         # date.js hands back "now" itself when now is exactly that time, which Agenda reads as invalid.
-        return dates.read_time_of_day(case["doc"]["repeatAt"]) is not None
+        return read_time_of_day(case["doc"]["repeatAt"]) is not None
     if not (_is_repeat_at(case) and node.next_run_at and mine.next_run_at):
         return False
     theirs, mine_at = _parse(node.next_run_at), _parse(mine.next_run_at)
     whole = theirs.replace(microsecond=0)
-    seconds = dates.read_time_of_day(case["doc"]["repeatAt"])
+    seconds = read_time_of_day(case["doc"]["repeatAt"])
     extra = timedelta(seconds=seconds.second) if seconds else timedelta(0)
     return mine_at in (whole + extra, whole + extra + timedelta(days=1)) and mine_at > _parse(case["now"])
 

@@ -19,8 +19,8 @@ refused here, so this module follows cron-parser's syntax rather than croniter's
 
 This module reads that syntax (no Python library does) and rewrites each expression in croniter's
 syntax (6 fields, seconds first, explicit lists; cron-parser's ``5L`` is croniter's ``L5``); croniter
-finds the occurrences. Times are wall-clock times without a zone; :mod:`agendapy.schedule` maps them to
-instants.
+finds the occurrences. Times are wall-clock times without a zone; :mod:`agendapy.schedule.cron_times`
+maps them to instants in a timezone.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Final
 
 from croniter import CroniterBadDateError, croniter
 
-__all__ = ["MAX_CRON_LENGTH", "CronError", "CronSpec", "parse_cron"]
+from .text import JS_SPACE
+
+__all__ = ["MAX_CRON_LENGTH", "CronError", "CronSpec", "cron_spec", "is_cron", "parse_cron"]
 
 #: cron-parser refuses longer expressions; so do we (it also bounds the work spent reading one).
 MAX_CRON_LENGTH: Final = 1024
@@ -43,11 +46,7 @@ _WEEKDAYS: Final = {name: number for number, name in enumerate(_WEEKDAY_NAMES)}
 # cron-parser's longest month lengths, February counted as 29 days.
 _LONGEST: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # JavaScript's String.prototype.trim / split(/\s+/) whitespace.
-_JS_SPACE: Final = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
-_SPLIT: Final = re.compile(f"[{_JS_SPACE}]+")
+_SPLIT: Final = re.compile(f"[{JS_SPACE}]+")
 _NAME: Final = re.compile(r"[a-zA-Z]{3}")
 _DIGITS: Final = re.compile(r"[0-9]+\Z")
 _FIELDS: Final = ("second", "minute", "hour", "day of month", "month", "day of week")
@@ -72,7 +71,7 @@ class CronSpec:
 
     Attributes:
         text: the expression with its 6 fields (seconds first) separated by single spaces.
-        every_hour: whether it runs in every hour of the day (:mod:`agendapy.schedule` treats DST
+        every_hour: whether it runs in every hour of the day (:mod:`agendapy.schedule.cron_times` treats DST
             changes differently then, as cron-parser does).
         croniter_expressions: one or two 6-field expressions (seconds first) in croniter's syntax whose
             occurrences together are this expression's occurrences: two when both the day of month and
@@ -106,7 +105,7 @@ class CronSpec:
 
 def _occurrence(expression: str, start: datetime, *, forward: bool) -> datetime | None:
     """croniter's next occurrence after ``start``, or its last one at or before ``start``."""
-    # A naive start makes croniter work on wall-clock time without a zone, as agendapy.schedule needs.
+    # A naive start makes croniter work on wall-clock time without a zone, as cron_times needs.
     try:
         if forward:
             found: datetime = croniter(expression, start, second_at_beginning=True).get_next(datetime)
@@ -126,7 +125,7 @@ def parse_cron(expression: str) -> CronSpec:
     """
     if len(expression) > MAX_CRON_LENGTH:
         raise CronError(f"longer than {MAX_CRON_LENGTH} characters")
-    atoms = _SPLIT.split(expression.strip(_JS_SPACE))
+    atoms = _SPLIT.split(expression.strip(JS_SPACE))
     if len(atoms) > 6:
         raise CronError(f"{len(atoms)} fields; at most 6 (seconds first)")
     raw = ["0", "*", "*", "*", "*", "*"][: 6 - len(atoms)] + atoms
@@ -166,6 +165,27 @@ def parse_cron(expression: str) -> CronSpec:
         day_field = ",".join(days) if day_restricted else "*"
         expressions = (f"{times} {day_field} {month} {week_field if weekday_restricted else '*'}",)
     return CronSpec(text=" ".join(raw), every_hour=len(hours) == 24, croniter_expressions=expressions)
+
+
+def is_cron(expression: str) -> bool:
+    """Tell whether ``expression`` is a cron expression of 5 fields, or 6 with seconds first.
+
+    The syntax is Node's cron-parser 5's: ``5L`` is the last Friday of the month, ``L5`` and ``15W``
+    are refused as Node refuses them.
+    """
+    if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
+        return False
+    try:
+        cron_spec(expression)
+    except CronError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=512)
+def cron_spec(expression: str) -> CronSpec:
+    """:func:`parse_cron`, cached: workers read the same few stored expressions over and over."""
+    return parse_cron(expression)
 
 
 def _croniter_list(values: set[int], size: int) -> str:

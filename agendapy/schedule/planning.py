@@ -3,7 +3,7 @@
 Plain recurring jobs follow Agenda (the next run counts from this run's start). A job switches to
 *interval scheduling* when its definition has ``once_per_interval``, or it ``requires`` other jobs, or
 it names a ``misfire`` policy: its runs then follow the ticks of its schedule
-(:mod:`agendapy.intervals`) and each handles the interval that ends at its tick.
+(:mod:`agendapy.schedule.ticks`) and each handles the interval that ends at its tick.
 
 Misfires (ticks that passed while no worker ran):
 
@@ -17,16 +17,48 @@ so runs never overlap and downtime leaves one catch-up run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from . import schedule as sched
-from .definition import JobDefinition
-from .errors import InvalidInput
-from .intervals import RunInterval, interval_ending_at_or_before, tick_after, tick_at_or_before
-from .job import Job
+from ..definition import JobDefinition
+from ..errors import InvalidInput
+from .next_run import apply_date_constraints
+from .repeat import interval_from_document
+from .ticks import RunInterval, interval_ending_at_or_before, tick_after, tick_at_or_before
+from .timezones import parse_timezone
 
-__all__ = ["RunPlan", "fixed_delay_next_run", "plan_run"]
+__all__ = ["PlannedJob", "RunPlan", "fixed_delay_next_run", "plan_run"]
+
+
+class PlannedJob(Protocol):
+    """The fields of a job that planning reads (a :class:`~agendapy.Job` has them all)."""
+
+    @property
+    def repeat_interval(self) -> str | int | None: ...
+    @property
+    def repeat_timezone(self) -> str | None: ...
+    @property
+    def next_run_at(self) -> datetime | None: ...
+    @property
+    def start_date(self) -> datetime | None: ...
+    @property
+    def end_date(self) -> datetime | None: ...
+    @property
+    def skip_days(self) -> Sequence[int] | None: ...
+    @property
+    def fixed_delay(self) -> bool: ...
+    @property
+    def misfire(self) -> str | None: ...
+    @property
+    def requires(self) -> Sequence[str] | None: ...
+    @property
+    def waiting_for(self) -> Sequence[str] | None: ...
+    @property
+    def interval_started_at(self) -> datetime | None: ...
+    @property
+    def interval_ended_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,18 +73,18 @@ class RunPlan:
     agenda_rule: bool = False
 
 
-def _interval_scheduling(job: Job, definition: JobDefinition | None) -> bool:
+def _interval_scheduling(job: PlannedJob, definition: JobDefinition | None) -> bool:
     once = definition is not None and definition.once_per_interval
     return bool(once or job.requires or job.misfire is not None)
 
 
-def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPlan:
+def plan_run(job: PlannedJob, definition: JobDefinition | None, now: datetime) -> RunPlan:
     """Plan the run of ``job`` starting ``now`` (sets nothing on the job)."""
     if not job.repeat_interval:
         return RunPlan(interval=None, next_run_at=None, agenda_rule=True)
     try:
-        interval = sched.interval_from_document(job.repeat_interval)
-        zone = sched.parse_timezone(job.repeat_timezone, field="repeatTimezone")
+        spec = interval_from_document(job.repeat_interval)
+        zone = parse_timezone(job.repeat_timezone, field="repeatTimezone")
     except InvalidInput:
         return RunPlan(interval=None, next_run_at=None, agenda_rule=True)  # fails the job, as Agenda
     if job.fixed_delay:
@@ -60,7 +92,7 @@ def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPl
     scheduled = job.next_run_at or now
 
     if not _interval_scheduling(job, definition):
-        handled = interval_ending_at_or_before(interval, max(scheduled, now), zone)
+        handled = interval_ending_at_or_before(spec, max(scheduled, now), zone)
         return RunPlan(interval=handled, next_run_at=None, agenda_rule=True)
 
     misfire = job.misfire or "once"
@@ -69,18 +101,18 @@ def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPl
         assert job.interval_started_at is not None and job.interval_ended_at is not None
         handled = RunInterval(job.interval_started_at, job.interval_ended_at)
     elif misfire == "once":
-        handled = interval_ending_at_or_before(interval, max(scheduled, now), zone)
+        handled = interval_ending_at_or_before(spec, max(scheduled, now), zone)
     else:
-        handled = interval_ending_at_or_before(interval, scheduled, zone)
+        handled = interval_ending_at_or_before(spec, scheduled, zone)
     if misfire == "all":
-        following = tick_after(interval, handled.ended_at, zone)
-    elif pending and misfire == "once" and tick_at_or_before(interval, now, zone) > handled.ended_at:
+        following = tick_after(spec, handled.ended_at, zone)
+    elif pending and misfire == "once" and tick_at_or_before(spec, now, zone) > handled.ended_at:
         # It waited for its requirements past later ticks: one catch-up run for the latest interval
         # right after this one, as after downtime, rather than none until the next tick.
         following = now
     else:
-        following = tick_after(interval, max(now, handled.ended_at), zone)
-    next_run_at = sched.apply_date_constraints(
+        following = tick_after(spec, max(now, handled.ended_at), zone)
+    next_run_at = apply_date_constraints(
         following,
         start_date=job.start_date,
         end_date=job.end_date,
@@ -88,25 +120,25 @@ def plan_run(job: Job, definition: JobDefinition | None, now: datetime) -> RunPl
         timezone=zone,
     )
     skip_reason = None
-    if misfire == "skip" and not pending and tick_at_or_before(interval, now, zone) > handled.ended_at:
+    if misfire == "skip" and not pending and tick_at_or_before(spec, now, zone) > handled.ended_at:
         skip_reason = f"missed: the interval ending {handled.ended_at.isoformat()} was not run in time"
     guard = definition is not None and definition.once_per_interval
     return RunPlan(interval=handled, next_run_at=next_run_at, guard=guard, skip_reason=skip_reason)
 
 
-def fixed_delay_next_run(job: Job, finished_at: datetime) -> datetime | None:
+def fixed_delay_next_run(job: PlannedJob, finished_at: datetime) -> datetime | None:
     """The next run of a fixed-delay job: its finish plus its interval (date constraints applied)."""
     if not job.repeat_interval:
         return None
     try:
-        interval = sched.interval_from_document(job.repeat_interval)
-        zone = sched.parse_timezone(job.repeat_timezone, field="repeatTimezone")
+        spec = interval_from_document(job.repeat_interval)
+        zone = parse_timezone(job.repeat_timezone, field="repeatTimezone")
     except InvalidInput:
         return None
-    if interval.every is None:
+    if spec.every is None:
         return None
-    return sched.apply_date_constraints(
-        finished_at + interval.every,
+    return apply_date_constraints(
+        finished_at + spec.every,
         start_date=job.start_date,
         end_date=job.end_date,
         skip_days=job.skip_days,

@@ -1,4 +1,4 @@
-"""Ticks and intervals of a recurring schedule, for once-per-interval runs, dependencies and misfires.
+"""Ticks of a recurring schedule and the run intervals between them (once per interval, misfires).
 
 A schedule fires at *ticks*: the times a cron expression matches, or, for a fixed length, the multiples
 of that length on the wall clock of the job's timezone (an hourly job ticks at :00, a 15-minute job at
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .errors import InvalidInterval
-from .schedule import Interval, next_cron, previous_cron, to_utc
+from ..errors import InvalidInterval
+from .cron_times import next_cron, previous_cron
+from .repeat import RepeatSpec
+from .timezones import to_utc, zone_or_utc
 
 __all__ = ["RunInterval", "interval_ending_at_or_before", "tick_after", "tick_at_or_before"]
 
@@ -23,7 +25,11 @@ _MS = timedelta(milliseconds=1)
 
 @dataclass(frozen=True)
 class RunInterval:
-    """The half-open interval [started_at, ended_at) a run handles."""
+    """A period of time: the half-open interval [started_at, ended_at) a run handles.
+
+    Not to be confused with a :class:`~agendapy.schedule.repeat.RepeatSpec`, which says how often a
+    job repeats.
+    """
 
     started_at: datetime
     ended_at: datetime
@@ -31,10 +37,6 @@ class RunInterval:
     def contains(self, other: RunInterval) -> bool:
         """Whether ``other`` lies within this interval."""
         return self.started_at <= other.started_at and other.ended_at <= self.ended_at
-
-
-def _zone(zone: ZoneInfo | None) -> ZoneInfo:
-    return zone or ZoneInfo("UTC")
 
 
 def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
@@ -45,33 +47,33 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
     return to_utc(wall.replace(tzinfo=zone).astimezone(UTC))
 
 
-def tick_at_or_before(interval: Interval, at: datetime, zone: ZoneInfo | None) -> datetime:
+def tick_at_or_before(spec: RepeatSpec, at: datetime, zone: ZoneInfo | None) -> datetime:
     """The latest tick at or before ``at``."""
-    tz = _zone(zone)
-    if interval.every is not None:
+    tz = zone_or_utc(zone)
+    if spec.every is not None:
         wall = _wall(at, tz)
-        steps = (wall - _EPOCH_WALL) // interval.every
-        tick = _instant(_EPOCH_WALL + steps * interval.every, tz)
+        steps = (wall - _EPOCH_WALL) // spec.every
+        tick = _instant(_EPOCH_WALL + steps * spec.every, tz)
         # Near a DST change the wall-clock tick can map after `at`; step back one length then.
-        return tick if tick <= at else tick - interval.every
-    assert interval.cron is not None
+        return tick if tick <= at else tick - spec.every
+    assert spec.cron is not None
     # Not croniter directly: previous_cron reads cron-parser's syntax ("5L") and maps DST as next_cron.
-    previous = previous_cron(interval.cron, at, tz)
+    previous = previous_cron(spec.cron, at, tz)
     if previous is None:
-        raise InvalidInterval("cron", interval.cron, "no earlier occurrence")
+        raise InvalidInterval("cron", spec.cron, "no earlier occurrence")
     return previous
 
 
-def tick_after(interval: Interval, after: datetime, zone: ZoneInfo | None) -> datetime:
+def tick_after(spec: RepeatSpec, after: datetime, zone: ZoneInfo | None) -> datetime:
     """The earliest tick strictly after ``after``."""
-    if interval.every is not None:
-        return tick_at_or_before(interval, after, zone) + interval.every
-    assert interval.cron is not None
-    return next_cron(interval.cron, after, zone)
+    if spec.every is not None:
+        return tick_at_or_before(spec, after, zone) + spec.every
+    assert spec.cron is not None
+    return next_cron(spec.cron, after, zone)
 
 
-def interval_ending_at_or_before(interval: Interval, at: datetime, zone: ZoneInfo | None) -> RunInterval:
+def interval_ending_at_or_before(spec: RepeatSpec, at: datetime, zone: ZoneInfo | None) -> RunInterval:
     """The interval whose end is the latest tick at or before ``at``."""
-    end = tick_at_or_before(interval, at, zone)
-    start = tick_at_or_before(interval, end - _MS, zone)
+    end = tick_at_or_before(spec, at, zone)
+    start = tick_at_or_before(spec, end - _MS, zone)
     return RunInterval(started_at=start, ended_at=end)
