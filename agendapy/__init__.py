@@ -26,9 +26,11 @@ from .errors import (
     UnsafeQuery,
 )
 from .job import Job, JobState
+from .joblogs import JobLogEntry, JobLogsResult
 from .processor import DrainResult
 from .runner import RetryDetails
 from .store.runs import RunRecord
+from .workers import WorkerInfo
 
 __all__ = [
     "Agenda",
@@ -44,6 +46,8 @@ __all__ = [
     "InvalidPriority",
     "InvalidTimezone",
     "Job",
+    "JobLogEntry",
+    "JobLogsResult",
     "JobNotFound",
     "JobState",
     "JobTimeout",
@@ -56,5 +60,6 @@ __all__ = [
     "RunningStats",
     "UnknownJob",
     "UnsafeQuery",
+    "WorkerInfo",
     "backoff",
 ]

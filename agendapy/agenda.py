@@ -17,6 +17,7 @@ from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
 from .job import Job, JobState, compute_job_state
+from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, JobLogWriter, LogQuery, LogStore, MongoLogStore
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
@@ -30,6 +31,13 @@ from .validate import (
     check_names,
     check_priority,
     check_safe_filter,
+)
+from .workers import (
+    DEFAULT_WORKERS_COLLECTION,
+    WorkerInfo,
+    WorkerPresence,
+    default_worker_name,
+    list_workers,
 )
 
 if TYPE_CHECKING:
@@ -147,6 +155,13 @@ class Agenda:
             (default: ``process_every``).
         change_streams: wake up at once when a job becomes due, through a change stream (needs a
             replica set; without one, or when the stream fails, polling carries on alone).
+        logging: write Agenda 6.2's job lifecycle log (``agenda_logs``) for every job name
+            (``define(..., logging=...)`` overrides it per name); read it with ``get_logs``.
+        logs_collection: the job log's collection.
+        logs_ttl: how long log entries are kept (a TTL index; None keeps them, as Agenda does).
+        workers_collection: where started workers register themselves (``agenda.workers()``).
+        heartbeat_every: how often a started worker refreshes its entry there; it reads as lost
+            after three missed refreshes.
     """
 
     def __init__(
@@ -170,6 +185,11 @@ class Agenda:
         runs_collection: str = "agendaRuns",
         dependency_check_every: Duration | None = None,
         change_streams: bool = True,
+        logging: bool = False,
+        logs_collection: str = DEFAULT_LOGS_COLLECTION,
+        logs_ttl: Duration | None = "14 days",
+        workers_collection: str = DEFAULT_WORKERS_COLLECTION,
+        heartbeat_every: Duration = "5 seconds",
     ) -> None:
         self.name = name
         self.process_every = sched.to_timedelta(process_every, field="process_every")
@@ -205,6 +225,17 @@ class Agenda:
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
         self._embedded: EmbeddedServer | None = None
+        self.logging = bool(logging)
+        self._logs_collection = _collection_name(logs_collection, "logs_collection")
+        self._logs_ttl = None if logs_ttl is None else sched.to_timedelta(logs_ttl, field="logs_ttl")
+        self._log_writer: JobLogWriter | None = None
+        self._workers_collection = _collection_name(workers_collection, "workers_collection")
+        self.heartbeat_every = sched.to_timedelta(heartbeat_every, field="heartbeat_every")
+        if self.heartbeat_every <= timedelta(0):
+            raise InvalidInput("heartbeat_every", heartbeat_every, "must be more than 0 seconds")
+        self._presence: WorkerPresence | None = None
+        if self.logging:
+            self._enable_log_writer()
 
     def _store_for(self, db: Any) -> JobStore:
         # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
@@ -261,6 +292,8 @@ class Agenda:
     async def close(self) -> None:
         """Stop processing (if started), close the connection and any embedded server this Agenda started."""
         await self.stop()
+        if self._log_writer is not None:
+            await self._log_writer.close()
         if self._connected:
             await self._store.close()
             self._connected = False
@@ -291,7 +324,8 @@ class Agenda:
         Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
         ``remove_on_complete``, ``timeout`` (a run longer than this fails), ``once_per_interval`` (each
         interval of a recurring schedule runs at most once across all workers), ``history`` (record
-        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting).
+        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting), ``logging`` (write
+        this name's job log; default: the Agenda's ``logging`` setting).
         """
         if fn is None:
 
@@ -317,8 +351,11 @@ class Agenda:
         timeout: Duration | None = None,
         once_per_interval: bool = False,
         history: bool | None = None,
+        logging: bool | None = None,
     ) -> None:
         check_job_name(name)
+        if logging is not None and not isinstance(logging, bool):
+            raise InvalidInput("logging", logging, "must be True, False or None")
         if not callable(fn):
             raise InvalidInput("fn", fn, "the handler must be callable")
         if backoff is not None and not callable(backoff):
@@ -345,7 +382,10 @@ class Agenda:
             timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
             once_per_interval=bool(once_per_interval),
             history=history,
+            logging=logging,
         )
+        if logging:
+            self._enable_log_writer()
 
     @property
     def definitions(self) -> Mapping[str, JobDefinition]:
@@ -729,8 +769,12 @@ class Agenda:
             if self._processor is not None:
                 return
             await self.connect()
+            if self.name is None:
+                # Locks name their holder, so a worker that dies can be told apart from its peers.
+                self.name = default_worker_name()
             self._processor = processor = Processor(self)
             await processor.start()
+            await self._register_worker()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
@@ -748,6 +792,7 @@ class Agenda:
             await processor.stop(grace)
         finally:
             self._stopping = None
+            await self._after_processing()
 
     def hurry_stop(self) -> None:
         """Make a graceful stop in progress cancel its running jobs now (the CLI's second signal)."""
@@ -775,6 +820,7 @@ class Agenda:
         result = await processor.drain(timeout)
         if not result.timed_out:
             self._processor = None
+            await self._after_processing()
         return result
 
     async def run_due(self, names: Sequence[str] | None = None) -> RunDueResult:
@@ -885,6 +931,125 @@ class Agenda:
             for name in self._definitions
         }
 
+    # -- job logs and workers ---------------------------------------------------------------------------
+
+    def _enable_log_writer(self) -> None:
+        if self._log_writer is None:
+            self._log_writer = JobLogWriter(self, _LazyLogStore(self))
+            self._events.tap(self._log_writer.observe)
+
+    def _logs_job(self, name: str) -> bool:
+        """Whether runs of ``name`` are logged: its definition says so, else the Agenda's ``logging``."""
+        definition = self._definitions.get(name)
+        if definition is not None and definition.logging is not None:
+            return definition.logging
+        return self.logging
+
+    def _log_store(self) -> LogStore:
+        store: Any = self._store
+        if isinstance(store, MongoJobStore):
+            return MongoLogStore(store.database[self._logs_collection], ttl=self._logs_ttl)
+        logs = getattr(store, "logs", None)
+        if logs is None:
+            raise NotImplementedError(f"the job store {type(store).__name__} keeps no job logs")
+        return cast(LogStore, logs)
+
+    async def get_logs(
+        self,
+        *,
+        job_id: Any = None,
+        job_name: str | None = None,
+        level: str | Sequence[str] | None = None,
+        event: str | Sequence[str] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: Literal["asc", "desc"] = "desc",
+    ) -> JobLogsResult:
+        """Job log entries (Agenda's ``getLogs``): filtered by job id or name, level(s), event(s) and
+        time (``since``/``until``, Agenda's ``from``/``to``), newest first unless ``sort="asc"``;
+        returns ``JobLogsResult(entries, total)``. Entries still buffered by this process are written
+        first, so a run's own log is readable right after it completes."""
+        query = LogQuery.build(
+            job_id=job_id,
+            job_name=job_name,
+            level=level,
+            event=event,
+            since=None if since is None else sched.parse_when(since, field="since"),
+            until=None if until is None else sched.parse_when(until, field="until"),
+            limit=limit,
+            offset=offset,
+            sort=sort,
+        )
+        await self.connect()
+        if self._log_writer is not None:
+            await self._log_writer.flush()
+        return await self._log_store().query(query)
+
+    async def clear_logs(
+        self,
+        *,
+        job_id: Any = None,
+        job_name: str | None = None,
+        level: str | Sequence[str] | None = None,
+        event: str | Sequence[str] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> int:
+        """Delete the matching log entries (Agenda's ``clearLogs``; no filter deletes them all);
+        returns how many were deleted."""
+        query = LogQuery.build(
+            job_id=job_id,
+            job_name=job_name,
+            level=level,
+            event=event,
+            since=None if since is None else sched.parse_when(since, field="since"),
+            until=None if until is None else sched.parse_when(until, field="until"),
+        )
+        await self.connect()
+        if self._log_writer is not None:
+            await self._log_writer.flush()
+        unfiltered = query == LogQuery()
+        return await self._log_store().clear(None if unfiltered else query)
+
+    async def workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        """The workers registered in this database: live ones, then lost ones (no heartbeat for three
+        periods) with the jobs they still hold; stopped ones too with ``include_stopped``."""
+        await self.connect()
+        store: Any = self._store
+        if not isinstance(store, MongoJobStore):
+            return []
+        return await list_workers(
+            store.database,
+            jobs_collection=store.collection.name,
+            workers_collection=self._workers_collection,
+            include_stopped=include_stopped,
+        )
+
+    async def _register_worker(self) -> None:
+        store: Any = self._store
+        if not isinstance(store, MongoJobStore) or self._presence is not None:
+            return
+        presence = WorkerPresence(
+            self,
+            store.database[self._workers_collection],
+            every=self.heartbeat_every,
+            version=_package_version(),
+        )
+        self._events.tap(presence.observe)
+        self._presence = presence
+        await presence.start()
+
+    async def _after_processing(self) -> None:
+        """Once processing stopped: say goodbye in the workers list and write the pending job log."""
+        presence, self._presence = self._presence, None
+        if presence is not None:
+            self._events.untap(presence.observe)
+            await presence.stop()
+        if self._log_writer is not None:
+            await self._log_writer.flush()
+
     # -- what Job methods call ----------------------------------------------------------------------------
 
     async def _touch(self, job: Job) -> None:
@@ -917,6 +1082,41 @@ class Agenda:
     async def _refresh_run_fields(self, job: Job) -> None:
         await self.connect()
         await self._store.refresh_run_fields(job)
+
+
+def _collection_name(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not value or "$" in value or "\x00" in value or len(value) > 120:
+        raise InvalidInput(field_name, value, "must be a collection name (text without $ or NUL)")
+    return value
+
+
+class _LazyLogStore:
+    """The log store of whatever database the Agenda ends up connected to (known only after connect)."""
+
+    def __init__(self, agenda: Agenda) -> None:
+        self._agenda = agenda
+        self._indexed = False
+
+    async def _target(self) -> LogStore:
+        agenda = self._agenda
+        await agenda.connect()
+        target = agenda._log_store()
+        if not self._indexed and agenda._ensure_index:
+            self._indexed = True
+            await target.create_indexes()
+        return target
+
+    async def create_indexes(self) -> None:
+        await (await self._target()).create_indexes()
+
+    async def write(self, docs: Sequence[dict[str, Any]]) -> None:
+        await (await self._target()).write(docs)
+
+    async def query(self, query: LogQuery) -> JobLogsResult:
+        return await (await self._target()).query(query)
+
+    async def clear(self, query: LogQuery | None) -> int:
+        return await (await self._target()).clear(query)
 
 
 class _PendingStore:

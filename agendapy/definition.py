@@ -36,6 +36,8 @@ class JobDefinition:
     once_per_interval: bool = False
     #: Record every run in the run history (None: the Agenda's ``history`` setting decides).
     history: bool | None = None
+    #: Write this name's job log (None: the Agenda's ``logging`` setting decides).
+    logging: bool | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
