@@ -3,6 +3,7 @@ hold) after SIGKILL, stopped after SIGTERM; ``agendapy workers --json``; job log
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -49,8 +49,18 @@ WORKER_MODULE = textwrap.dedent(
 
 def _spawn(module_dir: Path, db_url: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agendapy", "worker", "jobmod:agenda", "--mongo-url", db_url, "--grace", "1"]
-        + list(extra),
+        [
+            sys.executable,
+            "-m",
+            "agendapy",
+            "worker",
+            "jobmod:agenda",
+            "--mongo-url",
+            db_url,
+            "--grace",
+            "1",
+            *extra,
+        ],
         cwd=module_dir,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
@@ -62,6 +72,19 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(30)
+
+
+async def _cli(*args: str) -> str:
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agendapy", "workers", *args],
+        env={**os.environ, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return str(out.stdout)
 
 
 async def _worker(agenda: Agenda, pid: int, *, include_stopped: bool = False) -> WorkerInfo | None:
@@ -119,28 +142,14 @@ async def test_a_killed_worker_is_lost_with_its_jobs_and_a_stopped_one_says_good
         survivor_info = await _worker(observer, survivor.pid)
         assert survivor_info is not None and survivor_info.state == "live"
 
-        out = subprocess.run(
-            [sys.executable, "-m", "agendapy", "workers", "--json", "--mongo-url", db_url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        listed = {entry["pid"]: entry for entry in json.loads(out.stdout)}
+        listed = {entry["pid"]: entry for entry in json.loads(await _cli("--json", "--mongo-url", db_url))}
         assert listed[victim.pid]["state"] == "lost"
         assert listed[victim.pid]["held_jobs"][0]["id"] == held.id
         assert listed[survivor.pid]["state"] == "live"
         for entry in listed.values():
             assert {"name", "host", "pid", "state", "last_seen"} <= set(entry)
 
-        text = subprocess.run(
-            [sys.executable, "-m", "agendapy", "workers", "--mongo-url", db_url],
-            env={**os.environ, "COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
+        text = await _cli("--mongo-url", db_url)
         assert "lost" in text and "holds" in text and "live" in text
 
         survivor.send_signal(signal.SIGTERM)

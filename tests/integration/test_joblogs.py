@@ -16,7 +16,9 @@ from support import EventLog
 
 
 def _logs(client: Any, db_name: str) -> Any:
-    return client[db_name].get_collection("agenda_logs", codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+    return client[db_name].get_collection(
+        "agenda_logs", codec_options=CodecOptions(tz_aware=True, tzinfo=UTC)
+    )
 
 
 async def test_a_success_writes_start_success_complete_in_agendas_shape(
@@ -39,7 +41,9 @@ async def test_a_success_writes_start_success_complete_in_agendas_shape(
     docs = [doc async for doc in _logs(client, db_name).find({"jobId": str(job.id)}).sort("_id", 1)]
     # Field for field what Agenda's MongoJobLogger stores, so Agendash reads it.
     assert set(docs[0]) == {"_id", "timestamp", "level", "event", "jobId", "jobName", "message", "agendaName"}
-    assert docs[0]["jobName"] == "greet" and docs[0]["level"] == "info" and docs[0]["message"] == "job started"
+    assert (
+        docs[0]["jobName"] == "greet" and docs[0]["level"] == "info" and docs[0]["message"] == "job started"
+    )
     assert docs[0]["agendaName"] == "logger-1"
     assert isinstance(docs[1]["duration"], int | float) and docs[1]["duration"] >= 0
     assert docs[1]["message"] == "job succeeded"
@@ -74,7 +78,9 @@ async def test_a_failure_with_retry_then_exhausted_is_logged_in_order(make_agend
     fail, retry = result.entries[1], result.entries[2]
     assert fail.level == "error" and fail.error == "boom" and fail.message == "job failed: boom"
     assert fail.fail_count == 1
-    assert retry.retry_attempt == 1 and retry.retry_delay == 50 and retry.message == "retry #1 scheduled in 50ms"
+    assert (
+        retry.retry_attempt == 1 and retry.retry_delay == 50 and retry.message == "retry #1 scheduled in 50ms"
+    )
     exhausted = result.entries[6]
     assert exhausted.level == "warn" and exhausted.fail_count == 2
     assert exhausted.message == "retry exhausted after 2 failures: boom"
