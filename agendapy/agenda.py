@@ -33,11 +33,13 @@ from .validate import (
     check_safe_filter,
 )
 from .workers import (
+    DEFAULT_ACTIVITY_COLLECTION,
     DEFAULT_WORKERS_COLLECTION,
     WorkerInfo,
     WorkerPresence,
     default_worker_name,
     list_workers,
+    recent_activity,
 )
 
 if TYPE_CHECKING:
@@ -160,6 +162,8 @@ class Agenda:
         logs_collection: the job log's collection.
         logs_ttl: how long log entries are kept (a TTL index; None keeps them, as Agenda does).
         workers_collection: where started workers register themselves (``agenda.workers()``).
+        activity_collection: per-minute counters of the fleet (runs done and failed, queue depth),
+            added to by every worker's heartbeat (``agenda.activity()``, the dashboard's charts).
         heartbeat_every: how often a started worker refreshes its entry there; it reads as lost
             after three missed refreshes.
     """
@@ -189,6 +193,7 @@ class Agenda:
         logs_collection: str = DEFAULT_LOGS_COLLECTION,
         logs_ttl: Duration | None = "14 days",
         workers_collection: str = DEFAULT_WORKERS_COLLECTION,
+        activity_collection: str = DEFAULT_ACTIVITY_COLLECTION,
         heartbeat_every: Duration = "5 seconds",
     ) -> None:
         self.name = name
@@ -230,6 +235,7 @@ class Agenda:
         self._logs_ttl = None if logs_ttl is None else sched.to_timedelta(logs_ttl, field="logs_ttl")
         self._log_writer: JobLogWriter | None = None
         self._workers_collection = _collection_name(workers_collection, "workers_collection")
+        self._activity_collection = _collection_name(activity_collection, "activity_collection")
         self.heartbeat_every = sched.to_timedelta(heartbeat_every, field="heartbeat_every")
         if self.heartbeat_every <= timedelta(0):
             raise InvalidInput("heartbeat_every", heartbeat_every, "must be more than 0 seconds")
@@ -1027,6 +1033,17 @@ class Agenda:
             include_stopped=include_stopped,
         )
 
+    async def activity(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """The fleet's last ``minutes`` minute by minute (oldest first): ``minute``, runs ``done`` and
+        ``failed`` over every worker, and ``queued`` (due jobs, sampled; None when unsampled)."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 24 * 60:
+            raise InvalidInput("minutes", minutes, "must be an int from 1 to 1440")
+        await self.connect()
+        store: Any = self._store
+        if not isinstance(store, MongoJobStore):
+            return []
+        return await recent_activity(store.database[self._activity_collection], minutes=minutes)
+
     async def _register_worker(self) -> None:
         store: Any = self._store
         if not isinstance(store, MongoJobStore) or self._presence is not None:
@@ -1034,6 +1051,7 @@ class Agenda:
         presence = WorkerPresence(
             self,
             store.database[self._workers_collection],
+            activity=store.database[self._activity_collection],
             every=self.heartbeat_every,
             version=_package_version(),
         )

@@ -29,17 +29,25 @@ if TYPE_CHECKING:
     from .agenda import Agenda
 
 __all__ = [
+    "DEFAULT_ACTIVITY_COLLECTION",
     "DEFAULT_WORKERS_COLLECTION",
     "LOST_AFTER_HEARTBEATS",
     "WorkerInfo",
     "WorkerPresence",
     "default_worker_name",
     "list_workers",
+    "recent_activity",
 ]
 
 log = logging.getLogger("agendapy")
 
 DEFAULT_WORKERS_COLLECTION = "agendaWorkers"
+#: Per-minute counters of the whole fleet: runs done and failed, and the queue depth sampled.
+DEFAULT_ACTIVITY_COLLECTION = "agendaActivity"
+#: Minute buckets are kept this long.
+_ACTIVITY_KEPT = timedelta(days=2)
+#: Each worker counts the due jobs at most this often (a count query) for the queue depth.
+_QUEUE_SAMPLE_EVERY = 15.0
 #: A worker is lost once this many heartbeats have lapsed without a refresh.
 LOST_AFTER_HEARTBEATS = 3
 #: Entries (stopped or lost workers) are removed this long after their last heartbeat.
@@ -135,6 +143,47 @@ async def ensure_worker_indexes(collection: AsyncCollection[dict[str, Any]]) -> 
         log.debug("workers TTL index not created: %s", exc)
 
 
+async def ensure_activity_indexes(collection: AsyncCollection[dict[str, Any]]) -> None:
+    try:
+        await collection.create_index(
+            [("minute", ASCENDING)],
+            name="agendapy_activity_ttl",
+            expireAfterSeconds=int(_ACTIVITY_KEPT.total_seconds()),
+        )
+    except OperationFailure as exc:
+        log.debug("activity TTL index not created: %s", exc)
+
+
+async def recent_activity(
+    collection: AsyncCollection[dict[str, Any]], *, minutes: int = 60, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """One entry per minute of the last ``minutes`` (oldest first): ``minute``, runs ``done`` and
+    ``failed`` in it over every worker, and the largest ``queued`` (due jobs) sampled in it (None
+    when no worker sampled that minute)."""
+    now = now or datetime.now(UTC)
+    last = now.replace(second=0, microsecond=0)
+    first = last - timedelta(minutes=minutes - 1)
+    found: dict[datetime, dict[str, Any]] = {}
+    async for doc in collection.find({"minute": {"$gte": first, "$lte": last}}):
+        minute = _aware(doc.get("minute"))
+        if minute is not None:
+            found[minute] = doc
+    series = []
+    for i in range(minutes):
+        minute = first + timedelta(minutes=i)
+        doc = found.get(minute, {})
+        queued = doc.get("queued")
+        series.append(
+            {
+                "minute": minute,
+                "done": _count(doc.get("done")),
+                "failed": _count(doc.get("failed")),
+                "queued": _count(queued) if queued is not None else None,
+            }
+        )
+    return series
+
+
 async def list_workers(
     database: AsyncDatabase[dict[str, Any]],
     *,
@@ -196,11 +245,15 @@ class WorkerPresence:
         agenda: Agenda,
         collection: AsyncCollection[dict[str, Any]],
         *,
+        activity: AsyncCollection[dict[str, Any]] | None = None,
         every: timedelta,
         version: str,
     ) -> None:
         self._agenda = agenda
         self._collection = collection
+        self._activity = activity
+        self._reported = (0, 0)
+        self._sampled_at: float | None = None
         self._every = max(every.total_seconds(), 0.05)
         self._version = version
         self._id = ObjectId()
@@ -238,9 +291,36 @@ class WorkerPresence:
     async def _write(self, doc: dict[str, Any]) -> None:
         await self._collection.update_one({"_id": self._id}, {"$set": doc}, upsert=True)
 
+    async def _report_activity(self) -> None:
+        """Add the runs finished since the last report to this minute's bucket, and now and then the
+        number of due jobs (one count query; the bucket keeps the largest sample)."""
+        if self._activity is None:
+            return
+        now = datetime.now(UTC)
+        minute = now.replace(second=0, microsecond=0)
+        done, failed = self.done, self.failed
+        update: dict[str, Any] = {"$setOnInsert": {"minute": minute}}
+        counts = {
+            key: value
+            for key, value in (("done", done - self._reported[0]), ("failed", failed - self._reported[1]))
+            if value
+        }
+        if counts:
+            update["$inc"] = counts
+        clock = asyncio.get_running_loop().time()
+        if self._sampled_at is None or clock - self._sampled_at >= _QUEUE_SAMPLE_EVERY:
+            update["$max"] = {"queued": await self._agenda.store.queue_size(now)}
+            self._sampled_at = clock
+        if len(update) == 1:
+            return
+        await self._activity.update_one({"_id": minute}, update, upsert=True)
+        self._reported = (done, failed)
+
     async def start(self) -> None:
         """Register (one write; a failure is logged, the heartbeat tries again) and start refreshing."""
         await ensure_worker_indexes(self._collection)
+        if self._activity is not None:
+            await ensure_activity_indexes(self._activity)
         try:
             await self._write(self._document())
         except Exception as exc:
@@ -253,6 +333,7 @@ class WorkerPresence:
             await asyncio.sleep(self._every)
             try:
                 await self._write(self._document())
+                await self._report_activity()
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -270,3 +351,5 @@ class WorkerPresence:
         goodbye = {**self._document(), "state": "stopped", "stoppedAt": datetime.now(UTC)}
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._write(goodbye), timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._report_activity(), timeout)
