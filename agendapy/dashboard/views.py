@@ -309,7 +309,7 @@ async def fleet(agenda: Agenda) -> list[dict[str, Any]]:
     for worker in found:
         row = worker.to_json()
         row["runs"] = ", ".join(worker.definitions)
-        row["held"] = ", ".join(f"{job['name']} ({job['id']})" for job in worker.held_jobs)
+        row["held"] = ", ".join(job["name"] for job in worker.held_jobs)
         rows.append(row)
     return rows
 
