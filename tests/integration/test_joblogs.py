@@ -196,3 +196,16 @@ async def test_the_memory_store_keeps_logs_too() -> None:
     assert await agenda.clear_logs(job_name="mem", level="error") == 1
     assert (await agenda.get_logs()).total == 3
     await agenda.close()
+
+
+async def test_a_new_logs_ttl_replaces_the_old_one(make_agenda: Any, client: Any, db_name: str) -> None:
+    for ttl, days in (("2 days", 2), ("3 days", 3)):
+        agenda = await make_agenda(logging=True, logs_ttl=ttl)
+        agenda.define("x", lambda job: None)
+        events = EventLog(agenda, "complete")
+        await agenda.start()
+        await agenda.now("x")
+        await events.wait("complete")
+        await agenda.stop()
+        indexes = await _logs(client, db_name).index_information()
+        assert indexes["agendapy_logs_ttl"]["expireAfterSeconds"] == days * 86400
