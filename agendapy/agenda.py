@@ -299,7 +299,7 @@ class Agenda:
         """Stop processing (if started), close the connection and any embedded server this Agenda started."""
         await self.stop()
         if self._log_writer is not None:
-            await self._log_writer.close()
+            await self._log_writer.close(timeout=2.0)
         if self._connected:
             await self._store.close()
             self._connected = False
@@ -1066,7 +1066,7 @@ class Agenda:
             self._events.untap(presence.observe)
             await presence.stop()
         if self._log_writer is not None:
-            await self._log_writer.flush()
+            await self._log_writer.flush(timeout=1.0)
 
     # -- what Job methods call ----------------------------------------------------------------------------
 

@@ -393,12 +393,13 @@ class JobLogWriter:
             self._pending.popleft()
             self._dropped += 1
         self._pending.append(doc)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            # First entry, or the Agenda moved to another event loop (its old writer cannot run).
+            self._wake, self._idle = asyncio.Event(), asyncio.Event()
+            self._task = loop.create_task(self._writing(), name="agendapy: job log writer")
         self._idle.clear()
         self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._writing(), name="agendapy: job log writer"
-            )
 
     def _entry(self, event: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
         job: Job
@@ -506,8 +507,9 @@ class JobLogWriter:
 
     async def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every entry so far is written (False if ``timeout`` passed first)."""
-        if not self._pending:
-            return True
+        task = self._task
+        if not self._pending or task is None or task.get_loop() is not asyncio.get_running_loop():
+            return not self._pending
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
         return not self._pending
@@ -517,7 +519,7 @@ class JobLogWriter:
         await self.flush(timeout)
         if self._pending:
             log.warning("%d job log entries were not written before close", len(self._pending))
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -342,14 +342,17 @@ class WorkerPresence:
                 if failures == 1:
                     log.warning("worker heartbeat failed (%s); retrying", exc)
 
-    async def stop(self, timeout: float = 2.0) -> None:
-        """Stop refreshing and say goodbye (state ``stopped``), within ``timeout`` seconds."""
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Stop refreshing and say goodbye (state ``stopped``) with the last counts, within ``timeout``
+        seconds (a stop must stay quick when the database is away: the entry then turns lost)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        goodbye = {**self._document(), "state": "stopped", "stoppedAt": datetime.now(UTC)}
+
+        async def goodbye() -> None:
+            await self._write({**self._document(), "state": "stopped", "stoppedAt": datetime.now(UTC)})
+            await self._report_activity()
+
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._write(goodbye), timeout)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._report_activity(), timeout)
+            await asyncio.wait_for(goodbye(), timeout)
