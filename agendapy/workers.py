@@ -184,6 +184,16 @@ async def recent_activity(
     return series
 
 
+async def server_time(database: AsyncDatabase[dict[str, Any]]) -> datetime:
+    """The database server's clock (``hello``'s ``localTime``), else this host's."""
+    try:
+        reply = await database.command("hello")
+    except Exception as exc:
+        log.debug("no server time (%s); using this host's clock", exc)
+        return datetime.now(UTC)
+    return _aware(reply.get("localTime")) or datetime.now(UTC)
+
+
 async def list_workers(
     database: AsyncDatabase[dict[str, Any]],
     *,
@@ -192,8 +202,11 @@ async def list_workers(
     include_stopped: bool = False,
     now: datetime | None = None,
 ) -> list[WorkerInfo]:
-    """The registered workers, live first, then lost (with the jobs they still hold), newest first."""
-    now = now or datetime.now(UTC)
+    """The registered workers, live first, then lost (with the jobs they still hold), newest first.
+
+    Heartbeats are stamped with the database server's clock, and compared with it here, so hosts whose
+    clocks disagree do not see each other as lost."""
+    now = now or await server_time(database)
     docs = [doc async for doc in database[workers_collection].find({}).sort("lastSeen", -1).limit(1000)]
     workers: list[WorkerInfo] = []
     for doc in docs:
@@ -285,11 +298,13 @@ class WorkerPresence:
             "done": self.done,
             "failed": self.failed,
             "state": "running",
-            "lastSeen": datetime.now(UTC),
         }
 
     async def _write(self, doc: dict[str, Any]) -> None:
-        await self._collection.update_one({"_id": self._id}, {"$set": doc}, upsert=True)
+        # lastSeen comes from the server's clock: readers compare it with that clock too.
+        await self._collection.update_one(
+            {"_id": self._id}, {"$set": doc, "$currentDate": {"lastSeen": True}}, upsert=True
+        )
 
     async def _report_activity(self) -> None:
         """Add the runs finished since the last report to this minute's bucket, and now and then the

@@ -27,7 +27,7 @@ WORKER_MODULE = textwrap.dedent(
 
     agenda = Agenda(
         process_every=0.05,
-        heartbeat_every=0.2,
+        heartbeat_every=0.5,
         default_lock_lifetime="10 minutes",
         logging=True,
     )
@@ -139,8 +139,12 @@ async def test_a_killed_worker_is_lost_with_its_jobs_and_a_stopped_one_says_good
         assert lost is not None
         assert [job["id"] for job in lost.held_jobs] == [held.id]
         assert lost.held_jobs[0]["name"] == "hold"
-        survivor_info = await _worker(observer, survivor.pid)
-        assert survivor_info is not None and survivor_info.state == "live"
+
+        async def survivor_live() -> bool:
+            info = await _worker(observer, survivor.pid)
+            return info is not None and info.state == "live"
+
+        await wait_until(survivor_live, timeout=30, interval=0.1)
 
         listed = {entry["pid"]: entry for entry in json.loads(await _cli("--json", "--mongo-url", db_url))}
         assert listed[victim.pid]["state"] == "lost"

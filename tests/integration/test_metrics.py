@@ -112,7 +112,7 @@ async def test_gauges_show_running_locked_and_queue_depth(agenda: Agenda) -> Non
 
 
 async def test_worker_gauges_show_the_fleet_live_and_lost(make_agenda: Any) -> None:
-    agenda = await make_agenda(name="gauged-1", heartbeat_every=0.2)
+    agenda = await make_agenda(name="gauged-1", heartbeat_every=1.0)
     registry = CollectorRegistry()
     metrics = instrument(agenda, registry, refresh_every=0)
     agenda.define("work", lambda job: None)
