@@ -121,13 +121,19 @@ class WorkerInfo:
         }
 
 
+def _period(value: Any) -> float:
+    """A stored heartbeat period in seconds (5 when missing or not a sane number)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 86400:
+        return float(value)
+    return 5.0
+
+
 def worker_state(doc: dict[str, Any], now: datetime) -> WorkerState:
     """live, stopped, or lost (no heartbeat for ``LOST_AFTER_HEARTBEATS`` periods)."""
     if doc.get("state") == "stopped":
         return "stopped"
     last_seen = _aware(doc.get("lastSeen"))
-    every = doc.get("heartbeatEvery")
-    every = float(every) if isinstance(every, int | float) and every > 0 else 5.0
+    every = _period(doc.get("heartbeatEvery"))
     if last_seen is None or now - last_seen > timedelta(seconds=every * LOST_AFTER_HEARTBEATS):
         return "lost"
     return "live"
@@ -236,7 +242,7 @@ async def list_workers(
                 started_at=_aware(doc.get("startedAt")),
                 last_seen=_aware(doc.get("lastSeen")),
                 state=state,
-                heartbeat_every=float(doc.get("heartbeatEvery") or 0.0),
+                heartbeat_every=_period(doc.get("heartbeatEvery")),
                 definitions=[str(d) for d in definitions] if isinstance(definitions, list) else [],
                 running=_count(doc.get("running")),
                 locked=_count(doc.get("locked")),
