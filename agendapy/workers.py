@@ -273,6 +273,7 @@ class WorkerPresence:
         self._activity = activity
         self._reported = (0, 0)
         self._sampled_at: float | None = None
+        self._registered = False
         self._every = max(every.total_seconds(), 0.05)
         self._version = version
         self._id = ObjectId()
@@ -337,13 +338,18 @@ class WorkerPresence:
         await self._activity.update_one({"_id": minute}, update, upsert=True)
         self._reported = (done, failed)
 
-    async def start(self) -> None:
-        """Register (one write; a failure is logged, the heartbeat tries again) and start refreshing."""
+    async def _register(self) -> None:
         await ensure_worker_indexes(self._collection)
         if self._activity is not None:
             await ensure_activity_indexes(self._activity)
+        await self._write(self._document())
+        self._registered = True
+
+    async def start(self) -> None:
+        """Register and start refreshing. Never fails the worker's start: with the database away, the
+        heartbeat registers it once it is back."""
         try:
-            await self._write(self._document())
+            await self._register()
         except Exception as exc:
             log.warning("registering this worker failed (%s); retrying with the heartbeat", exc)
         self._task = asyncio.create_task(self._heartbeat(), name="agendapy: worker heartbeat")
@@ -353,7 +359,10 @@ class WorkerPresence:
         while True:
             await asyncio.sleep(self._every)
             try:
-                await self._write(self._document())
+                if self._registered:
+                    await self._write(self._document())
+                else:
+                    await self._register()
                 await self._report_activity()
                 failures = 0
             except asyncio.CancelledError:

@@ -106,3 +106,30 @@ async def test_heartbeats_count_the_fleets_activity_per_minute(make_agenda: Any)
     minutes = await agenda.activity(3)
     assert len(minutes) == 3 and minutes[0]["minute"] < minutes[-1]["minute"]
     assert any(m["queued"] is not None for m in minutes)
+
+
+async def test_a_failed_registration_never_fails_start_and_the_heartbeat_retries(
+    make_agenda: Any, monkeypatch: Any
+) -> None:
+    from pymongo.errors import AutoReconnect
+
+    import agendapy.workers as workers_module
+
+    real_indexes = workers_module.ensure_worker_indexes
+    failures = [1]
+
+    async def flaky_indexes(collection: Any) -> None:
+        if failures:
+            failures.pop()
+            raise AutoReconnect("database away")
+        await real_indexes(collection)
+
+    monkeypatch.setattr(workers_module, "ensure_worker_indexes", flaky_indexes)
+    agenda = await make_agenda(name="late-1", heartbeat_every=0.1)
+    await agenda.start()  # must not raise
+    assert agenda.is_running
+
+    async def registered() -> bool:
+        return await _mine(agenda) is not None
+
+    await wait_until(registered)
