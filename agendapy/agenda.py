@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
+from pymongo.errors import OperationFailure
+
 from . import schedule as sched
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobNotFound, NotRunning, UnknownJob
@@ -1120,8 +1122,13 @@ class _LazyLogStore:
         await agenda.connect()
         target = agenda._log_store()
         if not self._indexed and agenda._ensure_index:
+            try:
+                await target.create_indexes()
+            except OperationFailure as exc:
+                # The server refused an index (say, a TTL it cannot change): log, and write anyway.
+                log.warning("job log indexes not created: %s", exc)
+            # A connection error propagates: the writer retries the batch, and the indexes with it.
             self._indexed = True
-            await target.create_indexes()
         return target
 
     async def create_indexes(self) -> None:

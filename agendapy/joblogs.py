@@ -5,9 +5,10 @@ Agenda writes (``start``, ``success``, ``fail``, ``complete``, ``retry``, ``retr
 ``expired``), in the same document shape, so Agendash and other Node tools read them.
 
 The entries come from the job events (no change to how a run works), go into an in-process buffer
-and are written by one background task in batches: a run never waits for its log, and because one task
-writes the buffer in order with ordered inserts, the entries of a job are stored in the order they
-happened. A TTL index bounds the collection (Agenda itself keeps logs forever).
+and are written by one background task in batches: a run never waits for its log. Each entry gets its
+``_id`` when the event happens, and readers sort by ``timestamp`` then ``_id``, so the entries of a job
+read back in the order they happened, and a batch retried after a lost reply is not stored twice. A TTL
+index bounds the collection (Agenda itself keeps logs forever).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from .errors import InvalidInput
 from .validate import check_job_name
@@ -294,8 +295,16 @@ class MongoLogStore:
                 )
 
     async def write(self, docs: Sequence[dict[str, Any]]) -> None:
-        if docs:
-            await self._collection.insert_many(list(docs), ordered=True)
+        if not docs:
+            return
+        try:
+            await self._collection.insert_many(list(docs), ordered=False)
+        except BulkWriteError as exc:
+            # Entries carry their _id from the start, so a retry after a lost reply finds the ones
+            # already stored as duplicates: those are written, and only other errors count.
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(error.get("code") != 11000 for error in errors):
+                raise
 
     async def query(self, query: LogQuery) -> JobLogsResult:
         where = query.mongo_filter()
@@ -468,6 +477,9 @@ class JobLogWriter:
         else:
             return None
         doc: dict[str, Any] = {
+            # Made here, in event order: it orders entries of the same millisecond, and makes a
+            # retried write idempotent.
+            "_id": ObjectId(),
             "timestamp": datetime.now(UTC),
             **{key: value for key, value in base.items() if value is not None},
             "jobName": job.name,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from bson import CodecOptions
+from bson import CodecOptions, ObjectId
 
 from agendapy import Agenda, InvalidInput, Job, backoff
 from agendapy.testing import MemoryJobStore, run_until_idle
@@ -209,3 +209,24 @@ async def test_a_new_logs_ttl_replaces_the_old_one(make_agenda: Any, client: Any
         await agenda.stop()
         indexes = await _logs(client, db_name).index_information()
         assert indexes["agendapy_logs_ttl"]["expireAfterSeconds"] == days * 86400
+
+
+async def test_a_batch_retried_after_a_lost_reply_is_not_stored_twice(make_agenda: Any) -> None:
+    agenda = await make_agenda()
+    store = agenda._log_store()
+    await store.create_indexes()
+    docs = [
+        {
+            "_id": ObjectId(),
+            "timestamp": datetime.now(UTC),
+            "level": "info",
+            "event": e,
+            "jobName": "r",
+            "message": e,
+        }
+        for e in ("start", "success", "complete")
+    ]
+    await store.write(docs[:2])  # stored; pretend the reply was lost
+    await store.write(docs)  # the writer's retry of the whole batch
+    result = await agenda.get_logs(job_name="r", sort="asc")
+    assert [e.event for e in result.entries] == ["start", "success", "complete"]
