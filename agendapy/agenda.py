@@ -139,7 +139,9 @@ class Agenda:
             ``$AGENDAPY_MONGO_URL``, else the embedded database (needs the ``embedded`` extra) with
             its files in ``.agendapy/db``.
         collection: the jobs collection (Agenda's ``agendaJobs``).
-        name: this worker's name, written to ``lastModifiedBy``.
+        name: this worker's name, written to ``lastModifiedBy`` and to the workers list; when not
+            given, ``start()`` names it ``<host>-<pid>`` (each process needs its own: a lost worker's
+            jobs are found by its name).
         process_every: how often to look for due jobs ("5 seconds", seconds, or a timedelta).
         max_concurrency: runs at once in this process, over all names.
         default_concurrency: runs at once per name, unless ``define`` says otherwise.
@@ -232,7 +234,7 @@ class Agenda:
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
         self._embedded: EmbeddedServer | None = None
-        self.logging = bool(logging)
+        self._logging = bool(logging)
         self._logs_collection = _collection_name(logs_collection, "logs_collection")
         self._logs_ttl = None if logs_ttl is None else sched.to_timedelta(logs_ttl, field="logs_ttl")
         self._log_writer: JobLogWriter | None = None
@@ -242,7 +244,7 @@ class Agenda:
         if self.heartbeat_every <= timedelta(0):
             raise InvalidInput("heartbeat_every", heartbeat_every, "must be more than 0 seconds")
         self._presence: WorkerPresence | None = None
-        if self.logging:
+        if self._logging:
             self._enable_log_writer()
 
     def _store_for(self, db: Any) -> JobStore:
@@ -941,6 +943,17 @@ class Agenda:
 
     # -- job logs and workers ---------------------------------------------------------------------------
 
+    @property
+    def logging(self) -> bool:
+        """Whether runs are logged to the job log (``define(..., logging=...)`` overrides it per name)."""
+        return self._logging
+
+    @logging.setter
+    def logging(self, value: bool) -> None:
+        self._logging = bool(value)
+        if self._logging:
+            self._enable_log_writer()
+
     def _enable_log_writer(self) -> None:
         if self._log_writer is None:
             self._log_writer = JobLogWriter(self, _LazyLogStore(self))
@@ -951,7 +964,7 @@ class Agenda:
         definition = self._definitions.get(name)
         if definition is not None and definition.logging is not None:
             return definition.logging
-        return self.logging
+        return self._logging
 
     def _log_store(self) -> LogStore:
         store: Any = self._store

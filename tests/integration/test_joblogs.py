@@ -230,3 +230,14 @@ async def test_a_batch_retried_after_a_lost_reply_is_not_stored_twice(make_agend
     await store.write(docs)  # the writer's retry of the whole batch
     result = await agenda.get_logs(job_name="r", sort="asc")
     assert [e.event for e in result.entries] == ["start", "success", "complete"]
+
+
+async def test_logging_can_be_turned_on_after_construction(make_agenda: Any) -> None:
+    agenda = await make_agenda()
+    agenda.logging = True
+    agenda.define("late", lambda job: None)
+    events = EventLog(agenda, "complete")
+    await agenda.start()
+    await agenda.now("late")
+    await events.wait("complete")
+    assert (await agenda.get_logs(job_name="late")).total == 3
