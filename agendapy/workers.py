@@ -200,6 +200,30 @@ async def server_time(database: AsyncDatabase[dict[str, Any]]) -> datetime:
     return _aware(reply.get("localTime")) or datetime.now(UTC)
 
 
+async def _held_jobs(
+    jobs: AsyncCollection[dict[str, Any]], names: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The locked jobs of the given workers (by ``lastModifiedBy``), at most 100 each: one query for all."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    if not names:
+        return held
+    cursor = jobs.find(
+        {"lastModifiedBy": {"$in": names}, "lockedAt": {"$ne": None}},
+        {"name": 1, "lockedAt": 1, "lastModifiedBy": 1},
+    ).limit(_HELD_JOBS_SHOWN * len(names))
+    async for doc in cursor:
+        mine = held.setdefault(str(doc.get("lastModifiedBy")), [])
+        if len(mine) < _HELD_JOBS_SHOWN:
+            mine.append(
+                {
+                    "id": str(doc["_id"]),
+                    "name": str(doc.get("name")),
+                    "locked_at": _aware(doc.get("lockedAt")),
+                }
+            )
+    return held
+
+
 async def list_workers(
     database: AsyncDatabase[dict[str, Any]],
     *,
@@ -215,22 +239,16 @@ async def list_workers(
     now = now or await server_time(database)
     docs = [doc async for doc in database[workers_collection].find({}).sort("lastSeen", -1).limit(1000)]
     workers: list[WorkerInfo] = []
-    for doc in docs:
-        state = worker_state(doc, now)
+    states = [worker_state(doc, now) for doc in docs]
+    lost_names = sorted(
+        {str(doc.get("name") or "") for doc, s in zip(docs, states, strict=True) if s == "lost"} - {""}
+    )
+    held_by = await _held_jobs(database[jobs_collection], lost_names)
+    for doc, state in zip(docs, states, strict=True):
         if state == "stopped" and not include_stopped:
             continue
         name = str(doc.get("name") or "")
-        held: list[dict[str, Any]] = []
-        if state == "lost" and name:
-            cursor = (
-                database[jobs_collection]
-                .find({"lastModifiedBy": name, "lockedAt": {"$ne": None}}, {"name": 1, "lockedAt": 1})
-                .limit(_HELD_JOBS_SHOWN)
-            )
-            held = [
-                {"id": str(d["_id"]), "name": str(d.get("name")), "locked_at": _aware(d.get("lockedAt"))}
-                async for d in cursor
-            ]
+        held = held_by.get(name, []) if state == "lost" else []
         definitions = doc.get("definitions")
         workers.append(
             WorkerInfo(
