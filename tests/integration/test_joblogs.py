@@ -3,6 +3,7 @@ clear_logs; the same API on the in-memory store."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -241,3 +242,26 @@ async def test_logging_can_be_turned_on_after_construction(make_agenda: Any) -> 
     await agenda.now("late")
     await events.wait("complete")
     assert (await agenda.get_logs(job_name="late")).total == 3
+
+
+async def test_a_lock_taken_over_is_logged_as_expired(make_agenda: Any, jobs_collection: Any) -> None:
+    agenda = await make_agenda(logging=True)
+    finish = asyncio.Event()
+
+    @agenda.define("victim", lock_lifetime=0.3)
+    async def victim(job: Job) -> None:
+        await asyncio.wait_for(finish.wait(), 10)
+
+    events = EventLog(agenda, "start", "lock lost", "complete")
+    job = await agenda.now("victim")
+    await agenda.start()
+    await events.wait("start")
+    thief_lock = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    await jobs_collection.update_one({"_id": ObjectId(job.id)}, {"$set": {"lockedAt": thief_lock}})
+    await events.wait("lock lost")
+    finish.set()
+    await events.wait("complete")
+    entries = (await agenda.get_logs(job_id=job.id, sort="asc")).entries
+    assert [e.event for e in entries] == ["start", "expired", "fail", "complete"]
+    expired = entries[1]
+    assert expired.level == "warn" and expired.message == "job expired (lock lifetime exceeded)"
