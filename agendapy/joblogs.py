@@ -55,6 +55,8 @@ _EVENTS: tuple[str, ...] = get_args(LogEvent)
 #: that is away for long must not grow the worker's memory without bound.
 _MAX_BUFFER = 10_000
 _MAX_BATCH = 500
+#: The job events that make a log entry (``lock lost`` is Agenda's ``expired``).
+_LOGGED_EVENTS = frozenset({"start", "success", "fail", "complete", "retry", "retry exhausted", "lock lost"})
 _MAX_LIMIT = 10_000
 
 
@@ -338,11 +340,10 @@ class MemoryLogStore:
         self.documents.extend(dict(doc) for doc in docs)
 
     async def query(self, query: LogQuery) -> JobLogsResult:
-        matched = [doc for doc in self.documents if query.matches(doc)]
-        # Stable sort on time keeps insertion order among equal timestamps, as _id does in MongoDB.
-        matched.sort(key=lambda doc: doc["timestamp"], reverse=query.sort == "desc")
-        if query.sort == "desc":
-            matched = _reverse_ties(matched)
+        # Insertion order breaks ties between equal timestamps, as _id does in MongoDB.
+        ranked = [(doc["timestamp"], i, doc) for i, doc in enumerate(self.documents) if query.matches(doc)]
+        ranked.sort(key=lambda item: item[:2], reverse=query.sort == "desc")
+        matched = [doc for _, _, doc in ranked]
         page = matched[query.offset : query.offset + query.limit]
         return JobLogsResult(entries=[entry_from_document(doc) for doc in page], total=len(matched))
 
@@ -351,19 +352,6 @@ class MemoryLogStore:
         removed = len(self.documents) - len(kept)
         self.documents = kept
         return removed
-
-
-def _reverse_ties(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # sorted(reverse=True) keeps equal keys in insertion order; newest-first wants them reversed too.
-    out: list[dict[str, Any]] = []
-    group: list[dict[str, Any]] = []
-    for doc in docs:
-        if group and group[0]["timestamp"] != doc["timestamp"]:
-            out.extend(reversed(group))
-            group = []
-        group.append(doc)
-    out.extend(reversed(group))
-    return out
 
 
 def _ms(start: datetime | None, end: datetime | None) -> float | None:
@@ -395,8 +383,13 @@ class JobLogWriter:
 
     def observe(self, event: str, args: tuple[Any, ...]) -> None:
         """The event tap: build the entry for a lifecycle event of a logged job."""
+        if event not in _LOGGED_EVENTS:
+            return
+        job = args[1] if event in ("fail", "retry exhausted") else args[0]
+        if not self._agenda._logs_job(job.name):
+            return
         doc = self._entry(event, args)
-        if doc is None or not self._agenda._logs_job(doc["jobName"]):
+        if doc is None:
             return
         if len(self._pending) >= _MAX_BUFFER:
             self._pending.popleft()
