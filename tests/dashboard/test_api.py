@@ -852,7 +852,7 @@ async def test_read_only_hides_and_refuses_every_write(
     agenda: Agenda, jobs_collection: Any, make_client: MakeClient
 ) -> None:
     job = await agenda.schedule(ago(60), "report")
-    await set_fields(jobs_collection, job, failedAt=ago(1), lastFinishedAt=ago(1), failReason="x")
+    await set_fields(jobs_collection, job, lastFinishedAt=ago(1), failedAt=ago(1), failReason="x")
     http = await make_client(read_only=True)
 
     pages = [await http.get(path) for path in ("/", "/jobs", f"/jobs/{job.id}", "/workers")]

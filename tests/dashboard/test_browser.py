@@ -118,7 +118,7 @@ async def test_overview_filter_open_run_now_and_see_it_complete(make_agenda: Any
     await agenda.every("5 minutes", "heartbeat", skip_immediate=True)
     failed = await agenda.schedule("in 1 hour", "import users")
     await set_fields(
-        agenda_collection(agenda), failed, failedAt=ago(5), lastFinishedAt=ago(5), failReason="bad CSV"
+        agenda_collection(agenda), failed, lastFinishedAt=ago(5), failedAt=ago(5), failReason="bad CSV"
     )
     await agenda.start()
 
@@ -176,7 +176,7 @@ async def test_late_jobs_and_tracebacks_show_and_follow_live_updates(make_agenda
     orphan = await agenda.schedule(ago(600), "orphan task")
     stack = 'Traceback (most recent call last):\n  File "app.py", line 9, in orphan\nKeyError: "user"'
     await set_fields(
-        agenda_collection(agenda), orphan, failedAt=ago(700), lastFinishedAt=ago(700), failStack=stack
+        agenda_collection(agenda), orphan, lastFinishedAt=ago(700), failedAt=ago(700), failStack=stack
     )
 
     async with (
@@ -272,8 +272,8 @@ async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -
     await set_fields(
         agenda_collection(agenda),
         failed,
-        failedAt=ago(5),
         lastFinishedAt=ago(5),
+        failedAt=ago(5),  # after lastFinishedAt, even across a millisecond: the job reads as failed
         failReason="bad CSV",
         failCount=2,
     )
