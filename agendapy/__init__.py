@@ -30,9 +30,11 @@ from .errors import (
     UnsafeQuery,
 )
 from .job import Job, JobState
+from .joblogs import JobLogEntry, JobLogsResult
 from .processor import DrainResult
 from .runner import RetryDetails
 from .store.runs import RunRecord
+from .workers import WorkerInfo
 
 __all__ = [
     "Agenda",
@@ -51,6 +53,8 @@ __all__ = [
     "InvalidTimezone",
     "Job",
     "JobFailed",
+    "JobLogEntry",
+    "JobLogsResult",
     "JobNotFound",
     "JobState",
     "JobTimeout",
@@ -64,5 +68,6 @@ __all__ = [
     "RunningStats",
     "UnknownJob",
     "UnsafeQuery",
+    "WorkerInfo",
     "backoff",
 ]

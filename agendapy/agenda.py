@@ -13,6 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
+from pymongo.errors import OperationFailure
+
 from . import schedule as sched
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
@@ -20,6 +22,7 @@ from .events import EventEmitter
 from .fleet_events import FleetEvents
 from .fork import DEFAULT_METHOD, ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
+from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, JobLogWriter, LogQuery, LogStore, MongoLogStore
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
@@ -35,6 +38,15 @@ from .validate import (
     check_priority,
     check_safe_filter,
     parse_priority,
+)
+from .workers import (
+    DEFAULT_ACTIVITY_COLLECTION,
+    DEFAULT_WORKERS_COLLECTION,
+    WorkerInfo,
+    WorkerPresence,
+    default_worker_name,
+    list_workers,
+    recent_activity,
 )
 
 if TYPE_CHECKING:
@@ -149,7 +161,9 @@ class Agenda:
             ``$AGENDAPY_MONGO_URL``, else the embedded database (needs the ``embedded`` extra) with
             its files in ``.agendapy/db``.
         collection: the jobs collection (Agenda's ``agendaJobs``).
-        name: this worker's name, written to ``lastModifiedBy``.
+        name: this worker's name, written to ``lastModifiedBy`` and to the workers list; when not
+            given, ``start()`` names it ``<host>-<pid>`` (each process needs its own: a lost worker's
+            jobs are found by its name).
         process_every: how often to look for due jobs ("5 seconds", seconds, or a timedelta).
         max_concurrency: runs at once in this process, over all names.
         default_concurrency: runs at once per name, unless ``define`` says otherwise.
@@ -178,6 +192,15 @@ class Agenda:
             the job passed has ``job.remote`` True and ``job.worker``). See ``agendapy.fleet_events``.
         fork_method: how forked jobs (``define(..., fork=True)``) start their child process:
             "forkserver" (default where available: cheap) or "spawn" (a fresh interpreter).
+        logging: write Agenda 6.2's job lifecycle log (``agenda_logs``) for every job name
+            (``define(..., logging=...)`` overrides it per name); read it with ``get_logs``.
+        logs_collection: the job log's collection.
+        logs_ttl: how long log entries are kept (a TTL index; None keeps them, as Agenda does).
+        workers_collection: where started workers register themselves (``agenda.workers()``).
+        activity_collection: per-minute counters of the fleet (runs done and failed, queue depth),
+            added to by every worker's heartbeat (``agenda.activity()``, the dashboard's charts).
+        heartbeat_every: how often a started worker refreshes its entry there; it reads as lost
+            after three missed refreshes.
     """
 
     def __init__(
@@ -204,6 +227,12 @@ class Agenda:
         state_write_window: Duration = 0.005,
         fleet_events: bool = False,
         fork_method: ForkMethod | None = None,
+        logging: bool = False,
+        logs_collection: str = DEFAULT_LOGS_COLLECTION,
+        logs_ttl: Duration | None = "14 days",
+        workers_collection: str = DEFAULT_WORKERS_COLLECTION,
+        activity_collection: str = DEFAULT_ACTIVITY_COLLECTION,
+        heartbeat_every: Duration = "5 seconds",
     ) -> None:
         self.name = name
         self.process_every = sched.to_timedelta(process_every, field="process_every")
@@ -252,6 +281,18 @@ class Agenda:
         self._start_lock = asyncio.Lock()
         self._embedded: EmbeddedLease | None = None
         self._embedded_watch: asyncio.Task[None] | None = None
+        self._logging = bool(logging)
+        self._logs_collection = _collection_name(logs_collection, "logs_collection")
+        self._logs_ttl = None if logs_ttl is None else sched.to_timedelta(logs_ttl, field="logs_ttl")
+        self._log_writer: JobLogWriter | None = None
+        self._workers_collection = _collection_name(workers_collection, "workers_collection")
+        self._activity_collection = _collection_name(activity_collection, "activity_collection")
+        self.heartbeat_every = sched.to_timedelta(heartbeat_every, field="heartbeat_every")
+        if self.heartbeat_every <= timedelta(0):
+            raise InvalidInput("heartbeat_every", heartbeat_every, "must be more than 0 seconds")
+        self._presence: WorkerPresence | None = None
+        if self._logging:
+            self._enable_log_writer()
 
     def _store_for(self, db: Any) -> JobStore:
         # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
@@ -328,6 +369,8 @@ class Agenda:
         """Stop processing (if started), close the connection and leave the embedded server (it stops
         shortly after the last process using it has left)."""
         await self.stop()
+        if self._log_writer is not None:
+            await self._log_writer.close(timeout=2.0)
         watch, self._embedded_watch = self._embedded_watch, None
         if watch is not None and not watch.done():
             watch.cancel()
@@ -370,7 +413,8 @@ class Agenda:
         interval of a recurring schedule runs at most once across all workers), ``history`` (record
         every run in ``agenda.runs()``; default: the Agenda's ``history`` setting), ``fork`` (run
         each job in a child process that imports ``fn`` by its module path: ``fn`` must be a
-        module-level function outside ``__main__``).
+        module-level function outside ``__main__``), ``logging`` (write this name's job log; default:
+        the Agenda's ``logging`` setting).
         """
         if fn is None:
 
@@ -397,8 +441,11 @@ class Agenda:
         once_per_interval: bool = False,
         history: bool | None = None,
         fork: bool = False,
+        logging: bool | None = None,
     ) -> None:
         check_job_name(name)
+        if logging is not None and not isinstance(logging, bool):
+            raise InvalidInput("logging", logging, "must be True, False or None")
         if not callable(fn):
             raise InvalidInput("fn", fn, "the handler must be callable")
         if not isinstance(fork, bool):
@@ -430,7 +477,10 @@ class Agenda:
             once_per_interval=bool(once_per_interval),
             history=history,
             fork=fork,
+            logging=logging,
         )
+        if logging:
+            self._enable_log_writer()
 
     @property
     def definitions(self) -> Mapping[str, JobDefinition]:
@@ -832,6 +882,9 @@ class Agenda:
             if self._processor is not None:
                 return
             await self.connect()
+            if self.name is None:
+                # Locks name their holder, so a worker that dies can be told apart from its peers.
+                self.name = default_worker_name()
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
             await self._events.emit("worker start")
@@ -840,6 +893,7 @@ class Agenda:
             if self.fleet_events and self._fleet is None:
                 self._fleet = FleetEvents(self)
                 await self._fleet.start()
+            await self._register_worker()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
@@ -860,6 +914,7 @@ class Agenda:
             await processor.stop(grace)
         finally:
             self._stopping = None
+            await self._after_processing()
 
     def hurry_stop(self) -> None:
         """Make a graceful stop in progress cancel its running jobs now (the CLI's second signal)."""
@@ -888,6 +943,7 @@ class Agenda:
         result = await processor.drain(timeout)
         if not result.timed_out:
             self._processor = None
+            await self._after_processing()
         return result
 
     async def run_due(self, names: Sequence[str] | None = None) -> RunDueResult:
@@ -1053,6 +1109,148 @@ class Agenda:
             for name in self._definitions
         }
 
+    # -- job logs and workers ---------------------------------------------------------------------------
+
+    @property
+    def logging(self) -> bool:
+        """Whether runs are logged to the job log (``define(..., logging=...)`` overrides it per name)."""
+        return self._logging
+
+    @logging.setter
+    def logging(self, value: bool) -> None:
+        self._logging = bool(value)
+        if self._logging:
+            self._enable_log_writer()
+
+    def _enable_log_writer(self) -> None:
+        if self._log_writer is None:
+            self._log_writer = JobLogWriter(self, _LazyLogStore(self))
+            self._events.tap(self._log_writer.observe)
+
+    def _logs_job(self, name: str) -> bool:
+        """Whether runs of ``name`` are logged: its definition says so, else the Agenda's ``logging``."""
+        definition = self._definitions.get(name)
+        if definition is not None and definition.logging is not None:
+            return definition.logging
+        return self._logging
+
+    def _log_store(self) -> LogStore:
+        store: Any = self._store
+        if isinstance(store, MongoJobStore):
+            return MongoLogStore(store.database[self._logs_collection], ttl=self._logs_ttl)
+        logs = getattr(store, "logs", None)
+        if logs is None:
+            raise NotImplementedError(f"the job store {type(store).__name__} keeps no job logs")
+        return cast(LogStore, logs)
+
+    async def get_logs(
+        self,
+        *,
+        job_id: Any = None,
+        job_name: str | None = None,
+        level: str | Sequence[str] | None = None,
+        event: str | Sequence[str] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: Literal["asc", "desc"] = "desc",
+    ) -> JobLogsResult:
+        """Job log entries (Agenda's ``getLogs``): filtered by job id or name, level(s), event(s) and
+        time (``since``/``until``, Agenda's ``from``/``to``), newest first unless ``sort="asc"``;
+        returns ``JobLogsResult(entries, total)``. Entries still buffered by this process are written
+        first, so a run's own log is readable right after it completes."""
+        query = LogQuery.build(
+            job_id=job_id,
+            job_name=job_name,
+            level=level,
+            event=event,
+            since=None if since is None else sched.parse_when(since, field="since"),
+            until=None if until is None else sched.parse_when(until, field="until"),
+            limit=limit,
+            offset=offset,
+            sort=sort,
+        )
+        await self.connect()
+        if self._log_writer is not None:
+            await self._log_writer.flush()
+        return await self._log_store().query(query)
+
+    async def clear_logs(
+        self,
+        *,
+        job_id: Any = None,
+        job_name: str | None = None,
+        level: str | Sequence[str] | None = None,
+        event: str | Sequence[str] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> int:
+        """Delete the matching log entries (Agenda's ``clearLogs``; no filter deletes them all);
+        returns how many were deleted."""
+        query = LogQuery.build(
+            job_id=job_id,
+            job_name=job_name,
+            level=level,
+            event=event,
+            since=None if since is None else sched.parse_when(since, field="since"),
+            until=None if until is None else sched.parse_when(until, field="until"),
+        )
+        await self.connect()
+        if self._log_writer is not None:
+            await self._log_writer.flush()
+        unfiltered = query == LogQuery()
+        return await self._log_store().clear(None if unfiltered else query)
+
+    async def workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        """The workers registered in this database: live ones, then lost ones (no heartbeat for three
+        periods) with the jobs they still hold; stopped ones too with ``include_stopped``."""
+        await self.connect()
+        store: Any = self._store
+        if not isinstance(store, MongoJobStore):
+            return []
+        return await list_workers(
+            store.database,
+            jobs_collection=store.collection.name,
+            workers_collection=self._workers_collection,
+            include_stopped=include_stopped,
+        )
+
+    async def activity(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """The fleet's last ``minutes`` minute by minute (oldest first): ``minute``, runs ``done`` and
+        ``failed`` over every worker, and ``queued`` (due jobs, sampled; None when unsampled)."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 24 * 60:
+            raise InvalidInput("minutes", minutes, "must be an int from 1 to 1440")
+        await self.connect()
+        store: Any = self._store
+        if not isinstance(store, MongoJobStore):
+            return []
+        return await recent_activity(store.database[self._activity_collection], minutes=minutes)
+
+    async def _register_worker(self) -> None:
+        store: Any = self._store
+        if not isinstance(store, MongoJobStore) or self._presence is not None:
+            return
+        presence = WorkerPresence(
+            self,
+            store.database[self._workers_collection],
+            activity=store.database[self._activity_collection],
+            every=self.heartbeat_every,
+            version=_package_version(),
+        )
+        self._events.tap(presence.observe)
+        self._presence = presence
+        await presence.start()
+
+    async def _after_processing(self) -> None:
+        """Once processing stopped: say goodbye in the workers list and write the pending job log."""
+        presence, self._presence = self._presence, None
+        if presence is not None:
+            self._events.untap(presence.observe)
+            await presence.stop()
+        if self._log_writer is not None:
+            await self._log_writer.flush(timeout=1.0)
+
     # -- what Job methods call ----------------------------------------------------------------------------
 
     async def _touch(self, job: Job) -> None:
@@ -1097,6 +1295,46 @@ def _finished_since(before: Job, now: Job) -> bool:
     if now.locked_at is not None or now.last_finished_at is None:
         return False
     return before.last_finished_at is None or now.last_finished_at > before.last_finished_at
+
+
+def _collection_name(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not value or "$" in value or "\x00" in value or len(value) > 120:
+        raise InvalidInput(field_name, value, "must be a collection name (text without $ or NUL)")
+    return value
+
+
+class _LazyLogStore:
+    """The log store of whatever database the Agenda ends up connected to (known only after connect)."""
+
+    def __init__(self, agenda: Agenda) -> None:
+        self._agenda = agenda
+        self._indexed = False
+
+    async def _target(self) -> LogStore:
+        agenda = self._agenda
+        await agenda.connect()
+        target = agenda._log_store()
+        if not self._indexed and agenda._ensure_index:
+            try:
+                await target.create_indexes()
+            except OperationFailure as exc:
+                # The server refused an index (say, a TTL it cannot change): log, and write anyway.
+                log.warning("job log indexes not created: %s", exc)
+            # A connection error propagates: the writer retries the batch, and the indexes with it.
+            self._indexed = True
+        return target
+
+    async def create_indexes(self) -> None:
+        await (await self._target()).create_indexes()
+
+    async def write(self, docs: Sequence[dict[str, Any]]) -> None:
+        await (await self._target()).write(docs)
+
+    async def query(self, query: LogQuery) -> JobLogsResult:
+        return await (await self._target()).query(query)
+
+    async def clear(self, query: LogQuery | None) -> int:
+        return await (await self._target()).clear(query)
 
 
 class _PendingStore:

@@ -32,6 +32,7 @@ from .job import Job, JobState
 from .log_config import LEVELS, bind_job_context, configure_logging
 from .runner import handler_threads_running
 from .store.runs import RunRecord
+from .workers import WorkerInfo
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -289,6 +290,7 @@ def main() -> None:
       jobs purge TARGET        delete the jobs whose names TARGET does not define
       schedule NAME [WHEN]     create a job: now, at a date, or --every INTERVAL
       stats                    jobs per name and state, and how many are due
+      workers                  worker processes: live, lost (with the jobs they hold), stopped
       dashboard TARGET         serve the web dashboard
 
     TARGET is MODULE:ATTR naming your Agenda (or a function returning one), e.g. myapp.jobs:agenda.
@@ -773,6 +775,25 @@ def stats(source: Source, as_json: bool) -> None:
         out.print_json({"overview": overview, "queue_size": due, "defined": defined})
         return
     out.print_stats(overview, due, defined)
+
+
+@main.command()
+@database_options
+@click.option("--all", "include_stopped", is_flag=True, help="Include workers that stopped (last day).")
+@json_option
+def workers(source: Source, include_stopped: bool, as_json: bool) -> None:
+    """Worker processes registered in the database: live ones, and lost ones (no heartbeat for three
+    periods) with the jobs whose locks they still hold.
+    """
+
+    async def work(agenda: Agenda) -> list[WorkerInfo]:
+        return await agenda.workers(include_stopped=include_stopped)
+
+    found = _with_agenda(source, work)
+    if as_json:
+        out.print_json([worker.to_json() for worker in found])
+        return
+    out.print_workers(found, datetime.now(UTC))
 
 
 @main.command()

@@ -26,6 +26,7 @@ from ._terminal import json_printable, printable
 from .agenda import RunDueResult
 from .job import Job
 from .store.runs import RunRecord
+from .workers import WorkerInfo
 
 __all__ = [
     "OVERVIEW_COLUMNS",
@@ -270,6 +271,49 @@ def print_stats(overview: list[dict[str, Any]], due: int, defined: list[str] | N
     out = console()
     out.print(table)
     out.print(f"due now (nextRunAt before now, Agenda's queue size): {due}", markup=False)
+
+
+def print_workers(workers: list[WorkerInfo], now: datetime) -> None:
+    """``workers``: one row per worker; a lost worker's held jobs under it."""
+    if not workers:
+        say("no workers registered (a worker registers itself when it starts)")
+        return
+    colours = {"live": "green", "lost": "red", "stopped": "dim"}
+    table = Table()
+    counts = ("pid", "running", "locked", "done", "failed")
+    for column in ("name", "state", "host", "pid", "version", "running", "locked", "done", "failed"):
+        table.add_column(column, justify="right" if column in counts else "left")
+    table.add_column("last seen")
+    table.add_column("runs")
+    for worker in workers:
+        table.add_row(
+            escape(worker.name),
+            f"[{colours[worker.state]}]{worker.state}[/]",
+            escape(worker.host),
+            str(worker.pid),
+            escape(worker.version),
+            str(worker.running),
+            str(worker.locked),
+            str(worker.done),
+            str(worker.failed),
+            _short(worker.last_seen, now),
+            escape(", ".join(worker.definitions)),
+        )
+        for held in worker.held_jobs:
+            table.add_row(
+                f"  [red]holds[/] {escape(held['name'])} ({escape(held['id'])})",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                _short(held["locked_at"], now),
+                "",
+            )
+    console().print(table)
 
 
 def print_run_due(result: RunDueResult, as_json: bool) -> None:

@@ -38,6 +38,8 @@ class JobDefinition:
     history: bool | None = None
     #: Run each job of this name in a child process (see ``agendapy.fork``).
     fork: bool = False
+    #: Write this name's job log (None: the Agenda's ``logging`` setting decides).
+    logging: bool | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:

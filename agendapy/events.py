@@ -42,6 +42,16 @@ class EventEmitter:
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[tuple[Callable[..., Any], bool]]] = {}
+        self._taps: list[Callable[[str, tuple[Any, ...]], None]] = []
+
+    def tap(self, observer: Callable[[str, tuple[Any, ...]], None]) -> None:
+        """Add an internal observer of every job event (job logs, worker counters): called first,
+        synchronously, with the base event name and its arguments; ``off`` does not remove it."""
+        self._taps.append(observer)
+
+    def untap(self, observer: Callable[[str, tuple[Any, ...]], None]) -> None:
+        """Remove an observer added with :meth:`tap`."""
+        self._taps = [tap for tap in self._taps if tap is not observer]
 
     def on(self, event: str, listener: L | None = None) -> Any:
         """Add a listener; without one, return a decorator that adds the function it decorates."""
@@ -98,8 +108,17 @@ class EventEmitter:
                 log.exception("listener for %r raised", event)
                 await self.emit("error", exc)
 
-    async def emit_job_event(self, event: str, job_name: str, *args: Any) -> None:
-        """Emit ``event`` and then ``event:<job name>``, with the same arguments."""
+    async def emit_job_event(self, event: str, job_name: str, *args: Any, remote: bool = False) -> None:
+        """Emit ``event`` and then ``event:<job name>``, with the same arguments.
+
+        ``remote``: the run happened in another process (fleet events). Listeners hear it; the internal
+        observers do not, since they log and count this process's own runs.
+        """
+        for observer in () if remote else self._taps:
+            try:
+                observer(event, args)
+            except Exception:
+                log.exception("observer of %r raised", event)
         await self.emit(event, *args)
         await self.emit(f"{event}:{job_name}", *args)
 

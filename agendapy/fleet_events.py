@@ -171,12 +171,12 @@ class FleetEvents:
         for event in events:
             if event == "fail":
                 failure = RemoteFailure(job.fail_reason or "failed")
-                await emit("fail", job.name, failure, job)
+                await emit("fail", job.name, failure, job, remote=True)
                 details = _retry_details(job, failure)
                 if details is not None:
-                    await emit("retry", job.name, job, details)
+                    await emit("retry", job.name, job, details, remote=True)
             else:
-                await emit(event, job.name, job)
+                await emit(event, job.name, job, remote=True)
 
 
 def _top_level(updated: Mapping[str, Any]) -> dict[str, Any]:

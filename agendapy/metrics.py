@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .agenda import Agenda
     from .job import Job
     from .runner import RetryDetails
+    from .workers import WorkerInfo
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -78,6 +79,8 @@ class Snapshot:
     locked: dict[str, int] = field(default_factory=dict)
     queue_depth: int | None = None
     refreshed_at: float | None = None  # Unix time
+    #: The registered workers of the whole fleet (None: not read yet).
+    workers: tuple[WorkerInfo, ...] | None = None
 
 
 class AgendaMetrics:
@@ -212,8 +215,19 @@ class AgendaMetrics:
                 depth = await agenda.store.queue_size(datetime.now(UTC))
             except RuntimeError:  # not connected: nothing to count yet
                 depth = self._snapshot.queue_depth
+        workers = self._snapshot.workers
+        if agenda._connected:
+            try:
+                workers = tuple(await agenda.workers())
+            except Exception as exc:
+                log.debug("could not read the workers for the metrics: %s", exc)
         self._snapshot = Snapshot(
-            names=names, running=running, locked=locked, queue_depth=depth, refreshed_at=time.time()
+            names=names,
+            running=running,
+            locked=locked,
+            queue_depth=depth,
+            refreshed_at=time.time(),
+            workers=workers,
         )
 
     def _ensure_refreshing(self) -> None:
@@ -281,6 +295,41 @@ class _StateCollector:
     def __init__(self, metrics: AgendaMetrics) -> None:
         self._metrics = metrics
 
+    def _worker_families(self) -> dict[str, GaugeMetricFamily]:
+        core = importlib.import_module("prometheus_client.core")
+        m = self._metrics
+        prefix = f"{m.namespace}_" if m.namespace else ""
+        labels = ["worker", "host", "pid"]
+        return {
+            "count": core.GaugeMetricFamily(
+                f"{prefix}workers",
+                "Registered worker processes of the whole fleet, by state (live, lost).",
+                labels=["state"],
+            ),
+            "up": core.GaugeMetricFamily(
+                f"{prefix}worker_up", "1 while a registered worker is live, 0 once it is lost.", labels=labels
+            ),
+            "running": core.GaugeMetricFamily(
+                f"{prefix}worker_jobs_running", "Runs in progress, per worker.", labels=labels
+            ),
+            "locked": core.GaugeMetricFamily(
+                f"{prefix}worker_jobs_locked", "Jobs held locked, per worker.", labels=labels
+            ),
+            "done": core.GaugeMetricFamily(
+                f"{prefix}worker_runs_done",
+                "Runs a worker finished successfully since it started.",
+                labels=labels,
+            ),
+            "failed": core.GaugeMetricFamily(
+                f"{prefix}worker_runs_failed", "Runs that failed in a worker since it started.", labels=labels
+            ),
+            "last_seen": core.GaugeMetricFamily(
+                f"{prefix}worker_last_seen_timestamp_seconds",
+                "A worker's last heartbeat (Unix time).",
+                labels=labels,
+            ),
+        }
+
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         core = importlib.import_module("prometheus_client.core")
         m = self._metrics
@@ -308,6 +357,7 @@ class _StateCollector:
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield from self._families()
+        yield from self._worker_families().values()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         running, locked, depth, refreshed = self._families()
@@ -323,6 +373,23 @@ class _StateCollector:
         if snapshot.refreshed_at is not None:
             refreshed.add_metric([], snapshot.refreshed_at)
             yield refreshed
+        if snapshot.workers is not None:
+            yield from self._collect_workers(snapshot.workers)
+
+    def _collect_workers(self, workers: tuple[WorkerInfo, ...]) -> Iterator[GaugeMetricFamily]:
+        families = self._worker_families()
+        for state in ("live", "lost"):
+            families["count"].add_metric([state], sum(1 for w in workers if w.state == state))
+        for worker in workers:
+            labels = [worker.name, worker.host, str(worker.pid)]
+            families["up"].add_metric(labels, 1 if worker.state == "live" else 0)
+            families["running"].add_metric(labels, worker.running)
+            families["locked"].add_metric(labels, worker.locked)
+            families["done"].add_metric(labels, worker.done)
+            families["failed"].add_metric(labels, worker.failed)
+            if worker.last_seen is not None:
+                families["last_seen"].add_metric(labels, worker.last_seen.timestamp())
+        yield from families.values()
 
 
 def instrument(

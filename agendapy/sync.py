@@ -30,7 +30,9 @@ from pymongo.database import Database
 from .agenda import Agenda, JobsResult, RunDueResult
 from .errors import AgendaError, InvalidInput
 from .job import Job, JobState
+from .joblogs import JobLogsResult
 from .store.runs import RunRecord
+from .workers import WorkerInfo
 
 __all__ = ["SyncAgenda", "SyncAgendaClosed"]
 
@@ -427,6 +429,20 @@ class SyncAgenda:
         return self._call(
             lambda: self.agenda.runs(name, since=since, until=until, status=status, limit=limit)
         )
+
+    # -- job logs and workers ----------------------------------------------------------------------
+
+    def get_logs(self, **query: Any) -> JobLogsResult:
+        """Job log entries (``Agenda.get_logs``, the same keyword filters)."""
+        return self._call(lambda: self.agenda.get_logs(**query))
+
+    def clear_logs(self, **query: Any) -> int:
+        """Delete job log entries (``Agenda.clear_logs``, the same keyword filters)."""
+        return self._call(lambda: self.agenda.clear_logs(**query))
+
+    def workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        """The registered worker processes (``Agenda.workers``)."""
+        return self._call(lambda: self.agenda.workers(include_stopped=include_stopped))
 
     def run_due(self, names: Sequence[str] | None = None) -> RunDueResult:
         """Run the jobs due now (of ``names`` or every defined name) and wait for them: for cron scripts."""

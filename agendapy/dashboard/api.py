@@ -100,7 +100,8 @@ async def job_payload(request: Request, job_id: str) -> dict[str, Any]:
     # Whether the Agenda this dashboard was built for defines the name (None: it defines nothing, so
     # it is a bare viewer and cannot tell).
     defined_here = job.name in agenda.definitions if agenda.definitions else None
-    return {"job": views.job_detail(job, _now()), "runs": runs, "defined_here": defined_here}
+    logs = await views.job_logs(agenda, job.id or job_id)
+    return {"job": views.job_detail(job, _now()), "runs": runs, "defined_here": defined_here, "logs": logs}
 
 
 async def get_job(request: Request) -> Response:
@@ -120,6 +121,14 @@ async def get_runs(request: Request) -> Response:
 async def get_workers(request: Request) -> Response:
     """``GET /api/workers``: locked jobs grouped by the worker holding them."""
     return SafeJSONResponse(await views.workers(dashboard_of(request).agenda, _now()))
+
+
+async def get_activity(request: Request) -> Response:
+    """``GET /api/activity``: the last hour minute by minute (runs done, failed, queue depth) and the
+    overview charts' geometry."""
+    series = await dashboard_of(request).agenda.activity(60)
+    charts = views.activity_charts(series)
+    return SafeJSONResponse({"activity": views.jsonable(series), "charts": charts, "now": views.iso(_now())})
 
 
 async def get_events(request: Request) -> Response:
@@ -160,5 +169,6 @@ def api_routes() -> list[BaseRoute]:
         Route("/api/jobs/{job_id}/{action}", post_action, methods=["POST"]),
         Route("/api/runs", get_runs, methods=["GET"]),
         Route("/api/workers", get_workers, methods=["GET"]),
+        Route("/api/activity", get_activity, methods=["GET"]),
         Route("/api/events", get_events, methods=["GET"]),
     ]

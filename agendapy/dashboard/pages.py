@@ -60,6 +60,7 @@ async def overview_page(request: Request) -> Response:
         "overview",
         overview=await views.overview(agenda),
         process=await views.process_stats(agenda),
+        charts=views.activity_charts(await agenda.activity(60)),
         states=views.OVERVIEW_STATES,
     )
 

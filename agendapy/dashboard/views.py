@@ -24,9 +24,12 @@ __all__ = [
     "FILTER_STATES",
     "OVERVIEW_STATES",
     "SafeJSONResponse",
+    "activity_charts",
     "dumps",
+    "fleet",
     "is_late",
     "job_detail",
+    "job_logs",
     "job_summary",
     "jsonable",
     "late_jobs",
@@ -306,6 +309,88 @@ async def workers(agenda: Agenda, now: datetime) -> dict[str, Any]:
         ],
         "locked": len(locked),
         "process": await process_stats(agenda),
+        "fleet": await fleet(agenda),
+    }
+
+
+async def fleet(agenda: Agenda) -> list[dict[str, Any]]:
+    """The registered worker processes (live, then lost with the jobs they hold, then stopped)."""
+    found = await agenda.workers(include_stopped=True)
+    rows = []
+    for worker in found:
+        row = worker.to_json()
+        row["runs"] = ", ".join(worker.definitions)
+        row["held"] = ", ".join(job["name"] for job in worker.held_jobs)
+        rows.append(row)
+    return rows
+
+
+async def job_logs(agenda: Agenda, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest job log entries of one job (Agenda's ``agenda_logs``), newest first."""
+    try:
+        result = await agenda.get_logs(job_id=job_id, limit=limit)
+    except NotImplementedError:  # a job store without a job log
+        return []
+    return [
+        {
+            "timestamp": iso(entry.timestamp),
+            "level": entry.level,
+            "event": entry.event,
+            "message": entry.message,
+            "duration": None if entry.duration is None else entry.duration / 1000,
+            "agenda_name": entry.agenda_name,
+        }
+        for entry in result.entries
+    ]
+
+
+#: The charts' drawing box (SVG user units); the page scales it to its width.
+CHART_WIDTH = 600
+CHART_HEIGHT = 120
+
+
+def _bars(values: list[int]) -> tuple[list[dict[str, float]], int]:
+    top = max([*values, 1])
+    slot = CHART_WIDTH / max(len(values), 1)
+    bars = []
+    for i, value in enumerate(values):
+        height = round(value / top * (CHART_HEIGHT - 4), 2)
+        bars.append(
+            {
+                "x": round(i * slot + 1, 2),
+                "y": round(CHART_HEIGHT - height, 2),
+                "w": round(max(slot - 2, 1), 2),
+                "h": height,
+                "v": value,
+            }
+        )
+    return bars, top
+
+
+def activity_charts(series: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput, failures and queue depth per minute, as SVG geometry (bars and a line) that the
+    template draws and the page script redraws: no chart library, nothing inline to run."""
+    done = [entry["done"] for entry in series]
+    failed = [entry["failed"] for entry in series]
+    queued = [entry["queued"] for entry in series]
+    done_bars, done_top = _bars(done)
+    failed_bars, failed_top = _bars(failed)
+    known = [q for q in queued if q is not None]
+    queue_top = max([*known, 1])
+    slot = CHART_WIDTH / max(len(series), 1)
+    points = " ".join(
+        f"{round(i * slot + slot / 2, 2)},{round(CHART_HEIGHT - q / queue_top * (CHART_HEIGHT - 4), 2)}"
+        for i, q in enumerate(queued)
+        if q is not None
+    )
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "from": iso(series[0]["minute"]) if series else None,
+        "to": iso(series[-1]["minute"]) if series else None,
+        "throughput": {"bars": done_bars, "max": done_top, "total": sum(done)},
+        "failures": {"bars": failed_bars, "max": failed_top, "total": sum(failed)},
+        "queue": {"points": points, "max": queue_top, "last": known[-1] if known else None},
     }
 
 

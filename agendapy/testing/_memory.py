@@ -20,6 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
+from ..joblogs import MemoryLogStore
 from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
 from ..store.queries import CLAIM_SORT, criteria_filter, lock_fields, query_filter, query_sort
 from ..store.schema import (
@@ -98,6 +99,7 @@ class MemoryJobStore:
         self._lock = threading.RLock()
         self._docs: dict[Any, dict[str, Any]] = {}
         self._runs = MemoryRunStore(ttl=history_ttl, keep_per_name=history_keep)
+        self._logs = MemoryLogStore()
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Change]]] = []
 
     def __repr__(self) -> str:
@@ -117,6 +119,11 @@ class MemoryJobStore:
         self._runs.clear()
 
     # -- the JobStore protocol ------------------------------------------------------------------
+
+    @property
+    def logs(self) -> MemoryLogStore:
+        """Job log entries (``agenda.get_logs``), in a list."""
+        return self._logs
 
     @property
     def runs(self) -> MemoryRunStore:

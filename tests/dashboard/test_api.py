@@ -338,6 +338,42 @@ async def test_workers_groups_locks_by_worker(
     assert "worker-b" in page.text
 
 
+async def test_the_fleet_job_log_and_activity_through_the_api(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    held = await agenda.schedule(ago(10), "export")
+    await set_fields(jobs_collection, held, lockedAt=ago(3600), lastModifiedBy="<b>gone</b>")
+    database = jobs_collection.database
+    await database["agendaWorkers"].insert_one(
+        {"name": "<b>gone</b>", "host": "h", "pid": 3, "heartbeatEvery": 5.0, "lastSeen": ago(600)}
+    )
+    agenda.logging = True
+    agenda.define("noisy", lambda job: None)
+    noisy = await agenda.now("noisy")
+    await agenda.run_due(["noisy"])
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    await database["agendaActivity"].insert_one(
+        {"_id": minute, "minute": minute, "done": 7, "failed": 2, "queued": 4}
+    )
+
+    fleet = (await http.get("/api/workers")).json()["fleet"]
+    assert [(w["name"], w["state"], w["held"]) for w in fleet] == [("<b>gone</b>", "lost", "export")]
+    page = await http.get("/workers")
+    assert "&lt;b&gt;gone&lt;/b&gt;" in page.text and "<b>gone</b>" not in page.text
+
+    job = (await http.get(f"/api/jobs/{noisy.id}")).json()
+    assert [entry["event"] for entry in job["logs"]] == ["complete", "success", "start"]
+    assert "job succeeded" in (await http.get(f"/jobs/{noisy.id}")).text
+
+    activity = (await http.get("/api/activity")).json()
+    assert len(activity["activity"]) == 60 and activity["activity"][-1]["done"] == 7
+    charts = activity["charts"]
+    assert charts["throughput"]["total"] == 7 and charts["failures"]["total"] == 2
+    assert charts["queue"]["last"] == 4 and charts["queue"]["points"]
+    overview = await http.get("/")
+    assert 'id="chart-throughput"' in overview.text and "<rect" in overview.text
+
+
 async def test_process_stats_show_when_this_process_runs_a_worker(
     agenda: Agenda, http: httpx.AsyncClient
 ) -> None:
@@ -829,7 +865,7 @@ async def test_read_only_hides_and_refuses_every_write(
     agenda: Agenda, jobs_collection: Any, make_client: MakeClient
 ) -> None:
     job = await agenda.schedule(ago(60), "report")
-    await set_fields(jobs_collection, job, failedAt=ago(1), lastFinishedAt=ago(1), failReason="x")
+    await set_fields(jobs_collection, job, lastFinishedAt=ago(1), failedAt=ago(1), failReason="x")
     http = await make_client(read_only=True)
 
     pages = [await http.get(path) for path in ("/", "/jobs", f"/jobs/{job.id}", "/workers")]

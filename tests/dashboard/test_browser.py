@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from dashboard_support import ago, running_server, set_fields
 
 from agendapy import Agenda, Job
 from agendapy.dashboard import create_app
+
+from support import wait_until
 
 #: The Debian package's browser (``apt-get install chromium``); never ``playwright install``.
 CHROMIUM = Path(os.environ.get("AGENDAPY_CHROMIUM", "/usr/bin/chromium"))
@@ -115,7 +118,7 @@ async def test_overview_filter_open_run_now_and_see_it_complete(make_agenda: Any
     await agenda.every("5 minutes", "heartbeat", skip_immediate=True)
     failed = await agenda.schedule("in 1 hour", "import users")
     await set_fields(
-        agenda_collection(agenda), failed, failedAt=ago(5), lastFinishedAt=ago(5), failReason="bad CSV"
+        agenda_collection(agenda), failed, lastFinishedAt=ago(5), failedAt=ago(5), failReason="bad CSV"
     )
     await agenda.start()
 
@@ -173,7 +176,7 @@ async def test_late_jobs_and_tracebacks_show_and_follow_live_updates(make_agenda
     orphan = await agenda.schedule(ago(600), "orphan task")
     stack = 'Traceback (most recent call last):\n  File "app.py", line 9, in orphan\nKeyError: "user"'
     await set_fields(
-        agenda_collection(agenda), orphan, failedAt=ago(700), lastFinishedAt=ago(700), failStack=stack
+        agenda_collection(agenda), orphan, lastFinishedAt=ago(700), failedAt=ago(700), failStack=stack
     )
 
     async with (
@@ -197,14 +200,80 @@ async def test_late_jobs_and_tracebacks_show_and_follow_live_updates(make_agenda
         await expect(page.locator("h1 .tag.paused")).to_be_visible()
 
 
+async def test_workers_page_job_log_and_overview_charts(make_agenda: Any, browser: Any) -> None:
+    agenda: Agenda = await make_agenda(name="worker-1", logging=True, heartbeat_every=0.2)
+
+    @agenda.define("flaky")
+    async def flaky(job: Job) -> None:
+        raise RuntimeError("disk full")
+
+    @agenda.define("fine")
+    async def fine(job: Job) -> None:
+        return None
+
+    held = await agenda.schedule(ago(3000), "export ledger")
+    await set_fields(agenda_collection(agenda), held, lockedAt=ago(2400), lastModifiedBy="billing-2")
+    workers = agenda.store.database["agendaWorkers"]  # type: ignore[attr-defined]
+    # A worker that died long ago (holding "export ledger"), and one that will stop refreshing now.
+    await workers.insert_one(
+        {"name": "billing-2", "host": "h2", "pid": 11, "heartbeatEvery": 5.0, "lastSeen": ago(600)}
+    )
+    await workers.insert_one(
+        {"name": "fading-3", "host": "h3", "pid": 12, "heartbeatEvery": 0.5, "lastSeen": ago(0)}
+    )
+    await agenda.start()
+    failing = await agenda.now("flaky")
+    for _ in range(3):
+        await agenda.now("fine")
+
+    async def counted() -> bool:
+        minutes = await agenda.activity(2)
+        return sum(m["done"] for m in minutes) >= 3 and sum(m["failed"] for m in minutes) >= 1
+
+    await wait_until(counted, timeout=30)
+
+    async with (
+        running_server(create_app(agenda, live_interval=0.2, insecure_no_auth=True)) as url,
+        watched_page(browser) as watched,
+    ):
+        page = watched.page
+        await page.goto(f"{url}/")
+        await expect(page.locator("#chart-throughput rect")).not_to_have_count(0)
+        await expect(page.locator("#chart-failures rect")).not_to_have_count(0)
+        await expect(page.locator('[data-chart-total="throughput"]')).to_have_text("3")
+        await expect(page.locator('[data-chart-line="queue"]')).to_have_attribute("points", re.compile(r"\d"))
+
+        await page.goto(f"{url}/workers")
+        rows = page.locator("#fleet-rows tr")
+        await expect(rows).to_have_count(3)
+        mine = rows.filter(has_text="worker-1")
+        await expect(mine.locator(".badge")).to_have_text("live")
+        await expect(mine).to_contain_text("fine, flaky")
+        lost = rows.filter(has_text="billing-2")
+        await expect(lost.locator(".badge")).to_have_text("lost")
+        await expect(lost.locator('[data-field="held"]')).to_have_text("export ledger")
+        # No heartbeat from fading-3: the open page turns it lost by itself.
+        await expect(rows.filter(has_text="fading-3").locator(".badge")).to_have_text("lost")
+        await expect(mine.locator(".badge")).to_have_text("live")
+
+        await page.goto(f"{url}/jobs/{failing.id}")
+        log_rows = page.locator("#log-rows tr")
+        await expect(log_rows).to_have_count(3)
+        await expect(log_rows.nth(0)).to_contain_text("complete")
+        await expect(log_rows.nth(1).locator(".badge")).to_have_text("error")
+        await expect(log_rows.nth(1)).to_contain_text("job failed: disk full")
+        await expect(log_rows.nth(2)).to_contain_text("job started")
+        await expect(log_rows.nth(2)).to_contain_text("worker-1")
+
+
 async def test_retry_disable_enable_and_delete(make_agenda: Any, browser: Any) -> None:
     agenda: Agenda = await make_agenda()
     failed = await agenda.schedule("in 1 hour", "import users", {"file": "users.csv"})
     await set_fields(
         agenda_collection(agenda),
         failed,
-        failedAt=ago(5),
         lastFinishedAt=ago(5),
+        failedAt=ago(5),  # after lastFinishedAt, even across a millisecond: the job reads as failed
         failReason="bad CSV",
         failCount=2,
     )
@@ -288,7 +357,7 @@ async def test_sign_in_link_sets_a_session_and_leaves_the_address(agenda: Agenda
 
 @pytest.mark.skipif(os.environ.get("AGENDAPY_SCREENSHOTS") != "1", reason="set AGENDAPY_SCREENSHOTS=1")
 async def test_screenshots(make_agenda: Any, browser: Any) -> None:
-    agenda: Agenda = await make_agenda(name="worker-1", history="all")
+    agenda: Agenda = await make_agenda(name="worker-1", history="all", logging=True, heartbeat_every=0.2)
     release = asyncio.Event()
 
     @agenda.define("send invoice")
@@ -320,6 +389,38 @@ async def test_screenshots(make_agenda: Any, browser: Any) -> None:
         collection, stuck, lockedAt=ago(2400), lastRunAt=ago(2400), lastModifiedBy="billing-2", progress=20
     )
     await agenda.now("import users", {"file": "s3://uploads/users-2026-11.csv"})
+    database = agenda.store.database  # type: ignore[attr-defined]
+    # The worker that held "export ledger" died a while ago; the last hour's traffic of a small fleet.
+    await database["agendaWorkers"].insert_one(
+        {
+            "name": "billing-2",
+            "host": "billing-7f9c",
+            "pid": 4121,
+            "version": "0.9.0",
+            "heartbeatEvery": 5.0,
+            "startedAt": ago(86000),
+            "lastSeen": ago(2390),
+            "definitions": ["export ledger", "send invoice"],
+            "running": 1,
+            "locked": 1,
+            "done": 1812,
+            "failed": 7,
+            "state": "running",
+        }
+    )
+    this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    await database["agendaActivity"].insert_many(
+        [
+            {
+                "_id": this_minute - timedelta(minutes=m),
+                "minute": this_minute - timedelta(minutes=m),
+                "done": 20 + (m * 7) % 13 + (15 if 20 <= m <= 28 else 0),
+                "failed": 2 if m % 11 == 3 else 0,
+                "queued": 3 + (m * 5) % 9 + (25 - abs(24 - m) if 20 <= m <= 28 else 0),
+            }
+            for m in range(1, 60)
+        ]
+    )
     await agenda.start()
 
     async def settled() -> bool:

@@ -55,6 +55,27 @@ async def test_a_remote_success_reaches_a_process_that_defines_nothing(
     assert watcher.definitions == {}
 
 
+async def test_remote_runs_are_neither_logged_nor_counted_as_this_processs_own(make_agenda: Any) -> None:
+    # Both write job logs: the worker logs its run once; the listening process must not log it again.
+    watcher: Agenda = await make_agenda(fleet_events=True, logging=True, name="web")
+    worker: Agenda = await make_agenda(logging=True, name="worker-1")
+    await watcher.start()
+    events = EventLog(watcher, "complete")
+
+    async def greet(job: Job) -> None:
+        return None
+
+    worker.define("greet", greet)
+    await worker.start()
+    job = await watcher.now("greet")
+    await events.wait("complete", timeout=30)
+    await watcher.stop()  # flushes the watcher's log writer, so anything it would write is written
+    await worker.stop()
+    result = await worker.get_logs(job_id=job.id, sort="asc")
+    assert [entry.event for entry in result.entries] == ["start", "success", "complete"]
+    assert {entry.agenda_name for entry in result.entries} == {"worker-1"}
+
+
 async def test_each_run_of_a_job_is_heard_once(watcher: Agenda, worker: Agenda) -> None:
     """A second run writes the first run's end fields again: they must not count as a new end."""
     events = EventLog(watcher, "start:twice", "success:twice", "complete:twice", "complete:after")

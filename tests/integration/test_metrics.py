@@ -111,6 +111,43 @@ async def test_gauges_show_running_locked_and_queue_depth(agenda: Agenda) -> Non
     metrics.close()
 
 
+async def test_worker_gauges_show_the_fleet_live_and_lost(make_agenda: Any) -> None:
+    agenda = await make_agenda(name="gauged-1", heartbeat_every=1.0)
+    registry = CollectorRegistry()
+    metrics = instrument(agenda, registry, refresh_every=0)
+    agenda.define("work", lambda job: None)
+    workers = agenda.store.database["agendaWorkers"]  # type: ignore[attr-defined]
+    await workers.insert_one(
+        {"name": "gone-2", "host": "h2", "pid": 7, "heartbeatEvery": 1.0, "lastSeen": None}
+    )
+    log = EventLog(agenda, "complete")
+    await agenda.start()
+    await agenda.now("work")
+    await log.wait("complete")
+
+    async def reported() -> bool:
+        await metrics.refresh()
+        return registry.get_sample_value("agendapy_worker_runs_done", _labels(agenda)) == 1
+
+    await wait_until(reported)
+    assert registry.get_sample_value("agendapy_workers", {"state": "live"}) == 1
+    assert registry.get_sample_value("agendapy_workers", {"state": "lost"}) == 1
+    assert registry.get_sample_value("agendapy_worker_up", _labels(agenda)) == 1
+    assert (
+        registry.get_sample_value("agendapy_worker_up", {"worker": "gone-2", "host": "h2", "pid": "7"}) == 0
+    )
+    seen = registry.get_sample_value("agendapy_worker_last_seen_timestamp_seconds", _labels(agenda))
+    assert seen is not None and abs(seen - datetime.now(UTC).timestamp()) < 60
+    metrics.close()
+
+
+def _labels(agenda: Agenda) -> dict[str, str]:
+    import os
+    import socket
+
+    return {"worker": "gauged-1", "host": socket.gethostname(), "pid": str(os.getpid())}
+
+
 async def test_the_background_task_refreshes_the_gauges(agenda: Agenda) -> None:
     registry = CollectorRegistry()
     metrics = instrument(agenda, registry, refresh_every=0.05)

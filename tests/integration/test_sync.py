@@ -236,3 +236,17 @@ def test_memory_store_for_tests() -> None:
         agenda.now("hello")
         assert agenda.run_due().ok
     assert [d["name"] for d in store.documents()] == ["hello"]
+
+
+def test_job_logs_and_workers_from_sync_code(agenda: SyncAgenda) -> None:
+    @agenda.define("logged", logging=True)
+    def logged(job: Job) -> None:
+        raise RuntimeError("nope")
+
+    job = agenda.now("logged")
+    agenda.run_due()
+    result = agenda.get_logs(job_id=job.id, sort="asc")
+    assert [entry.event for entry in result.entries] == ["start", "fail", "complete"]
+    assert agenda.clear_logs(job_name="logged") == 3
+    assert agenda.get_logs().total == 0
+    assert agenda.workers() == []  # run-due is not a worker: it registers nothing

@@ -116,6 +116,14 @@
           el.textContent = show(value);
           el.className = `badge ${el.dataset.format}-${value}`;
           break;
+        case "log-level":
+          el.textContent = show(value);
+          el.className = `badge log-${value}`;
+          break;
+        case "worker-state":
+          el.textContent = show(value);
+          el.className = `badge worker-${value}`;
+          break;
         case "time":
         case "long-time":
           el.replaceChildren(timeNode(value, el.dataset.format === "long-time"));
@@ -258,7 +266,7 @@
   let jobGone = false;
   let settleTimer = 0;
 
-  function renderJob(job, runs) {
+  function renderJob(job, runs, logs) {
     const main = document.querySelector("main");
     fill(main, job);
     for (const button of document.querySelectorAll("[data-visible]")) {
@@ -266,6 +274,7 @@
       button.hidden = when === "failed" ? job.state !== "failed" : when === "disabled" ? !job.disabled : job.disabled;
     }
     renderRows(document.getElementById("run-rows"), "tpl-run-row", runs);
+    renderRows(document.getElementById("log-rows"), "tpl-log-row", logs || []);
     const fields = document.getElementById("all-fields");
     if (fields) {
       const items = [];
@@ -287,7 +296,48 @@
     document.getElementById("job-actions")?.setAttribute("hidden", "");
   }
 
+  // The overview's charts: bars and a line redrawn from /api/activity (the same geometry the server drew).
+  const SVG = "http://www.w3.org/2000/svg";
+  let chartsFetchedAt = 0;
+  let chartsTimer = 0;
+
+  function renderCharts(charts) {
+    for (const id of ["throughput", "failures"]) {
+      const group = document.querySelector(`[data-chart-bars="${id}"]`);
+      if (!group) continue;
+      const rects = charts[id].bars.filter((bar) => bar.h > 0).map((bar) => {
+        const rect = document.createElementNS(SVG, "rect");
+        for (const [attr, key] of [["x", "x"], ["y", "y"], ["width", "w"], ["height", "h"]]) {
+          rect.setAttribute(attr, String(bar[key]));
+        }
+        const title = document.createElementNS(SVG, "title");
+        title.textContent = String(bar.v);
+        rect.append(title);
+        return rect;
+      });
+      group.replaceChildren(...rects);
+      document.querySelector(`[data-chart-total="${id}"]`).textContent = String(charts[id].total);
+      document.querySelector(`[data-chart-max="${id}"]`).textContent = String(charts[id].max);
+    }
+    const line = document.querySelector('[data-chart-line="queue"]');
+    if (line) {
+      line.setAttribute("points", charts.queue.points);
+      const last = charts.queue.last;
+      document.querySelector('[data-chart-total="queue"]').textContent = last === null ? NONE : String(last);
+      document.querySelector('[data-chart-max="queue"]').textContent = String(charts.queue.max);
+    }
+  }
+
+  async function refreshCharts() {
+    if (!document.getElementById("activity") || Date.now() - chartsFetchedAt < 10000) return;
+    chartsFetchedAt = Date.now();
+    renderCharts((await api("GET", "/api/activity")).charts);
+  }
+
+  let workersTimer = 0;
+
   function renderWorkers(listing) {
+    renderRows(document.getElementById("fleet-rows"), "tpl-fleet-row", listing.fleet || []);
     const container = document.getElementById("workers");
     renderRows(container, "tpl-worker", listing.workers, (section, worker) => {
       renderRows(section.querySelector("[data-rows]"), "tpl-lock-row", worker.jobs);
@@ -298,6 +348,10 @@
     async overview(event) {
       const overview = event ? event.overview : (await api("GET", "/api/overview")).overview;
       renderOverview(overview);
+      await refreshCharts();
+      // The charts move with time even when no job changes: redraw them every quarter minute.
+      clearTimeout(chartsTimer);
+      if (document.getElementById("activity")) chartsTimer = setTimeout(() => refresh(null), 15000);
     },
     async jobs() {
       const listing = await api("GET", `/api/jobs${location.search}`);
@@ -309,7 +363,7 @@
       const id = document.getElementById("job").dataset.jobId;
       try {
         const data = await api("GET", `/api/jobs/${encodeURIComponent(id)}`);
-        renderJob(data.job, data.runs);
+        renderJob(data.job, data.runs, data.logs);
         // A run's record is finished just after the job's state is saved: while anything is still in
         // flight, look again without waiting for the overview to change.
         const busy = ["running", "waiting"].includes(data.job.state) || data.runs.some((r) => r.status === "running");
@@ -322,6 +376,10 @@
     },
     async workers() {
       renderWorkers(await api("GET", "/api/workers"));
+      // Heartbeats change nothing the overview stream reports: look again now and then, so a worker
+      // that stops answering turns lost on screen.
+      clearTimeout(workersTimer);
+      workersTimer = setTimeout(() => refresh(null), Math.max(interval, 2000));
     },
   };
 
