@@ -303,6 +303,9 @@ def main() -> None:
 
 #: Seconds of a worker's grace period kept for unlocking its jobs and closing the connection.
 _EXIT_RESERVE = 1.5
+#: The last part of that reserve, left for the interpreter to exit after the connection was closed or
+#: given up on (cancelling what is left, joining threads): 0.2-0.5 s on a busy machine.
+_EXIT_MARGIN = 0.75
 _MIN_CLOSE_TIME = 0.2
 
 
@@ -315,7 +318,8 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     # them and closing the connection, each bounded, so the process exits within the grace period
     # even when the database does not answer (the platform kills soon after it).
     reserve = min(_EXIT_RESERVE, grace / 2)
-    deadline: float | None = None  # set by the first signal
+    margin = min(_EXIT_MARGIN, grace / 4)
+    deadline: float | None = None  # set by the first signal: when closing the connection is given up
 
     def on_signal(signum: int) -> None:
         nonlocal signals_seen
@@ -327,7 +331,7 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
                 grace,
             )
             nonlocal deadline
-            deadline = loop.time() + grace
+            deadline = loop.time() + grace - margin
             stop_requested.set()
         else:
             log.warning("received %s again: stopping now", signal.Signals(signum).name)
@@ -343,7 +347,7 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
         await agenda.stop(grace=max(grace - reserve, 0.0))
     finally:
         try:
-            left = grace if deadline is None else deadline - loop.time()
+            left = grace - margin if deadline is None else deadline - loop.time()
             await asyncio.wait_for(agenda.close(), max(left, _MIN_CLOSE_TIME))
         except TimeoutError:
             log.warning("the database did not answer while closing the connection; exiting without it")
