@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -830,6 +831,7 @@ def dashboard(
     except ImportError as exc:
         raise CliError(f"the dashboard needs its extra: pip install 'agendapy[dashboard]' ({exc})") from None
     configure_logging(log_level)
+    _check_port_free(host, port)
     if token is None and credentials is None and not no_auth and module.is_loopback_host(host):
         # As Jupyter does: other local users reach a loopback port too, so it gets a token anyway, and
         # the person who started it a link that signs in (printed plainly, so no log format wraps it).
@@ -862,6 +864,32 @@ def dashboard(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a clear error when ``host:port`` is taken, before a sign-in link is printed for it.
+
+    Otherwise the user gets a link that leads to whatever holds the port (often a dashboard started
+    earlier, which refuses the new token) and uvicorn's own exit status 3. Binding as uvicorn does
+    (with ``SO_REUSEADDR``) fails only when another socket listens there.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return  # a host that does not resolve: uvicorn reports it
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            shown = f"[{host}]" if ":" in host else host
+            raise CliError(
+                f"cannot listen on {shown}:{port}: {exc.strerror or exc} (is a dashboard already running "
+                "there?); choose another port with --port"
+            ) from None
 
 
 def _secret(ctx: click.Context, name: str, value: str | None, path: str | None) -> str | None:
