@@ -314,9 +314,19 @@ class Job:
         return self._lease is not None and self._lease.lost
 
     async def checkpoint(self, state: Any) -> None:
-        """Persist resumable state: a later run after an interruption sees it in ``checkpoint_state``."""
+        """Persist resumable state: a later run after an interruption sees it in ``checkpoint_state``.
+
+        If it cannot be stored (too large for the document, say), the error is raised and the job keeps
+        its previous checkpoint: the run's final write would otherwise carry the same state and fail
+        too, leaving the job locked, to run again one lock lifetime later and fail the same way.
+        """
+        previous = self.checkpoint_state
         self.checkpoint_state = state
-        await self._require_agenda()._checkpoint(self)
+        try:
+            await self._require_agenda()._checkpoint(self)
+        except BaseException:
+            self.checkpoint_state = previous
+            raise
 
     # -- views ------------------------------------------------------------------------------------
 

@@ -57,3 +57,35 @@ def test_job_fail_keeps_a_short_reason_whole_and_cuts_a_long_one() -> None:
     assert job.fail_reason is not None and len(job.fail_reason) == MAX_FAIL_REASON
     assert job.fail_reason.startswith("xxx") and job.fail_reason.endswith(" ... (message cut)")
     assert job.fail_count == 2
+
+
+async def test_a_checkpoint_too_large_for_the_document_fails_the_run_and_is_not_kept(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
+    errors: list[Exception] = []
+
+    @agenda.define("import", history=True)
+    async def import_rows(job: Job) -> None:
+        await job.checkpoint({"row": 10})
+        try:
+            # Fits alone, but not next to the largest data: the server refuses the update.
+            await job.checkpoint({"rows": "b" * 100_000})
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    log = EventLog(agenda, "fail")
+    await agenda.now("import", _largest_data())
+    await agenda.start()
+    await log.wait("fail")
+
+    async def saved() -> bool:
+        doc = await jobs_collection.find_one({"name": "import"}, {"data": 0})
+        return doc is not None and doc["lockedAt"] is None and doc["failCount"] == 1
+
+    # Before, the final write carried the refused state again: it failed, the job stayed locked.
+    await wait_until(saved, timeout=30)
+    doc = await jobs_collection.find_one({"name": "import"}, {"data": 0})
+    assert len(errors) == 1
+    assert doc["checkpoint"] == {"row": 10}  # the retry resumes from the last stored checkpoint
+    assert doc["failReason"] == str(errors[0])[: len(doc["failReason"])]
