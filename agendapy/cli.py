@@ -8,6 +8,7 @@ criteria that match no job), 1 for anything else (a database that cannot be reac
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import importlib
 import inspect
@@ -867,29 +868,33 @@ def dashboard(
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Fail with a clear error when ``host:port`` is taken, before a sign-in link is printed for it.
+    """Fail with a clear error when another process listens on ``host:port``, before a sign-in link is
+    printed for it.
 
     Otherwise the user gets a link that leads to whatever holds the port (often a dashboard started
-    earlier, which refuses the new token) and uvicorn's own exit status 3. Binding as uvicorn does
-    (with ``SO_REUSEADDR``) fails only when another socket listens there.
+    earlier, which refuses the new token) and uvicorn's own exit status 3. Each address the host
+    resolves to is tried as the server binds them (``SO_REUSEADDR``: only a listening socket is in the
+    way); any other error is left for the server to report.
     """
     if port == 0:
         return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError:
-        return  # a host that does not resolve: uvicorn reports it
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            shown = f"[{host}]" if ":" in host else host
-            raise CliError(
-                f"cannot listen on {shown}:{port}: {exc.strerror or exc} (is a dashboard already running "
-                "there?); choose another port with --port"
-            ) from None
+        return
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    continue
+                shown = f"[{host}]" if ":" in host else host
+                raise CliError(
+                    f"cannot listen on {shown}:{port}: address already in use (is a dashboard already "
+                    "running there?); choose another port with --port"
+                ) from None
 
 
 def _secret(ctx: click.Context, name: str, value: str | None, path: str | None) -> str | None:
