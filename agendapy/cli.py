@@ -8,6 +8,7 @@ criteria that match no job), 1 for anything else (a database that cannot be reac
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import importlib
 import inspect
@@ -16,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -305,6 +307,9 @@ def main() -> None:
 
 #: Seconds of a worker's grace period kept for unlocking its jobs and closing the connection.
 _EXIT_RESERVE = 1.5
+#: The last part of that reserve, left for the interpreter to exit after the connection was closed or
+#: given up on (cancelling what is left, joining threads): 0.2-0.5 s on a busy machine.
+_EXIT_MARGIN = 0.75
 _MIN_CLOSE_TIME = 0.2
 
 
@@ -317,7 +322,8 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
     # them and closing the connection, each bounded, so the process exits within the grace period
     # even when the database does not answer (the platform kills soon after it).
     reserve = min(_EXIT_RESERVE, grace / 2)
-    deadline: float | None = None  # set by the first signal
+    margin = min(_EXIT_MARGIN, grace / 4)
+    deadline: float | None = None  # set by the first signal: when closing the connection is given up
 
     def on_signal(signum: int) -> None:
         nonlocal signals_seen
@@ -329,7 +335,7 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
                 grace,
             )
             nonlocal deadline
-            deadline = loop.time() + grace
+            deadline = loop.time() + grace - margin
             stop_requested.set()
         else:
             log.warning("received %s again: stopping now", signal.Signals(signum).name)
@@ -345,7 +351,7 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
         await agenda.stop(grace=max(grace - reserve, 0.0))
     finally:
         try:
-            left = grace if deadline is None else deadline - loop.time()
+            left = grace - margin if deadline is None else deadline - loop.time()
             await asyncio.wait_for(agenda.close(), max(left, _MIN_CLOSE_TIME))
         except TimeoutError:
             log.warning("the database did not answer while closing the connection; exiting without it")
@@ -868,6 +874,7 @@ def dashboard(
     except ImportError as exc:
         raise CliError(f"the dashboard needs its extra: pip install 'agendapy[dashboard]' ({exc})") from None
     configure_logging(log_level)
+    _check_port_free(host, port)
     if token is None and credentials is None and not no_auth and module.is_loopback_host(host):
         # As Jupyter does: other local users reach a loopback port too, so it gets a token anyway, and
         # the person who started it a link that signs in (printed plainly, so no log format wraps it).
@@ -900,6 +907,36 @@ def dashboard(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a clear error when another process listens on ``host:port``, before a sign-in link is
+    printed for it.
+
+    Otherwise the user gets a link that leads to whatever holds the port (often a dashboard started
+    earlier, which refuses the new token) and uvicorn's own exit status 3. Each address the host
+    resolves to is tried as the server binds them (``SO_REUSEADDR``: only a listening socket is in the
+    way); any other error is left for the server to report.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    continue
+                shown = f"[{host}]" if ":" in host else host
+                raise CliError(
+                    f"cannot listen on {shown}:{port}: address already in use (is a dashboard already "
+                    "running there?); choose another port with --port"
+                ) from None
 
 
 def _secret(ctx: click.Context, name: str, value: str | None, path: str | None) -> str | None:

@@ -21,6 +21,12 @@ __all__ = ["Job", "JobState", "compute_job_state"]
 
 _LONGEST_DEBOUNCE = timedelta(days=3650)
 _MAX_FAIL_COUNT = 2**63 - 1
+#: The most of a failure message kept in ``failReason`` (and in the run record's ``error``). Unbounded,
+#: a long message (an HTTP error quoting a response body) on a job whose data is near the largest
+#: accepted would make the document exceed MongoDB's 16 MB: the failure could not be saved and the job
+#: would stay locked, to run again one lock lifetime later, failing the same way, forever.
+MAX_FAIL_REASON = 4000
+_CUT_MARK = " ... (message cut)"
 
 JobType = Literal["normal", "single"]
 DebounceStrategy = Literal["trailing", "leading"]
@@ -252,8 +258,11 @@ class Job:
         )
 
     def fail(self, reason: BaseException | str) -> Job:
-        """Record a failure in memory: reason, ``fail_count + 1``, ``failed_at = last_finished_at = now``."""
+        """Record a failure in memory: reason (at most :data:`MAX_FAIL_REASON` characters),
+        ``fail_count + 1``, ``failed_at = last_finished_at = now``."""
         text = (str(reason) or type(reason).__name__) if isinstance(reason, BaseException) else str(reason)
+        if len(text) > MAX_FAIL_REASON:  # keep its beginning, which says what went wrong
+            text = text[: MAX_FAIL_REASON - len(_CUT_MARK)] + _CUT_MARK
         now = sched.utcnow()
         self.fail_reason = text
         # A count stored by another tool may sit at BSON's int64 limit: stay within it.
@@ -318,9 +327,19 @@ class Job:
         return self._lease is not None and self._lease.lost
 
     async def checkpoint(self, state: Any) -> None:
-        """Persist resumable state: a later run after an interruption sees it in ``checkpoint_state``."""
+        """Persist resumable state: a later run after an interruption sees it in ``checkpoint_state``.
+
+        If it cannot be stored (too large for the document, say), the error is raised and the job keeps
+        its previous checkpoint: the run's final write would otherwise carry the same state and fail
+        too, leaving the job locked, to run again one lock lifetime later and fail the same way.
+        """
+        previous = self.checkpoint_state
         self.checkpoint_state = state
-        await self._require_agenda()._checkpoint(self)
+        try:
+            await self._require_agenda()._checkpoint(self)
+        except BaseException:
+            self.checkpoint_state = previous
+            raise
 
     # -- views ------------------------------------------------------------------------------------
 

@@ -137,7 +137,17 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         # The start write renews the lock too: a claim answered slowly must not start out expired.
         job.locked_at = now
     if plan.agenda_rule:
+        failures = job.fail_count
         job.compute_next_run_at()
+        if job.fail_count != failures:
+            # A schedule stored by another tool that cannot be computed: Agenda's rule runs the job
+            # this once and schedules nothing more. Say so, or the job stops repeating in silence.
+            log.warning(
+                "%s (%s) will not run again until its schedule is fixed: %s",
+                job.name,
+                job.id,
+                job.fail_reason,
+            )
     else:
         job.next_run_at = plan.next_run_at
     if plan.interval is not None:
