@@ -144,7 +144,9 @@ async def test_query_jobs_computes_each_state(agenda: Agenda) -> None:
     assert states["running"] == "running"  # a str enum
 
 
-@pytest.mark.parametrize("state", [s for s in JobState if s is not JobState.WAITING])
+# Waiting needs a dependency, broken a document agendapy cannot read (no public API writes one): both are
+# covered elsewhere (tests/integration/test_dependencies.py, tests/contract/test_contract_bad_documents.py).
+@pytest.mark.parametrize("state", [s for s in JobState if s not in (JobState.WAITING, JobState.BROKEN)])
 async def test_query_jobs_filters_by_state(agenda: Agenda, state: JobState) -> None:
     await make_every_state(agenda)
     result = await agenda.query_jobs(state=state.value)
