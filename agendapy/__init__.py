@@ -29,6 +29,7 @@ from .errors import (
     UnknownJob,
     UnsafeQuery,
 )
+from .filters import JobFilter
 from .job import Job, JobState
 from .processor import DrainResult
 from .runner import RetryDetails
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidTimezone",
     "Job",
     "JobFailed",
+    "JobFilter",
     "JobNotFound",
     "JobState",
     "JobTimeout",

@@ -11,29 +11,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, cast, overload
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
+from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
-from .fork import DEFAULT_METHOD, ForkMethod, check_importable
+from .fork import ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
+from .options import AgendaOptions, positive_int
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
-from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
+from .store.base import JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore, redact_url
 from .store.runs import RunRecord
 from .store.schema import check_job_fields
 from .validate import (
     check_bson,
     check_id,
-    check_ids,
     check_job_name,
-    check_names,
     check_priority,
-    check_safe_filter,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ log = logging.getLogger("agendapy")
 F = TypeVar("F", bound=Callable[..., Any])
 Duration = str | int | float | timedelta
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
-_UNSET: Any = object()
 
 #: Where the embedded database keeps its files when no URL is given.
 DEFAULT_DATA_DIR = ".agendapy/db"
@@ -115,13 +113,6 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _positive_int(value: Any, field_name: str, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        limit = "0 or more" if allow_zero else "1 or more"
-        raise InvalidInput(field_name, value, f"must be an int, {limit}")
-    return value
 
 
 def _insertable_due(job: Job, now: datetime) -> bool:
@@ -205,37 +196,39 @@ class Agenda:
         fork_method: ForkMethod | None = None,
     ) -> None:
         self.name = name
-        self.process_every = sched.to_timedelta(process_every, field="process_every")
-        self.max_concurrency = _positive_int(max_concurrency, "max_concurrency")
-        self.default_concurrency = _positive_int(default_concurrency, "default_concurrency")
-        self.lock_limit = _positive_int(lock_limit, "lock_limit", allow_zero=True)
-        self.default_lock_limit = _positive_int(default_lock_limit, "default_lock_limit", allow_zero=True)
-        self.default_lock_lifetime = sched.to_timedelta(default_lock_lifetime, field="default_lock_lifetime")
-        self.remove_on_complete = bool(remove_on_complete)
-        if history not in ("all", "recurring", "none"):
-            raise InvalidInput("history", history, "must be 'all', 'recurring' or 'none'")
-        self.history = history
-        self._history_ttl = sched.to_timedelta(history_ttl, field="history_ttl")
-        self._history_keep = _positive_int(history_keep, "history_keep")
+        self.options = options = AgendaOptions.convert(
+            process_every=process_every,
+            max_concurrency=max_concurrency,
+            default_concurrency=default_concurrency,
+            lock_limit=lock_limit,
+            default_lock_limit=default_lock_limit,
+            default_lock_lifetime=default_lock_lifetime,
+            remove_on_complete=remove_on_complete,
+            history=history,
+            history_ttl=history_ttl,
+            history_keep=history_keep,
+            dependency_check_every=dependency_check_every,
+            change_streams=change_streams,
+            state_write_window=state_write_window,
+            fork_method=fork_method,
+            fleet_events=fleet_events,
+        )
+        # The settings the worker reads, as attributes (``agenda.process_every`` ...).
+        self.process_every = options.process_every
+        self.max_concurrency = options.max_concurrency
+        self.default_concurrency = options.default_concurrency
+        self.lock_limit = options.lock_limit
+        self.default_lock_limit = options.default_lock_limit
+        self.default_lock_lifetime = options.default_lock_lifetime
+        self.remove_on_complete = options.remove_on_complete
+        self.history = options.history
+        self.dependency_check_every = options.dependency_check_every
+        self.change_streams = options.change_streams
+        self.state_write_window = options.state_write_window
+        self.fork_method = options.fork_method
+        self.fleet_events = options.fleet_events
         self._runs_collection = runs_collection
-        self.dependency_check_every = (
-            self.process_every
-            if dependency_check_every is None
-            else sched.to_timedelta(dependency_check_every, field="dependency_check_every")
-        )
         self._finished_runs = 0
-        self.change_streams = bool(change_streams)
-        self.state_write_window = (
-            timedelta(0)
-            if state_write_window == 0 and not isinstance(state_write_window, bool)
-            else sched.to_timedelta(state_write_window, field="state_write_window")
-        )
-        if self.state_write_window > timedelta(seconds=1):
-            raise InvalidInput("state_write_window", state_write_window, "must be at most 1 second")
-        if fork_method is not None and fork_method not in ("forkserver", "spawn"):
-            raise InvalidInput("fork_method", fork_method, "must be 'forkserver' or 'spawn'")
-        self.fork_method: ForkMethod = fork_method or DEFAULT_METHOD
-        self.fleet_events = bool(fleet_events)
         self._fleet: FleetEvents | None = None
         self._collection_name = collection
         self._database_name = database
@@ -263,8 +256,8 @@ class Agenda:
             database=self._database_name,
             ensure_indexes=self._ensure_index,
             runs_collection=self._runs_collection,
-            history_ttl=self._history_ttl,
-            history_keep=self._history_keep,
+            history_ttl=self.options.history_ttl,
+            history_keep=self.options.history_keep,
             state_write_window=self.state_write_window.total_seconds(),
         )
 
@@ -413,10 +406,10 @@ class Agenda:
             fn=fn,
             concurrency=self.default_concurrency
             if concurrency is None
-            else _positive_int(concurrency, "concurrency"),
+            else positive_int(concurrency, "concurrency"),
             lock_limit=self.default_lock_limit
             if lock_limit is None
-            else _positive_int(lock_limit, "lock_limit", allow_zero=True),
+            else positive_int(lock_limit, "lock_limit", allow_zero=True),
             lock_lifetime=self.default_lock_lifetime
             if lock_lifetime is None
             else sched.to_timedelta(lock_lifetime, field="lock_lifetime"),
@@ -664,20 +657,17 @@ class Agenda:
     async def query_jobs(
         self,
         *,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
         state: JobState | str | None = None,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
         search: str | None = None,
-        data: Any = _UNSET,
         include_disabled: bool = True,
         sort: Mapping[str, Literal["asc", "desc"]] | None = None,
         skip: int = 0,
         limit: int = 0,
+        **filters: Unpack[JobFilter],
     ) -> JobsResult:
-        """Find jobs; each returned job has its computed ``job.state``."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, data=data)
+        """Find jobs matching ``filters`` (see :class:`JobFilter`) and, with ``state``, in that state;
+        ``search`` matches part of the name. Each returned job has its computed ``job.state``."""
+        criteria = job_criteria(filters, method="query_jobs")
         skip = _bounded_int(skip, "skip")
         limit = _bounded_int(limit, "limit")
         if search is not None and (not isinstance(search, str) or not _encodable(search)):
@@ -728,42 +718,13 @@ class Agenda:
         await self.connect()
         return await self._store.overview(sched.utcnow())
 
-    @staticmethod
-    def _criteria(
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
-    ) -> JobCriteria:
-        # Every criterion is a plain value: a mapping such as {"$ne": None} must never reach a filter.
-        has_data = data is not _UNSET
-        if has_data:
-            check_safe_filter(data, field="data")
-        return JobCriteria(
-            id=None if id is None else str(check_id(id)),
-            ids=None if ids is None else [str(i) for i in check_ids(ids)],
-            name=None if name is None else check_job_name(name),
-            names=None if names is None else check_names(names, field="names"),
-            not_names=None if not_names is None else check_names(not_names, field="not_names"),
-            data=data if has_data else None,
-            has_data=has_data,
-        )
-
     async def cancel(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
-        """Delete matching jobs; returns how many. With no criteria nothing is deleted (use cancel_all)."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        """Delete the jobs matching ``filters`` (see :class:`JobFilter`); returns how many. With no
+        filter nothing is deleted (use cancel_all)."""
+        criteria = job_criteria(filters, method="cancel")
         await self.connect()
         return await self._store.remove(criteria)
 
@@ -780,31 +741,20 @@ class Agenda:
 
     async def disable(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
-        """Disable matching jobs (never locked while disabled); returns how many changed."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        """Disable the jobs matching ``filters`` (see :class:`JobFilter`; never locked while
+        disabled); returns how many changed."""
+        criteria = job_criteria(filters, method="disable")
         await self.connect()
         return await self._store.set_disabled(criteria, True)
 
     async def enable(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
-        """Enable matching jobs; returns how many changed."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        """Enable the jobs matching ``filters`` (see :class:`JobFilter`); returns how many changed."""
+        criteria = job_criteria(filters, method="enable")
         await self.connect()
         changed = await self._store.set_disabled(criteria, False)
         if changed and self._processor is not None:
