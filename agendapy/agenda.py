@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, cast, overload
 
 from . import schedule as sched
+from .connections import redact_url
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
@@ -25,7 +26,7 @@ from .options import AgendaOptions, positive_int
 from .processor import DrainResult, Processor
 from .runner import keep_trying, run_job
 from .store.base import JobQuery, JobStore, is_job_store
-from .store.mongo import MongoJobStore, redact_url
+from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
 from .store.schema import check_job_fields
 from .validate import (
