@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,7 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, cast, overload
 
 from . import schedule as sched
-from .connections import redact_url
+from .connections import DefaultDatabase
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
@@ -38,7 +36,6 @@ from .validate import (
 
 if TYPE_CHECKING:
     from .backoff import BackoffStrategy
-    from .embedded import EmbeddedLease
 
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
@@ -47,11 +44,6 @@ log = logging.getLogger("agendapy")
 F = TypeVar("F", bound=Callable[..., Any])
 Duration = str | int | float | timedelta
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
-
-#: Where the embedded database keeps its files when no URL is given.
-DEFAULT_DATA_DIR = ".agendapy/db"
-#: How often a process using the embedded database checks that its server still runs.
-_EMBEDDED_CHECK_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -243,8 +235,7 @@ class Agenda:
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
-        self._embedded: EmbeddedLease | None = None
-        self._embedded_watch: asyncio.Task[None] | None = None
+        self._default_database = DefaultDatabase()
 
     def _store_for(self, db: Any) -> JobStore:
         # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
@@ -282,51 +273,16 @@ class Agenda:
             if self._connected:
                 return
             if self._db_source is None:
-                url = os.environ.get("AGENDAPY_MONGO_URL")
-                if not url:
-                    url = await self._start_embedded()
-                self._store = self._make_store(url)
+                self._store = self._make_store(await self._default_database.url())
             await self._store.connect()
             self._connected = True
         await self._events.emit("ready")
-
-    async def _start_embedded(self) -> str:
-        from .embedded import ensure_embedded_server
-
-        data_dir = os.environ.get("AGENDAPY_DATA_DIR", DEFAULT_DATA_DIR)
-        lease = await asyncio.to_thread(ensure_embedded_server, data_dir)
-        self._embedded = lease
-        self._embedded_watch = asyncio.create_task(self._watch_embedded(lease), name="agendapy-embedded")
-        log.info("using the embedded database at %s (data in %s)", redact_url(lease.url), data_dir)
-        return lease.url
-
-    async def _watch_embedded(self, lease: EmbeddedLease) -> None:
-        # The shared server may go away under us (killed, crashed): start it again on the same port,
-        # and the driver reconnects by itself. Without this a worker would retry a dead port forever.
-        failing = False
-        while True:
-            await asyncio.sleep(_EMBEDDED_CHECK_EVERY)
-            try:
-                await lease.aensure_live()
-            except Exception as exc:
-                # Once per outage: the store's own errors say the rest while it lasts.
-                (log.debug if failing else log.error)("the embedded database is unavailable: %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.info("the embedded database is running again")
-                failing = False
 
     async def close(self) -> None:
         """Stop processing (if started), close the connection and leave the embedded server (it stops
         shortly after the last process using it has left)."""
         await self.stop()
-        watch, self._embedded_watch = self._embedded_watch, None
-        if watch is not None and not watch.done():
-            watch.cancel()
-            if watch.get_loop() is asyncio.get_running_loop():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+        await self._default_database.stop_watching()
         try:
             if self._connected:
                 # Marked closed first: a caller that gives up on a silent server (the CLI's worker,
@@ -334,9 +290,7 @@ class Agenda:
                 self._connected = False
                 await self._store.close()
         finally:
-            if self._embedded is not None:
-                self._embedded.release()
-                self._embedded = None
+            self._default_database.release()
 
     async def __aenter__(self) -> Agenda:
         await self.start()

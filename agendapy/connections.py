@@ -6,8 +6,11 @@ when it connects; the URL checks, Motor adoption, client settings and driver mon
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pymongo import AsyncMongoClient, monitoring
@@ -17,14 +20,23 @@ from pymongo.uri_parser import parse_uri
 
 from .errors import DatabaseUnavailable, InvalidInput
 
-__all__ = ["DEFAULT_DATABASE", "MongoConnection", "redact_url"]
+if TYPE_CHECKING:
+    from .embedded import EmbeddedLease
+
+__all__ = ["DEFAULT_DATABASE", "DEFAULT_DATA_DIR", "DefaultDatabase", "MongoConnection", "redact_url"]
 
 log = logging.getLogger("agendapy.store")
+# The default database's messages are the Agenda's own.
+agenda_log = logging.getLogger("agendapy")
 
 #: The database used when neither ``database=`` nor the URL's path names one.
 DEFAULT_DATABASE = "agenda"
 #: How long an operation waits for a reachable server unless the URL says otherwise.
 _SERVER_SELECTION_TIMEOUT_MS = 10_000
+#: Where the embedded database keeps its files when no URL is given.
+DEFAULT_DATA_DIR = ".agendapy/db"
+#: How often a process using the embedded database checks that its server still runs.
+_EMBEDDED_CHECK_EVERY = 1.0
 
 
 def redact_url(url: str) -> str:
@@ -113,6 +125,64 @@ class MongoConnection:
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None
+
+
+class DefaultDatabase:
+    """The database of an Agenda given no ``db``: ``$AGENDAPY_MONGO_URL``, else the embedded server
+    (needs the ``embedded`` extra; files in ``$AGENDAPY_DATA_DIR``, default ``.agendapy/db``), shared
+    by the processes using the same files and started again if it goes away."""
+
+    def __init__(self) -> None:
+        self._lease: EmbeddedLease | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def url(self) -> str:
+        """The URL to connect to, starting (or joining) the embedded server if needed."""
+        url = os.environ.get("AGENDAPY_MONGO_URL")
+        if url:
+            return url
+        from .embedded import ensure_embedded_server
+
+        data_dir = os.environ.get("AGENDAPY_DATA_DIR", DEFAULT_DATA_DIR)
+        lease = await asyncio.to_thread(ensure_embedded_server, data_dir)
+        self._lease = lease
+        self._watch = asyncio.create_task(self._keep_alive(lease), name="agendapy-embedded")
+        agenda_log.info("using the embedded database at %s (data in %s)", redact_url(lease.url), data_dir)
+        return lease.url
+
+    async def _keep_alive(self, lease: EmbeddedLease) -> None:
+        # The shared server may go away under us (killed, crashed): start it again on the same port,
+        # and the driver reconnects by itself. Without this a worker would retry a dead port forever.
+        failing = False
+        while True:
+            await asyncio.sleep(_EMBEDDED_CHECK_EVERY)
+            try:
+                await lease.aensure_live()
+            except Exception as exc:
+                # Once per outage: the store's own errors say the rest while it lasts.
+                (agenda_log.debug if failing else agenda_log.error)(
+                    "the embedded database is unavailable: %s", exc
+                )
+                failing = True
+            else:
+                if failing:
+                    agenda_log.info("the embedded database is running again")
+                failing = False
+
+    async def stop_watching(self) -> None:
+        """Stop restarting the embedded server (before the connection closes)."""
+        watch, self._watch = self._watch, None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            if watch.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+
+    def release(self) -> None:
+        """Leave the embedded server (it stops shortly after the last process using it has left)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
 
 def _checked_url(url: str) -> str:
