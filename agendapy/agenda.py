@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, cast, overload
 
 from . import schedule as sched
+from .bulk import check_new_jobs, one_per_name
 from .connections import DefaultDatabase
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
@@ -19,20 +19,17 @@ from .events import EventEmitter
 from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
 from .fork import ForkMethod, check_importable
+from .history import check_runs_query
 from .job import Job, JobState, compute_job_state
 from .options import AgendaOptions, positive_int
 from .processor import DrainResult, Processor
+from .results import JobsResult, RunDueResult, RunningStats
 from .runner import keep_trying, run_job
 from .store.base import JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
 from .store.schema import check_job_fields
-from .validate import (
-    check_bson,
-    check_id,
-    check_job_name,
-    check_priority,
-)
+from .validate import check_bson, check_count, check_id, check_job_name, check_priority, check_search
 
 if TYPE_CHECKING:
     from .backoff import BackoffStrategy
@@ -46,66 +43,11 @@ Duration = str | int | float | timedelta
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
 
 
-@dataclass(frozen=True)
-class JobsResult:
-    """``query_jobs``: the page of jobs (each with ``.state``) and the total that matched."""
-
-    jobs: list[Job]
-    total: int
-
-
-@dataclass(frozen=True)
-class RunDueResult:
-    """What ``run_due`` ran: jobs by outcome (``failed`` pairs each job with its error)."""
-
-    succeeded: list[Job]
-    failed: list[tuple[Job, BaseException | None]]
-    skipped: list[Job]
-    waiting: list[Job]
-    #: Why each skipped job did not run (e.g. a requirement that can no longer be met), by job id.
-    skip_reasons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no run failed (jobs still waiting for their requirements are not failures)."""
-        return not self.failed
-
-
-@dataclass(frozen=True)
-class RunningStats:
-    """Agenda's getRunningStats, in snake_case."""
-
-    version: str
-    queue_name: str | None
-    total_queue_size_db: int
-    config: dict[str, Any]
-    job_status: dict[str, dict[str, Any]]
-    queued_jobs: int | list[dict[str, Any]]
-    running_jobs: int | list[dict[str, Any]]
-    locked_jobs: int | list[dict[str, Any]]
-    internal: dict[str, Any] = field(default_factory=dict)
-
-
 def _package_version() -> str:
     try:
         return version("agendapy")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def _bounded_int(value: Any, field_name: str) -> int:
-    """A skip or limit: 0 or more, and small enough for the server."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
-        raise InvalidInput(field_name, value, "must be an int from 0 to 2**31 - 1")
-    return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _insertable_due(job: Job, now: datetime) -> bool:
@@ -526,22 +468,14 @@ class Agenda:
     async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
         """Save many new jobs in one round trip (plain one-off or recurring jobs made by ``create``;
         not ``unique``/``every`` jobs, which need an upsert each)."""
-        jobs = list(jobs)
-        for job in jobs:
-            if not isinstance(job, Job):
-                raise InvalidInput("jobs", job, "must be Jobs made by agenda.create")
-            if job.id is not None or job.type == "single" or job.unique_query is not None:
-                raise InvalidInput("jobs", job, "insert_many takes new jobs without unique() or every()")
-            check_job_name(job.name)
-            check_bson(job.data)
-            check_priority(job.priority)
-            check_job_fields(job)
+        checked = check_new_jobs(jobs)
+        for job in checked:
             job.agenda = self
         await self.connect()
-        await self._store.insert_many(jobs, last_modified_by=self.name)
-        for name in {job.name for job in jobs}:
-            self._wake_for(next(job for job in jobs if job.name == name))
-        return jobs
+        await self._store.insert_many(checked, last_modified_by=self.name)
+        for job in one_per_name(checked):
+            self._wake_for(job)
+        return checked
 
     async def now_many(self, name: str, datas: Sequence[Any]) -> list[Job]:
         """``now(name, data)`` for each data, in one round trip."""
@@ -623,10 +557,10 @@ class Agenda:
         """Find jobs matching ``filters`` (see :class:`JobFilter`) and, with ``state``, in that state;
         ``search`` matches part of the name. Each returned job has its computed ``job.state``."""
         criteria = job_criteria(filters, method="query_jobs")
-        skip = _bounded_int(skip, "skip")
-        limit = _bounded_int(limit, "limit")
-        if search is not None and (not isinstance(search, str) or not _encodable(search)):
-            raise InvalidInput("search", search, "must be a string")
+        skip = check_count(skip, field="skip")
+        limit = check_count(limit, field="limit")
+        if search is not None:
+            search = check_search(search)
         if sort is not None and not isinstance(sort, Mapping):
             raise InvalidInput("sort", sort, 'must be a mapping such as {"nextRunAt": "desc"}')
         wanted: JobState | None = None
@@ -913,24 +847,9 @@ class Agenda:
     ) -> list[RunRecord]:
         """Run records, newest first: interval, started, finished, status, error, worker
         (of one job name, or one job document with ``job_id``)."""
-        if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
-            raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
-        limit = _bounded_int(limit, "limit")
-        if name is not None and not isinstance(name, str):
-            # A plain string only (a mapping would be a filter); any string, so the history of a name
-            # written by another tool can still be read.
-            raise InvalidInput("name", name, "must be a job name (a string)")
-        since_at = None if since is None else sched.parse_when(since, field="since")
-        until_at = None if until is None else sched.parse_when(until, field="until")
+        query = check_runs_query(name, since=since, until=until, status=status, limit=limit, job_id=job_id)
         await self.connect()
-        return await self._store.runs.query(
-            name=name,
-            since=since_at,
-            until=until_at,
-            status=status,
-            limit=limit,
-            job_id=None if job_id is None else str(check_id(job_id, field="job_id")),
-        )
+        return await self._store.runs.query(**vars(query))
 
     def _records_history(self, job: Job, definition: JobDefinition | None) -> bool:
         if definition is not None and definition.history is not None:
