@@ -554,8 +554,9 @@ class Agenda:
         limit: int = 0,
         **filters: Unpack[JobFilter],
     ) -> JobsResult:
-        """Find jobs matching ``filters`` (see :class:`JobFilter`) and, with ``state``, in that state;
-        ``search`` matches part of the name. Each returned job has its computed ``job.state``."""
+        """Find jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``) and, with ``state``, in that state; ``search``
+        matches part of the name. Each returned job has its computed ``job.state``."""
         criteria = job_criteria(filters, method="query_jobs")
         skip = check_count(skip, field="skip")
         limit = check_count(limit, field="limit")
@@ -611,8 +612,9 @@ class Agenda:
         self,
         **filters: Unpack[JobFilter],
     ) -> int:
-        """Delete the jobs matching ``filters`` (see :class:`JobFilter`); returns how many. With no
-        filter nothing is deleted (use cancel_all)."""
+        """Delete the jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``); returns how many. With no filter nothing is
+        deleted (use cancel_all)."""
         criteria = job_criteria(filters, method="cancel")
         await self.connect()
         return await self._store.remove(criteria)
@@ -632,8 +634,9 @@ class Agenda:
         self,
         **filters: Unpack[JobFilter],
     ) -> int:
-        """Disable the jobs matching ``filters`` (see :class:`JobFilter`; never locked while
-        disabled); returns how many changed."""
+        """Disable the jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``); they are never locked while disabled. Returns
+        how many changed."""
         criteria = job_criteria(filters, method="disable")
         await self.connect()
         return await self._store.set_disabled(criteria, True)
@@ -642,7 +645,8 @@ class Agenda:
         self,
         **filters: Unpack[JobFilter],
     ) -> int:
-        """Enable the jobs matching ``filters`` (see :class:`JobFilter`); returns how many changed."""
+        """Enable the jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``); returns how many changed."""
         criteria = job_criteria(filters, method="enable")
         await self.connect()
         changed = await self._store.set_disabled(criteria, False)
