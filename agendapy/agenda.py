@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, cast, overload
+from typing import Any, Literal, TypeVar, Unpack, cast, overload
 
 from . import schedule as sched
 from .bulk import check_new_jobs, one_per_name
@@ -18,10 +18,10 @@ from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
 from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
-from .fork import ForkMethod, check_importable
+from .fork import ForkMethod
 from .history import check_runs_query
 from .job import Job, JobState, compute_job_state
-from .options import AgendaOptions, positive_int
+from .options import AgendaOptions, DefineOptions, Duration, job_definition
 from .processor import DrainResult, Processor
 from .results import JobsResult, RunDueResult, RunningStats
 from .runner import keep_trying, run_job
@@ -31,15 +31,11 @@ from .store.runs import RunRecord
 from .store.schema import check_job_fields
 from .validate import check_bson, check_count, check_id, check_job_name, check_priority, check_search
 
-if TYPE_CHECKING:
-    from .backoff import BackoffStrategy
-
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
 log = logging.getLogger("agendapy")
 
 F = TypeVar("F", bound=Callable[..., Any])
-Duration = str | int | float | timedelta
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
 
 
@@ -246,12 +242,12 @@ class Agenda:
     # -- definitions ------------------------------------------------------------------------------
 
     @overload
-    def define(self, name: str, fn: F, **options: Any) -> F: ...
+    def define(self, name: str, fn: F, **options: Unpack[DefineOptions]) -> F: ...
 
     @overload
-    def define(self, name: str, fn: None = None, **options: Any) -> Callable[[F], F]: ...
+    def define(self, name: str, fn: None = None, **options: Unpack[DefineOptions]) -> Callable[[F], F]: ...
 
-    def define(self, name: str, fn: Any = None, **options: Any) -> Any:
+    def define(self, name: str, fn: Any = None, **options: Unpack[DefineOptions]) -> Any:
         """Register the handler of a job name; as ``@agenda.define("name", ...)`` it decorates it.
 
         Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
@@ -264,62 +260,26 @@ class Agenda:
         if fn is None:
 
             def decorate(handler: F) -> F:
-                self._define(name, handler, **options)
+                self._define(name, handler, options)
                 return handler
 
             return decorate
-        self._define(name, fn, **options)
+        self._define(name, fn, options)
         return fn
 
-    def _define(
-        self,
-        name: str,
-        fn: Handler,
-        *,
-        concurrency: int | None = None,
-        lock_limit: int | None = None,
-        lock_lifetime: Duration | None = None,
-        priority: int | str | None = None,
-        backoff: BackoffStrategy | None = None,
-        remove_on_complete: bool | None = None,
-        timeout: Duration | None = None,
-        once_per_interval: bool = False,
-        history: bool | None = None,
-        fork: bool = False,
-    ) -> None:
-        check_job_name(name)
-        if not callable(fn):
-            raise InvalidInput("fn", fn, "the handler must be callable")
-        if not isinstance(fork, bool):
-            raise InvalidInput("fork", fork, "must be True or False")
-        if fork:
-            check_importable(fn)
-        if backoff is not None and not callable(backoff):
-            raise InvalidInput("backoff", backoff, "must be a strategy from agendapy.backoff or a callable")
+    def _define(self, name: str, fn: Handler, options: DefineOptions) -> None:
+        definition = job_definition(
+            name,
+            fn,
+            options,
+            concurrency=self.default_concurrency,
+            lock_limit=self.default_lock_limit,
+            lock_lifetime=self.default_lock_lifetime,
+            remove_on_complete=self.remove_on_complete,
+        )
         if name in self._definitions:
             log.debug("redefining job %r", name)
-        self._definitions[name] = JobDefinition(
-            name=name,
-            fn=fn,
-            concurrency=self.default_concurrency
-            if concurrency is None
-            else positive_int(concurrency, "concurrency"),
-            lock_limit=self.default_lock_limit
-            if lock_limit is None
-            else positive_int(lock_limit, "lock_limit", allow_zero=True),
-            lock_lifetime=self.default_lock_lifetime
-            if lock_lifetime is None
-            else sched.to_timedelta(lock_lifetime, field="lock_lifetime"),
-            priority=sched.parse_priority(priority),
-            backoff=backoff,
-            remove_on_complete=self.remove_on_complete
-            if remove_on_complete is None
-            else bool(remove_on_complete),
-            timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
-            once_per_interval=bool(once_per_interval),
-            history=history,
-            fork=fork,
-        )
+        self._definitions[name] = definition
 
     @property
     def definitions(self) -> Mapping[str, JobDefinition]:

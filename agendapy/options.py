@@ -7,17 +7,25 @@ order, so with several bad arguments the first one reported is always the same.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from . import schedule as sched
+from .definition import Handler, JobDefinition
 from .errors import InvalidInput
-from .fork import DEFAULT_METHOD, ForkMethod
+from .fork import DEFAULT_METHOD, ForkMethod, check_importable
+from .validate import check_job_name
 
-__all__ = ["AgendaOptions", "HistoryMode", "positive_int"]
+if TYPE_CHECKING:
+    from .backoff import BackoffStrategy
+
+__all__ = ["AgendaOptions", "DefineOptions", "Duration", "HistoryMode", "job_definition", "positive_int"]
 
 HistoryMode = Literal["all", "recurring", "none"]
+#: A duration as users give it: seconds, a timedelta, or a string such as "5 minutes".
+Duration = str | int | float | timedelta
 
 
 def positive_int(value: Any, field_name: str, *, allow_zero: bool = False) -> int:
@@ -105,3 +113,83 @@ class AgendaOptions:
         if values["dependency_check_every"] is None:
             values["dependency_check_every"] = values["process_every"]
         return cls(**values)
+
+
+class DefineOptions(TypedDict, total=False):
+    """The options of ``agenda.define``; each one left out takes the Agenda's default.
+
+    Attributes:
+        concurrency: runs of this name at once in this process.
+        lock_limit: jobs of this name this process may hold locked at once (0 = no fixed limit).
+        lock_lifetime: how long a lock lasts without renewal.
+        priority: an int or "lowest", "low", "normal", "high", "highest".
+        backoff: retries after a failure: a strategy from ``agendapy.backoff`` or a callable.
+        remove_on_complete: delete one-off jobs after they succeed.
+        timeout: a run longer than this fails.
+        once_per_interval: each interval of a recurring schedule runs at most once across all workers.
+        history: record every run in ``agenda.runs()`` (default: the Agenda's ``history`` setting).
+        fork: run each job in a child process that imports the handler by its module path (a
+            module-level function outside ``__main__``).
+    """
+
+    concurrency: int | None
+    lock_limit: int | None
+    lock_lifetime: Duration | None
+    priority: int | str | None
+    backoff: BackoffStrategy | None
+    remove_on_complete: bool | None
+    timeout: Duration | None
+    once_per_interval: bool
+    history: bool | None
+    fork: bool
+
+
+_DEFINE_KEYWORDS = frozenset(DefineOptions.__annotations__)
+
+
+def job_definition(
+    name: str,
+    fn: Handler,
+    given: Mapping[str, Any],
+    *,
+    concurrency: int,
+    lock_limit: int,
+    lock_lifetime: timedelta,
+    remove_on_complete: bool,
+) -> JobDefinition:
+    """Check ``define``'s arguments (``given``: its options) into a definition; the keyword-only
+    arguments are the Agenda's defaults for options not given."""
+    unknown = sorted(set(given) - _DEFINE_KEYWORDS)
+    if unknown:
+        # What Python says of a keyword no signature takes: **options must not swallow typos.
+        raise TypeError(f"define() got an unexpected keyword argument {unknown[0]!r}")
+    check_job_name(name)
+    if not callable(fn):
+        raise InvalidInput("fn", fn, "the handler must be callable")
+    fork = given.get("fork", False)
+    if not isinstance(fork, bool):
+        raise InvalidInput("fork", fork, "must be True or False")
+    if fork:
+        check_importable(fn)
+    backoff = given.get("backoff")
+    if backoff is not None and not callable(backoff):
+        raise InvalidInput("backoff", backoff, "must be a strategy from agendapy.backoff or a callable")
+
+    def option(key: str, convert: Any, default: Any) -> Any:
+        value = given.get(key)
+        return default if value is None else convert(value, key)
+
+    return JobDefinition(
+        name=name,
+        fn=fn,
+        concurrency=option("concurrency", _count, concurrency),
+        lock_limit=option("lock_limit", _limit, lock_limit),
+        lock_lifetime=option("lock_lifetime", _duration, lock_lifetime),
+        priority=sched.parse_priority(given.get("priority")),
+        backoff=backoff,
+        remove_on_complete=option("remove_on_complete", _flag, remove_on_complete),
+        timeout=option("timeout", _duration, None),
+        once_per_interval=bool(given.get("once_per_interval", False)),
+        history=given.get("history"),
+        fork=fork,
+    )

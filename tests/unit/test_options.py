@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agendapy.errors import InvalidInput
-from agendapy.options import AgendaOptions
+from agendapy.options import AgendaOptions, job_definition
 
 DEFAULTS: dict[str, Any] = {
     "process_every": "5 seconds",
@@ -66,3 +66,32 @@ def test_options_are_checked_in_declaration_order() -> None:
 
 def test_a_plain_zero_write_window_means_one_loop_turn() -> None:
     assert AgendaOptions.convert(**{**DEFAULTS, "state_write_window": 0}).state_write_window == timedelta(0)
+
+
+def test_define_options_fall_back_to_the_agenda_defaults() -> None:
+    options = AgendaOptions.convert(**DEFAULTS)
+    defaults = {
+        "concurrency": options.default_concurrency,
+        "lock_limit": options.default_lock_limit,
+        "lock_lifetime": options.default_lock_lifetime,
+        "remove_on_complete": options.remove_on_complete,
+    }
+    plain = job_definition("a", lambda job: None, {}, **defaults)
+    assert (plain.concurrency, plain.lock_limit, plain.lock_lifetime) == (5, 0, timedelta(minutes=10))
+    given = job_definition("a", lambda job: None, {"concurrency": 2, "lock_lifetime": "1 minute"}, **defaults)
+    assert (given.concurrency, given.lock_lifetime) == (2, timedelta(minutes=1))
+
+
+def test_define_refuses_a_misspelt_option_and_names_a_bad_one() -> None:
+    options = AgendaOptions.convert(**DEFAULTS)
+    defaults = {
+        "concurrency": options.default_concurrency,
+        "lock_limit": options.default_lock_limit,
+        "lock_lifetime": options.default_lock_lifetime,
+        "remove_on_complete": options.remove_on_complete,
+    }
+    with pytest.raises(TypeError, match="unexpected keyword argument 'concurency'"):
+        job_definition("a", lambda job: None, {"concurency": 2}, **defaults)
+    with pytest.raises(InvalidInput, match="must be an int, 1 or more") as caught:
+        job_definition("a", lambda job: None, {"concurrency": 0}, **defaults)
+    assert caught.value.field == "concurrency"
