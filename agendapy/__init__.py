@@ -31,6 +31,7 @@ from .errors import (
 )
 from .filters import JobFilter
 from .job import Job, JobState
+from .options import DefineOptions
 from .processor import DrainResult
 from .runner import RetryDetails
 from .store.runs import RunRecord
@@ -40,6 +41,7 @@ __all__ = [
     "AgendaError",
     "ChildProcessDied",
     "DatabaseUnavailable",
+    "DefineOptions",
     "DrainResult",
     "ForkedJobError",
     "Interrupted",

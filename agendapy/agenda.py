@@ -250,12 +250,12 @@ class Agenda:
     def define(self, name: str, fn: Any = None, **options: Unpack[DefineOptions]) -> Any:
         """Register the handler of a job name; as ``@agenda.define("name", ...)`` it decorates it.
 
-        Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
-        ``remove_on_complete``, ``timeout`` (a run longer than this fails), ``once_per_interval`` (each
-        interval of a recurring schedule runs at most once across all workers), ``history`` (record
-        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting), ``fork`` (run
-        each job in a child process that imports ``fn`` by its module path: ``fn`` must be a
-        module-level function outside ``__main__``).
+        Options (see ``DefineOptions``): ``concurrency``, ``lock_limit``, ``lock_lifetime``,
+        ``priority``, ``backoff``, ``remove_on_complete``, ``timeout`` (a run longer than this
+        fails), ``once_per_interval`` (each interval of a recurring schedule runs at most once across
+        all workers), ``history`` (record every run in ``agenda.runs()``; default: the Agenda's
+        ``history`` setting), ``fork`` (run each job in a child process that imports ``fn`` by its
+        module path: ``fn`` must be a module-level function outside ``__main__``).
         """
         if fn is None:
 
