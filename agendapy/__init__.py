@@ -29,8 +29,10 @@ from .errors import (
     UnknownJob,
     UnsafeQuery,
 )
+from .filters import JobFilter
 from .job import Job, JobState
 from .joblogs import JobLogEntry, JobLogsResult
+from .options import DefineOptions
 from .processor import DrainResult
 from .runner import RetryDetails
 from .store.runs import RunRecord
@@ -41,6 +43,7 @@ __all__ = [
     "AgendaError",
     "ChildProcessDied",
     "DatabaseUnavailable",
+    "DefineOptions",
     "DrainResult",
     "ForkedJobError",
     "Interrupted",
@@ -53,6 +56,7 @@ __all__ = [
     "InvalidTimezone",
     "Job",
     "JobFailed",
+    "JobFilter",
     "JobLogEntry",
     "JobLogsResult",
     "JobNotFound",

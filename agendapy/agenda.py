@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, Unpack, cast, overload
 
 from pymongo.errors import OperationFailure
 
 from . import schedule as sched
+from .bulk import check_new_jobs, one_per_name
+from .connections import DefaultDatabase
 from .definition import Handler, JobDefinition
 from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
 from .events import EventEmitter
+from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
-from .fork import DEFAULT_METHOD, ForkMethod, check_importable
+from .fork import ForkMethod
+from .history import check_runs_query
 from .job import Job, JobState, compute_job_state
 from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, JobLogWriter, LogQuery, LogStore, MongoLogStore
+from .options import AgendaOptions, DefineOptions, Duration, job_definition
 from .processor import DrainResult, Processor
+from .results import JobsResult, RunDueResult, RunningStats
 from .runner import keep_trying, run_job
-from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
-from .store.mongo import MongoJobStore, redact_url
+from .store.base import JobQuery, JobStore, is_job_store
+from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
 from .store.schema import check_job_fields
 from .validate import (
     check_bson,
+    check_count,
     check_id,
-    check_ids,
     check_job_name,
-    check_names,
     check_priority,
-    check_safe_filter,
+    check_search,
     parse_priority,
 )
 from .workers import (
@@ -49,63 +51,12 @@ from .workers import (
     recent_activity,
 )
 
-if TYPE_CHECKING:
-    from .backoff import BackoffStrategy
-    from .embedded import EmbeddedLease
-
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
 log = logging.getLogger("agendapy")
 
 F = TypeVar("F", bound=Callable[..., Any])
-Duration = str | int | float | timedelta
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
-_UNSET: Any = object()
-
-#: Where the embedded database keeps its files when no URL is given.
-DEFAULT_DATA_DIR = ".agendapy/db"
-#: How often a process using the embedded database checks that its server still runs.
-_EMBEDDED_CHECK_EVERY = 1.0
-
-
-@dataclass(frozen=True)
-class JobsResult:
-    """``query_jobs``: the page of jobs (each with ``.state``) and the total that matched."""
-
-    jobs: list[Job]
-    total: int
-
-
-@dataclass(frozen=True)
-class RunDueResult:
-    """What ``run_due`` ran: jobs by outcome (``failed`` pairs each job with its error)."""
-
-    succeeded: list[Job]
-    failed: list[tuple[Job, BaseException | None]]
-    skipped: list[Job]
-    waiting: list[Job]
-    #: Why each skipped job did not run (e.g. a requirement that can no longer be met), by job id.
-    skip_reasons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no run failed (jobs still waiting for their requirements are not failures)."""
-        return not self.failed
-
-
-@dataclass(frozen=True)
-class RunningStats:
-    """Agenda's getRunningStats, in snake_case."""
-
-    version: str
-    queue_name: str | None
-    total_queue_size_db: int
-    config: dict[str, Any]
-    job_status: dict[str, dict[str, Any]]
-    queued_jobs: int | list[dict[str, Any]]
-    running_jobs: int | list[dict[str, Any]]
-    locked_jobs: int | list[dict[str, Any]]
-    internal: dict[str, Any] = field(default_factory=dict)
 
 
 def _package_version() -> str:
@@ -113,28 +64,6 @@ def _package_version() -> str:
         return version("agendapy")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def _bounded_int(value: Any, field_name: str) -> int:
-    """A skip or limit: 0 or more, and small enough for the server."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
-        raise InvalidInput(field_name, value, "must be an int from 0 to 2**31 - 1")
-    return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _positive_int(value: Any, field_name: str, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        limit = "0 or more" if allow_zero else "1 or more"
-        raise InvalidInput(field_name, value, f"must be an int, {limit}")
-    return value
 
 
 def _insertable_due(job: Job, now: datetime) -> bool:
@@ -235,37 +164,45 @@ class Agenda:
         heartbeat_every: Duration = "5 seconds",
     ) -> None:
         self.name = name
-        self.process_every = sched.to_timedelta(process_every, field="process_every")
-        self.max_concurrency = _positive_int(max_concurrency, "max_concurrency")
-        self.default_concurrency = _positive_int(default_concurrency, "default_concurrency")
-        self.lock_limit = _positive_int(lock_limit, "lock_limit", allow_zero=True)
-        self.default_lock_limit = _positive_int(default_lock_limit, "default_lock_limit", allow_zero=True)
-        self.default_lock_lifetime = sched.to_timedelta(default_lock_lifetime, field="default_lock_lifetime")
-        self.remove_on_complete = bool(remove_on_complete)
-        if history not in ("all", "recurring", "none"):
-            raise InvalidInput("history", history, "must be 'all', 'recurring' or 'none'")
-        self.history = history
-        self._history_ttl = sched.to_timedelta(history_ttl, field="history_ttl")
-        self._history_keep = _positive_int(history_keep, "history_keep")
+        self.options = options = AgendaOptions.convert(
+            process_every=process_every,
+            max_concurrency=max_concurrency,
+            default_concurrency=default_concurrency,
+            lock_limit=lock_limit,
+            default_lock_limit=default_lock_limit,
+            default_lock_lifetime=default_lock_lifetime,
+            remove_on_complete=remove_on_complete,
+            history=history,
+            history_ttl=history_ttl,
+            history_keep=history_keep,
+            dependency_check_every=dependency_check_every,
+            change_streams=change_streams,
+            state_write_window=state_write_window,
+            fork_method=fork_method,
+            fleet_events=fleet_events,
+            logging=logging,
+            logs_collection=logs_collection,
+            logs_ttl=logs_ttl,
+            workers_collection=workers_collection,
+            activity_collection=activity_collection,
+            heartbeat_every=heartbeat_every,
+        )
+        # The settings the worker reads, as attributes (``agenda.process_every`` ...).
+        self.process_every = options.process_every
+        self.max_concurrency = options.max_concurrency
+        self.default_concurrency = options.default_concurrency
+        self.lock_limit = options.lock_limit
+        self.default_lock_limit = options.default_lock_limit
+        self.default_lock_lifetime = options.default_lock_lifetime
+        self.remove_on_complete = options.remove_on_complete
+        self.history = options.history
+        self.dependency_check_every = options.dependency_check_every
+        self.change_streams = options.change_streams
+        self.state_write_window = options.state_write_window
+        self.fork_method = options.fork_method
+        self.fleet_events = options.fleet_events
         self._runs_collection = runs_collection
-        self.dependency_check_every = (
-            self.process_every
-            if dependency_check_every is None
-            else sched.to_timedelta(dependency_check_every, field="dependency_check_every")
-        )
         self._finished_runs = 0
-        self.change_streams = bool(change_streams)
-        self.state_write_window = (
-            timedelta(0)
-            if state_write_window == 0 and not isinstance(state_write_window, bool)
-            else sched.to_timedelta(state_write_window, field="state_write_window")
-        )
-        if self.state_write_window > timedelta(seconds=1):
-            raise InvalidInput("state_write_window", state_write_window, "must be at most 1 second")
-        if fork_method is not None and fork_method not in ("forkserver", "spawn"):
-            raise InvalidInput("fork_method", fork_method, "must be 'forkserver' or 'spawn'")
-        self.fork_method: ForkMethod = fork_method or DEFAULT_METHOD
-        self.fleet_events = bool(fleet_events)
         self._fleet: FleetEvents | None = None
         self._collection_name = collection
         self._database_name = database
@@ -279,17 +216,14 @@ class Agenda:
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
-        self._embedded: EmbeddedLease | None = None
-        self._embedded_watch: asyncio.Task[None] | None = None
-        self._logging = bool(logging)
-        self._logs_collection = _collection_name(logs_collection, "logs_collection")
-        self._logs_ttl = None if logs_ttl is None else sched.to_timedelta(logs_ttl, field="logs_ttl")
+        self._default_database = DefaultDatabase()
+        self._logging = options.logging
+        self._logs_collection = options.logs_collection
+        self._logs_ttl = options.logs_ttl
         self._log_writer: JobLogWriter | None = None
-        self._workers_collection = _collection_name(workers_collection, "workers_collection")
-        self._activity_collection = _collection_name(activity_collection, "activity_collection")
-        self.heartbeat_every = sched.to_timedelta(heartbeat_every, field="heartbeat_every")
-        if self.heartbeat_every <= timedelta(0):
-            raise InvalidInput("heartbeat_every", heartbeat_every, "must be more than 0 seconds")
+        self._workers_collection = options.workers_collection
+        self._activity_collection = options.activity_collection
+        self.heartbeat_every = options.heartbeat_every
         self._presence: WorkerPresence | None = None
         if self._logging:
             self._enable_log_writer()
@@ -305,8 +239,8 @@ class Agenda:
             database=self._database_name,
             ensure_indexes=self._ensure_index,
             runs_collection=self._runs_collection,
-            history_ttl=self._history_ttl,
-            history_keep=self._history_keep,
+            history_ttl=self.options.history_ttl,
+            history_keep=self.options.history_keep,
             state_write_window=self.state_write_window.total_seconds(),
         )
 
@@ -330,40 +264,10 @@ class Agenda:
             if self._connected:
                 return
             if self._db_source is None:
-                url = os.environ.get("AGENDAPY_MONGO_URL")
-                if not url:
-                    url = await self._start_embedded()
-                self._store = self._make_store(url)
+                self._store = self._make_store(await self._default_database.url())
             await self._store.connect()
             self._connected = True
         await self._events.emit("ready")
-
-    async def _start_embedded(self) -> str:
-        from .embedded import ensure_embedded_server
-
-        data_dir = os.environ.get("AGENDAPY_DATA_DIR", DEFAULT_DATA_DIR)
-        lease = await asyncio.to_thread(ensure_embedded_server, data_dir)
-        self._embedded = lease
-        self._embedded_watch = asyncio.create_task(self._watch_embedded(lease), name="agendapy-embedded")
-        log.info("using the embedded database at %s (data in %s)", redact_url(lease.url), data_dir)
-        return lease.url
-
-    async def _watch_embedded(self, lease: EmbeddedLease) -> None:
-        # The shared server may go away under us (killed, crashed): start it again on the same port,
-        # and the driver reconnects by itself. Without this a worker would retry a dead port forever.
-        failing = False
-        while True:
-            await asyncio.sleep(_EMBEDDED_CHECK_EVERY)
-            try:
-                await lease.aensure_live()
-            except Exception as exc:
-                # Once per outage: the store's own errors say the rest while it lasts.
-                (log.debug if failing else log.error)("the embedded database is unavailable: %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.info("the embedded database is running again")
-                failing = False
 
     async def close(self) -> None:
         """Stop processing (if started), close the connection and leave the embedded server (it stops
@@ -371,12 +275,7 @@ class Agenda:
         await self.stop()
         if self._log_writer is not None:
             await self._log_writer.close(timeout=2.0)
-        watch, self._embedded_watch = self._embedded_watch, None
-        if watch is not None and not watch.done():
-            watch.cancel()
-            if watch.get_loop() is asyncio.get_running_loop():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+        await self._default_database.stop_watching()
         try:
             if self._connected:
                 # Marked closed first: a caller that gives up on a silent server (the CLI's worker,
@@ -384,9 +283,7 @@ class Agenda:
                 self._connected = False
                 await self._store.close()
         finally:
-            if self._embedded is not None:
-                self._embedded.release()
-                self._embedded = None
+            self._default_database.release()
 
     async def __aenter__(self) -> Agenda:
         await self.start()
@@ -400,86 +297,46 @@ class Agenda:
     # -- definitions ------------------------------------------------------------------------------
 
     @overload
-    def define(self, name: str, fn: F, **options: Any) -> F: ...
+    def define(self, name: str, fn: F, **options: Unpack[DefineOptions]) -> F: ...
 
     @overload
-    def define(self, name: str, fn: None = None, **options: Any) -> Callable[[F], F]: ...
+    def define(self, name: str, fn: None = None, **options: Unpack[DefineOptions]) -> Callable[[F], F]: ...
 
-    def define(self, name: str, fn: Any = None, **options: Any) -> Any:
+    def define(self, name: str, fn: Any = None, **options: Unpack[DefineOptions]) -> Any:
         """Register the handler of a job name; as ``@agenda.define("name", ...)`` it decorates it.
 
-        Options: ``concurrency``, ``lock_limit``, ``lock_lifetime``, ``priority``, ``backoff``,
-        ``remove_on_complete``, ``timeout`` (a run longer than this fails), ``once_per_interval`` (each
-        interval of a recurring schedule runs at most once across all workers), ``history`` (record
-        every run in ``agenda.runs()``; default: the Agenda's ``history`` setting), ``fork`` (run
-        each job in a child process that imports ``fn`` by its module path: ``fn`` must be a
-        module-level function outside ``__main__``), ``logging`` (write this name's job log; default:
-        the Agenda's ``logging`` setting).
+        Options (see ``DefineOptions``): ``concurrency``, ``lock_limit``, ``lock_lifetime``,
+        ``priority``, ``backoff``, ``remove_on_complete``, ``timeout`` (a run longer than this
+        fails), ``once_per_interval`` (each interval of a recurring schedule runs at most once across
+        all workers), ``history`` (record every run in ``agenda.runs()``; default: the Agenda's
+        ``history`` setting), ``fork`` (run each job in a child process that imports ``fn`` by its
+        module path: ``fn`` must be a module-level function outside ``__main__``), ``logging``
+        (write this name's job log; default: the Agenda's ``logging`` setting).
         """
         if fn is None:
 
             def decorate(handler: F) -> F:
-                self._define(name, handler, **options)
+                self._define(name, handler, options)
                 return handler
 
             return decorate
-        self._define(name, fn, **options)
+        self._define(name, fn, options)
         return fn
 
-    def _define(
-        self,
-        name: str,
-        fn: Handler,
-        *,
-        concurrency: int | None = None,
-        lock_limit: int | None = None,
-        lock_lifetime: Duration | None = None,
-        priority: int | str | None = None,
-        backoff: BackoffStrategy | None = None,
-        remove_on_complete: bool | None = None,
-        timeout: Duration | None = None,
-        once_per_interval: bool = False,
-        history: bool | None = None,
-        fork: bool = False,
-        logging: bool | None = None,
-    ) -> None:
-        check_job_name(name)
-        if logging is not None and not isinstance(logging, bool):
-            raise InvalidInput("logging", logging, "must be True, False or None")
-        if not callable(fn):
-            raise InvalidInput("fn", fn, "the handler must be callable")
-        if not isinstance(fork, bool):
-            raise InvalidInput("fork", fork, "must be True or False")
-        if fork:
-            check_importable(fn)
-        if backoff is not None and not callable(backoff):
-            raise InvalidInput("backoff", backoff, "must be a strategy from agendapy.backoff or a callable")
+    def _define(self, name: str, fn: Handler, options: DefineOptions) -> None:
+        definition = job_definition(
+            name,
+            fn,
+            options,
+            concurrency=self.default_concurrency,
+            lock_limit=self.default_lock_limit,
+            lock_lifetime=self.default_lock_lifetime,
+            remove_on_complete=self.remove_on_complete,
+        )
         if name in self._definitions:
             log.debug("redefining job %r", name)
-        self._definitions[name] = JobDefinition(
-            name=name,
-            fn=fn,
-            concurrency=self.default_concurrency
-            if concurrency is None
-            else _positive_int(concurrency, "concurrency"),
-            lock_limit=self.default_lock_limit
-            if lock_limit is None
-            else _positive_int(lock_limit, "lock_limit", allow_zero=True),
-            lock_lifetime=self.default_lock_lifetime
-            if lock_lifetime is None
-            else sched.to_timedelta(lock_lifetime, field="lock_lifetime"),
-            priority=parse_priority(priority),
-            backoff=backoff,
-            remove_on_complete=self.remove_on_complete
-            if remove_on_complete is None
-            else bool(remove_on_complete),
-            timeout=None if timeout is None else sched.to_timedelta(timeout, field="timeout"),
-            once_per_interval=bool(once_per_interval),
-            history=history,
-            fork=fork,
-            logging=logging,
-        )
-        if logging:
+        self._definitions[name] = definition
+        if definition.logging:
             self._enable_log_writer()
 
     @property
@@ -629,22 +486,14 @@ class Agenda:
     async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
         """Save many new jobs in one round trip (plain one-off or recurring jobs made by ``create``;
         not ``unique``/``every`` jobs, which need an upsert each)."""
-        jobs = list(jobs)
-        for job in jobs:
-            if not isinstance(job, Job):
-                raise InvalidInput("jobs", job, "must be Jobs made by agenda.create")
-            if job.id is not None or job.type == "single" or job.unique_query is not None:
-                raise InvalidInput("jobs", job, "insert_many takes new jobs without unique() or every()")
-            check_job_name(job.name)
-            check_bson(job.data)
-            check_priority(job.priority)
-            check_job_fields(job)
+        checked = check_new_jobs(jobs)
+        for job in checked:
             job.agenda = self
         await self.connect()
-        await self._store.insert_many(jobs, last_modified_by=self.name)
-        for name in {job.name for job in jobs}:
-            self._wake_for(next(job for job in jobs if job.name == name))
-        return jobs
+        await self._store.insert_many(checked, last_modified_by=self.name)
+        for job in one_per_name(checked):
+            self._wake_for(job)
+        return checked
 
     async def now_many(self, name: str, datas: Sequence[Any]) -> list[Job]:
         """``now(name, data)`` for each data, in one round trip."""
@@ -715,24 +564,22 @@ class Agenda:
     async def query_jobs(
         self,
         *,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
         state: JobState | str | None = None,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
         search: str | None = None,
-        data: Any = _UNSET,
         include_disabled: bool = True,
         sort: Mapping[str, Literal["asc", "desc"]] | None = None,
         skip: int = 0,
         limit: int = 0,
+        **filters: Unpack[JobFilter],
     ) -> JobsResult:
-        """Find jobs; each returned job has its computed ``job.state``."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, data=data)
-        skip = _bounded_int(skip, "skip")
-        limit = _bounded_int(limit, "limit")
-        if search is not None and (not isinstance(search, str) or not _encodable(search)):
-            raise InvalidInput("search", search, "must be a string")
+        """Find jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``) and, with ``state``, in that state; ``search``
+        matches part of the name. Each returned job has its computed ``job.state``."""
+        criteria = job_criteria(filters, method="query_jobs")
+        skip = check_count(skip, field="skip")
+        limit = check_count(limit, field="limit")
+        if search is not None:
+            search = check_search(search)
         if sort is not None and not isinstance(sort, Mapping):
             raise InvalidInput("sort", sort, 'must be a mapping such as {"nextRunAt": "desc"}')
         wanted: JobState | None = None
@@ -779,42 +626,14 @@ class Agenda:
         await self.connect()
         return await self._store.overview(sched.utcnow())
 
-    @staticmethod
-    def _criteria(
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
-    ) -> JobCriteria:
-        # Every criterion is a plain value: a mapping such as {"$ne": None} must never reach a filter.
-        has_data = data is not _UNSET
-        if has_data:
-            check_safe_filter(data, field="data")
-        return JobCriteria(
-            id=None if id is None else str(check_id(id)),
-            ids=None if ids is None else [str(i) for i in check_ids(ids)],
-            name=None if name is None else check_job_name(name),
-            names=None if names is None else check_names(names, field="names"),
-            not_names=None if not_names is None else check_names(not_names, field="not_names"),
-            data=data if has_data else None,
-            has_data=has_data,
-        )
-
     async def cancel(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
-        """Delete matching jobs; returns how many. With no criteria nothing is deleted (use cancel_all)."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        """Delete the jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``); returns how many. With no filter nothing is
+        deleted (use cancel_all)."""
+        criteria = job_criteria(filters, method="cancel")
         await self.connect()
         return await self._store.remove(criteria)
 
@@ -831,31 +650,22 @@ class Agenda:
 
     async def disable(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
-        """Disable matching jobs (never locked while disabled); returns how many changed."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        """Disable the jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``); they are never locked while disabled. Returns
+        how many changed."""
+        criteria = job_criteria(filters, method="disable")
         await self.connect()
         return await self._store.set_disabled(criteria, True)
 
     async def enable(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
-        """Enable matching jobs; returns how many changed."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
+        """Enable the jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
+        ``not_names``, ``data``: see ``JobFilter``); returns how many changed."""
+        criteria = job_criteria(filters, method="enable")
         await self.connect()
         changed = await self._store.set_disabled(criteria, False)
         if changed and self._processor is not None:
@@ -1065,24 +875,9 @@ class Agenda:
     ) -> list[RunRecord]:
         """Run records, newest first: interval, started, finished, status, error, worker
         (of one job name, or one job document with ``job_id``)."""
-        if status is not None and status not in ("running", "succeeded", "failed", "skipped"):
-            raise InvalidInput("status", status, "must be running, succeeded, failed or skipped")
-        limit = _bounded_int(limit, "limit")
-        if name is not None and not isinstance(name, str):
-            # A plain string only (a mapping would be a filter); any string, so the history of a name
-            # written by another tool can still be read.
-            raise InvalidInput("name", name, "must be a job name (a string)")
-        since_at = None if since is None else sched.parse_when(since, field="since")
-        until_at = None if until is None else sched.parse_when(until, field="until")
+        query = check_runs_query(name, since=since, until=until, status=status, limit=limit, job_id=job_id)
         await self.connect()
-        return await self._store.runs.query(
-            name=name,
-            since=since_at,
-            until=until_at,
-            status=status,
-            limit=limit,
-            job_id=None if job_id is None else str(check_id(job_id, field="job_id")),
-        )
+        return await self._store.runs.query(**vars(query))
 
     def _records_history(self, job: Job, definition: JobDefinition | None) -> bool:
         if definition is not None and definition.history is not None:
@@ -1295,12 +1090,6 @@ def _finished_since(before: Job, now: Job) -> bool:
     if now.locked_at is not None or now.last_finished_at is None:
         return False
     return before.last_finished_at is None or now.last_finished_at > before.last_finished_at
-
-
-def _collection_name(value: Any, field_name: str) -> str:
-    if not isinstance(value, str) or not value or "$" in value or "\x00" in value or len(value) > 120:
-        raise InvalidInput(field_name, value, "must be a collection name (text without $ or NUL)")
-    return value
 
 
 class _LazyLogStore:

@@ -22,13 +22,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.database import Database
 
 from .agenda import Agenda, JobsResult, RunDueResult
 from .errors import AgendaError, InvalidInput
+from .filters import JobFilter
 from .job import Job, JobState
 from .joblogs import JobLogsResult
 from .store.runs import RunRecord
@@ -40,7 +41,6 @@ log = logging.getLogger("agendapy")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-_UNSET: Any = object()
 
 
 class SyncAgendaClosed(AgendaError, RuntimeError):
@@ -314,33 +314,25 @@ class SyncAgenda:
     def query_jobs(
         self,
         *,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
         state: JobState | str | None = None,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
         search: str | None = None,
-        data: Any = _UNSET,
         include_disabled: bool = True,
         sort: Mapping[str, Literal["asc", "desc"]] | None = None,
         skip: int = 0,
         limit: int = 0,
+        **filters: Unpack[JobFilter],
     ) -> JobsResult:
-        """Find jobs (``JobsResult(jobs, total)``); each job has its computed ``state``."""
-        options: dict[str, Any] = {"data": data} if data is not _UNSET else {}
+        """Find jobs matching ``filters`` (``JobsResult(jobs, total)``); each job has its computed
+        ``state``."""
         return self._call(
             lambda: self.agenda.query_jobs(
-                name=name,
-                names=names,
                 state=state,
-                id=id,
-                ids=ids,
                 search=search,
                 include_disabled=include_disabled,
                 sort=sort,
                 skip=skip,
                 limit=limit,
-                **options,
+                **filters,
             )
         )
 
@@ -359,17 +351,10 @@ class SyncAgenda:
 
     def cancel(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
         """Delete matching jobs; returns how many (no criteria: none)."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
-        return self._call(lambda: self.agenda.cancel(**criteria))
+        return self._call(lambda: self.agenda.cancel(**filters))
 
     def cancel_all(self) -> int:
         """Delete every job."""
@@ -377,42 +362,21 @@ class SyncAgenda:
 
     def disable(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
         """Disable matching jobs; returns how many changed."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
-        return self._call(lambda: self.agenda.disable(**criteria))
+        return self._call(lambda: self.agenda.disable(**filters))
 
     def enable(
         self,
-        *,
-        id: str | None = None,
-        ids: Sequence[str] | None = None,
-        name: str | None = None,
-        names: Sequence[str] | None = None,
-        not_names: Sequence[str] | None = None,
-        data: Any = _UNSET,
+        **filters: Unpack[JobFilter],
     ) -> int:
         """Enable matching jobs; returns how many changed."""
-        criteria = self._criteria(id=id, ids=ids, name=name, names=names, not_names=not_names, data=data)
-        return self._call(lambda: self.agenda.enable(**criteria))
+        return self._call(lambda: self.agenda.enable(**filters))
 
     def purge(self) -> int:
         """Delete the jobs whose names are not defined here (nothing if none is defined)."""
         return self._call(self.agenda.purge)
-
-    @staticmethod
-    def _criteria(**values: Any) -> dict[str, Any]:
-        given = {key: value for key, value in values.items() if value is not None and value is not _UNSET}
-        if values.get("data", _UNSET) is None:
-            given["data"] = None  # data=None is a criterion: jobs without data
-        return given
 
     # -- runs ---------------------------------------------------------------------------------------
 

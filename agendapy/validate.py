@@ -15,10 +15,12 @@ __all__ = [
     "MAX_DEPTH",
     "UNSAFE_OPERATORS",
     "check_bson",
+    "check_count",
     "check_id",
     "check_job_name",
     "check_priority",
     "check_safe_filter",
+    "check_search",
     "check_unique_query",
     "parse_priority",
 ]
@@ -182,6 +184,20 @@ def check_unique_query(query: object, *, field: str = "unique") -> dict[str, Any
         if key == "_id" or key.startswith("_id."):
             raise InvalidInput(field, query, "cannot match on _id (ids are assigned by the database)")
     return dict(query)
+
+
+def check_count(value: object, *, field: str) -> int:
+    """A skip or limit: 0 or more, and small enough for the server."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+        raise InvalidInput(field, value, "must be an int from 0 to 2**31 - 1")
+    return value
+
+
+def check_search(value: object, *, field: str = "search") -> str:
+    """A text to search for: a string the server can store (no lone surrogates)."""
+    if not isinstance(value, str) or not _utf8(value):
+        raise InvalidInput(field, value, "must be a string")
+    return value
 
 
 def check_names(values: object, *, field: str) -> list[str]:

@@ -10,23 +10,20 @@ import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import bson
 from bson import CodecOptions, DatetimeConversion
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany, UpdateOne, monitoring
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
-    ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
-    InvalidURI,
     OperationFailure,
 )
-from pymongo.uri_parser import parse_uri
 
-from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
+from ..connections import DEFAULT_DATABASE, MongoConnection, redact_url
+from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
 from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
 from .queries import (
@@ -55,13 +52,12 @@ from .schema import (
     unreadable_failure,
 )
 
+# DEFAULT_DATABASE and redact_url moved to agendapy.connections; still importable from here.
 __all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "MongoJobStore", "redact_url"]
 
 log = logging.getLogger("agendapy.store")
 
 DEFAULT_COLLECTION = "agendaJobs"
-DEFAULT_DATABASE = "agenda"
-_SERVER_SELECTION_TIMEOUT_MS = 10_000
 #: How long the state writes of runs gather before they go out together (seconds), by default.
 DEFAULT_STATE_WRITE_WINDOW = 0.005
 #: A gathered batch this large is written at once, without waiting for the window to close.
@@ -143,26 +139,6 @@ def _same_instant(stored: Any, written: datetime | None) -> bool:
     return bool(stored == written)
 
 
-def redact_url(url: str) -> str:
-    """A MongoDB URL without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _brief(exc: Exception) -> str:
-    """The useful head of a PyMongo connection error (without the topology dump)."""
-    text = str(exc)
-    for marker in (" (configured timeouts", ", Timeout:"):
-        text = text.split(marker, 1)[0]
-    return text
-
-
 @contextlib.contextmanager
 def _user_filter(field: str, value: Any) -> Iterator[None]:
     """A filter built from user input that the server refuses is bad input, not a crash."""
@@ -175,30 +151,6 @@ def _user_filter(field: str, value: Any) -> Iterator[None]:
         raise InvalidInput(field, value, f"the server rejected it: {message}") from None
 
 
-class _ConnectionLog(monitoring.ServerListener):
-    """Logs when the server becomes unreachable and when it answers again (driver monitoring)."""
-
-    def __init__(self) -> None:
-        self._lost: set[Any] = set()
-
-    def opened(self, event: monitoring.ServerOpeningEvent) -> None:
-        pass
-
-    def closed(self, event: monitoring.ServerClosedEvent) -> None:
-        pass
-
-    def description_changed(self, event: monitoring.ServerDescriptionChangedEvent) -> None:
-        before, after = event.previous_description, event.new_description
-        host, port = event.server_address
-        address = f"{host}:{port}"
-        if before.is_server_type_known and not after.is_server_type_known:
-            self._lost.add(event.server_address)
-            log.warning("lost the connection to MongoDB at %s: %s", address, after.error or "no answer")
-        elif event.server_address in self._lost and after.is_server_type_known:
-            self._lost.discard(event.server_address)
-            log.warning("the connection to MongoDB at %s is back", address)
-
-
 def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn "cannot reach the server" into DatabaseUnavailable, naming the server."""
 
@@ -209,7 +161,7 @@ def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Co
         except ConnectionFailure as exc:
             store = args[0]
             assert isinstance(store, MongoJobStore)
-            raise DatabaseUnavailable(f"cannot reach MongoDB at {store.describe()}: {_brief(exc)}") from exc
+            raise store.connection.unavailable(exc) from exc
 
     return wrapper
 
@@ -218,9 +170,9 @@ class MongoJobStore:
     """Jobs in one MongoDB collection, as Node Agenda 6 stores them.
 
     Args:
-        db: a ``mongodb://`` or ``mongodb+srv://`` URL (the database comes from its path), an
-            ``AsyncMongoClient``, an ``AsyncDatabase``, or a Motor client/database (its settings are
-            copied onto a native async client, since Motor is deprecated upstream).
+        db: a :class:`~agendapy.connections.MongoConnection`, or what one is made from: a
+            ``mongodb://`` or ``mongodb+srv://`` URL (the database comes from its path), an
+            ``AsyncMongoClient``, an ``AsyncDatabase``, or a Motor client/database.
         collection: the collection name (Agenda's default ``agendaJobs``).
         database: the database name when ``db`` does not say (default ``agenda``).
         ensure_indexes: create the indexes on connect.
@@ -230,7 +182,7 @@ class MongoJobStore:
 
     def __init__(
         self,
-        db: str | AsyncMongoClient[Any] | AsyncDatabase[Any] | Any,
+        db: MongoConnection | str | AsyncMongoClient[Any] | AsyncDatabase[Any] | Any,
         *,
         collection: str = DEFAULT_COLLECTION,
         database: str | None = None,
@@ -242,14 +194,11 @@ class MongoJobStore:
     ) -> None:
         if not isinstance(collection, str) or not collection or "$" in collection:
             raise InvalidInput("collection", collection, "must be a non-empty name without '$'")
-        self._source = db
+        # A URL is checked here, before anything connects.
+        self.connection = db if isinstance(db, MongoConnection) else MongoConnection(db, database=database)
         self._collection_name = collection
-        self._database_name = database
         self._ensure_indexes = ensure_indexes
-        self._client: AsyncMongoClient[Any] | None = None
-        self._owns_client = False
         self._collection: AsyncCollection[dict[str, Any]] | None = None
-        self._url: str | None = None
         self._runs_collection_name = runs_collection
         self._history_ttl = history_ttl
         self._history_keep = history_keep
@@ -260,29 +209,12 @@ class MongoJobStore:
         self._pending_states: list[_PendingState] = []
         self._flush_timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
-        if isinstance(db, str):
-            self._validate_url(db)
 
     # -- connection -----------------------------------------------------------------------------
 
-    def _validate_url(self, url: str) -> None:
-        if not url.startswith(("mongodb://", "mongodb+srv://")):
-            raise InvalidInput("db", redact_url(url), "must start with mongodb:// or mongodb+srv://")
-        try:
-            parse_uri(url, validate=True, warn=False, connect_timeout=None) if not url.startswith(
-                "mongodb+srv://"
-            ) else None
-        except (InvalidURI, ConfigurationError, ValueError) as exc:
-            raise InvalidInput("db", redact_url(url), str(exc)) from None
-        self._url = url
-
     def describe(self) -> str:
         """Where this store points, for messages (no password)."""
-        if self._url:
-            return redact_url(self._url)
-        if self._client is not None:
-            return ", ".join(f"{h}:{p}" for h, p in self._client.topology_description.server_descriptions())
-        return repr(self._source)
+        return self.connection.describe()
 
     @property
     def collection(self) -> AsyncCollection[dict[str, Any]]:
@@ -307,14 +239,14 @@ class MongoJobStore:
         """Resolve the client and database, check the server answers, create the indexes."""
         if self._collection is not None:
             return
-        database = self._resolve_database()
+        database = self.connection.database()
         codec = _CODEC
         self._collection = database.get_collection(self._collection_name, codec_options=codec)
         try:
             await database.command("ping")
         except ConnectionFailure as exc:
             await self.close()
-            raise DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}") from exc
+            raise self.connection.unavailable(exc) from exc
         self._runs = MongoRunStore(
             database.get_collection(self._runs_collection_name, codec_options=codec),
             ttl=self._history_ttl,
@@ -323,32 +255,6 @@ class MongoJobStore:
         if self._ensure_indexes:
             await self._create_indexes()
             await self._runs.create_indexes()
-
-    def _resolve_database(self) -> AsyncDatabase[dict[str, Any]]:
-        source = self._source
-        if _is_motor(source):
-            source = _native_from_motor(source)
-            self._owns_client = True
-        if isinstance(source, str):
-            parsed = parse_uri(source, warn=True) if source.startswith("mongodb://") else {"database": None}
-            kwargs: dict[str, Any] = {"event_listeners": [_ConnectionLog()]}
-            if "serverselectiontimeoutms" not in source.lower():
-                kwargs["serverSelectionTimeoutMS"] = _SERVER_SELECTION_TIMEOUT_MS
-            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(source, **kwargs)
-            self._client, self._owns_client = client, True
-            name = self._database_name or parsed.get("database") or _db_from_srv(source) or DEFAULT_DATABASE
-            return client[name]
-        if isinstance(source, AsyncMongoClient):
-            self._client = source
-            return source[self._database_name or _default_database(source)]
-        if isinstance(source, AsyncDatabase):
-            self._client = source.client
-            return source
-        raise InvalidInput(
-            "db",
-            source,
-            "must be a mongodb:// URL, an AsyncMongoClient, an AsyncDatabase or a Motor client/database",
-        )
 
     async def _create_indexes(self) -> None:
         for name, keys, options in INDEXES:
@@ -360,15 +266,13 @@ class MongoJobStore:
                 log.warning("could not create index %s on %s: %s", name, self._collection_name, exc)
 
     async def close(self) -> None:
-        """Close the client if this store created it (after the pending batched writes)."""
+        """Close the client if this store's connection made it (after the pending batched writes)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5.0
         while (self._pending_states or self._flushes) and loop.time() < deadline:
             self._start_flush()
             await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
-        if self._client is not None and self._owns_client:
-            await self._client.close()
-        self._client = None
+        await self.connection.close()
         self._collection = None
         self._runs = None
 
@@ -647,7 +551,7 @@ class MongoJobStore:
         try:
             results = await self._fenced_writes([(entry.job, entry.values) for entry in batch])
         except ConnectionFailure as exc:
-            error = DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}")
+            error = self.connection.unavailable(exc)
             for entry in batch:
                 if not entry.done.done():
                     entry.done.set_exception(error)
@@ -976,31 +880,3 @@ def _empty_overview(name: str) -> dict[str, Any]:
     for state in JobState:
         entry[state.value] = 0
     return entry
-
-
-def _is_motor(obj: Any) -> bool:
-    return type(obj).__module__.startswith("motor.")
-
-
-def _native_from_motor(obj: Any) -> AsyncMongoClient[Any] | AsyncDatabase[Any]:
-    """A native async client with the Motor client's settings (Motor wraps a sync PyMongo client)."""
-    delegate = getattr(obj, "delegate", None)
-    client = getattr(delegate, "client", delegate)  # a Motor database's delegate is a sync Database
-    init_kwargs = getattr(client, "_init_kwargs", None)
-    if not isinstance(init_kwargs, dict):
-        raise InvalidInput("db", obj, "this Motor client's settings cannot be read; pass a mongodb:// URL")
-    native: AsyncMongoClient[Any] = AsyncMongoClient(**init_kwargs)
-    db_name = getattr(obj, "name", None) if hasattr(obj, "client") else None
-    return native[db_name] if isinstance(db_name, str) else native
-
-
-def _default_database(client: AsyncMongoClient[Any]) -> str:
-    try:
-        return client.get_default_database().name
-    except ConfigurationError:
-        return DEFAULT_DATABASE
-
-
-def _db_from_srv(url: str) -> str | None:
-    path = urlsplit(url).path.lstrip("/")
-    return path or None

@@ -84,6 +84,26 @@ async def test_query_by_names_search_id_ids_and_data(agenda: Agenda) -> None:
     assert [j.name for j in partial.jobs] == ["other thing"]
 
 
+async def test_query_jobs_takes_the_same_filter_keywords_as_cancel(agenda: Agenda) -> None:
+    await three_jobs(agenda)
+    await agenda.now("other thing")
+    # not_names, like cancel/disable/enable: one filter for the four methods.
+    others = await agenda.query_jobs(not_names=["job a"])
+    assert sorted(j.name for j in others.jobs) == ["job b", "other thing"]
+    assert (await agenda.query_jobs(name="job a", not_names=["job a"])).total == 0
+    assert await agenda.cancel(not_names=["job a", "job b"]) == 1
+    assert (await agenda.query_jobs()).total == 3
+
+
+async def test_a_misspelt_filter_keyword_is_refused_not_ignored(agenda: Agenda) -> None:
+    await three_jobs(agenda)
+    bad: dict[str, Any] = {"nmae": "job a"}
+    for method in (agenda.cancel, agenda.disable, agenda.enable, agenda.query_jobs):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'nmae'"):
+            await method(**bad)
+    assert (await agenda.query_jobs(include_disabled=False)).total == 3  # nothing changed
+
+
 async def test_query_search_escapes_regex(agenda: Agenda) -> None:
     await agenda.now("a.b")
     await agenda.now("axb")
