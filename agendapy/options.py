@@ -80,13 +80,6 @@ def _collection_name(value: Any, name: str) -> str:
     return value
 
 
-def _period(value: Any, name: str) -> timedelta:
-    period = _duration(value, name)
-    if period <= timedelta(0):
-        raise InvalidInput(name, value, "must be more than 0 seconds")
-    return period
-
-
 def _fork_method(value: Any, name: str) -> ForkMethod:
     if value is None:
         return DEFAULT_METHOD
@@ -122,7 +115,7 @@ class AgendaOptions:
     logs_ttl: timedelta | None = field(metadata={"convert": _optional_duration})
     workers_collection: str = field(metadata={"convert": _collection_name})
     activity_collection: str = field(metadata={"convert": _collection_name})
-    heartbeat_every: timedelta = field(metadata={"convert": _period})
+    heartbeat_every: timedelta = field(metadata={"convert": _duration})
 
     @classmethod
     def convert(cls, **given: Any) -> AgendaOptions:

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from agendapy import Agenda
 from agendapy.errors import InvalidInput
 from agendapy.options import AgendaOptions, job_definition
 
+# Agenda's own defaults for every declared option, so a new option cannot be left out of either side.
 DEFAULTS: dict[str, Any] = {
-    "process_every": "5 seconds",
-    "max_concurrency": 20,
-    "default_concurrency": 5,
-    "lock_limit": 0,
-    "default_lock_limit": 0,
-    "default_lock_lifetime": "10 minutes",
-    "remove_on_complete": False,
-    "history": "recurring",
-    "history_ttl": "30 days",
-    "history_keep": 1000,
-    "dependency_check_every": None,
-    "change_streams": True,
-    "state_write_window": 0.005,
-    "fork_method": None,
-    "fleet_events": False,
+    name: parameter.default
+    for name, parameter in inspect.signature(Agenda).parameters.items()
+    if name in {f.name for f in fields(AgendaOptions)}
 }
+
+
+def test_every_declared_option_is_an_argument_of_agenda() -> None:
+    assert set(DEFAULTS) == {f.name for f in fields(AgendaOptions)}
 
 
 def test_defaults_convert_to_settled_values() -> None:
@@ -49,6 +45,9 @@ def test_defaults_convert_to_settled_values() -> None:
         ("state_write_window", 2, "must be at most 1 second"),
         ("state_write_window", timedelta(0), "longer than zero"),
         ("process_every", -1, "cannot be negative"),
+        ("heartbeat_every", 0, "longer than zero"),
+        ("logs_collection", "a$b", "must be a collection name"),
+        ("workers_collection", "", "must be a collection name"),
     ],
 )
 def test_a_bad_option_is_named_with_its_value(field: str, value: Any, message: str) -> None:
