@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -27,8 +27,18 @@ from pymongo.errors import (
 from pymongo.uri_parser import parse_uri
 
 from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
-from ..job import Job, JobState, Lease, compute_job_state
+from ..job import Job
 from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
+from .common import (
+    absorb,
+    count_overview,
+    fenced_state_write,
+    leased,
+    release_values,
+    state_values,
+    user_filter,
+    wake_up,
+)
 from .queries import (
     CLAIM_SORT,
     INDEXES,
@@ -41,12 +51,15 @@ from .queries import (
     lock_fields,
     query_filter,
     query_sort,
+    saved_filter,
+    single_filter,
+    single_update,
+    unique_filter,
+    unique_update,
 )
 from .runs import DEFAULT_RUNS_COLLECTION, MongoRunStore
 from .schema import (
     PROCESSOR_FIELDS,
-    SCHEDULE_FIELDS,
-    STATE_FIELDS,
     STATE_KEYS,
     document_from_job,
     job_from_document,
@@ -109,12 +122,11 @@ RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
 
 
 def _state_values(job: Job) -> dict[str, Any]:
-    values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
-    if job._lease is not None and job.locked_at is None:
+    values = state_values(job, None)
+    if "lockToken" in values:
         # The final write of a run releases the lock. Its lastRunAt was written by the run's start
         # write (no run starts without it) and has not changed: leaving it out lets the finishes of
         # runs that started at different moments go out as one update.
-        values["lockToken"] = None
         del values["lastRunAt"]
     return values
 
@@ -163,16 +175,15 @@ def _brief(exc: Exception) -> str:
     return text
 
 
-@contextlib.contextmanager
-def _user_filter(field: str, value: Any) -> Iterator[None]:
-    """A filter built from user input that the server refuses is bad input, not a crash."""
-    try:
-        yield
-    except OperationFailure as exc:
-        if exc.code == 11000:  # a duplicate key is not about the filter
-            raise
-        message = (exc.details or {}).get("errmsg") or str(exc)
-        raise InvalidInput(field, value, f"the server rejected it: {message}") from None
+def _refused(exc: Exception) -> str | None:
+    """The server's reason when it refused a filter (a duplicate key is not about the filter)."""
+    if not isinstance(exc, OperationFailure) or exc.code == 11000:
+        return None
+    return str((exc.details or {}).get("errmsg") or exc)
+
+
+def _user_filter(field: str, value: Any) -> contextlib.AbstractContextManager[None]:
+    return user_filter(field, value, _refused)
 
 
 class _ConnectionLog(monitoring.ServerListener):
@@ -385,17 +396,15 @@ class MongoJobStore:
         props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
         if job.id is not None:
             found = await self.collection.find_one_and_update(
-                {"_id": to_object_id(job.id), "name": job.name},
-                {"$set": props},
-                return_document=ReturnDocument.AFTER,
+                saved_filter(job.id, job.name), {"$set": props}, return_document=ReturnDocument.AFTER
             )
             if found is not None:
-                _absorb(job, found)
+                absorb(job, found)
             return None
         if job.type == "single":
             await self._save_single(job, doc, props, now)
         elif job.unique_query is not None:
-            await self._save_unique(job, doc, props, now)
+            await self._save_unique(job, doc, now)
         else:
             if lock_token is not None:
                 doc.update(lock_fields(now, lock_token, last_modified_by))
@@ -404,7 +413,7 @@ class MongoJobStore:
             if lock_token is not None:
                 # The stored form (milliseconds, a copy of the data), as a claim would have read it.
                 stored = bson.decode(bson.encode({**doc, "_id": result.inserted_id}), codec_options=_CODEC)
-                return self._leased(stored, lock_token, now)
+                return leased(stored, lock_token, now)
         return None
 
     @_translate_errors
@@ -421,11 +430,9 @@ class MongoJobStore:
             job.id = str(inserted_id)
 
     async def _save_single(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
-        # One document per recurring name. A stored nextRunAt survives a re-call of every() (at every boot)
-        # when it is due (Agenda's rule) or when the schedule itself did not change (so restarts never
-        # push a schedule forward).
+        # One document per recurring name (the unique index settles two processes inserting at once).
         for _ in range(3):
-            existing = await self.collection.find_one({"name": job.name, "type": "single"})
+            existing = await self.collection.find_one(single_filter(job.name))
             if existing is None:
                 try:
                     result = await self.collection.insert_one(doc)
@@ -433,43 +440,29 @@ class MongoJobStore:
                     continue  # another process created it first; update that one
                 job.id = str(result.inserted_id)
                 return
-            update = dict(props)
-            # Compare what is stored with what would be stored (BSON keeps milliseconds only).
-            stored_form = bson.decode(bson.encode(props), codec_options=_CODEC)
-            unchanged = all(existing.get(k) == stored_form.get(k) for k in SCHEDULE_FIELDS)
-            next_run = props.get("nextRunAt")
-            # A stored nextRunAt that is not a date (another tool's) is replaced, never kept.
-            if isinstance(existing.get("nextRunAt"), datetime) and (
-                unchanged or next_run is None or next_run <= now
-            ):
-                update.pop("nextRunAt", None)
             found = await self.collection.find_one_and_update(
-                {"_id": existing["_id"]}, {"$set": update}, return_document=ReturnDocument.AFTER
+                {"_id": existing["_id"]},
+                single_update(existing, props, now),
+                return_document=ReturnDocument.AFTER,
             )
             if found is not None:
-                _absorb(job, found)
+                absorb(job, found)
                 return
         raise RuntimeError(f"could not save recurring job {job.name!r}: it kept changing concurrently")
 
-    async def _save_unique(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
-        assert job.unique_query is not None
-        query = {**job.unique_query, "name": job.name}
-        debounce = job.debounce_options
-        if debounce is None:
-            if job.unique_insert_only:
-                update: dict[str, Any] = {"$setOnInsert": doc}
-            else:
-                update = {"$set": props, "$setOnInsert": _only_processor(doc)}
-        else:
-            with _user_filter("unique", job.unique_query):
-                existing = await self.collection.find_one(query)
-            update = _debounce_update(job, doc, props, existing, now)
+    async def _save_unique(self, job: Job, doc: dict[str, Any], now: datetime) -> None:
+        query = unique_filter(job)
         with _user_filter("unique", job.unique_query):
+            # Debounce decides from the document as it is (its window's start).
+            existing = None if job.debounce_options is None else await self.collection.find_one(query)
             found = await self.collection.find_one_and_update(
-                query, update, upsert=True, return_document=ReturnDocument.AFTER
+                query,
+                unique_update(job, doc, existing, now),
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
         if found is not None:
-            _absorb(job, found)
+            absorb(job, found)
 
     # -- one run's locks and state --------------------------------------------------------------
 
@@ -486,7 +479,7 @@ class MongoJobStore:
             docs = await self._claim_documents(request, token, limit)
             if not docs:
                 return []
-            jobs = [self._leased(doc, token, request.now) for doc in docs]
+            jobs = [leased(doc, token, request.now) for doc in docs]
             readable = await self._fail_unreadable(jobs, request.now)
             if readable:
                 return readable
@@ -561,34 +554,14 @@ class MongoJobStore:
                 break  # nothing more is claimable for these names
         return chosen
 
-    @staticmethod
-    def _leased(doc: dict[str, Any], token: str, locked_at: datetime) -> Job:
-        job = job_from_document(doc)
-        job._lease = Lease(token=token, locked_at=locked_at)
-        return job
-
     @_translate_errors
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
-        names = fields if fields is not None else [attr for attr, _ in STATE_FIELDS]
-        values = {STATE_KEYS[attr]: getattr(job, attr) for attr in names}
-        lease = job._lease
-        if lease is not None and "locked_at" in names and job.locked_at is None:
-            values["lockToken"] = None
-        if lease is None:
-            result = await self.collection.update_one(fence_filter(job.id, None, None), {"$set": values})
-            return result.matched_count > 0
-        async with lease.write_lock:
-            if lease.lost:
-                return False
-            result = await self.collection.update_one(
-                fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}
-            )
-            if result.matched_count == 0:
-                return False
-            if "locked_at" in names and job.locked_at is not None:
-                lease.locked_at = job.locked_at
-            return True
+
+        async def write(flt: dict[str, Any], update: dict[str, Any]) -> bool:
+            return (await self.collection.update_one(flt, update)).matched_count > 0
+
+        return await fenced_state_write(job, fields, write)
 
     async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
         """``save_state`` of every field, fenced; the writes of runs issued within the state write
@@ -756,15 +729,9 @@ class MongoJobStore:
                         await asyncio.sleep(_EMPTY_BATCH_PAUSE)
                     continue
                 early_empty = 0
-                doc = change.get("fullDocument")
-                if not doc or doc.get("disabled") is True or doc.get("lockedAt") is not None:
-                    continue
-                name = doc.get("name")
-                if isinstance(name, str):
-                    next_run = doc.get("nextRunAt")
-                    if isinstance(next_run, datetime) and next_run.tzinfo is None:
-                        next_run = next_run.replace(tzinfo=UTC)
-                    yield name, next_run if isinstance(next_run, datetime) else None
+                due = wake_up(change.get("fullDocument"))
+                if due is not None:
+                    yield due
 
     async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
         """Open a change stream of run state (starts, progress, ends, removals) and return
@@ -802,19 +769,13 @@ class MongoJobStore:
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
         """Unlock leased jobs in one round trip. With ``reschedule_at`` they become due then; a job
         without a next run (a recovered crash) becomes due now, so no release strands it."""
-        now = datetime.now(UTC)
         entries = []
         for job in jobs:
             lease = job._lease
             if lease is None or lease.lost:
                 continue
             lease.finishing = True
-            values: dict[str, Any] = {"lockedAt": None, "lockToken": None}
-            if reschedule_at is not None:
-                values["nextRunAt"] = reschedule_at
-            elif job.next_run_at is None:
-                values["nextRunAt"] = now.replace(microsecond=now.microsecond // 1000 * 1000)
-            entries.append((job, values))
+            entries.append((job, release_values(job, reschedule_at)))
         if entries:
             await self._fenced_writes(entries)
         for job, _ in entries:
@@ -864,15 +825,7 @@ class MongoJobStore:
         """Per name: total, running, scheduled, queued, completed, failed, repeating, paused."""
         # Every field but the payloads: a field that cannot be read makes its job count as broken.
         projection = {"data": 0, "checkpoint": 0}
-        counts: dict[str, dict[str, Any]] = {}
-        async for doc in self.collection.find({}, projection=projection):
-            job = job_from_document(doc)
-            entry = counts.setdefault(job.name, _empty_overview(job.name))
-            entry["total"] += 1
-            entry[compute_job_state(job, now).value] += 1
-            if job.disabled:
-                entry["paused"] += 1
-        return sorted(counts.values(), key=lambda e: e["name"])
+        return count_overview([doc async for doc in self.collection.find({}, projection=projection)], now)
 
     @_translate_errors
     async def remove(self, criteria: JobCriteria) -> int:
@@ -918,64 +871,12 @@ async def _changes_of(stream: Any) -> AsyncIterator[dict[str, Any]]:
             yield change
 
 
-def _absorb(job: Job, doc: dict[str, Any]) -> None:
-    """Copy what the database decided (id, nextRunAt, debounce start) back onto the job."""
-    job.id = str(doc["_id"])
-    fresh = job_from_document(doc)
-    job.next_run_at = fresh.next_run_at
-    job.debounce_started_at = fresh.debounce_started_at
-    job.data = fresh.data
-
-
 def _absorb_written(job: Job, values: dict[str, Any]) -> None:
     """After a batched write applied: the job holds the instants the batch stamped."""
     for attr in ("locked_at", "last_run_at", "last_finished_at"):
         key = STATE_KEYS[attr]
         if key in values:
             setattr(job, attr, values[key])
-
-
-def _only_processor(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}
-
-
-def _debounce_update(
-    job: Job,
-    doc: dict[str, Any],
-    props: dict[str, Any],
-    existing: dict[str, Any] | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """Agenda's debounce: trailing pushes the run back (up to max_wait); leading keeps the first run."""
-    options = job.debounce_options
-    assert options is not None
-    if existing is None:
-        fields = dict(props)
-        if options.strategy == "trailing":
-            fields["nextRunAt"] = now + options.delay
-        fields["debounceStartedAt"] = now
-        return {"$set": fields, "$setOnInsert": _only_processor(doc)}
-    fields = dict(props)
-    started = existing.get("debounceStartedAt")
-    if isinstance(started, datetime) and started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    if options.strategy == "leading":
-        fields.pop("nextRunAt", None)
-        fields["debounceStartedAt"] = started or now
-    elif options.max_wait is not None and started is not None and now - started >= options.max_wait:
-        fields["nextRunAt"] = now
-        fields["debounceStartedAt"] = None
-    else:
-        fields["nextRunAt"] = now + options.delay
-        fields["debounceStartedAt"] = started or now
-    return {"$set": fields}
-
-
-def _empty_overview(name: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": name, "total": 0, "paused": 0}
-    for state in JobState:
-        entry[state.value] = 0
-    return entry
 
 
 def _is_motor(obj: Any) -> bool:

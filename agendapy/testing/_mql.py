@@ -22,15 +22,19 @@ import bson
 from bson import CodecOptions, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
 __all__ = [
+    "Changes",
     "FilterError",
+    "apply_update",
     "bson_copy",
     "bson_value",
     "check_filter",
     "compare",
     "matches",
+    "pipeline_matches",
     "set_path",
     "sort_documents",
     "upsert_base",
+    "upsert_document",
     "values_equal",
 ]
 
@@ -553,3 +557,82 @@ def _equalities(query: Mapping[str, Any]) -> list[tuple[str, Any]]:
             condition = condition["$eq"]
         found.append((key, condition))
     return found
+
+
+def _get_path(document: Mapping[str, Any], path: str) -> Any:
+    target: Any = document
+    for part in path.split("."):
+        if isinstance(target, Mapping) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return MISSING
+    return target
+
+
+def _unset_path(document: dict[str, Any], path: str) -> bool:
+    *parents, last = path.split(".")
+    target: Any = document
+    for part in parents:
+        target = target.get(part) if isinstance(target, dict) else None
+    if isinstance(target, dict) and last in target:
+        del target[last]
+        return True
+    return False
+
+
+_UPDATE_OPERATORS: Final = frozenset({"$set", "$setOnInsert", "$unset"})
+
+
+def apply_update(document: dict[str, Any], update: Mapping[str, Any], *, inserting: bool = False) -> Changes:
+    """Apply an update document (``$set``, ``$setOnInsert`` when ``inserting``, ``$unset``) in place.
+
+    Returns what a change stream would report: the paths whose value changed and those removed.
+    """
+    for op, fields in update.items():
+        if op not in _UPDATE_OPERATORS:
+            raise FilterError(f"unknown update operator: {op}")
+        if not isinstance(fields, Mapping):
+            raise FilterError(f"modifiers for {op} must be an object")
+    changes = Changes()
+    for op in ("$set", "$setOnInsert"):
+        if op == "$setOnInsert" and not inserting:
+            continue
+        for path, value in bson_copy(dict(update.get(op, {}))).items():
+            before = _get_path(document, path)
+            if before is MISSING or not values_equal(before, value):
+                changes.updated[path] = value
+            set_path(document, path, value)
+    for path in update.get("$unset", {}):
+        if _unset_path(document, path):
+            changes.removed.append(path)
+    return changes
+
+
+class Changes:
+    """What one update changed, as a change stream's ``updateDescription`` says it."""
+
+    def __init__(self) -> None:
+        self.updated: dict[str, Any] = {}
+        self.removed: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.updated or self.removed)
+
+
+def upsert_document(query: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """The document an upsert inserts: the filter's equalities, then the update applied as an insert."""
+    document = upsert_base(bson_copy(query))
+    apply_update(document, update, inserting=True)
+    return document
+
+
+def pipeline_matches(event: Mapping[str, Any], pipeline: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``event`` passes a pipeline of ``$match`` stages (a change stream's filter)."""
+    for stage in pipeline:
+        if set(stage) != {"$match"}:
+            raise FilterError(f"only $match stages are supported here, got {sorted(stage)}")
+        if not matches(event, stage["$match"]):
+            return False
+    return True
