@@ -21,33 +21,8 @@ from pymongo.errors import DuplicateKeyError
 
 from ..errors import JobNotFound
 from ..job import Job
+from ..store import common, queries
 from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
-from ..store.common import (
-    absorb,
-    count_overview,
-    fenced_state_write,
-    leased,
-    release_values,
-    user_filter,
-    wake_up,
-)
-from ..store.queries import (
-    CLAIM_SORT,
-    INDEXES,
-    WAKE_UP_PIPELINE,
-    claim_filter,
-    claim_update,
-    criteria_filter,
-    fence_filter,
-    lock_fields,
-    query_filter,
-    query_sort,
-    saved_filter,
-    single_filter,
-    single_update,
-    unique_filter,
-    unique_update,
-)
 from ..store.schema import (
     PROCESSOR_FIELDS,
     document_from_job,
@@ -82,13 +57,13 @@ def _refused(exc: Exception) -> str | None:
 
 def _user_filter(field: str, value: Any) -> contextlib.AbstractContextManager[None]:
     """A user filter MongoDB would refuse is bad input, reported as the MongoDB store reports it."""
-    return user_filter(field, value, _refused)
+    return common.user_filter(field, value, _refused)
 
 
 #: The unique indexes with a partial filter (agendapySingleJobName), as (name, key paths, filter).
 _PARTIAL_UNIQUE: tuple[tuple[str, list[str], dict[str, Any]], ...] = tuple(
     (name, [path for path, _ in keys], options["partialFilterExpression"])
-    for name, keys, options in INDEXES
+    for name, keys, options in queries.INDEXES
     if options.get("unique") and "partialFilterExpression" in options
 )
 
@@ -187,7 +162,7 @@ class MemoryJobStore:
         return self._docs[to_object_id(self._insert(upsert_document(query, update)))]
 
     def _notify(self, doc: dict[str, Any], changes: Changes | None) -> None:
-        """Feed ``due_changes`` with the writes a change stream with ``WAKE_UP_PIPELINE`` passes
+        """Feed ``due_changes`` with the writes a change stream with ``queries.WAKE_UP_PIPELINE`` passes
         (``changes`` None: an insert)."""
         if not self._listeners:
             return
@@ -195,7 +170,7 @@ class MemoryJobStore:
         if changes is not None:
             event["operationType"] = "update"
             event["updateDescription"] = {"updatedFields": changes.updated, "removedFields": changes.removed}
-        due = wake_up(doc) if pipeline_matches(event, WAKE_UP_PIPELINE) else None
+        due = common.wake_up(doc) if pipeline_matches(event, queries.WAKE_UP_PIPELINE) else None
         if due is None:
             return
         for loop, queue in list(self._listeners):
@@ -219,30 +194,31 @@ class MemoryJobStore:
         props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
         with self._lock:
             if job.id is not None:
-                stored = self._by_id(saved_filter(job.id, job.name))
+                stored = self._by_id(queries.saved_filter(job.id, job.name))
                 if stored is not None:
                     self._update(stored, {"$set": props})
-                    absorb(job, bson_copy(stored))
+                    common.absorb(job, bson_copy(stored))
                 return None
             if job.type == "single":
-                existing = self._find_one(single_filter(job.name))
+                existing = self._find_one(queries.single_filter(job.name))
                 if existing is None:
                     job.id = self._insert(doc)
                 else:
-                    self._update(existing, single_update(existing, props, now))
-                    absorb(job, bson_copy(existing))
+                    self._update(existing, queries.single_update(existing, props, now))
+                    common.absorb(job, bson_copy(existing))
             elif job.unique_query is not None:
-                query = unique_filter(job)
+                query = queries.unique_filter(job)
                 with _user_filter("unique", job.unique_query):
                     existing = None if job.debounce_options is None else self._find_one(query)
-                    absorb(job, bson_copy(self._upsert(query, unique_update(job, doc, existing, now))))
+                    update = queries.unique_update(job, doc, existing, now)
+                    common.absorb(job, bson_copy(self._upsert(query, update)))
             else:
                 locked_at = bson_value(now)
                 if lock_token is not None:
-                    doc.update(lock_fields(locked_at, lock_token, last_modified_by))
+                    doc.update(queries.lock_fields(locked_at, lock_token, last_modified_by))
                 job.id = self._insert(doc)
                 if lock_token is not None:
-                    return leased(bson_copy(self._docs[to_object_id(job.id)]), lock_token, locked_at)
+                    return common.leased(bson_copy(self._docs[to_object_id(job.id)]), lock_token, locked_at)
         return None
 
     async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
@@ -258,7 +234,7 @@ class MemoryJobStore:
         """Lock up to ``limit`` claimable jobs of ``request.names``, in claim order, within each name's
         room (``request.per_name``), atomically."""
         now = bson_value(request.now)
-        flt, update = claim_filter(request), claim_update(request, token)
+        flt, update = queries.claim_filter(request), queries.claim_update(request, token)
         broken: list[Job] = []
         jobs: list[Job] = []
         with self._lock:
@@ -267,13 +243,13 @@ class MemoryJobStore:
             while True:
                 # A round is repeated only when it won nothing but unreadable documents: fresh room.
                 quota = ClaimQuota(request, limit)
-                candidates = sort_documents(self._matching(flt), CLAIM_SORT)
+                candidates = sort_documents(self._matching(flt), queries.CLAIM_SORT)
                 chosen = [doc for doc in candidates if quota.take(doc.get("name"))]
                 if not chosen:
                     break
                 for doc in chosen:
                     self._update(doc, update)
-                    job = leased(bson_copy(doc), token, now)
+                    job = common.leased(bson_copy(doc), token, now)
                     if job.unreadable:
                         self._update(doc, {"$set": unreadable_failure(job, now)})
                         broken.append(job)
@@ -289,8 +265,8 @@ class MemoryJobStore:
         """The job's document if this worker's lease on it is still the current lock."""
         lease = job._lease
         if lease is None:
-            return self._by_id(fence_filter(job.id, None, None))
-        return self._by_id(fence_filter(job.id, lease.locked_at, lease.token))
+            return self._by_id(queries.fence_filter(job.id, None, None))
+        return self._by_id(queries.fence_filter(job.id, lease.locked_at, lease.token))
 
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
@@ -302,7 +278,7 @@ class MemoryJobStore:
                     self._update(doc, update)
                 return doc is not None
 
-        return await fenced_state_write(job, fields, write)
+        return await common.fenced_state_write(job, fields, write)
 
     async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
         """``save_state`` of every field (nothing to batch in memory); the stamped attributes, and a
@@ -356,7 +332,7 @@ class MemoryJobStore:
             lease = job._lease
             if lease is None or lease.lost:
                 continue
-            update = {"$set": release_values(job, reschedule_at)}
+            update = {"$set": common.release_values(job, reschedule_at)}
             async with lease.write_lock:
                 with self._lock:
                     doc = self._fenced(job)
@@ -384,9 +360,9 @@ class MemoryJobStore:
 
     def _query(self, query: JobQuery) -> list[dict[str, Any]]:
         with _user_filter("data", query.criteria.data):
-            sort = query_sort(query.sort)
+            sort = queries.query_sort(query.sort)
             with self._lock:
-                found = self._matching(query_filter(query))
+                found = self._matching(queries.query_filter(query))
                 return [bson_copy(doc) for doc in sort_documents(found, sort)]
 
     async def query(self, query: JobQuery) -> tuple[list[Job], int]:
@@ -401,14 +377,14 @@ class MemoryJobStore:
 
     async def overview(self, now: datetime) -> list[dict[str, Any]]:
         """Per name: total, a count per state, and paused (disabled)."""
-        return count_overview(self.documents(), now)
+        return common.count_overview(self.documents(), now)
 
     async def remove(self, criteria: JobCriteria) -> int:
         """Delete matching jobs; empty criteria delete nothing (Agenda's rule)."""
         if criteria.is_empty():
             return 0
         with _user_filter("data", criteria.data), self._lock:
-            doomed = self._matching(criteria_filter(criteria))
+            doomed = self._matching(queries.criteria_filter(criteria))
             for doc in doomed:
                 del self._docs[doc["_id"]]
         return len(doomed)
@@ -427,7 +403,7 @@ class MemoryJobStore:
         with _user_filter("data", criteria.data), self._lock:
             return sum(
                 self._update(doc, {"$set": {"disabled": disabled}})
-                for doc in self._matching(criteria_filter(criteria))
+                for doc in self._matching(queries.criteria_filter(criteria))
             )
 
     async def queue_size(self, now: datetime) -> int:
