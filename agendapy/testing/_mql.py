@@ -582,11 +582,12 @@ def _unset_path(document: dict[str, Any], path: str) -> bool:
     return False
 
 
-_UPDATE_OPERATORS: Final = frozenset({"$set", "$setOnInsert", "$unset"})
+_UPDATE_OPERATORS: Final = frozenset({"$set", "$setOnInsert", "$unset", "$inc"})
 
 
 def apply_update(document: dict[str, Any], update: Mapping[str, Any], *, inserting: bool = False) -> Changes:
-    """Apply an update document (``$set``, ``$setOnInsert`` when ``inserting``, ``$unset``) in place.
+    """Apply an update document (``$set``, ``$setOnInsert`` when ``inserting``, ``$inc``, ``$unset``)
+    in place.
 
     Returns what a change stream would report: the paths whose value changed and those removed.
     """
@@ -604,10 +605,23 @@ def apply_update(document: dict[str, Any], update: Mapping[str, Any], *, inserti
             if before is MISSING or not values_equal(before, value):
                 changes.updated[path] = value
             set_path(document, path, value)
+    for path, step in bson_copy(dict(update.get("$inc", {}))).items():
+        before = _get_path(document, path)
+        if _rank(step) != 2 or (before is not MISSING and _rank(before) != 2):
+            raise FilterError(f"cannot $inc {path!r} ({before!r}) by {step!r}: both must be numbers")
+        after = step if before is MISSING else _add(before, step)
+        changes.updated[path] = after
+        set_path(document, path, after)
     for path in update.get("$unset", {}):
         if _unset_path(document, path):
             changes.removed.append(path)
     return changes
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, Decimal128) or isinstance(b, Decimal128):
+        return Decimal128(_number(a) + _number(b))  # type: ignore[operator]
+    return a + b
 
 
 class Changes:
