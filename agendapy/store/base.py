@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Unpack
 
 from ..job import Job, Lease
 
 if TYPE_CHECKING:
     from ..intervals import RunInterval
-    from .runs import RequiredRuns, RunRecord, RunStatus
+    from .runs import RequiredRuns, RunFilter, RunRecord, RunStart, RunStatus
 
 __all__ = [
     "ClaimQuota",
@@ -127,22 +127,10 @@ class ClaimQuota:
 class RunStore(Protocol):
     """Run records: history, once-per-interval guards and dependency coverage."""
 
-    async def start(
-        self,
-        *,
-        name: str,
-        job_id: str | None,
-        interval: RunInterval | None,
-        guard: bool,
-        started_at: datetime,
-        worker: str | None,
-        status: RunStatus = "running",
-        error: str | None = None,
-    ) -> str | None:
-        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere).
-
-        A run recorded as ``"skipped"`` is finished at once; ``error`` says why it did not run.
-        """
+    async def start(self, **run: Unpack[RunStart]) -> str | None:
+        """Record a run's start (see :class:`~agendapy.store.runs.RunStart`); with ``guard``, claim its
+        interval: None when another run holds it (a run still "running" for the same job document is
+        resumed instead: its id is returned). A ``"skipped"`` record is finished at once."""
 
     async def finish(
         self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None
@@ -152,17 +140,8 @@ class RunStore(Protocol):
     async def trim(self, name: str) -> None:
         """Keep the newest records of ``name`` only."""
 
-    async def query(
-        self,
-        *,
-        name: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: RunStatus | None,
-        limit: int,
-        job_id: str | None = None,
-    ) -> list[RunRecord]:
-        """Run records, newest first (of one job document with ``job_id``)."""
+    async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
+        """Run records, newest first (of one job document with ``job_id``); ``limit`` 0: all."""
 
     async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
         """The runs of ``name`` overlapping ``interval`` and the first and last interval it ran."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
@@ -25,7 +25,9 @@ __all__ = [
     "HISTORY_SORT",
     "MongoRunStore",
     "RequiredRuns",
+    "RunFilter",
     "RunRecord",
+    "RunStart",
     "RunStatus",
     "coverage_filter",
     "finish_update",
@@ -73,37 +75,55 @@ class RequiredRuns:
     last_started_at: datetime | None
 
 
+class RunStart(TypedDict):
+    """A run that starts: what ``RunStore.start`` records (the keyword arguments it takes)."""
+
+    name: str
+    job_id: str | None
+    interval: RunInterval | None
+    #: Claim ``interval`` for this run alone (once-per-interval jobs).
+    guard: bool
+    started_at: datetime
+    worker: str | None
+    #: ``"running"`` by default; a ``"skipped"`` record is finished at once.
+    status: NotRequired[RunStatus]
+    #: Why a skipped run did not run.
+    error: NotRequired[str | None]
+
+
+class RunFilter(TypedDict):
+    """Which run records ``RunStore.query`` lists (None: any)."""
+
+    name: str | None
+    since: datetime | None
+    until: datetime | None
+    status: RunStatus | None
+    job_id: NotRequired[str | None]
+
+
 def interval_key(name: str, interval: RunInterval) -> str:
     """The unique key that lets only one run handle ``interval`` of job ``name``."""
     end = interval.ended_at.astimezone(UTC).isoformat(timespec="milliseconds")
     return f"{name}\x00{end}"
 
 
-def new_run_document(
-    *,
-    name: str,
-    job_id: str | None,
-    interval: RunInterval | None,
-    guard: bool,
-    started_at: datetime,
-    worker: str | None,
-    status: RunStatus,
-    error: str | None = None,
-) -> dict[str, Any]:
+def new_run_document(**run: Unpack[RunStart]) -> dict[str, Any]:
     """The run record of a run that starts now (every RunStore stores this shape)."""
     run_id = ObjectId()
+    name, interval, started_at = run["name"], run["interval"], run["started_at"]
+    status = run.get("status", "running")
     return {
         "_id": run_id,
         "name": name,
-        "jobId": job_id,
+        "jobId": run["job_id"],
         "intervalStartedAt": interval.started_at if interval else None,
         "intervalEndedAt": interval.ended_at if interval else None,
-        "intervalKey": interval_key(name, interval) if guard and interval else str(run_id),
+        "intervalKey": interval_key(name, interval) if run["guard"] and interval else str(run_id),
         "startedAt": started_at,
         "finishedAt": started_at if status == "skipped" else None,
         "status": status,
-        "error": error,
-        "worker": worker,
+        "error": run.get("error"),
+        "worker": run["worker"],
     }
 
 
@@ -160,28 +180,19 @@ def trim_filter(name: str, newest_dropped: datetime) -> dict[str, Any]:
 HISTORY_SORT: list[tuple[str, int]] = [("startedAt", DESCENDING), ("_id", DESCENDING)]
 
 
-def history_filter(
-    *,
-    name: str | None,
-    job_id: str | None,
-    status: RunStatus | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> dict[str, Any]:
+def history_filter(**where: Unpack[RunFilter]) -> dict[str, Any]:
     """The records ``agenda.runs()`` lists."""
     # $eq compares as a value: a mapping given as a name can never act as an operator.
     query: dict[str, Any] = {}
-    if name is not None:
-        query["name"] = {"$eq": name}
-    if job_id is not None:
-        query["jobId"] = {"$eq": job_id}
-    if status is not None:
-        query["status"] = {"$eq": status}
+    for field, key in (("name", "name"), ("job_id", "jobId"), ("status", "status")):
+        value = where.get(field)
+        if value is not None:
+            query[key] = {"$eq": value}
     started: dict[str, Any] = {}
-    if since is not None:
-        started["$gte"] = since
-    if until is not None:
-        started["$lt"] = until
+    if where["since"] is not None:
+        started["$gte"] = where["since"]
+    if where["until"] is not None:
+        started["$lt"] = where["until"]
     if started:
         query["startedAt"] = started
     return query
@@ -246,34 +257,14 @@ class MongoRunStore:
                 expireAfterSeconds=max(int(self._ttl.total_seconds()), 1),
             )
 
-    async def start(
-        self,
-        *,
-        name: str,
-        job_id: str | None,
-        interval: RunInterval | None,
-        guard: bool,
-        started_at: datetime,
-        worker: str | None,
-        status: RunStatus = "running",
-        error: str | None = None,
-    ) -> str | None:
+    async def start(self, **run: Unpack[RunStart]) -> str | None:
         """Insert a run record; with ``guard`` it claims ``interval`` and returns None if it was taken."""
-        doc = new_run_document(
-            name=name,
-            job_id=job_id,
-            interval=interval,
-            guard=guard,
-            started_at=started_at,
-            worker=worker,
-            status=status,
-            error=error,
-        )
+        doc = new_run_document(**run)
         run_id = doc["_id"]
         try:
             await self._collection.insert_one(doc)
         except DuplicateKeyError:
-            return await self._take_over(doc, started_at=started_at, worker=worker)
+            return await self._take_over(doc, started_at=run["started_at"], worker=run["worker"])
         return str(run_id)
 
     async def _take_over(
@@ -307,18 +298,9 @@ class MongoRunStore:
         if first_dropped:
             await self._collection.delete_many(trim_filter(name, first_dropped[0]["startedAt"]))
 
-    async def query(
-        self,
-        *,
-        name: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: RunStatus | None,
-        limit: int,
-        job_id: str | None = None,
-    ) -> list[RunRecord]:
+    async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
         """Run records, newest first."""
-        query = history_filter(name=name, job_id=job_id, status=status, since=since, until=until)
+        query = history_filter(**where)
         cursor = self._collection.find(query).sort(HISTORY_SORT)
         if limit:
             cursor = cursor.limit(limit)

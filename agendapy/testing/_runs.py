@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from bson import ObjectId
 
 from .. import schedule as sched
 from ..intervals import RunInterval
 from ..store import runs as rules
-from ..store.runs import RequiredRuns, RunRecord, RunStatus, new_run_document, record_of
+from ..store.runs import (
+    RequiredRuns,
+    RunFilter,
+    RunRecord,
+    RunStart,
+    RunStatus,
+    new_run_document,
+    record_of,
+)
 from ._mql import apply_update, bson_copy, matches, sort_documents
 
 __all__ = ["MemoryRunStore"]
@@ -56,31 +64,9 @@ class MemoryRunStore:
         if self._keys.get(doc["intervalKey"]) == run_id:
             del self._keys[doc["intervalKey"]]
 
-    async def start(
-        self,
-        *,
-        name: str,
-        job_id: str | None,
-        interval: RunInterval | None,
-        guard: bool,
-        started_at: datetime,
-        worker: str | None,
-        status: RunStatus = "running",
-        error: str | None = None,
-    ) -> str | None:
+    async def start(self, **run: Unpack[RunStart]) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval`` (None: taken, or resumed elsewhere)."""
-        doc = bson_copy(
-            new_run_document(
-                name=name,
-                job_id=job_id,
-                interval=interval,
-                guard=guard,
-                started_at=started_at,
-                worker=worker,
-                status=status,
-                error=error,
-            )
-        )
+        doc = bson_copy(new_run_document(**run))
         run_id, key = doc["_id"], doc["intervalKey"]
         with self._lock:
             self._expire()
@@ -93,7 +79,7 @@ class MemoryRunStore:
             existing = self._records[taken]
             if not matches(existing, rules.takeover_filter(doc)):
                 return None
-            apply_update(existing, rules.takeover_update(worker, doc["startedAt"]))
+            apply_update(existing, rules.takeover_update(run["worker"], doc["startedAt"]))
             return str(taken)
 
     async def finish(
@@ -121,18 +107,9 @@ class MemoryRunStore:
             for doc in self._find(rules.trim_filter(name, mine[self._keep]["startedAt"])):
                 self._delete(doc["_id"])
 
-    async def query(
-        self,
-        *,
-        name: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: RunStatus | None,
-        limit: int,
-        job_id: str | None = None,
-    ) -> list[RunRecord]:
+    async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
         """Run records, newest first (of one job document with ``job_id``)."""
-        query = rules.history_filter(name=name, job_id=job_id, status=status, since=since, until=until)
+        query = rules.history_filter(**where)
         with self._lock:
             found = self._find(query, rules.HISTORY_SORT)
             return [record_of(bson_copy(doc)) for doc in found[: limit or None]]
