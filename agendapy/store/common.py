@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
 from .queries import fence_filter
 from .schema import STATE_FIELDS, STATE_KEYS, job_from_document
@@ -22,6 +22,7 @@ __all__ = [
     "count_overview",
     "fenced_state_write",
     "leased",
+    "refresh_run_fields",
     "release_values",
     "state_values",
     "user_filter",
@@ -77,6 +78,15 @@ async def fenced_state_write(job: Job, fields: Sequence[str] | None, write: Fenc
         if "lockedAt" in update["$set"] and job.locked_at is not None:
             lease.locked_at = job.locked_at
         return True
+
+
+def refresh_run_fields(job: Job, doc: Mapping[str, Any] | None) -> None:
+    """Reload lastRunAt, lockedAt and lastFinishedAt from the job's document (None: it is gone)."""
+    if doc is None:
+        raise JobNotFound(f"job with id {job.id} not found in database")
+    fresh = job_from_document({"name": job.name, **doc})
+    job.last_run_at, job.locked_at = fresh.last_run_at, fresh.locked_at
+    job.last_finished_at = fresh.last_finished_at
 
 
 def release_values(job: Job, reschedule_at: datetime | None) -> dict[str, Any]:

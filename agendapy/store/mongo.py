@@ -26,7 +26,7 @@ from pymongo.errors import (
 )
 from pymongo.uri_parser import parse_uri
 
-from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
+from ..errors import DatabaseUnavailable, InvalidInput
 from ..job import Job
 from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
 from .common import (
@@ -34,6 +34,7 @@ from .common import (
     count_overview,
     fenced_state_write,
     leased,
+    refresh_run_fields,
     release_values,
     state_values,
     user_filter,
@@ -46,6 +47,7 @@ from .queries import (
     claim_filter,
     claim_update,
     criteria_filter,
+    due_filter,
     fence_filter,
     fence_many_filter,
     lock_fields,
@@ -787,11 +789,7 @@ class MongoJobStore:
         found = await self.collection.find_one(
             {"_id": to_object_id(job.id)}, projection={"lastRunAt": 1, "lockedAt": 1, "lastFinishedAt": 1}
         )
-        if found is None:
-            raise JobNotFound(f"job with id {job.id} not found in database")
-        fresh = job_from_document({"name": job.name, **found})
-        job.last_run_at, job.locked_at = fresh.last_run_at, fresh.locked_at
-        job.last_finished_at = fresh.last_finished_at
+        refresh_run_fields(job, found)
 
     # -- reading and bulk changes -----------------------------------------------------------------
 
@@ -856,7 +854,7 @@ class MongoJobStore:
     @_translate_errors
     async def queue_size(self, now: datetime) -> int:
         """How many jobs are due (Agenda's getQueueSize: nextRunAt < now)."""
-        return await self.collection.count_documents({"nextRunAt": {"$lt": now}})
+        return await self.collection.count_documents(due_filter(now))
 
     @_translate_errors
     async def distinct_names(self) -> list[str]:

@@ -33,6 +33,7 @@ __all__ = [
     "claim_update",
     "criteria_filter",
     "debounce_update",
+    "due_filter",
     "fence_filter",
     "fence_many_filter",
     "lock_fields",
@@ -151,6 +152,11 @@ def _flatten(prefix: str, value: Mapping[str, Any], out: dict[str, Any]) -> None
             _flatten(path, item, out)
         else:
             out[path] = item
+
+
+def due_filter(now: datetime) -> dict[str, Any]:
+    """The jobs Agenda's getQueueSize counts: due before ``now`` (locked or not)."""
+    return {"nextRunAt": {"$lt": now}}
 
 
 def saved_filter(job_id: Any, name: str) -> dict[str, Any]:

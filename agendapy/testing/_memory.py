@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from ..errors import JobNotFound
 from ..job import Job
 from ..store import common, queries
 from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
@@ -117,13 +116,10 @@ class MemoryJobStore:
 
     # -- low-level document access (call with the lock held) ------------------------------------
 
-    def _select(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        return [doc for doc in self._docs.values() if predicate(doc)]
-
     def _matching(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         flt = bson_copy(query)
         check_filter(flt)
-        return self._select(lambda doc: matches(doc, flt))
+        return [doc for doc in self._docs.values() if matches(doc, flt)]
 
     def _find_one(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
         return next(iter(self._matching(query)), None)
@@ -344,11 +340,8 @@ class MemoryJobStore:
         """Reload lastRunAt, lockedAt and lastFinishedAt (raises JobNotFound)."""
         with self._lock:
             doc = self._docs.get(to_object_id(job.id))
-            fresh = None if doc is None else job_from_document(bson_copy(doc))
-        if fresh is None:
-            raise JobNotFound(f"job with id {job.id} not found in database")
-        job.last_run_at, job.locked_at = fresh.last_run_at, fresh.locked_at
-        job.last_finished_at = fresh.last_finished_at
+            found = None if doc is None else bson_copy(doc)
+        common.refresh_run_fields(job, found)
 
     # -- reading and bulk changes -----------------------------------------------------------------
 
@@ -408,11 +401,8 @@ class MemoryJobStore:
 
     async def queue_size(self, now: datetime) -> int:
         """How many jobs are due (nextRunAt < now)."""
-        at = bson_value(now)
         with self._lock:
-            return len(
-                self._select(lambda d: isinstance(d.get("nextRunAt"), datetime) and d["nextRunAt"] < at)
-            )
+            return len(self._matching(queries.due_filter(now)))
 
     async def distinct_names(self) -> list[str]:
         """The job names present, sorted."""
