@@ -28,7 +28,8 @@ from pymongo.uri_parser import parse_uri
 
 from ..errors import DatabaseUnavailable, InvalidInput
 from ..job import Job
-from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
+from . import streams
+from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery
 from .common import (
     absorb,
     count_overview,
@@ -38,12 +39,10 @@ from .common import (
     release_values,
     state_values,
     user_filter,
-    wake_up,
 )
 from .queries import (
     CLAIM_SORT,
     INDEXES,
-    WAKE_UP_PIPELINE,
     claim_filter,
     claim_update,
     criteria_filter,
@@ -81,14 +80,6 @@ _SERVER_SELECTION_TIMEOUT_MS = 10_000
 DEFAULT_STATE_WRITE_WINDOW = 0.005
 #: A gathered batch this large is written at once, without waiting for the window to close.
 _MAX_STATE_BATCH = 200
-#: How long a change stream's getMore waits for a change (seconds).
-_STREAM_AWAIT_S = 1.0
-#: After this many change-stream getMores in a row came back early and empty (a worker's own few
-#: writes for one run make up to three), each next one waits _EMPTY_BATCH_PAUSE first: while other
-#: workers write, a wake-up arrives up to that much later, and no worker sends more than ~40 such
-#: getMores a second. A change, or a getMore that waited its full time, ends the run.
-_EMPTY_BATCHES_FREE = 4
-_EMPTY_BATCH_PAUSE = 0.025
 # Documents written by other tools may hold dates beyond datetime's years 1-9999 or invalid UTF-8: they
 # decode (as DatetimeMS, or with replacement characters) so one such document never fails a whole cursor.
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
@@ -99,28 +90,9 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 #: Claim rounds in one call when a round won only unreadable documents.
 _CLAIM_ROUNDS = 5
-# Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
-_NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-#: The changes fleet events are made of: updates that start, report progress or end a run (claims
-#: and heartbeats only move the lock and stay out), and deletions (to forget the job).
-RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
-    {
-        "$match": {
-            "$or": [
-                {"operationType": "delete"},
-                *(
-                    {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
-                    for key in ("lastRunAt", "progress", "lastFinishedAt")
-                ),
-            ]
-        }
-    }
-]
 
 
 def _state_values(job: Job) -> dict[str, Any]:
@@ -708,47 +680,15 @@ class MongoJobStore:
         """Yield ``(name, nextRunAt)`` of jobs that may have become claimable: inserted, rescheduled,
         unlocked or re-enabled (a change stream; needs a replica set). Claims and lock renewals do
         not appear."""
-        try:
-            stream_cm = await self.collection.watch(
-                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=int(_STREAM_AWAIT_S * 1000)
-            )
-        except OperationFailure as exc:
-            if exc.code in _NO_CHANGE_STREAMS:
-                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
-            raise
-        loop = asyncio.get_running_loop()
-        early_empty = 0
-        async with stream_cm as stream:
-            while stream.alive:
-                asked = loop.time()
-                change = await stream.try_next()
-                if change is None:
-                    # An empty batch before the await time is up: the server woke the stream for
-                    # writes the pipeline dropped (claims, starts, finishes). Without a pause, every
-                    # write of the fleet would cost every worker a round trip.
-                    early_empty = early_empty + 1 if loop.time() - asked < _STREAM_AWAIT_S / 2 else 0
-                    if early_empty >= _EMPTY_BATCHES_FREE:
-                        await asyncio.sleep(_EMPTY_BATCH_PAUSE)
-                    continue
-                early_empty = 0
-                due = wake_up(change.get("fullDocument"))
-                if due is not None:
-                    yield due
+        async for due in streams.due_changes(self.collection):
+            yield due
 
     async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
         """Open a change stream of run state (starts, progress, ends, removals) and return
         its events, in the server's order, each with the document after the change (``fullDocument``;
         None once it is gone). Every change made after this returns is in it. Fleet events are derived
         from them; needs change streams like ``due_changes``."""
-        try:
-            stream = await self.collection.watch(
-                RUN_CHANGES_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
-            )
-        except OperationFailure as exc:
-            if exc.code in _NO_CHANGE_STREAMS:
-                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
-            raise
-        return _changes_of(stream)
+        return await streams.run_changes(self.collection)
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
@@ -861,12 +801,6 @@ class MongoJobStore:
         """Distinct job names, via $group (allowed under the Stable API, unlike distinct)."""
         cursor = await self.collection.aggregate([{"$group": {"_id": "$name"}}, {"$sort": {"_id": 1}}])
         return [doc["_id"] async for doc in cursor if isinstance(doc.get("_id"), str)]
-
-
-async def _changes_of(stream: Any) -> AsyncIterator[dict[str, Any]]:
-    async with stream as opened:
-        async for change in opened:
-            yield change
 
 
 def _absorb_written(job: Job, values: dict[str, Any]) -> None:

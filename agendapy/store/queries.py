@@ -28,6 +28,7 @@ _STORED_FORM: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=
 __all__ = [
     "CLAIM_SORT",
     "INDEXES",
+    "RUN_CHANGES_PIPELINE",
     "WAKE_UP_PIPELINE",
     "claim_filter",
     "claim_update",
@@ -95,6 +96,23 @@ WAKE_UP_PIPELINE: list[dict[str, Any]] = [
             "fullDocument.disabled": {"$ne": True},
         }
     },
+]
+
+
+#: The changes fleet events are made of: updates that start, report progress or end a run (claims
+#: and heartbeats only move the lock and stay out), and deletions (to forget the job).
+RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": "delete"},
+                *(
+                    {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
+                    for key in ("lastRunAt", "progress", "lastFinishedAt")
+                ),
+            ]
+        }
+    }
 ]
 
 
