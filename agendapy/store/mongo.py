@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
@@ -14,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import bson
 from bson import CodecOptions, DatetimeConversion
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany, UpdateOne, monitoring
+from pymongo import AsyncMongoClient, ReturnDocument, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -37,9 +35,9 @@ from .common import (
     leased,
     refresh_run_fields,
     release_values,
-    state_values,
     user_filter,
 )
+from .fenced_writes import DEFAULT_STATE_WRITE_WINDOW, FencedWrites
 from .queries import (
     CLAIM_SORT,
     INDEXES,
@@ -47,8 +45,6 @@ from .queries import (
     claim_update,
     criteria_filter,
     due_filter,
-    fence_filter,
-    fence_many_filter,
     lock_fields,
     query_filter,
     query_sort,
@@ -61,7 +57,6 @@ from .queries import (
 from .runs import DEFAULT_RUNS_COLLECTION, MongoRunStore
 from .schema import (
     PROCESSOR_FIELDS,
-    STATE_KEYS,
     document_from_job,
     job_from_document,
     log_unreadable,
@@ -76,10 +71,6 @@ log = logging.getLogger("agendapy.store")
 DEFAULT_COLLECTION = "agendaJobs"
 DEFAULT_DATABASE = "agenda"
 _SERVER_SELECTION_TIMEOUT_MS = 10_000
-#: How long the state writes of runs gather before they go out together (seconds), by default.
-DEFAULT_STATE_WRITE_WINDOW = 0.005
-#: A gathered batch this large is written at once, without waiting for the window to close.
-_MAX_STATE_BATCH = 200
 # Documents written by other tools may hold dates beyond datetime's years 1-9999 or invalid UTF-8: they
 # decode (as DatetimeMS, or with replacement characters) so one such document never fails a whole cursor.
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
@@ -93,40 +84,6 @@ _CLAIM_ROUNDS = 5
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _state_values(job: Job) -> dict[str, Any]:
-    values = state_values(job, None)
-    if "lockToken" in values:
-        # The final write of a run releases the lock. Its lastRunAt was written by the run's start
-        # write (no run starts without it) and has not changed: leaving it out lets the finishes of
-        # runs that started at different moments go out as one update.
-        del values["lastRunAt"]
-    return values
-
-
-def _write_instant() -> datetime:
-    """Now, to the millisecond BSON keeps (so what is stored equals what the job holds)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-@dataclasses.dataclass
-class _PendingState:
-    """A state write waiting for the window to close: its values are fixed when it is queued."""
-
-    job: Job
-    values: dict[str, Any]
-    stamp: frozenset[str]  # document keys to set to the moment the batch is written
-    done: asyncio.Future[bool]
-
-
-def _same_instant(stored: Any, written: datetime | None) -> bool:
-    if stored is None or written is None:
-        return stored is None and written is None
-    if isinstance(stored, datetime) and stored.tzinfo is None:
-        stored = stored.replace(tzinfo=UTC)
-    return bool(stored == written)
 
 
 def redact_url(url: str) -> str:
@@ -242,9 +199,9 @@ class MongoJobStore:
         if not isinstance(state_write_window, int | float) or not 0 <= state_write_window <= 1:
             raise InvalidInput("state_write_window", state_write_window, "must be 0 to 1 seconds")
         self._state_write_window = float(state_write_window)
-        self._pending_states: list[_PendingState] = []
-        self._flush_timer: asyncio.Handle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._writes = FencedWrites(
+            lambda: self.collection, window=self._state_write_window, unavailable=self._unavailable
+        )
         if isinstance(db, str):
             self._validate_url(db)
 
@@ -346,11 +303,7 @@ class MongoJobStore:
 
     async def close(self) -> None:
         """Close the client if this store created it (after the pending batched writes)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while (self._pending_states or self._flushes) and loop.time() < deadline:
-            self._start_flush()
-            await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
+        await self._writes.drain(timeout=5.0)
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None
@@ -500,7 +453,7 @@ class MongoJobStore:
         """Fail and unlock the claimed jobs whose documents cannot be read; return the others."""
         broken = [job for job in jobs if job.unreadable]
         if broken:
-            await self._fenced_writes([(job, unreadable_failure(job, now)) for job in broken])
+            await self._writes.apply([(job, unreadable_failure(job, now)) for job in broken])
             for job in broken:
                 log_unreadable(job)
         return [job for job in jobs if not job.unreadable]
@@ -549,132 +502,10 @@ class MongoJobStore:
         """
         if job._lease is None:
             return await self.save_state(job)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        # The values are taken now: a heartbeat that moves lockedAt before the flush must not change
-        # what this write says (a final write releases the lock, whatever happens meanwhile).
-        values = _state_values(job)
-        keys = frozenset(STATE_KEYS[attr] for attr in stamp) & values.keys()
-        self._pending_states.append(_PendingState(job, values, keys, done))
-        if len(self._pending_states) >= _MAX_STATE_BATCH:
-            self._start_flush()
-        elif self._flush_timer is None:
-            if self._state_write_window > 0:
-                self._flush_timer = loop.call_later(self._state_write_window, self._start_flush)
-            else:
-                self._flush_timer = loop.call_soon(self._start_flush)
-        return await done
+        return await self._writes.queue(job, stamp)
 
-    def _start_flush(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        if self._flushes:
-            return  # one batch in flight: this one follows when it returns (_flushed)
-        batch, self._pending_states = self._pending_states, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._flush_states(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushed)
-
-    def _flushed(self, task: asyncio.Task[None]) -> None:
-        self._flushes.discard(task)
-        if self._pending_states:
-            self._start_flush()
-
-    async def _flush_states(self, batch: list[_PendingState]) -> None:
-        written_at = _write_instant()
-        for entry in batch:
-            for key in entry.stamp:
-                entry.values[key] = written_at
-            if entry.values.get("lockedAt") is not None:
-                # A write that keeps the lock renews it; one lockedAt for the batch lets the runs
-                # claimed together stay fenced by one (lockedAt, token) pair.
-                entry.values["lockedAt"] = written_at
-        try:
-            results = await self._fenced_writes([(entry.job, entry.values) for entry in batch])
-        except ConnectionFailure as exc:
-            error = DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}")
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(error)
-        except Exception as exc:
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(exc)
-        else:
-            for entry, ok in zip(batch, results, strict=True):
-                if ok:
-                    _absorb_written(entry.job, entry.values)
-                if not entry.done.done():
-                    entry.done.set_result(ok)
-
-    async def _fenced_writes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
-        """Apply ``$set: values`` to each leased job, fenced by its lease, in one round trip; tell
-        which applied. Jobs whose lease (lockedAt, token) and values are the same share one
-        ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
-        async with contextlib.AsyncExitStack() as stack:
-            for job, _ in entries:
-                assert job._lease is not None
-                await stack.enter_async_context(job._lease.write_lock)
-            live = [(job, values) for job, values in entries if job._lease and not job._lease.lost]
-            groups: dict[tuple[str, datetime, bytes], tuple[list[Any], dict[str, Any]]] = {}
-            for job, values in live:
-                lease = job._lease
-                assert lease is not None
-                key = (lease.token, lease.locked_at, bson.encode(values))
-                groups.setdefault(key, ([], values))[0].append(to_object_id(job.id))
-            writes: list[UpdateOne | UpdateMany] = []
-            for (token, locked_at, _), (ids, values) in groups.items():
-                if len(ids) == 1:
-                    writes.append(UpdateOne(fence_filter(ids[0], locked_at, token), {"$set": values}))
-                else:
-                    writes.append(UpdateMany(fence_many_filter(ids, locked_at, token), {"$set": values}))
-            applied: list[bool] = []
-            if live:
-                matched = await self._write(writes)
-                if matched == len(live):
-                    applied = [True] * len(live)
-                else:
-                    applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
-            outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
-            for job, values in live:
-                if outcome[id(job)] and job._lease is not None and values.get("lockedAt") is not None:
-                    job._lease.locked_at = values["lockedAt"]
-            return [outcome.get(id(job), False) for job, _ in entries]
-
-    async def _write(self, writes: list[UpdateOne | UpdateMany]) -> int:
-        """Send the updates (one command); how many documents they matched."""
-        if len(writes) == 1:
-            write = writes[0]
-            one = self.collection.update_one if isinstance(write, UpdateOne) else self.collection.update_many
-            result = await one(write._filter, write._doc)
-            return result.matched_count
-        bulk = await self.collection.bulk_write(writes, ordered=False)
-        return bulk.matched_count
-
-    async def _which_applied(self, jobs: list[Job], values: list[dict[str, Any]]) -> list[bool]:
-        """After a partly matched bulk write: a write applied iff the document now holds what it set
-        for the fields no other writer sets to the same value (this run's lastRunAt, lastFinishedAt
-        and lock)."""
-        ids = [to_object_id(job.id) for job in jobs]
-        found = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
-        outcomes = []
-        for job_id, job, value in zip(ids, jobs, values, strict=True):
-            doc = found.get(job_id)
-            lease = job._lease
-            token = None if value["lockedAt"] is None else (lease.token if lease else None)
-            outcomes.append(
-                doc is not None
-                and ("lastRunAt" not in value or _same_instant(doc.get("lastRunAt"), value["lastRunAt"]))
-                and (
-                    value.get("lastFinishedAt") is None
-                    or _same_instant(doc.get("lastFinishedAt"), value["lastFinishedAt"])
-                )
-                and _same_instant(doc.get("lockedAt"), value["lockedAt"])
-                and doc.get("lockToken") == token
-            )
-        return outcomes
+    def _unavailable(self, exc: ConnectionFailure) -> DatabaseUnavailable:
+        return DatabaseUnavailable(f"cannot reach MongoDB at {self.describe()}: {_brief(exc)}")
 
     async def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
         """Yield ``(name, nextRunAt)`` of jobs that may have become claimable: inserted, rescheduled,
@@ -697,7 +528,7 @@ class MongoJobStore:
         live = [j for j in jobs if j._lease is not None and not j._lease.lost and not j._lease.finishing]
         if not live:
             return []
-        applied = await self._fenced_writes([(job, {"lockedAt": now}) for job in live])
+        applied = await self._writes.apply([(job, {"lockedAt": now}) for job in live])
         lost = []
         for job, ok in zip(live, applied, strict=True):
             lease = job._lease
@@ -719,7 +550,7 @@ class MongoJobStore:
             lease.finishing = True
             entries.append((job, release_values(job, reschedule_at)))
         if entries:
-            await self._fenced_writes(entries)
+            await self._writes.apply(entries)
         for job, _ in entries:
             job.locked_at = None
 
@@ -801,14 +632,6 @@ class MongoJobStore:
         """Distinct job names, via $group (allowed under the Stable API, unlike distinct)."""
         cursor = await self.collection.aggregate([{"$group": {"_id": "$name"}}, {"$sort": {"_id": 1}}])
         return [doc["_id"] async for doc in cursor if isinstance(doc.get("_id"), str)]
-
-
-def _absorb_written(job: Job, values: dict[str, Any]) -> None:
-    """After a batched write applied: the job holds the instants the batch stamped."""
-    for attr in ("locked_at", "last_run_at", "last_finished_at"):
-        key = STATE_KEYS[attr]
-        if key in values:
-            setattr(job, attr, values[key])
 
 
 def _is_motor(obj: Any) -> bool:
