@@ -15,11 +15,12 @@ from typing import Any
 from ..errors import InvalidInput, JobNotFound
 from ..job import Job, JobState, Lease, compute_job_state
 from .queries import fence_filter
-from .schema import STATE_FIELDS, STATE_KEYS, job_from_document
+from .schema import STATE_FIELDS, STATE_KEYS, document_from_job, job_from_document
 
 __all__ = [
     "absorb",
     "count_overview",
+    "document_to_save",
     "fenced_state_write",
     "leased",
     "refresh_run_fields",
@@ -47,6 +48,12 @@ def absorb(job: Job, doc: Mapping[str, Any]) -> None:
     job.next_run_at = fresh.next_run_at
     job.debounce_started_at = fresh.debounce_started_at
     job.data = fresh.data
+
+
+def document_to_save(job: Job, last_modified_by: str | None) -> dict[str, Any]:
+    """The document ``save_job``/``insert_many`` write for ``job`` (which records who saved it)."""
+    job.last_modified_by = last_modified_by
+    return document_from_job(job)
 
 
 def state_values(job: Job, fields: Sequence[str] | None) -> dict[str, Any]:

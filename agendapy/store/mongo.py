@@ -31,6 +31,7 @@ from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery
 from .common import (
     absorb,
     count_overview,
+    document_to_save,
     fenced_state_write,
     leased,
     refresh_run_fields,
@@ -48,6 +49,7 @@ from .queries import (
     lock_fields,
     query_filter,
     query_sort,
+    save_fields,
     saved_filter,
     single_filter,
     single_update,
@@ -56,8 +58,6 @@ from .queries import (
 )
 from .runs import DEFAULT_RUNS_COLLECTION, MongoRunStore
 from .schema import (
-    PROCESSOR_FIELDS,
-    document_from_job,
     job_from_document,
     log_unreadable,
     to_object_id,
@@ -318,9 +318,8 @@ class MongoJobStore:
     ) -> Job | None:
         """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
         fly with ``lock_token``: the lock rides on the insert, no extra round trip)."""
-        job.last_modified_by = last_modified_by
-        doc = document_from_job(job)
-        props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+        doc = document_to_save(job, last_modified_by)
+        props = save_fields(doc)
         if job.id is not None:
             found = await self.collection.find_one_and_update(
                 saved_filter(job.id, job.name), {"$set": props}, return_document=ReturnDocument.AFTER
@@ -348,10 +347,7 @@ class MongoJobStore:
         """Insert new one-off jobs in one round trip (per 100,000); sets each job's id."""
         if not jobs:
             return
-        docs = []
-        for job in jobs:
-            job.last_modified_by = last_modified_by
-            docs.append(document_from_job(job))
+        docs = [document_to_save(job, last_modified_by) for job in jobs]
         result = await self.collection.insert_many(docs, ordered=True)
         for job, inserted_id in zip(jobs, result.inserted_ids, strict=True):
             job.id = str(inserted_id)

@@ -40,6 +40,7 @@ __all__ = [
     "lock_fields",
     "query_filter",
     "query_sort",
+    "save_fields",
     "saved_filter",
     "single_filter",
     "single_update",
@@ -177,6 +178,11 @@ def due_filter(now: datetime) -> dict[str, Any]:
     return {"nextRunAt": {"$lt": now}}
 
 
+def save_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What saving a job sets on a document that exists: everything but the worker-managed fields."""
+    return {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+
+
 def saved_filter(job_id: Any, name: str) -> dict[str, Any]:
     """A save of a job read earlier updates its document only while it still holds that job's name."""
     return {"_id": to_object_id(job_id), "name": name}
@@ -224,7 +230,7 @@ def unique_update(
 
     ``existing`` (the document the filter matches now, read just before) only matters with debounce.
     """
-    props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+    props = save_fields(doc)
     processor = {k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}
     if job.debounce_options is not None:
         return debounce_update(job, props, processor, existing, now)

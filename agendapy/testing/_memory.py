@@ -22,14 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from ..job import Job
 from ..store import common, queries
 from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
-from ..store.schema import (
-    PROCESSOR_FIELDS,
-    document_from_job,
-    job_from_document,
-    log_unreadable,
-    to_object_id,
-    unreadable_failure,
-)
+from ..store.schema import job_from_document, log_unreadable, to_object_id, unreadable_failure
 from ._mql import (
     Changes,
     FilterError,
@@ -185,9 +178,8 @@ class MemoryJobStore:
     ) -> Job | None:
         """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
         fly with ``lock_token``)."""
-        job.last_modified_by = last_modified_by
-        doc = document_from_job(job)
-        props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+        doc = common.document_to_save(job, last_modified_by)
+        props = queries.save_fields(doc)
         with self._lock:
             if job.id is not None:
                 stored = self._by_id(queries.saved_filter(job.id, job.name))
@@ -221,8 +213,7 @@ class MemoryJobStore:
         """Insert new one-off jobs; sets each job's id."""
         with self._lock:
             for job in jobs:
-                job.last_modified_by = last_modified_by
-                job.id = self._insert(document_from_job(job))
+                job.id = self._insert(common.document_to_save(job, last_modified_by))
 
     # -- one run's locks and state --------------------------------------------------------------
 
