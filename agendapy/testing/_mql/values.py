@@ -59,35 +59,28 @@ def bson_value(value: Any) -> Any:
 # -- ordering ---------------------------------------------------------------------------------------
 
 
+#: BSON's canonical type order, by Python type; the first match counts (bool before the numbers).
+_RANKS: Final[tuple[tuple[type | tuple[type, ...], int], ...]] = (
+    (MinKey, 0),
+    (MaxKey, 127),
+    (bool, 8),
+    ((int, float, Decimal128), 2),
+    (str, 3),
+    (Mapping, 4),
+    ((list, tuple), 5),
+    (bytes, 6),
+    (ObjectId, 7),
+    (datetime, 9),
+    (Timestamp, 10),
+    ((Regex, re.Pattern), 11),
+)
+
+
 def rank(value: Any) -> int:
     """BSON's canonical type order (numbers share one bracket, null and missing another)."""
     if value is MISSING or value is None:
         return 1
-    if isinstance(value, MinKey):
-        return 0
-    if isinstance(value, MaxKey):
-        return 127
-    if isinstance(value, bool):
-        return 8
-    if isinstance(value, int | float | Decimal128):
-        return 2
-    if isinstance(value, str):
-        return 3
-    if isinstance(value, Mapping):
-        return 4
-    if isinstance(value, list | tuple):
-        return 5
-    if isinstance(value, bytes):
-        return 6
-    if isinstance(value, ObjectId):
-        return 7
-    if isinstance(value, datetime):
-        return 9
-    if isinstance(value, Timestamp):
-        return 10
-    if isinstance(value, Regex | re.Pattern):
-        return 11
-    return 50
+    return next((order for kind, order in _RANKS if isinstance(value, kind)), 50)
 
 
 def number(value: Any) -> float | int | Decimal:
