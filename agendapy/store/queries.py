@@ -1,7 +1,10 @@
-"""Every MongoDB filter and update agendapy sends, each built by one named function beside its index.
+"""Every MongoDB filter and update agendapy sends for jobs, each built by one named function beside its index.
 
-Keeping them here answers "which index serves this query" in one place; ``tests/integration`` checks
-the claim query's plan with ``explain``.
+These are the store rules, written once: who may claim, fencing, one document per recurring job,
+unique and debounced saves, wake-ups. The MongoDB store sends them; the in-memory store evaluates the
+same data with its MongoDB engine (``agendapy.testing._mql``). Keeping them here also answers "which
+index serves this query" in one place; ``tests/integration`` checks the claim query's plan with
+``explain``. The rules of run records live beside them in :mod:`agendapy.store.runs`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from .schema import PROCESSOR_FIELDS, SCHEDULE_FIELDS, to_object_id
 
 if TYPE_CHECKING:
     from ..job import Job
-
-_STORED_FORM: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 
 __all__ = [
     "CLAIM_SORT",
@@ -47,6 +48,9 @@ __all__ = [
     "unique_filter",
     "unique_update",
 ]
+
+# Values as a round trip through BSON returns them (to compare what is stored with what would be).
+_STORED_FORM: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 
 #: Agenda's lock index (same name and keys, so Node and Python create the same index), plus ours.
 INDEXES: tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...] = (
