@@ -1,7 +1,27 @@
-"""The JobStore interface: everything the façade and the worker need from a database.
+"""The store protocols: everything the façade and the worker need from a database.
 
-Only implementations of this protocol build queries or speak BSON; the processor and the façade work
-with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small dataclasses below.
+Only implementations of :class:`JobStore` and :class:`RunStore` touch a database; the worker and the
+façade work with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small dataclasses
+below. Two stores exist: :class:`~agendapy.store.mongo.MongoJobStore` and the in-memory
+:class:`~agendapy.testing.MemoryJobStore`.
+
+Writing a new store:
+
+- **The rules are given, not re-invented.** Who may claim (:func:`~agendapy.store.queries.claim_filter`),
+  fencing (``fence_filter``), one document per recurring job (``single_filter``/``single_update``),
+  unique and debounced saves (``unique_filter``/``unique_update``), wake-ups (``WAKE_UP_PIPELINE``) and
+  the run-record rules (``agendapy.store.runs``: ``takeover_filter``, ``trim_filter``, ...) are MongoDB
+  filters and updates. A store sends them, translates them, or evaluates them (the in-memory store runs
+  them through its MongoDB matcher); what a store returns goes through ``agendapy.store.common``
+  (``leased``, ``absorb``, ``count_overview``, ``fenced_state_write``, ...).
+- **Atomicity is the store's job.** ``claim`` must lock each job it returns in one atomic step (no two
+  claims return the same job); every write through a lease must apply only while that lease's
+  ``(lockedAt, lockToken)`` is still the stored one; a recurring name must never get two documents,
+  even when two processes save it at once (MongoDB: the unique index ``agendapySingleJobName``).
+- **Stored form.** Documents keep Node Agenda 6's field names (``agendapy.store.schema`` converts);
+  dates are aware UTC with millisecond precision, as BSON stores them.
+- **The contract suite.** Add the store to ``BACKENDS`` in ``tests/contract/conftest.py``: every test
+  of ``tests/contract`` then runs on it beside MongoDB; a store that passes it is a store.
 """
 
 from __future__ import annotations
@@ -9,13 +29,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Unpack
 
 from ..job import Job, Lease
 
 if TYPE_CHECKING:
     from ..schedule.ticks import RunInterval
-    from .runs import RequiredRuns, RunRecord, RunStatus
+    from .runs import RequiredRuns, RunFilter, RunRecord, RunStart, RunStatus
 
 __all__ = [
     "ClaimQuota",
@@ -125,24 +145,16 @@ class ClaimQuota:
 
 
 class RunStore(Protocol):
-    """Run records: history, once-per-interval guards and dependency coverage."""
+    """Run records: history, once-per-interval guards and dependency coverage.
 
-    async def start(
-        self,
-        *,
-        name: str,
-        job_id: str | None,
-        interval: RunInterval | None,
-        guard: bool,
-        started_at: datetime,
-        worker: str | None,
-        status: RunStatus = "running",
-        error: str | None = None,
-    ) -> str | None:
-        """Record a run's start; with ``guard``, claim its interval (None: taken, or resumed elsewhere).
+    One record per run, keyed by a unique ``intervalKey`` (``agendapy.store.runs``): two starts that
+    guard the same interval of the same job name cannot both record a new run.
+    """
 
-        A run recorded as ``"skipped"`` is finished at once; ``error`` says why it did not run.
-        """
+    async def start(self, **run: Unpack[RunStart]) -> str | None:
+        """Record a run's start (see :class:`~agendapy.store.runs.RunStart`); with ``guard``, claim its
+        interval: None when another run holds it (a run still "running" for the same job document is
+        resumed instead: its id is returned). A ``"skipped"`` record is finished at once."""
 
     async def finish(
         self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None
@@ -152,24 +164,22 @@ class RunStore(Protocol):
     async def trim(self, name: str) -> None:
         """Keep the newest records of ``name`` only."""
 
-    async def query(
-        self,
-        *,
-        name: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: RunStatus | None,
-        limit: int,
-        job_id: str | None = None,
-    ) -> list[RunRecord]:
-        """Run records, newest first (of one job document with ``job_id``)."""
+    async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
+        """Run records, newest first (of one job document with ``job_id``); ``limit`` 0: all."""
 
     async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
         """The runs of ``name`` overlapping ``interval`` and the first and last interval it ran."""
 
 
 class JobStore(Protocol):
-    """What agendapy needs from a database."""
+    """What agendapy needs from a database (see the module's notes on writing one).
+
+    Saving: ``save_job``, ``insert_many``. One run: ``claim``, ``save_state``,
+    ``save_state_batched``, ``renew_locks``, ``release``, ``refresh_run_fields``. Wake-ups:
+    ``due_changes``. Reading and bulk changes: ``get_job``, ``query``, ``fetch_all_states``,
+    ``overview``, ``queue_size``, ``distinct_names``, ``remove``, ``remove_all``, ``set_disabled``.
+    Run records: ``runs``.
+    """
 
     @property
     def runs(self) -> RunStore:
@@ -186,6 +196,10 @@ class JobStore(Protocol):
     ) -> Job | None:
         """Insert/update/upsert ``job`` (Agenda's saveJob); sets ``job.id`` and what the database decided.
 
+        A job with an id updates its document (``saved_filter``); ``every()`` keeps one document per
+        name (``single_filter``/``single_update``); ``unique()`` upserts into ``unique_filter`` with
+        ``unique_update`` (debounce included); anything else is inserted.
+
         With ``lock_token``, a new plain job (no id, not ``every``, not ``unique``) is inserted already
         locked, as a claim at ``now`` with that token would have locked it, and a copy of it carrying
         the Lease is returned (locking on the fly). Otherwise, and for updates and upserts, which
@@ -201,7 +215,12 @@ class JobStore(Protocol):
     async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
         """Atomically lock up to ``limit`` jobs for this worker, in claim order, at most
         ``request.per_name[name]`` of each name (see :class:`ClaimQuota`); each returned job carries a
-        Lease with ``token``."""
+        Lease with ``token``.
+
+        Claimable: ``claim_filter``, in ``CLAIM_SORT`` order; locked by ``claim_update``. No two claims
+        return the same job. A document that cannot be read is failed and unlocked at once
+        (``unreadable_failure``) and the next one taken in its place.
+        """
 
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write the worker-managed fields (all, or those named); fenced by the job's lease if it has one.
@@ -217,13 +236,16 @@ class JobStore(Protocol):
         """
 
     def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
-        """``(name, nextRunAt)`` of jobs that may have become claimable, as they change."""
+        """``(name, nextRunAt)`` of jobs that may have become claimable, as they change: the writes
+        ``WAKE_UP_PIPELINE`` admits, by any writer. Raises WakeUpsUnavailable when the database cannot
+        notify (the worker then polls only)."""
 
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
-        """Move ``lockedAt`` to ``now`` for each leased job; returns the jobs whose lock was lost."""
+        """Move ``lockedAt`` to ``now`` for each leased job (fenced); returns the jobs whose lock was lost."""
 
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
-        """Unlock leased jobs (fenced); with ``reschedule_at``, also make them due then."""
+        """Unlock leased jobs (fenced, ``release_values``); with ``reschedule_at``, also make them due
+        then; a job without a next run becomes due now, so no release strands it."""
 
     async def refresh_run_fields(self, job: Job) -> None:
         """Reload lastRunAt, lockedAt and lastFinishedAt from the database (raises JobNotFound)."""

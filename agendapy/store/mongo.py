@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import bson
 from bson import CodecOptions, DatetimeConversion
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany, UpdateOne
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -23,29 +21,40 @@ from pymongo.errors import (
 )
 
 from ..connections import DEFAULT_DATABASE, MongoConnection, redact_url
-from ..errors import InvalidInput, JobNotFound
-from ..job import Job, JobState, Lease, compute_job_state
-from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
+from ..errors import InvalidInput
+from ..job import Job
+from . import streams
+from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery
+from .common import (
+    absorb,
+    count_overview,
+    document_to_save,
+    fenced_state_write,
+    leased,
+    refresh_run_fields,
+    release_values,
+    user_filter,
+)
+from .fenced_writes import DEFAULT_STATE_WRITE_WINDOW, FencedWrites
 from .queries import (
     CLAIM_SORT,
     INDEXES,
-    WAKE_UP_PIPELINE,
     claim_filter,
     claim_update,
     criteria_filter,
-    fence_filter,
-    fence_many_filter,
+    due_filter,
     lock_fields,
     query_filter,
     query_sort,
+    save_fields,
+    saved_filter,
+    single_filter,
+    single_update,
+    unique_filter,
+    unique_update,
 )
 from .runs import DEFAULT_RUNS_COLLECTION, MongoRunStore
 from .schema import (
-    PROCESSOR_FIELDS,
-    SCHEDULE_FIELDS,
-    STATE_FIELDS,
-    STATE_KEYS,
-    document_from_job,
     job_from_document,
     log_unreadable,
     to_object_id,
@@ -58,18 +67,6 @@ __all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "MongoJobStore", "redact_ur
 log = logging.getLogger("agendapy.store")
 
 DEFAULT_COLLECTION = "agendaJobs"
-#: How long the state writes of runs gather before they go out together (seconds), by default.
-DEFAULT_STATE_WRITE_WINDOW = 0.005
-#: A gathered batch this large is written at once, without waiting for the window to close.
-_MAX_STATE_BATCH = 200
-#: How long a change stream's getMore waits for a change (seconds).
-_STREAM_AWAIT_S = 1.0
-#: After this many change-stream getMores in a row came back early and empty (a worker's own few
-#: writes for one run make up to three), each next one waits _EMPTY_BATCH_PAUSE first: while other
-#: workers write, a wake-up arrives up to that much later, and no worker sends more than ~40 such
-#: getMores a second. A change, or a getMore that waited its full time, ends the run.
-_EMPTY_BATCHES_FREE = 4
-_EMPTY_BATCH_PAUSE = 0.025
 # Documents written by other tools may hold dates beyond datetime's years 1-9999 or invalid UTF-8: they
 # decode (as DatetimeMS, or with replacement characters) so one such document never fails a whole cursor.
 _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
@@ -80,75 +77,20 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 #: Claim rounds in one call when a round won only unreadable documents.
 _CLAIM_ROUNDS = 5
-# Server answers meaning "no change streams here" (a standalone mongod: 40573; unsupported: 115, 136).
-_NO_CHANGE_STREAMS = frozenset({40573, 136, 115})
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-#: The changes fleet events are made of: updates that start, report progress or end a run (claims
-#: and heartbeats only move the lock and stay out), and deletions (to forget the job).
-RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
-    {
-        "$match": {
-            "$or": [
-                {"operationType": "delete"},
-                *(
-                    {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
-                    for key in ("lastRunAt", "progress", "lastFinishedAt")
-                ),
-            ]
-        }
-    }
-]
+def _refused(exc: Exception) -> str | None:
+    """The server's reason when it refused a filter (a duplicate key is not about the filter)."""
+    if not isinstance(exc, OperationFailure) or exc.code == 11000:
+        return None
+    return str((exc.details or {}).get("errmsg") or exc)
 
 
-def _state_values(job: Job) -> dict[str, Any]:
-    values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
-    if job._lease is not None and job.locked_at is None:
-        # The final write of a run releases the lock. Its lastRunAt was written by the run's start
-        # write (no run starts without it) and has not changed: leaving it out lets the finishes of
-        # runs that started at different moments go out as one update.
-        values["lockToken"] = None
-        del values["lastRunAt"]
-    return values
-
-
-def _write_instant() -> datetime:
-    """Now, to the millisecond BSON keeps (so what is stored equals what the job holds)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-@dataclasses.dataclass
-class _PendingState:
-    """A state write waiting for the window to close: its values are fixed when it is queued."""
-
-    job: Job
-    values: dict[str, Any]
-    stamp: frozenset[str]  # document keys to set to the moment the batch is written
-    done: asyncio.Future[bool]
-
-
-def _same_instant(stored: Any, written: datetime | None) -> bool:
-    if stored is None or written is None:
-        return stored is None and written is None
-    if isinstance(stored, datetime) and stored.tzinfo is None:
-        stored = stored.replace(tzinfo=UTC)
-    return bool(stored == written)
-
-
-@contextlib.contextmanager
-def _user_filter(field: str, value: Any) -> Iterator[None]:
-    """A filter built from user input that the server refuses is bad input, not a crash."""
-    try:
-        yield
-    except OperationFailure as exc:
-        if exc.code == 11000:  # a duplicate key is not about the filter
-            raise
-        message = (exc.details or {}).get("errmsg") or str(exc)
-        raise InvalidInput(field, value, f"the server rejected it: {message}") from None
+def _user_filter(field: str, value: Any) -> contextlib.AbstractContextManager[None]:
+    return user_filter(field, value, _refused)
 
 
 def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -206,9 +148,9 @@ class MongoJobStore:
         if not isinstance(state_write_window, int | float) or not 0 <= state_write_window <= 1:
             raise InvalidInput("state_write_window", state_write_window, "must be 0 to 1 seconds")
         self._state_write_window = float(state_write_window)
-        self._pending_states: list[_PendingState] = []
-        self._flush_timer: asyncio.Handle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._writes = FencedWrites(
+            lambda: self.collection, window=self._state_write_window, unavailable=self.connection.unavailable
+        )
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -267,11 +209,7 @@ class MongoJobStore:
 
     async def close(self) -> None:
         """Close the client if this store's connection made it (after the pending batched writes)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while (self._pending_states or self._flushes) and loop.time() < deadline:
-            self._start_flush()
-            await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
+        await self._writes.drain(timeout=5.0)
         await self.connection.close()
         self._collection = None
         self._runs = None
@@ -284,22 +222,19 @@ class MongoJobStore:
     ) -> Job | None:
         """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
         fly with ``lock_token``: the lock rides on the insert, no extra round trip)."""
-        job.last_modified_by = last_modified_by
-        doc = document_from_job(job)
-        props = {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+        doc = document_to_save(job, last_modified_by)
+        props = save_fields(doc)
         if job.id is not None:
             found = await self.collection.find_one_and_update(
-                {"_id": to_object_id(job.id), "name": job.name},
-                {"$set": props},
-                return_document=ReturnDocument.AFTER,
+                saved_filter(job.id, job.name), {"$set": props}, return_document=ReturnDocument.AFTER
             )
             if found is not None:
-                _absorb(job, found)
+                absorb(job, found)
             return None
         if job.type == "single":
             await self._save_single(job, doc, props, now)
         elif job.unique_query is not None:
-            await self._save_unique(job, doc, props, now)
+            await self._save_unique(job, doc, now)
         else:
             if lock_token is not None:
                 doc.update(lock_fields(now, lock_token, last_modified_by))
@@ -308,7 +243,7 @@ class MongoJobStore:
             if lock_token is not None:
                 # The stored form (milliseconds, a copy of the data), as a claim would have read it.
                 stored = bson.decode(bson.encode({**doc, "_id": result.inserted_id}), codec_options=_CODEC)
-                return self._leased(stored, lock_token, now)
+                return leased(stored, lock_token, now)
         return None
 
     @_translate_errors
@@ -316,20 +251,15 @@ class MongoJobStore:
         """Insert new one-off jobs in one round trip (per 100,000); sets each job's id."""
         if not jobs:
             return
-        docs = []
-        for job in jobs:
-            job.last_modified_by = last_modified_by
-            docs.append(document_from_job(job))
+        docs = [document_to_save(job, last_modified_by) for job in jobs]
         result = await self.collection.insert_many(docs, ordered=True)
         for job, inserted_id in zip(jobs, result.inserted_ids, strict=True):
             job.id = str(inserted_id)
 
     async def _save_single(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
-        # One document per recurring name. A stored nextRunAt survives a re-call of every() (at every boot)
-        # when it is due (Agenda's rule) or when the schedule itself did not change (so restarts never
-        # push a schedule forward).
+        # One document per recurring name (the unique index settles two processes inserting at once).
         for _ in range(3):
-            existing = await self.collection.find_one({"name": job.name, "type": "single"})
+            existing = await self.collection.find_one(single_filter(job.name))
             if existing is None:
                 try:
                     result = await self.collection.insert_one(doc)
@@ -337,43 +267,29 @@ class MongoJobStore:
                     continue  # another process created it first; update that one
                 job.id = str(result.inserted_id)
                 return
-            update = dict(props)
-            # Compare what is stored with what would be stored (BSON keeps milliseconds only).
-            stored_form = bson.decode(bson.encode(props), codec_options=_CODEC)
-            unchanged = all(existing.get(k) == stored_form.get(k) for k in SCHEDULE_FIELDS)
-            next_run = props.get("nextRunAt")
-            # A stored nextRunAt that is not a date (another tool's) is replaced, never kept.
-            if isinstance(existing.get("nextRunAt"), datetime) and (
-                unchanged or next_run is None or next_run <= now
-            ):
-                update.pop("nextRunAt", None)
             found = await self.collection.find_one_and_update(
-                {"_id": existing["_id"]}, {"$set": update}, return_document=ReturnDocument.AFTER
+                {"_id": existing["_id"]},
+                single_update(existing, props, now),
+                return_document=ReturnDocument.AFTER,
             )
             if found is not None:
-                _absorb(job, found)
+                absorb(job, found)
                 return
         raise RuntimeError(f"could not save recurring job {job.name!r}: it kept changing concurrently")
 
-    async def _save_unique(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
-        assert job.unique_query is not None
-        query = {**job.unique_query, "name": job.name}
-        debounce = job.debounce_options
-        if debounce is None:
-            if job.unique_insert_only:
-                update: dict[str, Any] = {"$setOnInsert": doc}
-            else:
-                update = {"$set": props, "$setOnInsert": _only_processor(doc)}
-        else:
-            with _user_filter("unique", job.unique_query):
-                existing = await self.collection.find_one(query)
-            update = _debounce_update(job, doc, props, existing, now)
+    async def _save_unique(self, job: Job, doc: dict[str, Any], now: datetime) -> None:
+        query = unique_filter(job)
         with _user_filter("unique", job.unique_query):
+            # Debounce decides from the document as it is (its window's start).
+            existing = None if job.debounce_options is None else await self.collection.find_one(query)
             found = await self.collection.find_one_and_update(
-                query, update, upsert=True, return_document=ReturnDocument.AFTER
+                query,
+                unique_update(job, doc, existing, now),
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
         if found is not None:
-            _absorb(job, found)
+            absorb(job, found)
 
     # -- one run's locks and state --------------------------------------------------------------
 
@@ -390,7 +306,7 @@ class MongoJobStore:
             docs = await self._claim_documents(request, token, limit)
             if not docs:
                 return []
-            jobs = [self._leased(doc, token, request.now) for doc in docs]
+            jobs = [leased(doc, token, request.now) for doc in docs]
             readable = await self._fail_unreadable(jobs, request.now)
             if readable:
                 return readable
@@ -437,7 +353,7 @@ class MongoJobStore:
         """Fail and unlock the claimed jobs whose documents cannot be read; return the others."""
         broken = [job for job in jobs if job.unreadable]
         if broken:
-            await self._fenced_writes([(job, unreadable_failure(job, now)) for job in broken])
+            await self._writes.apply([(job, unreadable_failure(job, now)) for job in broken])
             for job in broken:
                 log_unreadable(job)
         return [job for job in jobs if not job.unreadable]
@@ -465,34 +381,14 @@ class MongoJobStore:
                 break  # nothing more is claimable for these names
         return chosen
 
-    @staticmethod
-    def _leased(doc: dict[str, Any], token: str, locked_at: datetime) -> Job:
-        job = job_from_document(doc)
-        job._lease = Lease(token=token, locked_at=locked_at)
-        return job
-
     @_translate_errors
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
-        names = fields if fields is not None else [attr for attr, _ in STATE_FIELDS]
-        values = {STATE_KEYS[attr]: getattr(job, attr) for attr in names}
-        lease = job._lease
-        if lease is not None and "locked_at" in names and job.locked_at is None:
-            values["lockToken"] = None
-        if lease is None:
-            result = await self.collection.update_one(fence_filter(job.id, None, None), {"$set": values})
-            return result.matched_count > 0
-        async with lease.write_lock:
-            if lease.lost:
-                return False
-            result = await self.collection.update_one(
-                fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}
-            )
-            if result.matched_count == 0:
-                return False
-            if "locked_at" in names and job.locked_at is not None:
-                lease.locked_at = job.locked_at
-            return True
+
+        async def write(flt: dict[str, Any], update: dict[str, Any]) -> bool:
+            return (await self.collection.update_one(flt, update)).matched_count > 0
+
+        return await fenced_state_write(job, fields, write)
 
     async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
         """``save_state`` of every field, fenced; the writes of runs issued within the state write
@@ -506,184 +402,21 @@ class MongoJobStore:
         """
         if job._lease is None:
             return await self.save_state(job)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        # The values are taken now: a heartbeat that moves lockedAt before the flush must not change
-        # what this write says (a final write releases the lock, whatever happens meanwhile).
-        values = _state_values(job)
-        keys = frozenset(STATE_KEYS[attr] for attr in stamp) & values.keys()
-        self._pending_states.append(_PendingState(job, values, keys, done))
-        if len(self._pending_states) >= _MAX_STATE_BATCH:
-            self._start_flush()
-        elif self._flush_timer is None:
-            if self._state_write_window > 0:
-                self._flush_timer = loop.call_later(self._state_write_window, self._start_flush)
-            else:
-                self._flush_timer = loop.call_soon(self._start_flush)
-        return await done
-
-    def _start_flush(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        if self._flushes:
-            return  # one batch in flight: this one follows when it returns (_flushed)
-        batch, self._pending_states = self._pending_states, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._flush_states(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushed)
-
-    def _flushed(self, task: asyncio.Task[None]) -> None:
-        self._flushes.discard(task)
-        if self._pending_states:
-            self._start_flush()
-
-    async def _flush_states(self, batch: list[_PendingState]) -> None:
-        written_at = _write_instant()
-        for entry in batch:
-            for key in entry.stamp:
-                entry.values[key] = written_at
-            if entry.values.get("lockedAt") is not None:
-                # A write that keeps the lock renews it; one lockedAt for the batch lets the runs
-                # claimed together stay fenced by one (lockedAt, token) pair.
-                entry.values["lockedAt"] = written_at
-        try:
-            results = await self._fenced_writes([(entry.job, entry.values) for entry in batch])
-        except ConnectionFailure as exc:
-            error = self.connection.unavailable(exc)
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(error)
-        except Exception as exc:
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(exc)
-        else:
-            for entry, ok in zip(batch, results, strict=True):
-                if ok:
-                    _absorb_written(entry.job, entry.values)
-                if not entry.done.done():
-                    entry.done.set_result(ok)
-
-    async def _fenced_writes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
-        """Apply ``$set: values`` to each leased job, fenced by its lease, in one round trip; tell
-        which applied. Jobs whose lease (lockedAt, token) and values are the same share one
-        ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
-        async with contextlib.AsyncExitStack() as stack:
-            for job, _ in entries:
-                assert job._lease is not None
-                await stack.enter_async_context(job._lease.write_lock)
-            live = [(job, values) for job, values in entries if job._lease and not job._lease.lost]
-            groups: dict[tuple[str, datetime, bytes], tuple[list[Any], dict[str, Any]]] = {}
-            for job, values in live:
-                lease = job._lease
-                assert lease is not None
-                key = (lease.token, lease.locked_at, bson.encode(values))
-                groups.setdefault(key, ([], values))[0].append(to_object_id(job.id))
-            writes: list[UpdateOne | UpdateMany] = []
-            for (token, locked_at, _), (ids, values) in groups.items():
-                if len(ids) == 1:
-                    writes.append(UpdateOne(fence_filter(ids[0], locked_at, token), {"$set": values}))
-                else:
-                    writes.append(UpdateMany(fence_many_filter(ids, locked_at, token), {"$set": values}))
-            applied: list[bool] = []
-            if live:
-                matched = await self._write(writes)
-                if matched == len(live):
-                    applied = [True] * len(live)
-                else:
-                    applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
-            outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
-            for job, values in live:
-                if outcome[id(job)] and job._lease is not None and values.get("lockedAt") is not None:
-                    job._lease.locked_at = values["lockedAt"]
-            return [outcome.get(id(job), False) for job, _ in entries]
-
-    async def _write(self, writes: list[UpdateOne | UpdateMany]) -> int:
-        """Send the updates (one command); how many documents they matched."""
-        if len(writes) == 1:
-            write = writes[0]
-            one = self.collection.update_one if isinstance(write, UpdateOne) else self.collection.update_many
-            result = await one(write._filter, write._doc)
-            return result.matched_count
-        bulk = await self.collection.bulk_write(writes, ordered=False)
-        return bulk.matched_count
-
-    async def _which_applied(self, jobs: list[Job], values: list[dict[str, Any]]) -> list[bool]:
-        """After a partly matched bulk write: a write applied iff the document now holds what it set
-        for the fields no other writer sets to the same value (this run's lastRunAt, lastFinishedAt
-        and lock)."""
-        ids = [to_object_id(job.id) for job in jobs]
-        found = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
-        outcomes = []
-        for job_id, job, value in zip(ids, jobs, values, strict=True):
-            doc = found.get(job_id)
-            lease = job._lease
-            token = None if value["lockedAt"] is None else (lease.token if lease else None)
-            outcomes.append(
-                doc is not None
-                and ("lastRunAt" not in value or _same_instant(doc.get("lastRunAt"), value["lastRunAt"]))
-                and (
-                    value.get("lastFinishedAt") is None
-                    or _same_instant(doc.get("lastFinishedAt"), value["lastFinishedAt"])
-                )
-                and _same_instant(doc.get("lockedAt"), value["lockedAt"])
-                and doc.get("lockToken") == token
-            )
-        return outcomes
+        return await self._writes.queue(job, stamp)
 
     async def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
         """Yield ``(name, nextRunAt)`` of jobs that may have become claimable: inserted, rescheduled,
         unlocked or re-enabled (a change stream; needs a replica set). Claims and lock renewals do
         not appear."""
-        try:
-            stream_cm = await self.collection.watch(
-                WAKE_UP_PIPELINE, full_document="updateLookup", max_await_time_ms=int(_STREAM_AWAIT_S * 1000)
-            )
-        except OperationFailure as exc:
-            if exc.code in _NO_CHANGE_STREAMS:
-                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
-            raise
-        loop = asyncio.get_running_loop()
-        early_empty = 0
-        async with stream_cm as stream:
-            while stream.alive:
-                asked = loop.time()
-                change = await stream.try_next()
-                if change is None:
-                    # An empty batch before the await time is up: the server woke the stream for
-                    # writes the pipeline dropped (claims, starts, finishes). Without a pause, every
-                    # write of the fleet would cost every worker a round trip.
-                    early_empty = early_empty + 1 if loop.time() - asked < _STREAM_AWAIT_S / 2 else 0
-                    if early_empty >= _EMPTY_BATCHES_FREE:
-                        await asyncio.sleep(_EMPTY_BATCH_PAUSE)
-                    continue
-                early_empty = 0
-                doc = change.get("fullDocument")
-                if not doc or doc.get("disabled") is True or doc.get("lockedAt") is not None:
-                    continue
-                name = doc.get("name")
-                if isinstance(name, str):
-                    next_run = doc.get("nextRunAt")
-                    if isinstance(next_run, datetime) and next_run.tzinfo is None:
-                        next_run = next_run.replace(tzinfo=UTC)
-                    yield name, next_run if isinstance(next_run, datetime) else None
+        async for due in streams.due_changes(self.collection):
+            yield due
 
     async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
         """Open a change stream of run state (starts, progress, ends, removals) and return
         its events, in the server's order, each with the document after the change (``fullDocument``;
         None once it is gone). Every change made after this returns is in it. Fleet events are derived
         from them; needs change streams like ``due_changes``."""
-        try:
-            stream = await self.collection.watch(
-                RUN_CHANGES_PIPELINE, full_document="updateLookup", max_await_time_ms=1000
-            )
-        except OperationFailure as exc:
-            if exc.code in _NO_CHANGE_STREAMS:
-                raise WakeUpsUnavailable(f"the server has no change streams: {exc}") from None
-            raise
-        return _changes_of(stream)
+        return await streams.run_changes(self.collection)
 
     @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
@@ -692,7 +425,7 @@ class MongoJobStore:
         live = [j for j in jobs if j._lease is not None and not j._lease.lost and not j._lease.finishing]
         if not live:
             return []
-        applied = await self._fenced_writes([(job, {"lockedAt": now}) for job in live])
+        applied = await self._writes.apply([(job, {"lockedAt": now}) for job in live])
         lost = []
         for job, ok in zip(live, applied, strict=True):
             lease = job._lease
@@ -706,21 +439,15 @@ class MongoJobStore:
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
         """Unlock leased jobs in one round trip. With ``reschedule_at`` they become due then; a job
         without a next run (a recovered crash) becomes due now, so no release strands it."""
-        now = datetime.now(UTC)
         entries = []
         for job in jobs:
             lease = job._lease
             if lease is None or lease.lost:
                 continue
             lease.finishing = True
-            values: dict[str, Any] = {"lockedAt": None, "lockToken": None}
-            if reschedule_at is not None:
-                values["nextRunAt"] = reschedule_at
-            elif job.next_run_at is None:
-                values["nextRunAt"] = now.replace(microsecond=now.microsecond // 1000 * 1000)
-            entries.append((job, values))
+            entries.append((job, release_values(job, reschedule_at)))
         if entries:
-            await self._fenced_writes(entries)
+            await self._writes.apply(entries)
         for job, _ in entries:
             job.locked_at = None
 
@@ -730,11 +457,7 @@ class MongoJobStore:
         found = await self.collection.find_one(
             {"_id": to_object_id(job.id)}, projection={"lastRunAt": 1, "lockedAt": 1, "lastFinishedAt": 1}
         )
-        if found is None:
-            raise JobNotFound(f"job with id {job.id} not found in database")
-        fresh = job_from_document({"name": job.name, **found})
-        job.last_run_at, job.locked_at = fresh.last_run_at, fresh.locked_at
-        job.last_finished_at = fresh.last_finished_at
+        refresh_run_fields(job, found)
 
     # -- reading and bulk changes -----------------------------------------------------------------
 
@@ -768,15 +491,7 @@ class MongoJobStore:
         """Per name: total, running, scheduled, queued, completed, failed, repeating, paused."""
         # Every field but the payloads: a field that cannot be read makes its job count as broken.
         projection = {"data": 0, "checkpoint": 0}
-        counts: dict[str, dict[str, Any]] = {}
-        async for doc in self.collection.find({}, projection=projection):
-            job = job_from_document(doc)
-            entry = counts.setdefault(job.name, _empty_overview(job.name))
-            entry["total"] += 1
-            entry[compute_job_state(job, now).value] += 1
-            if job.disabled:
-                entry["paused"] += 1
-        return sorted(counts.values(), key=lambda e: e["name"])
+        return count_overview([doc async for doc in self.collection.find({}, projection=projection)], now)
 
     @_translate_errors
     async def remove(self, criteria: JobCriteria) -> int:
@@ -807,76 +522,10 @@ class MongoJobStore:
     @_translate_errors
     async def queue_size(self, now: datetime) -> int:
         """How many jobs are due (Agenda's getQueueSize: nextRunAt < now)."""
-        return await self.collection.count_documents({"nextRunAt": {"$lt": now}})
+        return await self.collection.count_documents(due_filter(now))
 
     @_translate_errors
     async def distinct_names(self) -> list[str]:
         """Distinct job names, via $group (allowed under the Stable API, unlike distinct)."""
         cursor = await self.collection.aggregate([{"$group": {"_id": "$name"}}, {"$sort": {"_id": 1}}])
         return [doc["_id"] async for doc in cursor if isinstance(doc.get("_id"), str)]
-
-
-async def _changes_of(stream: Any) -> AsyncIterator[dict[str, Any]]:
-    async with stream as opened:
-        async for change in opened:
-            yield change
-
-
-def _absorb(job: Job, doc: dict[str, Any]) -> None:
-    """Copy what the database decided (id, nextRunAt, debounce start) back onto the job."""
-    job.id = str(doc["_id"])
-    fresh = job_from_document(doc)
-    job.next_run_at = fresh.next_run_at
-    job.debounce_started_at = fresh.debounce_started_at
-    job.data = fresh.data
-
-
-def _absorb_written(job: Job, values: dict[str, Any]) -> None:
-    """After a batched write applied: the job holds the instants the batch stamped."""
-    for attr in ("locked_at", "last_run_at", "last_finished_at"):
-        key = STATE_KEYS[attr]
-        if key in values:
-            setattr(job, attr, values[key])
-
-
-def _only_processor(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}
-
-
-def _debounce_update(
-    job: Job,
-    doc: dict[str, Any],
-    props: dict[str, Any],
-    existing: dict[str, Any] | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """Agenda's debounce: trailing pushes the run back (up to max_wait); leading keeps the first run."""
-    options = job.debounce_options
-    assert options is not None
-    if existing is None:
-        fields = dict(props)
-        if options.strategy == "trailing":
-            fields["nextRunAt"] = now + options.delay
-        fields["debounceStartedAt"] = now
-        return {"$set": fields, "$setOnInsert": _only_processor(doc)}
-    fields = dict(props)
-    started = existing.get("debounceStartedAt")
-    if isinstance(started, datetime) and started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    if options.strategy == "leading":
-        fields.pop("nextRunAt", None)
-        fields["debounceStartedAt"] = started or now
-    elif options.max_wait is not None and started is not None and now - started >= options.max_wait:
-        fields["nextRunAt"] = now
-        fields["debounceStartedAt"] = None
-    else:
-        fields["nextRunAt"] = now + options.delay
-        fields["debounceStartedAt"] = started or now
-    return {"$set": fields}
-
-
-def _empty_overview(name: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": name, "total": 0, "paused": 0}
-    for state in JobState:
-        entry[state.value] = 0
-    return entry

@@ -1,7 +1,10 @@
-"""Every MongoDB filter and update agendapy sends, each built by one named function beside its index.
+"""Every MongoDB filter and update agendapy sends for jobs, each built by one named function beside its index.
 
-Keeping them here answers "which index serves this query" in one place; ``tests/integration`` checks
-the claim query's plan with ``explain``.
+These are the store rules, written once: who may claim, fencing, one document per recurring job,
+unique and debounced saves, wake-ups. The MongoDB store sends them; the in-memory store evaluates the
+same data with its MongoDB engine (``agendapy.testing._mql``). Keeping them here also answers "which
+index serves this query" in one place; ``tests/integration`` checks the claim query's plan with
+``explain``. The rules of run records live beside them in :mod:`agendapy.store.runs`.
 """
 
 from __future__ import annotations
@@ -9,27 +12,45 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import bson
+from bson import CodecOptions
 
 from ..errors import InvalidInput
 from ..validate import check_safe_filter
 from .base import ClaimRequest, JobCriteria, JobQuery
-from .schema import to_object_id
+from .schema import PROCESSOR_FIELDS, SCHEDULE_FIELDS, to_object_id
+
+if TYPE_CHECKING:
+    from ..job import Job
 
 __all__ = [
     "CLAIM_SORT",
     "INDEXES",
+    "RUN_CHANGES_PIPELINE",
     "WAKE_UP_PIPELINE",
     "claim_filter",
     "claim_update",
     "criteria_filter",
+    "debounce_update",
+    "due_filter",
     "fence_filter",
     "fence_many_filter",
     "lock_fields",
     "query_filter",
     "query_sort",
+    "save_fields",
+    "saved_filter",
+    "single_filter",
+    "single_update",
+    "unique_filter",
+    "unique_update",
 ]
+
+# Values as a round trip through BSON returns them (to compare what is stored with what would be).
+_STORED_FORM: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 
 #: Agenda's lock index (same name and keys, so Node and Python create the same index), plus ours.
 INDEXES: tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...] = (
@@ -80,6 +101,23 @@ WAKE_UP_PIPELINE: list[dict[str, Any]] = [
             "fullDocument.disabled": {"$ne": True},
         }
     },
+]
+
+
+#: The changes fleet events are made of: updates that start, report progress or end a run (claims
+#: and heartbeats only move the lock and stay out), and deletions (to forget the job).
+RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": "delete"},
+                *(
+                    {"operationType": "update", f"updateDescription.updatedFields.{key}": {"$exists": True}}
+                    for key in ("lastRunAt", "progress", "lastFinishedAt")
+                ),
+            ]
+        }
+    }
 ]
 
 
@@ -137,6 +175,105 @@ def _flatten(prefix: str, value: Mapping[str, Any], out: dict[str, Any]) -> None
             _flatten(path, item, out)
         else:
             out[path] = item
+
+
+def due_filter(now: datetime) -> dict[str, Any]:
+    """The jobs Agenda's getQueueSize counts: due before ``now`` (locked or not)."""
+    return {"nextRunAt": {"$lt": now}}
+
+
+def save_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What saving a job sets on a document that exists: everything but the worker-managed fields."""
+    return {k: v for k, v in doc.items() if k not in PROCESSOR_FIELDS}
+
+
+def saved_filter(job_id: Any, name: str) -> dict[str, Any]:
+    """A save of a job read earlier updates its document only while it still holds that job's name."""
+    return {"_id": to_object_id(job_id), "name": name}
+
+
+def single_filter(name: str) -> dict[str, Any]:
+    """The one recurring document of ``name`` (served by, and kept one by, agendapySingleJobName)."""
+    return {"name": name, "type": "single"}
+
+
+def single_update(existing: Mapping[str, Any], props: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The update of an existing recurring document when ``every()`` is called again.
+
+    Its stored nextRunAt survives when it is due (Agenda's rule) or when the schedule itself did not
+    change (so restarts never push a schedule forward); a stored nextRunAt that is not a date (another
+    tool's) is replaced, never kept.
+    """
+    fields = dict(props)
+    # Compare what is stored with what would be stored (BSON keeps milliseconds only).
+    stored_form = bson.decode(bson.encode(dict(props)), codec_options=_STORED_FORM)
+    unchanged = all(_same(existing.get(k), stored_form.get(k)) for k in SCHEDULE_FIELDS)
+    next_run = props.get("nextRunAt")
+    if isinstance(existing.get("nextRunAt"), datetime) and (unchanged or next_run is None or next_run <= now):
+        fields.pop("nextRunAt", None)
+    return {"$set": fields}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of stored values; typed for booleans, as MongoDB's (True is not 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def unique_filter(job: Job) -> dict[str, Any]:
+    """The document a ``unique()`` job upserts into: its unique keys within its name."""
+    assert job.unique_query is not None
+    return {**job.unique_query, "name": job.name}
+
+
+def unique_update(
+    job: Job, doc: Mapping[str, Any], existing: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """The upsert of a ``unique()`` job into :func:`unique_filter` (``doc``: the job's full document).
+
+    ``existing`` (the document the filter matches now, read just before) only matters with debounce.
+    """
+    props = save_fields(doc)
+    processor = {k: v for k, v in doc.items() if k in PROCESSOR_FIELDS}
+    if job.debounce_options is not None:
+        return debounce_update(job, props, processor, existing, now)
+    if job.unique_insert_only:
+        return {"$setOnInsert": dict(doc)}
+    return {"$set": props, "$setOnInsert": processor}
+
+
+def debounce_update(
+    job: Job,
+    props: Mapping[str, Any],
+    processor: Mapping[str, Any],
+    existing: Mapping[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Agenda's debounce: trailing pushes the run back (up to max_wait); leading keeps the first run."""
+    options = job.debounce_options
+    assert options is not None
+    fields = dict(props)
+    if existing is None:
+        if options.strategy == "trailing":
+            fields["nextRunAt"] = now + options.delay
+        fields["debounceStartedAt"] = now
+        return {"$set": fields, "$setOnInsert": dict(processor)}
+    started = existing.get("debounceStartedAt")
+    if not isinstance(started, datetime):
+        started = None
+    elif started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    if options.strategy == "leading":
+        fields.pop("nextRunAt", None)  # the first save's run stands
+        fields["debounceStartedAt"] = started or now
+    elif options.max_wait is not None and started is not None and now - started >= options.max_wait:
+        fields["nextRunAt"] = now  # waited long enough: run now, start a new debounce window
+        fields["debounceStartedAt"] = None
+    else:
+        fields["nextRunAt"] = now + options.delay
+        fields["debounceStartedAt"] = started or now
+    return {"$set": fields}
 
 
 def criteria_filter(criteria: JobCriteria) -> dict[str, Any]:

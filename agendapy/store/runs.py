@@ -7,9 +7,10 @@ worker skips the interval; for every other run it is the record's own id, so it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
@@ -18,7 +19,26 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..schedule.ticks import RunInterval
 
-__all__ = ["DEFAULT_RUNS_COLLECTION", "MongoRunStore", "RequiredRuns", "RunRecord", "RunStatus"]
+__all__ = [
+    "COVERAGE_SORT",
+    "DEFAULT_RUNS_COLLECTION",
+    "HISTORY_SORT",
+    "MongoRunStore",
+    "RequiredRuns",
+    "RunFilter",
+    "RunRecord",
+    "RunStart",
+    "RunStatus",
+    "coverage_filter",
+    "finish_update",
+    "history_filter",
+    "interval_runs_filter",
+    "new_run_document",
+    "record_of",
+    "takeover_filter",
+    "takeover_update",
+    "trim_filter",
+]
 
 DEFAULT_RUNS_COLLECTION = "agendaRuns"
 RunStatus = Literal["running", "succeeded", "failed", "skipped"]
@@ -55,37 +75,55 @@ class RequiredRuns:
     last_started_at: datetime | None
 
 
+class RunStart(TypedDict):
+    """A run that starts: what ``RunStore.start`` records (the keyword arguments it takes)."""
+
+    name: str
+    job_id: str | None
+    interval: RunInterval | None
+    #: Claim ``interval`` for this run alone (once-per-interval jobs).
+    guard: bool
+    started_at: datetime
+    worker: str | None
+    #: ``"running"`` by default; a ``"skipped"`` record is finished at once.
+    status: NotRequired[RunStatus]
+    #: Why a skipped run did not run.
+    error: NotRequired[str | None]
+
+
+class RunFilter(TypedDict):
+    """Which run records ``RunStore.query`` lists (None: any)."""
+
+    name: str | None
+    since: datetime | None
+    until: datetime | None
+    status: RunStatus | None
+    job_id: NotRequired[str | None]
+
+
 def interval_key(name: str, interval: RunInterval) -> str:
     """The unique key that lets only one run handle ``interval`` of job ``name``."""
     end = interval.ended_at.astimezone(UTC).isoformat(timespec="milliseconds")
     return f"{name}\x00{end}"
 
 
-def new_run_document(
-    *,
-    name: str,
-    job_id: str | None,
-    interval: RunInterval | None,
-    guard: bool,
-    started_at: datetime,
-    worker: str | None,
-    status: RunStatus,
-    error: str | None = None,
-) -> dict[str, Any]:
+def new_run_document(**run: Unpack[RunStart]) -> dict[str, Any]:
     """The run record of a run that starts now (every RunStore stores this shape)."""
     run_id = ObjectId()
+    name, interval, started_at = run["name"], run["interval"], run["started_at"]
+    status = run.get("status", "running")
     return {
         "_id": run_id,
         "name": name,
-        "jobId": job_id,
+        "jobId": run["job_id"],
         "intervalStartedAt": interval.started_at if interval else None,
         "intervalEndedAt": interval.ended_at if interval else None,
-        "intervalKey": interval_key(name, interval) if guard and interval else str(run_id),
+        "intervalKey": interval_key(name, interval) if run["guard"] and interval else str(run_id),
         "startedAt": started_at,
         "finishedAt": started_at if status == "skipped" else None,
         "status": status,
-        "error": error,
-        "worker": worker,
+        "error": run.get("error"),
+        "worker": run["worker"],
     }
 
 
@@ -95,7 +133,8 @@ def _aware(value: Any) -> datetime | None:
     return None
 
 
-def _record(doc: dict[str, Any]) -> RunRecord:
+def record_of(doc: Mapping[str, Any]) -> RunRecord:
+    """The record a stored run document stands for (a status agendapy does not know reads as failed)."""
     status = doc.get("status")
     return RunRecord(
         id=str(doc["_id"]),
@@ -109,6 +148,72 @@ def _record(doc: dict[str, Any]) -> RunRecord:
         error=doc.get("error"),
         worker=doc.get("worker"),
     )
+
+
+# -- the rules every run store applies, as MongoDB filters and updates ------------------------------
+
+
+def takeover_filter(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The run that holds ``doc``'s interval key, if a new start may resume it: one still "running"
+    for the same job document (its worker died or was interrupted, and the caller holds the job's
+    lock now). Anything else holding the key means the interval is done: skip it."""
+    return {"intervalKey": doc["intervalKey"], "status": "running", "jobId": doc["jobId"]}
+
+
+def takeover_update(worker: str | None, started_at: datetime) -> dict[str, Any]:
+    """Resume a run: a new worker, when it resumed, one more attempt."""
+    return {"$set": {"worker": worker, "resumedAt": started_at}, "$inc": {"attempts": 1}}
+
+
+def finish_update(status: RunStatus, finished_at: datetime, error: str | None) -> dict[str, Any]:
+    """How a run ended."""
+    return {"$set": {"status": status, "finishedAt": finished_at, "error": error}}
+
+
+def trim_filter(name: str, newest_dropped: datetime) -> dict[str, Any]:
+    """The records of ``name`` that trimming deletes: those started at or before the first one past
+    the limit (newest first); a run still running stays."""
+    return {"name": name, "startedAt": {"$lte": newest_dropped}, "status": {"$ne": "running"}}
+
+
+#: History listings: newest first (the id orders runs that started in the same millisecond).
+HISTORY_SORT: list[tuple[str, int]] = [("startedAt", DESCENDING), ("_id", DESCENDING)]
+
+
+def history_filter(**where: Unpack[RunFilter]) -> dict[str, Any]:
+    """The records ``agenda.runs()`` lists."""
+    # $eq compares as a value: a mapping given as a name can never act as an operator.
+    query: dict[str, Any] = {}
+    for field, key in (("name", "name"), ("job_id", "jobId"), ("status", "status")):
+        value = where.get(field)
+        if value is not None:
+            query[key] = {"$eq": value}
+    started: dict[str, Any] = {}
+    if where["since"] is not None:
+        started["$gte"] = where["since"]
+    if where["until"] is not None:
+        started["$lt"] = where["until"]
+    if started:
+        query["startedAt"] = started
+    return query
+
+
+#: Coverage: the overlapping runs in interval order.
+COVERAGE_SORT: list[tuple[str, int]] = [("intervalStartedAt", ASCENDING)]
+
+
+def coverage_filter(name: str, interval: RunInterval) -> dict[str, Any]:
+    """The runs of ``name`` whose interval overlaps ``interval``."""
+    return {
+        "name": name,
+        "intervalStartedAt": {"$lt": interval.ended_at},
+        "intervalEndedAt": {"$gt": interval.started_at},
+    }
+
+
+def interval_runs_filter(name: str) -> dict[str, Any]:
+    """The runs of ``name`` that handled an interval (their first and last bound its history)."""
+    return {"name": name, "intervalStartedAt": {"$ne": None}}
 
 
 class MongoRunStore:
@@ -152,45 +257,22 @@ class MongoRunStore:
                 expireAfterSeconds=max(int(self._ttl.total_seconds()), 1),
             )
 
-    async def start(
-        self,
-        *,
-        name: str,
-        job_id: str | None,
-        interval: RunInterval | None,
-        guard: bool,
-        started_at: datetime,
-        worker: str | None,
-        status: RunStatus = "running",
-        error: str | None = None,
-    ) -> str | None:
+    async def start(self, **run: Unpack[RunStart]) -> str | None:
         """Insert a run record; with ``guard`` it claims ``interval`` and returns None if it was taken."""
-        doc = new_run_document(
-            name=name,
-            job_id=job_id,
-            interval=interval,
-            guard=guard,
-            started_at=started_at,
-            worker=worker,
-            status=status,
-            error=error,
-        )
+        doc = new_run_document(**run)
         run_id = doc["_id"]
         try:
             await self._collection.insert_one(doc)
         except DuplicateKeyError:
-            return await self._take_over(doc, started_at=started_at, worker=worker)
+            return await self._take_over(doc, started_at=run["started_at"], worker=run["worker"])
         return str(run_id)
 
     async def _take_over(
         self, doc: dict[str, Any], *, started_at: datetime, worker: str | None
     ) -> str | None:
-        """The interval is taken. If its run is still "running" for this same job, its worker died or was
-        interrupted (the caller holds the job's lock now, so nobody else runs it): resume that run.
-        Otherwise the interval is done (or belongs to another job document): skip it."""
+        """The interval is taken: resume its run (see :func:`takeover_filter`), or skip it (None)."""
         existing = await self._collection.find_one_and_update(
-            {"intervalKey": doc["intervalKey"], "status": "running", "jobId": doc["jobId"]},
-            {"$set": {"worker": worker, "resumedAt": started_at}, "$inc": {"attempts": 1}},
+            takeover_filter(doc), takeover_update(worker, started_at)
         )
         return None if existing is None else str(existing["_id"])
 
@@ -199,7 +281,7 @@ class MongoRunStore:
     ) -> None:
         """Record how a run ended."""
         await self._collection.update_one(
-            {"_id": ObjectId(run_id)}, {"$set": {"status": status, "finishedAt": finished_at, "error": error}}
+            {"_id": ObjectId(run_id)}, finish_update(status, finished_at, error)
         )
 
     async def release_guard(self, run_id: str) -> None:
@@ -212,62 +294,27 @@ class MongoRunStore:
             "startedAt", DESCENDING
         )
         cursor = cursor.skip(self._keep).limit(1)
-        oldest_kept = [doc async for doc in cursor]
-        if oldest_kept:
-            await self._collection.delete_many(
-                {
-                    "name": name,
-                    "startedAt": {"$lte": oldest_kept[0]["startedAt"]},
-                    "status": {"$ne": "running"},
-                }
-            )
+        first_dropped = [doc async for doc in cursor]
+        if first_dropped:
+            await self._collection.delete_many(trim_filter(name, first_dropped[0]["startedAt"]))
 
-    async def query(
-        self,
-        *,
-        name: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: RunStatus | None,
-        limit: int,
-        job_id: str | None = None,
-    ) -> list[RunRecord]:
+    async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
         """Run records, newest first."""
-        # $eq compares as a value: a mapping given as a name can never act as an operator.
-        query: dict[str, Any] = {}
-        if name is not None:
-            query["name"] = {"$eq": name}
-        if job_id is not None:
-            query["jobId"] = {"$eq": job_id}
-        if status is not None:
-            query["status"] = {"$eq": status}
-        started: dict[str, Any] = {}
-        if since is not None:
-            started["$gte"] = since
-        if until is not None:
-            started["$lt"] = until
-        if started:
-            query["startedAt"] = started
-        cursor = self._collection.find(query).sort([("startedAt", DESCENDING), ("_id", DESCENDING)])
+        query = history_filter(**where)
+        cursor = self._collection.find(query).sort(HISTORY_SORT)
         if limit:
             cursor = cursor.limit(limit)
-        return [_record(doc) async for doc in cursor]
+        return [record_of(doc) async for doc in cursor]
 
     async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
         """The recorded runs of ``name`` that overlap ``interval``, and the first and last interval it
         ran (``agendapy.dependencies`` decides from these whether the interval is covered)."""
-        cursor = self._collection.find(
-            {
-                "name": name,
-                "intervalStartedAt": {"$lt": interval.ended_at},
-                "intervalEndedAt": {"$gt": interval.started_at},
-            }
-        ).sort("intervalStartedAt", ASCENDING)
-        overlapping = [_record(doc) async for doc in cursor]
+        cursor = self._collection.find(coverage_filter(name, interval)).sort(COVERAGE_SORT)
+        overlapping = [record_of(doc) async for doc in cursor]
         bounds: list[datetime | None] = []
         for direction in (ASCENDING, DESCENDING):
             doc = await self._collection.find_one(
-                {"name": name, "intervalStartedAt": {"$ne": None}},
+                interval_runs_filter(name),
                 projection={"intervalStartedAt": 1},
                 sort=[("intervalStartedAt", direction)],
             )

@@ -365,3 +365,16 @@ async def test_priority_decides_between_names_due_at_the_same_time(store: JobSto
     claimed = await claim(store, ["low", "high"], limit=4, per_name={"low": 3, "high": 2})
     assert [j.id for j in claimed[:2]] == [j.id for j in high[:2]]
     assert {j.id for j in claimed[2:]} <= {j.id for j in low}
+
+
+async def test_a_released_job_without_a_next_run_is_due_again(store: JobStore) -> None:
+    """A run that cleared its next run (a one-off's start write) and then handed its job back (a
+    stopping worker) leaves the job due now, so no release strands it."""
+    await saved(store, next_run_at=utcnow() - MINUTE)
+    [claimed] = await claim(store, "work")
+    claimed.next_run_at = None
+    assert await store.save_state(claimed, fields=["next_run_at"])
+    await store.release([claimed])
+    [again] = await claim(store, "work")
+    assert again.id == claimed.id
+    assert again.next_run_at is not None

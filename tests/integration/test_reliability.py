@@ -436,11 +436,11 @@ class _GetMores(monitoring.CommandListener):
 async def test_other_workers_writes_do_not_make_a_change_stream_spin(
     make_agenda: Any, db_url: str, jobs_collection: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agendapy.store import mongo
+    from agendapy.store import streams
     from agendapy.store.mongo import MongoJobStore
 
     pause = 0.3  # longer than the default, so that the bound below holds on a loaded machine too
-    monkeypatch.setattr(mongo, "_EMPTY_BATCH_PAUSE", pause)
+    monkeypatch.setattr(streams, "EMPTY_BATCH_PAUSE", pause)
     getmores = _GetMores()
     client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[getmores], tz_aware=True)
     store = MongoJobStore(client, collection=jobs_collection.name)
@@ -473,7 +473,7 @@ async def test_other_workers_writes_do_not_make_a_change_stream_spin(
     assert seen == [("wanted", due)]
     # Without the pause each write (or each few, as fast as getMores return) costs one getMore; with
     # it, after a few free ones, at most one early empty getMore per pause.
-    bound = took / pause + mongo._EMPTY_BATCHES_FREE + 2
+    bound = took / pause + streams.EMPTY_BATCHES_FREE + 2
     assert spent <= bound, f"{spent} getMores in {took:.2f} s of 60 writes"
 
 

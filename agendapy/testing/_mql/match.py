@@ -1,225 +1,17 @@
-"""The subset of MongoDB's query language the in-memory store needs, over plain (BSON-decoded) dicts.
-
-Values go through a BSON round trip on the way in and out (:func:`bson_copy`), so the store holds what
-MongoDB would: lists instead of tuples, aware UTC datetimes truncated to milliseconds, no aliasing with
-the caller's objects. Matching and sorting follow MongoDB's rules where a job store can notice them:
-type brackets (a date never compares with a number, ``true`` never equals ``1``), ``null`` matching a
-missing field, dot paths through embedded documents and arrays, arrays matching by any element, ordered
-document equality, and BSON's cross-type sort order.
-"""
+"""MongoDB's filters: ``matches`` and ``check_filter`` (the refusals MongoDB makes when it parses one)."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
-from functools import cmp_to_key
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-import bson
-from bson import CodecOptions, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson import Decimal128, Int64, Regex
 
-__all__ = [
-    "FilterError",
-    "bson_copy",
-    "bson_value",
-    "check_filter",
-    "compare",
-    "matches",
-    "set_path",
-    "sort_documents",
-    "upsert_base",
-    "values_equal",
-]
+from .values import MISSING, FilterError, Reached, compare, is_nan, lookup, number, rank, values_equal
 
-CODEC: Final[CodecOptions[dict[str, Any]]] = CodecOptions(tz_aware=True, tzinfo=UTC)
-
-
-class FilterError(ValueError):
-    """A filter MongoDB would refuse (the in-memory store reports it as MongoDB's store does)."""
-
-
-class _Missing:
-    """A path that reaches no value (distinct from a stored null)."""
-
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING: Final = _Missing()
-
-
-def bson_copy(document: Mapping[str, Any]) -> dict[str, Any]:
-    """``document`` as MongoDB would store and return it: a deep, BSON-typed copy."""
-    return bson.decode(bson.encode(document), codec_options=CODEC)
-
-
-def bson_value(value: Any) -> Any:
-    """One value as BSON would round-trip it."""
-    return bson_copy({"v": value})["v"]
-
-
-# -- ordering ---------------------------------------------------------------------------------------
-
-
-def _rank(value: Any) -> int:
-    """BSON's canonical type order (numbers share one bracket, null and missing another)."""
-    if value is MISSING or value is None:
-        return 1
-    if isinstance(value, MinKey):
-        return 0
-    if isinstance(value, MaxKey):
-        return 127
-    if isinstance(value, bool):
-        return 8
-    if isinstance(value, int | float | Decimal128):
-        return 2
-    if isinstance(value, str):
-        return 3
-    if isinstance(value, Mapping):
-        return 4
-    if isinstance(value, list | tuple):
-        return 5
-    if isinstance(value, bytes):
-        return 6
-    if isinstance(value, ObjectId):
-        return 7
-    if isinstance(value, datetime):
-        return 9
-    if isinstance(value, Timestamp):
-        return 10
-    if isinstance(value, Regex | re.Pattern):
-        return 11
-    return 50
-
-
-def _number(value: Any) -> float | int | Decimal:
-    if isinstance(value, Decimal128):
-        return value.to_decimal()
-    assert isinstance(value, int | float)
-    return value
-
-
-def _is_nan(value: float | int | Decimal) -> bool:
-    return value.is_nan() if isinstance(value, Decimal) else isinstance(value, float) and math.isnan(value)
-
-
-def _sign(a: Any, b: Any) -> int:
-    return int(a > b) - int(a < b)
-
-
-def compare(a: Any, b: Any) -> int:
-    """-1, 0 or 1 as MongoDB orders two values (across types by BSON's type order)."""
-    rank_a, rank_b = _rank(a), _rank(b)
-    if rank_a != rank_b:
-        return _sign(rank_a, rank_b)
-    if rank_a == 2:
-        x, y = _number(a), _number(b)
-        if _is_nan(x) or _is_nan(y):
-            return _sign(not _is_nan(x), not _is_nan(y))  # NaN sorts below every number
-        return _sign(x, y)
-    if rank_a == 4:
-        return _compare_documents(a, b)
-    if rank_a == 5:
-        for x, y in zip(a, b, strict=False):
-            order = compare(x, y)
-            if order:
-                return order
-        return _sign(len(a), len(b))
-    if rank_a == 6:
-        return _sign((len(a), bytes(a)), (len(b), bytes(b)))
-    if rank_a == 7:
-        return _sign(a.binary, b.binary)
-    if rank_a == 10:
-        return _sign((a.time, a.inc), (b.time, b.inc))
-    if rank_a == 11:
-        return _sign((a.pattern, str(a.flags)), (b.pattern, str(b.flags)))
-    if rank_a in (3, 8, 9):
-        return _sign(a, b)
-    return 0
-
-
-def _compare_documents(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
-    # Element by element: the value's type, then the field name, then the value; then length.
-    for (key_a, val_a), (key_b, val_b) in zip(a.items(), b.items(), strict=False):
-        for order in (_sign(_rank(val_a), _rank(val_b)), _sign(key_a, key_b), compare(val_a, val_b)):
-            if order:
-                return order
-    return _sign(len(a), len(b))
-
-
-def values_equal(a: Any, b: Any) -> bool:
-    """MongoDB equality: typed (``True`` is not ``1``), ordered for documents."""
-    return _rank(a) == _rank(b) and compare(a, b) == 0
-
-
-def _sort_value(document: Mapping[str, Any], path: str, direction: int) -> Any:
-    values = [v for v, _ in _lookup(document, path.split(".")) if v is not MISSING]
-    if not values:
-        return None
-    flat: list[Any] = []
-    for value in values:
-        if isinstance(value, list):
-            flat.extend(value)
-        else:
-            flat.append(value)
-    if not flat:
-        return MinKey()  # an empty array sorts below null
-    best = flat[0]
-    for value in flat[1:]:
-        order = compare(value, best)
-        if (direction > 0 and order < 0) or (direction < 0 and order > 0):
-            best = value
-    return best
-
-
-def sort_documents(
-    documents: Iterable[dict[str, Any]], spec: Sequence[tuple[str, int]]
-) -> list[dict[str, Any]]:
-    """Sort as ``find(sort=spec)`` does; ties keep insertion order (a collection scan's order)."""
-    if not spec:
-        return list(documents)
-
-    def order(a: dict[str, Any], b: dict[str, Any]) -> int:
-        for path, direction in spec:
-            result = compare(_sort_value(a, path, direction), _sort_value(b, path, direction))
-            if result:
-                return result * direction
-        return 0
-
-    return sorted(documents, key=cmp_to_key(order))
-
-
-# -- matching ---------------------------------------------------------------------------------------
-
-
-#: A value a path reached, and whether an array there matches by its elements too (not when the path
-#: picked it by position: ``{"a.0": 1}`` does not match ``{"a": [[1]]}``).
-Reached = tuple[Any, bool]
-
-
-def _lookup(value: Any, parts: Sequence[str], expand: bool = True) -> list[Reached]:
-    """Every value a dot path reaches through documents and arrays; MISSING where it reaches a missing
-    field. Array elements that are not documents reach nothing (``{"a.b": null}`` misses ``{"a": [1]}``)."""
-    if not parts:
-        return [(value, expand)]
-    head, rest = parts[0], parts[1:]
-    if isinstance(value, Mapping):
-        return _lookup(value[head], rest) if head in value else [(MISSING, True)]
-    if isinstance(value, list):
-        found: list[Reached] = []
-        if head.isdigit():
-            index = int(head)
-            found.extend(
-                _lookup(value[index], rest, expand=False) if index < len(value) else [(MISSING, True)]
-            )
-        for item in value:
-            if isinstance(item, Mapping):
-                found.extend(_lookup(item, parts))
-        return found
-    return [(MISSING, True)]
+__all__ = ["check_filter", "is_operator_expression", "matches"]
 
 
 def _plain(values: Sequence[Reached]) -> list[Any]:
@@ -281,13 +73,13 @@ def _regex_match(values: Sequence[Reached], regex: re.Pattern[str]) -> bool:
 def _range_match(values: Sequence[Reached], target: Any, test: Callable[[int], bool]) -> bool:
     if target is None:
         return test(0) and _equal_match(values, None)  # $gte/$lte null: like equality to null
-    if _rank(target) == 2 and _is_nan(_number(target)):
+    if rank(target) == 2 and is_nan(number(target)):
         # NaN sorts below every number but in a query only equals itself.
-        return test(0) and any(_rank(v) == 2 and _is_nan(_number(v)) for v in _candidates(values))
+        return test(0) and any(rank(v) == 2 and is_nan(number(v)) for v in _candidates(values))
     return any(
         v is not MISSING
-        and _rank(v) == _rank(target)
-        and not (_rank(v) == 2 and _is_nan(_number(v)))
+        and rank(v) == rank(target)
+        and not (rank(v) == 2 and is_nan(number(v)))
         and test(compare(v, target))
         for v in _candidates(values)
     )
@@ -314,7 +106,7 @@ def _type_code(value: Any) -> int:
     if isinstance(value, Decimal128):
         return 19
     codes = {3: 2, 4: 3, 5: 4, 6: 5, 7: 7, 9: 9, 10: 17, 11: 11, 0: -1, 127: 127}
-    return codes.get(_rank(value), 0)
+    return codes.get(rank(value), 0)
 
 
 def _type_match(values: Sequence[Reached], operand: Any) -> bool:
@@ -341,7 +133,7 @@ def _type_match(values: Sequence[Reached], operand: Any) -> bool:
     return False
 
 
-def _operators(condition: Any) -> bool:
+def is_operator_expression(condition: Any) -> bool:
     """Whether a field's condition is an operator expression ({"$gt": 1}) rather than a value."""
     if isinstance(condition, Mapping) and condition:
         first = next(iter(condition))
@@ -419,16 +211,16 @@ def _match_operator(values: Sequence[Reached], op: str, operand: Any, condition:
 def _mod_match(values: Sequence[Reached], operand: Any) -> bool:
     if not isinstance(operand, list) or len(operand) != 2:
         raise FilterError("malformed mod, needs to be an array of two numbers")
-    divisor, remainder = (_number(x) if _rank(x) == 2 else None for x in operand)
+    divisor, remainder = (number(x) if rank(x) == 2 else None for x in operand)
     if divisor is None or remainder is None:
         raise FilterError("malformed mod, divisor and remainder must be numbers")
     if int(divisor) == 0:
         raise FilterError("divisor cannot be 0")
     return any(
         v is not MISSING
-        and _rank(v) == 2
-        and not _is_nan(_number(v))
-        and math.fmod(int(_number(v)), int(divisor)) == int(remainder)
+        and rank(v) == 2
+        and not is_nan(number(v))
+        and math.fmod(int(number(v)), int(divisor)) == int(remainder)
         for v in _candidates(values)
     )
 
@@ -453,8 +245,8 @@ def matches(document: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
             continue
         if key.startswith("$"):
             raise FilterError(f"unknown top level operator: {key}")
-        values = _lookup(document, key.split("."))
-        if _operators(condition):
+        values = lookup(document, key.split("."))
+        if is_operator_expression(condition):
             if not _match_operators(values, condition):
                 return False
         elif isinstance(condition, Regex | re.Pattern):
@@ -477,7 +269,7 @@ def check_filter(query: Mapping[str, Any]) -> None:
             raise FilterError(f"unknown top level operator: {key}")
         elif isinstance(condition, Regex | re.Pattern):
             _compile(condition)
-        elif _operators(condition):
+        elif is_operator_expression(condition):
             _check_operators(condition)
 
 
@@ -505,51 +297,3 @@ def _as_filter(operator: str, clause: Any) -> Mapping[str, Any]:
     if not isinstance(clause, Mapping):
         raise FilterError(f"{operator} argument's entries must be objects")
     return clause
-
-
-# -- writing ----------------------------------------------------------------------------------------
-
-
-def set_path(document: dict[str, Any], path: str, value: Any) -> None:
-    """``$set`` of one (dotted) path, creating embedded documents on the way."""
-    parts = path.split(".")
-    target: Any = document
-    for part in parts[:-1]:
-        if isinstance(target, list) and part.isdigit():
-            target = target[int(part)]
-            continue
-        if not isinstance(target, dict):
-            raise FilterError(f"cannot create field {part!r} in element {target!r}")
-        target = target.setdefault(part, {})
-    if isinstance(target, list) and parts[-1].isdigit():
-        target[int(parts[-1])] = value
-    elif isinstance(target, dict):
-        target[parts[-1]] = value
-    else:
-        raise FilterError(f"cannot create field {parts[-1]!r} in element {target!r}")
-
-
-def upsert_base(query: Mapping[str, Any]) -> dict[str, Any]:
-    """The document an upsert starts from: the filter's equality conditions (MongoDB's rule)."""
-    base: dict[str, Any] = {}
-    for path, value in _equalities(query):
-        set_path(base, path, value)
-    return base
-
-
-def _equalities(query: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    found: list[tuple[str, Any]] = []
-    for key, condition in query.items():
-        if key == "$and" and isinstance(condition, list):
-            for clause in condition:
-                if isinstance(clause, Mapping):
-                    found.extend(_equalities(clause))
-            continue
-        if key.startswith("$") or isinstance(condition, Regex | re.Pattern):
-            continue
-        if _operators(condition):
-            if "$eq" not in condition:
-                continue
-            condition = condition["$eq"]
-        found.append((key, condition))
-    return found
