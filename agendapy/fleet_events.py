@@ -18,6 +18,9 @@ The job passed has ``job.remote == True`` and ``job.worker`` (the ``lastModified
 ran it); ``error`` is a :class:`RemoteFailure` whose text is the stored ``failReason``. Runs of this
 process are skipped (it emitted them already). Delivery is at most once and in order per job: a
 change missed while the stream was down is not replayed.
+
+Where the server has no change streams (or ``change_streams=False``), runs are published instead
+and read back from a capped collection: see :mod:`agendapy.fleet_log`.
 """
 
 from __future__ import annotations
