@@ -192,19 +192,22 @@ class FleetEvents:
         """Publish this process's runs to the capped events collection and emit the others' entries."""
         try:
             collection = events_collection(getattr(self._agenda._store, "collection", None))
-            await ensure_capped(collection)
         except FleetLogUnavailable as exc:
             log.warning("fleet events are off: no change streams (%s) and %s", why, exc)
             self.ready.set()
             return
-        log.info("fleet events: no change streams (%s); using the collection %r", why, collection.name)
         self._log = fleet = FleetLog(collection, self._agenda._events, self._agenda.name, self._agenda)
-        fleet.start_publishing()
         loop = asyncio.get_running_loop()
         pause = 0.1
         while True:
             opened_at = loop.time()
             try:
+                # Checked at every (re)opening: a capped collection dropped meanwhile is made again
+                # before anything is written to it (an insert would make a plain one).
+                await ensure_capped(collection)
+                if not fleet.publishing:
+                    log.info("fleet events: no change streams (%s); using %r", why, collection.name)
+                    fleet.start_publishing()
                 cursor, marker = await fleet.open()
                 try:
                     await fleet.read(cursor, marker, self.ready)
@@ -217,6 +220,11 @@ class FleetEvents:
                     continue
             except asyncio.CancelledError:
                 raise
+            except FleetLogUnavailable as exc:
+                log.warning("fleet events are off: no change streams (%s) and %s", why, exc)
+                await self._stop_log()
+                self.ready.set()
+                return
             except Exception as exc:
                 log.warning("fleet events: reading %r failed (%s); retrying", collection.name, exc)
             await asyncio.sleep(pause)

@@ -120,6 +120,11 @@ class FleetLog:
 
     # -- publishing ------------------------------------------------------------------------------------
 
+    @property
+    def publishing(self) -> bool:
+        """Whether this process's run events are being published."""
+        return self._writer is not None
+
     def start_publishing(self) -> None:
         """Publish the local run events from now on."""
         if self._writer is not None:
@@ -264,7 +269,9 @@ class FleetLog:
         while len(self._last_seq) > _ORIGINS_REMEMBERED:
             self._last_seq.popitem(last=False)
         document = entry.get("job")
-        if not isinstance(document, Mapping):
+        if not isinstance(document, Mapping) or document.get("_id") is None:
+            return
+        if not isinstance(document.get("name"), str) or not document["name"]:
             return
         job = job_from_document(document)
         job.remote = True

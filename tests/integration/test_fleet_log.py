@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from agendapy import Agenda, Job, JobFailed, RemoteFailure, backoff
@@ -225,3 +226,53 @@ async def test_a_worker_publishes_in_order_across_many_runs(watcher: Agenda, wor
         order.setdefault(job.id, []).append(name)
     assert len(order) == 30
     assert all(seen == ["start", "complete"] for seen in order.values())
+
+
+async def test_entries_a_reader_cannot_use_are_skipped(
+    watcher: Agenda, worker: Agenda, client: AsyncMongoClient[Any], db_name: str
+) -> None:
+    """Whatever else writes to the collection (an older or newer version, a person) stops nothing."""
+    events = EventLog(watcher, "start", "success", "fail", "retry", "complete")
+    await client[db_name][EVENTS].insert_many(
+        [
+            {"event": "success", "origin": "other", "seq": 1, "job": {"name": 5, "nextRunAt": "soon"}},
+            {"event": "success", "origin": "other", "seq": 2, "job": "not a document"},
+            {"event": "retry", "origin": "other", "seq": 3, "job": {"name": "x"}, "retry": {"nextRunAt": 1}},
+            {"event": "explode", "origin": "other", "seq": 4, "job": {"name": "x"}},
+            {"event": "success", "origin": 7, "seq": 5, "job": {"name": "x"}},
+            {"event": "success", "origin": "other", "seq": "6", "job": {"name": "x"}},
+            {"event": "success"},
+            {},
+        ]
+    )
+    worker.define("greet", _nothing)
+    await worker.start()
+    job = await watcher.now("greet")
+    await events.wait("complete", timeout=30)
+    assert [(name, args[-1].id) for name, args in events.calls] == [
+        ("start", job.id),
+        ("success", job.id),
+        ("complete", job.id),
+    ]
+
+
+async def test_an_entry_older_than_one_already_emitted_is_dropped(
+    watcher: Agenda, worker: Agenda, client: AsyncMongoClient[Any], db_name: str
+) -> None:
+    """In order per job: an entry that arrives after a later one of the same worker is not emitted."""
+    events = EventLog(watcher, "success")
+    job = {"_id": ObjectId(), "name": "ordered", "data": {}}
+    await client[db_name][EVENTS].insert_many(
+        [
+            {"event": "success", "origin": "w", "seq": 2, "worker": "w", "job": {**job, "data": {"n": 2}}},
+            {"event": "success", "origin": "w", "seq": 1, "worker": "w", "job": {**job, "data": {"n": 1}}},
+            {"event": "success", "origin": "w", "seq": 3, "worker": "w", "job": {**job, "data": {"n": 3}}},
+        ]
+    )
+    await events.wait("success", count=2, timeout=30)
+    worker.define("after", _nothing)
+    await worker.start()
+    done = EventLog(watcher, "complete:after")
+    await watcher.now("after")
+    await done.wait("complete:after", timeout=30)
+    assert [seen.data for (seen,) in events.args("success") if seen.name == "ordered"] == [{"n": 2}, {"n": 3}]
