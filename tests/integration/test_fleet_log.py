@@ -19,7 +19,7 @@ from agendapy.fleet_log import EVENTS_MAX, EVENTS_SIZE
 from agendapy.store.base import WakeUpsUnavailable
 from agendapy.store.mongo import MongoJobStore
 
-from support import EventLog
+from support import EventLog, wait_until
 
 EVENTS = "agendaJobs.events"
 
@@ -276,3 +276,23 @@ async def test_an_entry_older_than_one_already_emitted_is_dropped(
     await watcher.now("after")
     await done.wait("complete:after", timeout=30)
     assert [seen.data for (seen,) in events.args("success") if seen.name == "ordered"] == [{"n": 2}, {"n": 3}]
+
+
+async def test_the_reader_recovers_when_its_cursor_dies(
+    watcher: Agenda, worker: Agenda, client: AsyncMongoClient[Any], db_name: str
+) -> None:
+    events = EventLog(watcher, "complete")
+    collection = client[db_name][EVENTS]
+    await collection.drop()  # kills the tailing cursor; the reader makes the collection again
+
+    async def capped_again() -> bool:
+        return bool((await collection.options()).get("capped"))
+
+    await wait_until(capped_again, timeout=30)
+    # The reader has written its new marker before it reads on.
+    await wait_until(lambda: collection.count_documents({"event": "marker"}), timeout=30)
+    worker.define("greet", _nothing)
+    await worker.start()
+    job = await watcher.now("greet")
+    await events.wait("complete", timeout=30)
+    assert [(seen.id, seen.remote) for (seen,) in events.args("complete")] == [(job.id, True)]
