@@ -233,7 +233,11 @@ class FleetLog:
         returns is read. Returns the cursor and the marker's ``_id``."""
         marker = {"event": "marker", "origin": self._origin, "at": datetime.now(UTC)}
         await self._collection.insert_one(marker)
-        cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(_AWAIT_MS)
+        # This process's own entries and the others' markers are left on the server.
+        others = {"origin": {"$ne": self._origin}, "event": {"$in": list(PUBLISHED)}}
+        cursor = self._collection.find(
+            {"$or": [{"_id": marker["_id"]}, others]}, cursor_type=CursorType.TAILABLE_AWAIT
+        ).max_await_time_ms(_AWAIT_MS)
         return cursor, marker["_id"]
 
     async def read(self, cursor: Any, marker: Any, opened: asyncio.Event | None = None) -> None:
