@@ -6,10 +6,11 @@ writes of other processes cannot be watched (see :mod:`agendapy.fleet_events`). 
 runs' events into ``<jobs collection>.events``, and every such process reads them back:
 
 * **Publishing** hooks the local events (``start``, ``success``, ``fail``, ``retry``, ``complete``;
-  ``progress`` is not a local event, so it does not travel this way). A listener only copies the job's
-  fields into a queue; one task writes what has gathered with a single ordered ``insert_many``, so a
-  run is never held up by the database, many runs share a write, and one process's entries keep
-  their order.
+  ``progress`` is not a local event, so it does not travel this way). A run writes two entries:
+  ``start``, and ``end`` at ``complete`` carrying its outcome (success, or fail with the reason and
+  the retry, or none for an interrupted run). A listener only copies the job's fields into a queue;
+  one task writes what has gathered with a single ordered ``insert_many``, so a run is never held up
+  by the database, many runs share a write, and one process's entries keep their order.
 * **Reading** is a tailable await cursor on the capped collection, which returns entries in the
   order they were written and waits on the server for new ones. Where the reader starts is found
   with a marker entry of its own: what precedes it is history and skipped. An entry written by this
@@ -61,6 +62,10 @@ _MAX_ERROR_BACKOFF = 30.0
 _ORIGINS_REMEMBERED = 10_000
 #: The events that are published, with the local listener's arguments.
 PUBLISHED = ("start", "success", "fail", "retry", "complete")
+#: The entries written: ``start``, and ``end`` (with the run's outcome) at ``complete``.
+ENTRIES = ("start", "end")
+#: Runs whose outcome waits for their ``complete``, at most (each run's is taken at once).
+_OUTCOMES_REMEMBERED = 10_000
 
 
 class FleetLogUnavailable(Exception):
@@ -117,6 +122,8 @@ class FleetLog:
         self._listeners = {event: self._publisher(event) for event in PUBLISHED}
         # The last seq emitted per origin: an entry older than that is out of order and dropped.
         self._last_seq: OrderedDict[str, int] = OrderedDict()
+        # success/fail/retry of runs whose complete (and end entry) is yet to come, by job id.
+        self._outcomes: dict[str, dict[str, Any]] = {}
 
     # -- publishing ------------------------------------------------------------------------------------
 
@@ -165,31 +172,51 @@ class FleetLog:
         return publish
 
     def _entry(self, event: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The entry to publish for a local event, if any: one at the start of a run, one at its end.
+
+        ``success``, ``fail`` and ``retry`` are noted and travel in the end entry written at ``complete``
+        (which every run emits last), so a run costs two entries, not three or four.
+        """
         job: Job = args[1] if event == "fail" else args[0]
         if job.remote or job.id is None:
             return None  # a remote event emitted here: its own worker published it
+        if event == "success":
+            self._note(job.id, {"outcome": "success"})
+            return None
+        if event == "fail":
+            error = args[0]
+            reason = job.fail_reason or str(error) or type(error).__name__
+            self._note(job.id, {"outcome": "fail", "reason": reason})
+            return None
+        if event == "retry":
+            details: RetryDetails = args[1]
+            self._outcomes.setdefault(job.id, {})["retry"] = {
+                "attempt": details.attempt,
+                "delay": details.delay,
+                "nextRunAt": details.next_run_at,
+                "reason": str(details.error) or type(details.error).__name__,
+            }
+            return None
         document = document_from_job(job)
         document["_id"] = to_object_id(job.id)
         self._seq += 1
         entry: dict[str, Any] = {
-            "event": event,
+            "event": "start" if event == "start" else "end",
             "origin": self._origin,
             "seq": self._seq,
             "worker": self._worker,
             "at": datetime.now(UTC),
             "job": document,
         }
-        if event == "fail":
-            entry["reason"] = job.fail_reason or str(args[0]) or type(args[0]).__name__
-        elif event == "retry":
-            details: RetryDetails = args[1]
-            entry["retry"] = {
-                "attempt": details.attempt,
-                "delay": details.delay,
-                "nextRunAt": details.next_run_at,
-                "reason": str(details.error) or type(details.error).__name__,
-            }
+        if event == "complete":
+            # An interrupted run (a stop, a cancel) completes without an outcome.
+            entry.update(self._outcomes.pop(job.id, {"outcome": None}))
         return entry
+
+    def _note(self, job_id: str, outcome: dict[str, Any]) -> None:
+        self._outcomes[job_id] = outcome
+        while len(self._outcomes) > _OUTCOMES_REMEMBERED:
+            self._outcomes.pop(next(iter(self._outcomes)))
 
     async def _writing(self) -> None:
         pause = 1.0
@@ -234,7 +261,7 @@ class FleetLog:
         marker = {"event": "marker", "origin": self._origin, "at": datetime.now(UTC)}
         await self._collection.insert_one(marker)
         # This process's own entries and the others' markers are left on the server.
-        others = {"origin": {"$ne": self._origin}, "event": {"$in": list(PUBLISHED)}}
+        others = {"origin": {"$ne": self._origin}, "event": {"$in": list(ENTRIES)}}
         cursor = self._collection.find(
             {"$or": [{"_id": marker["_id"]}, others]}, cursor_type=CursorType.TAILABLE_AWAIT
         ).max_await_time_ms(_AWAIT_MS)
@@ -264,7 +291,7 @@ class FleetLog:
     async def emit(self, entry: Mapping[str, Any]) -> None:
         """Emit one entry's event as a remote event (unless this process wrote it)."""
         event, origin, seq = entry.get("event"), entry.get("origin"), entry.get("seq")
-        if event not in PUBLISHED or origin == self._origin or not isinstance(origin, str):
+        if event not in ENTRIES or origin == self._origin or not isinstance(origin, str):
             return
         if not isinstance(seq, int) or seq <= self._last_seq.get(origin, 0):
             return
@@ -282,20 +309,32 @@ class FleetLog:
         worker = entry.get("worker")
         job.worker = worker if isinstance(worker, str) else None
         job.agenda = self._owner
-        if event == "fail":
-            reason = entry.get("reason")
-            await self._emitter.emit_job_event("fail", job.name, RemoteFailure(str(reason or "failed")), job)
-        elif event == "retry":
-            retry = entry.get("retry") or {}
-            next_run_at = retry.get("nextRunAt")
-            if not isinstance(next_run_at, datetime):
-                return
-            details = RetryDetails(
-                attempt=int(retry.get("attempt") or 0),
-                delay=float(retry.get("delay") or 0.0),
-                next_run_at=next_run_at if next_run_at.tzinfo else next_run_at.replace(tzinfo=UTC),
-                error=RemoteFailure(str(retry.get("reason") or "failed")),
-            )
-            await self._emitter.emit_job_event("retry", job.name, job, details)
-        else:
-            await self._emitter.emit_job_event(event, job.name, job)
+        if event == "start":
+            await self._emitter.emit_job_event("start", job.name, job)
+            return
+        outcome = entry.get("outcome")
+        if outcome == "success":
+            await self._emitter.emit_job_event("success", job.name, job)
+        elif outcome == "fail":
+            failure = RemoteFailure(str(entry.get("reason") or "failed"))
+            await self._emitter.emit_job_event("fail", job.name, failure, job)
+            details = _retry_details(entry.get("retry"), failure)
+            if details is not None:
+                await self._emitter.emit_job_event("retry", job.name, job, details)
+        await self._emitter.emit_job_event("complete", job.name, job)
+
+
+def _retry_details(retry: Any, failure: RemoteFailure) -> RetryDetails | None:
+    if not isinstance(retry, Mapping):
+        return None
+    next_run_at, attempt, delay = retry.get("nextRunAt"), retry.get("attempt"), retry.get("delay")
+    if not isinstance(next_run_at, datetime) or not isinstance(attempt, int):
+        return None
+    if not isinstance(delay, int | float):
+        return None
+    return RetryDetails(
+        attempt=attempt,
+        delay=float(delay),
+        next_run_at=next_run_at if next_run_at.tzinfo else next_run_at.replace(tzinfo=UTC),
+        error=failure,
+    )

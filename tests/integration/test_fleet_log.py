@@ -95,7 +95,8 @@ async def test_a_remote_success_is_heard_through_the_events_collection(
     assert started.last_run_at is not None
     # They came through the collection: the worker's entries are there, in order.
     entries = [e async for e in client[db_name][EVENTS].find({"worker": "worker-1"})]
-    assert [e["event"] for e in entries] == ["start", "success", "complete"]
+    # One at the start of the run, one at its end, with the outcome.
+    assert [(e["event"], e.get("outcome")) for e in entries] == [("start", None), ("end", "success")]
 
 
 async def test_a_remote_failure_and_its_retry(watcher: Agenda, worker: Agenda) -> None:
@@ -170,7 +171,7 @@ async def test_remote_events_are_not_published_again(
     await worker.start()
     await watcher.now("greet")
     await events.wait("complete", timeout=30)
-    watcher_entries = client[db_name][EVENTS].find({"worker": "web", "event": {"$ne": "marker"}})
+    watcher_entries = client[db_name][EVENTS].find({"worker": "web"})
     assert [e async for e in watcher_entries] == []
 
 
@@ -235,13 +236,31 @@ async def test_entries_a_reader_cannot_use_are_skipped(
     events = EventLog(watcher, "start", "success", "fail", "retry", "complete")
     await client[db_name][EVENTS].insert_many(
         [
-            {"event": "success", "origin": "other", "seq": 1, "job": {"name": 5, "nextRunAt": "soon"}},
-            {"event": "success", "origin": "other", "seq": 2, "job": "not a document"},
-            {"event": "retry", "origin": "other", "seq": 3, "job": {"name": "x"}, "retry": {"nextRunAt": 1}},
-            {"event": "explode", "origin": "other", "seq": 4, "job": {"name": "x"}},
-            {"event": "success", "origin": 7, "seq": 5, "job": {"name": "x"}},
-            {"event": "success", "origin": "other", "seq": "6", "job": {"name": "x"}},
-            {"event": "success"},
+            {
+                "event": "end",
+                "outcome": "success",
+                "origin": "o",
+                "seq": 1,
+                "job": {"name": 5, "nextRunAt": 1},
+            },
+            {"event": "end", "outcome": "success", "origin": "o", "seq": 2, "job": "not a document"},
+            {"event": "start", "origin": "o", "seq": 3, "job": {"name": "no id"}},
+            {"event": "explode", "origin": "o", "seq": 4, "job": {"_id": ObjectId(), "name": "x"}},
+            {
+                "event": "end",
+                "outcome": "success",
+                "origin": 7,
+                "seq": 5,
+                "job": {"_id": ObjectId(), "name": "x"},
+            },
+            {
+                "event": "end",
+                "outcome": "success",
+                "origin": "o",
+                "seq": "6",
+                "job": {"_id": ObjectId(), "name": "x"},
+            },
+            {"event": "end"},
             {},
         ]
     )
@@ -264,9 +283,15 @@ async def test_an_entry_older_than_one_already_emitted_is_dropped(
     job = {"_id": ObjectId(), "name": "ordered", "data": {}}
     await client[db_name][EVENTS].insert_many(
         [
-            {"event": "success", "origin": "w", "seq": 2, "worker": "w", "job": {**job, "data": {"n": 2}}},
-            {"event": "success", "origin": "w", "seq": 1, "worker": "w", "job": {**job, "data": {"n": 1}}},
-            {"event": "success", "origin": "w", "seq": 3, "worker": "w", "job": {**job, "data": {"n": 3}}},
+            {
+                "event": "end",
+                "outcome": "success",
+                "origin": "w",
+                "seq": n,
+                "worker": "w",
+                "job": {**job, "data": {"n": n}},
+            }
+            for n in (2, 1, 3)
         ]
     )
     await events.wait("success", count=2, timeout=30)
@@ -296,3 +321,18 @@ async def test_the_reader_recovers_when_its_cursor_dies(
     job = await watcher.now("greet")
     await events.wait("complete", timeout=30)
     assert [(seen.id, seen.remote) for (seen,) in events.args("complete")] == [(job.id, True)]
+
+
+async def test_an_end_without_an_outcome_is_only_a_complete(
+    watcher: Agenda, client: AsyncMongoClient[Any], db_name: str
+) -> None:
+    """An interrupted run (its worker stopped, or cancelled it) completes with no success or fail."""
+    events = EventLog(watcher, "success", "fail", "complete")
+    job = {"_id": ObjectId(), "name": "cut short", "data": {}}
+    await client[db_name][EVENTS].insert_one(
+        {"event": "end", "outcome": None, "origin": "w", "seq": 1, "worker": "w", "job": job}
+    )
+    await events.wait("complete", timeout=30)
+    assert events.names() == ["complete"]
+    ((seen,),) = events.args("complete")
+    assert (seen.name, seen.remote, seen.worker) == ("cut short", True, "w")
