@@ -310,18 +310,22 @@ class FleetLog:
         job.worker = worker if isinstance(worker, str) else None
         job.agenda = self._owner
         if event == "start":
-            await self._emitter.emit_job_event("start", job.name, job)
+            await self._emit_remote("start", job.name, job)
             return
         outcome = entry.get("outcome")
         if outcome == "success":
-            await self._emitter.emit_job_event("success", job.name, job)
+            await self._emit_remote("success", job.name, job)
         elif outcome == "fail":
             failure = RemoteFailure(str(entry.get("reason") or "failed"))
-            await self._emitter.emit_job_event("fail", job.name, failure, job)
+            await self._emit_remote("fail", job.name, failure, job)
             details = _retry_details(entry.get("retry"), failure)
             if details is not None:
-                await self._emitter.emit_job_event("retry", job.name, job, details)
-        await self._emitter.emit_job_event("complete", job.name, job)
+                await self._emit_remote("retry", job.name, job, details)
+        await self._emit_remote("complete", job.name, job)
+
+    async def _emit_remote(self, event: str, job_name: str, *args: Any) -> None:
+        """Emit an event of a run in another process (as ``event`` and ``event:<job name>``)."""
+        await self._emitter.emit_job_event(event, job_name, *args)
 
 
 def _retry_details(retry: Any, failure: RemoteFailure) -> RetryDetails | None:
