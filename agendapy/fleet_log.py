@@ -44,7 +44,14 @@ if TYPE_CHECKING:
     from .events import EventEmitter
     from .job import Job
 
-__all__ = ["EVENTS_MAX", "EVENTS_SIZE", "FleetLog", "FleetLogUnavailable"]
+__all__ = [
+    "EVENTS_MAX",
+    "EVENTS_SIZE",
+    "FleetLog",
+    "FleetLogUnavailable",
+    "ensure_capped",
+    "events_collection",
+]
 
 log = logging.getLogger("agendapy")
 
