@@ -18,6 +18,9 @@ The job passed has ``job.remote == True`` and ``job.worker`` (the ``lastModified
 ran it); ``error`` is a :class:`RemoteFailure` whose text is the stored ``failReason``. Runs of this
 process are skipped (it emitted them already). Delivery is at most once and in order per job: a
 change missed while the stream was down is not replayed.
+
+Where the server has no change streams (or ``change_streams=False``), runs are published instead
+and read back from a capped collection: see :mod:`agendapy.fleet_log`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import RemoteFailure
+from .fleet_log import FleetLog, FleetLogUnavailable, ensure_capped, events_collection
 from .runner import RetryDetails
 from .store.base import WakeUpsUnavailable
 from .store.schema import job_from_document
@@ -70,6 +74,7 @@ class FleetEvents:
         # (job id, lastRunAt in ms) of runs this process started: their events were emitted locally.
         self._local: OrderedDict[tuple[str, int | None], None] = OrderedDict()
         self.ready = asyncio.Event()
+        self._log: FleetLog | None = None
 
     async def start(self, wait: float = _OPEN_WAIT) -> None:
         """Start listening (the Agenda's ``start()``); returns once the stream is open (changes from
@@ -88,6 +93,7 @@ class FleetEvents:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self._stop_log()
 
     def _remember_local(self, job: Job) -> None:
         if job.remote or job.id is None:
@@ -111,6 +117,9 @@ class FleetEvents:
 
     async def _listening(self) -> None:
         runs_changes = getattr(self._agenda._store, "run_changes", None)
+        if runs_changes is not None and not self._agenda.change_streams:
+            await self._listening_to_log("change_streams=False")
+            return
         if runs_changes is None:
             log.info("fleet events: this store has no change feed; only local events are emitted")
             self.ready.set()
@@ -129,8 +138,7 @@ class FleetEvents:
             except asyncio.CancelledError:
                 raise
             except WakeUpsUnavailable as exc:
-                log.warning("fleet events are off: %s", exc)
-                self.ready.set()
+                await self._listening_to_log(str(exc))
                 return
             except Exception as exc:
                 log.warning("fleet events: change stream failed (%s); retrying in %.0f s", exc, pause)
@@ -177,6 +185,55 @@ class FleetEvents:
                     await emit("retry", job.name, job, details, remote=True)
             else:
                 await emit(event, job.name, job, remote=True)
+
+    # -- without change streams: the events collection (agendapy.fleet_log) --------------------------------
+
+    async def _listening_to_log(self, why: str) -> None:
+        """Publish this process's runs to the capped events collection and emit the others' entries."""
+        try:
+            collection = events_collection(getattr(self._agenda._store, "collection", None))
+        except FleetLogUnavailable as exc:
+            log.warning("fleet events are off: no change streams (%s) and %s", why, exc)
+            self.ready.set()
+            return
+        self._log = fleet = FleetLog(collection, self._agenda._events, self._agenda.name, self._agenda)
+        loop = asyncio.get_running_loop()
+        pause = 0.1
+        while True:
+            opened_at = loop.time()
+            try:
+                # Checked at every (re)opening: a capped collection dropped meanwhile is made again
+                # before anything is written to it (an insert would make a plain one).
+                await ensure_capped(collection)
+                if not fleet.publishing:
+                    log.info("fleet events: no change streams (%s); using %r", why, collection.name)
+                    fleet.start_publishing()
+                cursor, marker = await fleet.open()
+                try:
+                    await fleet.read(cursor, marker, self.ready)
+                finally:
+                    await cursor.close()
+                # The cursor died: it fell behind the capped collection (reopen at once), or the
+                # server cannot keep one open (reopen, but not in a tight loop).
+                if loop.time() - opened_at > 10:
+                    pause = 0.1
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except FleetLogUnavailable as exc:
+                log.warning("fleet events are off: no change streams (%s) and %s", why, exc)
+                await self._stop_log()
+                self.ready.set()
+                return
+            except Exception as exc:
+                log.warning("fleet events: reading %r failed (%s); retrying", collection.name, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_ERROR_BACKOFF)
+
+    async def _stop_log(self) -> None:
+        fleet, self._log = self._log, None
+        if fleet is not None:
+            await fleet.stop()
 
 
 def _top_level(updated: Mapping[str, Any]) -> dict[str, Any]:
