@@ -117,7 +117,8 @@ class Agenda:
             Longer windows mean fewer writes per job when many jobs run, and add up to the window
             to each run's start.
         fleet_events: also emit the ``start``, ``progress``, ``success``, ``fail``, ``complete`` and
-            ``retry`` events of runs in other processes (read from a change stream once started;
+            ``retry`` events of runs in other processes (read from a change stream once started, or,
+            where there is none, from a capped collection every worker with this option writes to;
             the job passed has ``job.remote`` True and ``job.worker``). See ``agendapy.fleet_events``.
         fork_method: how forked jobs (``define(..., fork=True)``) start their child process:
             "forkserver" (default where available: cheap) or "spawn" (a fresh interpreter).
@@ -698,24 +699,25 @@ class Agenda:
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
             await self._events.emit("worker start")
-            self._processor = processor = Processor(self)
-            await processor.start()
+            # Fleet events before the first claim and (in stop) after the last run: the runs of the
+            # first pass and of the stop's grace are heard and, without change streams, published.
             if self.fleet_events and self._fleet is None:
                 self._fleet = FleetEvents(self)
                 await self._fleet.start()
+            self._processor = processor = Processor(self)
+            await processor.start()
             await self._register_worker()
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
         seconds, then cancel them and unlock them for another worker. The connection stays open."""
-        fleet, self._fleet = self._fleet, None
-        if fleet is not None:
-            await fleet.stop()
         processor, self._processor = self._processor, None
         if processor is None:
             processor = self._stopping
             if processor is not None and grace <= 0:
                 processor.hurry()
+            if processor is None:
+                await self._stop_fleet()
             return
         self._stopping = processor
         try:
@@ -724,7 +726,13 @@ class Agenda:
             await processor.stop(grace)
         finally:
             self._stopping = None
+            await self._stop_fleet()
             await self._after_processing()
+
+    async def _stop_fleet(self) -> None:
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.stop()
 
     def hurry_stop(self) -> None:
         """Make a graceful stop in progress cancel its running jobs now (the CLI's second signal)."""

@@ -332,7 +332,7 @@ class FleetLog:
 
     async def _emit_remote(self, event: str, job_name: str, *args: Any) -> None:
         """Emit an event of a run in another process (as ``event`` and ``event:<job name>``)."""
-        await self._emitter.emit_job_event(event, job_name, *args)
+        await self._emitter.emit_job_event(event, job_name, *args, remote=True)
 
 
 def _retry_details(retry: Any, failure: RemoteFailure) -> RetryDetails | None:
