@@ -28,6 +28,7 @@ from .errors import (
     RemoteFailure,
     UnknownJob,
     UnsafeQuery,
+    WorkerStartFailed,
 )
 from .job import Job, JobState
 from .joblogs import JobLogEntry, JobLogsResult
@@ -69,5 +70,6 @@ __all__ = [
     "UnknownJob",
     "UnsafeQuery",
     "WorkerInfo",
+    "WorkerStartFailed",
     "backoff",
 ]

@@ -17,7 +17,7 @@ from pymongo.errors import OperationFailure
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
+from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob, WorkerStartFailed
 from .events import EventEmitter
 from .fleet_events import FleetEvents
 from .fork import DEFAULT_METHOD, ForkMethod, check_importable
@@ -887,13 +887,22 @@ class Agenda:
                 self.name = default_worker_name()
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
-            await self._events.emit("worker start")
+            # Nothing is claimed or registered yet, so a listener that raises leaves nothing to undo.
+            await self._emit_worker_start()
             self._processor = processor = Processor(self)
             await processor.start()
             if self.fleet_events and self._fleet is None:
                 self._fleet = FleetEvents(self)
                 await self._fleet.start()
             await self._register_worker()
+
+    async def _emit_worker_start(self) -> None:
+        """Emit ``worker start``; a listener that raises fails the start (it is the set-up of the jobs
+        this process runs: a worker without it would idle forever with nothing scheduled)."""
+        try:
+            await self._events.emit("worker start", propagate=True)
+        except Exception as exc:
+            raise WorkerStartFailed(exc) from exc
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
@@ -957,7 +966,7 @@ class Agenda:
         else:
             wanted = list(self._definitions)
         await self.connect()
-        await self._events.emit("worker start")
+        await self._emit_worker_start()
         processor = Processor(self, names=wanted)
         outcomes = await processor.run_due(sched.utcnow())
         return RunDueResult(

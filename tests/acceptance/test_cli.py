@@ -738,3 +738,35 @@ def test_state_names_are_checked() -> None:
     result = cli_sync("jobs", "ls", "--state", "sleeping", "--mongo-url", UNREACHABLE)
     assert result.returncode == 2
     assert all(state.value in result.stderr for state in JobState)
+
+
+BROKEN_START_MODULE = textwrap.dedent(
+    """
+    from agendapy import Agenda
+
+    agenda = Agenda(process_every=0.05)
+    agenda.define("report", lambda job: None)
+
+    @agenda.on("worker start")
+    async def schedule():
+        await agenda.every("5 bananas", "report")
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["worker", "run-due"])
+async def test_a_failing_worker_start_listener_exits_1_in_one_line(
+    agenda: Agenda, db_url: str, tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "brokenstart.py").write_text(BROKEN_START_MODULE)
+    await agenda.now("report")
+    # A worker that ran on would never return: the timeout of cli() fails the test.
+    result = await cli(command, "brokenstart:agenda", "--mongo-url", db_url, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'worker start'" in lines[0] and "InvalidInterval" in lines[0] and "5 bananas" in lines[0]
+    (job,) = (await agenda.query_jobs()).jobs
+    assert job.locked_at is None and job.last_run_at is None
+    assert await agenda.workers() == []
