@@ -554,8 +554,10 @@ async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
         raise AssertionError("no sign-in link printed")
 
     def status(url: str) -> int:
+        # As a browser: the sign-in link sets the session cookie and redirects to the page without it.
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         try:
-            return int(urllib.request.urlopen(url, timeout=2).status)
+            return int(browser.open(url, timeout=2).status)
         except urllib.error.HTTPError as exc:
             return exc.code
         except (urllib.error.URLError, ConnectionError):
