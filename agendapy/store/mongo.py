@@ -867,7 +867,8 @@ class MongoJobStore:
         counts: dict[str, dict[str, Any]] = {}
         async for doc in self.collection.find({}, projection=projection):
             job = job_from_document(doc)
-            entry = counts.setdefault(job.name, _empty_overview(job.name))
+            # A stored name that is not a job name has its own row, labelled (never an empty name).
+            entry = counts.setdefault(job.display_name, _empty_overview(job.display_name, bool(job.name)))
             entry["total"] += 1
             entry[compute_job_state(job, now).value] += 1
             if job.disabled:
@@ -971,8 +972,10 @@ def _debounce_update(
     return {"$set": fields}
 
 
-def _empty_overview(name: str) -> dict[str, Any]:
+def _empty_overview(name: str, readable: bool = True) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "total": 0, "paused": 0}
+    if not readable:
+        entry["unreadable_name"] = True  # ``name`` is a label: no query matches it
     for state in JobState:
         entry[state.value] = 0
     return entry

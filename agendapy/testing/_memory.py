@@ -76,8 +76,10 @@ def _absorb(job: Job, doc: dict[str, Any]) -> None:
     job.data = fresh.data
 
 
-def _empty_overview(name: str) -> dict[str, Any]:
+def _empty_overview(name: str, readable: bool = True) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "total": 0, "paused": 0}
+    if not readable:
+        entry["unreadable_name"] = True  # ``name`` is a label: no query matches it
     for state in JobState:
         entry[state.value] = 0
     return entry
@@ -487,7 +489,8 @@ class MemoryJobStore:
         counts: dict[str, dict[str, Any]] = {}
         for doc in self.documents():
             job = job_from_document(doc)
-            entry = counts.setdefault(job.name, _empty_overview(job.name))
+            # A stored name that is not a job name has its own row, labelled (never an empty name).
+            entry = counts.setdefault(job.display_name, _empty_overview(job.display_name, bool(job.name)))
             entry["total"] += 1
             entry[compute_job_state(job, now).value] += 1
             if job.disabled:

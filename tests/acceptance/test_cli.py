@@ -772,3 +772,33 @@ async def test_a_failing_worker_start_listener_exits_1_in_one_line(
     (job,) = (await agenda.query_jobs()).jobs
     assert job.locked_at is None and job.last_run_at is None
     assert await agenda.workers() == []
+
+
+async def test_a_foreign_name_and_an_unreadable_lock_list_and_count_the_same(
+    agenda: Agenda, db_url: str, jobs_collection: Any
+) -> None:
+    await agenda.now("send email", {"to": "a"})
+    await jobs_collection.insert_one({"name": 42, "nextRunAt": datetime(2030, 1, 1, tzinfo=UTC)})
+    await jobs_collection.insert_one({"name": "send email", "lockedAt": "yesterday"})
+
+    table = await cli("jobs", "ls", "--mongo-url", db_url)
+    stats_table = await cli("stats", "--mongo-url", db_url)
+    listing = ok_json(await cli("jobs", "ls", "--json", "--mongo-url", db_url))
+    stats = ok_json(await cli("stats", "--json", "--mongo-url", db_url))
+
+    assert table.returncode == 0 and "<name: 42>" in table.stdout, table.stdout
+    assert stats_table.returncode == 0 and "<name: 42>" in stats_table.stdout, stats_table.stdout
+    rows = {row["name"]: row for row in stats["overview"]}
+    assert set(rows) == {"<name: 42>", "send email"}
+    shown = sorted((job["display_name"], job["state"]) for job in listing["jobs"])
+    assert shown == [("<name: 42>", "broken"), ("send email", "broken"), ("send email", "queued")]
+    for state in ("broken", "running", "queued"):
+        assert sum(row[state] for row in rows.values()) == sum(
+            job["state"] == state for job in listing["jobs"]
+        )
+    assert rows["send email"]["running"] == 0 and rows["send email"]["broken"] == 1
+    # The label is for reading: as a filter it matches no job (names in queries are plain strings).
+    assert (
+        ok_json(await cli("jobs", "ls", "--name", "<name: 42>", "--json", "--mongo-url", db_url))["total"]
+        == 0
+    )
