@@ -38,6 +38,7 @@ class EventEmitter:
     Emission awaits coroutine listeners, so when :meth:`emit` returns every listener has finished: a ``fail``
     listener that reschedules the job is seen by the state save that follows, as in Agenda.
     A listener that raises is logged and reported on ``error``; it never breaks the run that emitted.
+    The one exception is an emission with ``propagate=True`` (``worker start``), whose caller fails.
     """
 
     def __init__(self) -> None:
