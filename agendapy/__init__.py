@@ -28,6 +28,7 @@ from .errors import (
     RemoteFailure,
     UnknownJob,
     UnsafeQuery,
+    WorkerStartFailed,
 )
 from .filters import JobFilter
 from .job import Job, JobState
@@ -73,5 +74,6 @@ __all__ = [
     "UnknownJob",
     "UnsafeQuery",
     "WorkerInfo",
+    "WorkerStartFailed",
     "backoff",
 ]

@@ -16,7 +16,7 @@ from . import schedule as sched
 from .bulk import check_new_jobs, one_per_name
 from .connections import DefaultDatabase
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
+from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob, WorkerStartFailed
 from .events import EventEmitter
 from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
@@ -698,7 +698,8 @@ class Agenda:
                 self.name = default_worker_name()
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
-            await self._events.emit("worker start")
+            # Nothing is claimed or registered yet, so a listener that raises leaves nothing to undo.
+            await self._emit_worker_start()
             # Fleet events before the first claim and (in stop) after the last run: the runs of the
             # first pass and of the stop's grace are heard and, without change streams, published.
             if self.fleet_events and self._fleet is None:
@@ -707,6 +708,14 @@ class Agenda:
             self._processor = processor = Processor(self)
             await processor.start()
             await self._register_worker()
+
+    async def _emit_worker_start(self) -> None:
+        """Emit ``worker start``; a listener that raises fails the start (it is the set-up of the jobs
+        this process runs: a worker without it would idle forever with nothing scheduled)."""
+        try:
+            await self._events.emit("worker start", propagate=True)
+        except Exception as exc:
+            raise WorkerStartFailed(exc) from exc
 
     async def stop(self, grace: float = 8.0) -> None:
         """Stop claiming, unlock what is held but not running, let running jobs finish for ``grace``
@@ -775,7 +784,7 @@ class Agenda:
         else:
             wanted = list(self._definitions)
         await self.connect()
-        await self._events.emit("worker start")
+        await self._emit_worker_start()
         processor = Processor(self, names=wanted)
         outcomes = await processor.run_due(sched.utcnow())
         return RunDueResult(

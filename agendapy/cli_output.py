@@ -112,6 +112,7 @@ def job_json(job: Job) -> dict[str, Any]:
     """Every field of ``job`` (snake_case) and its computed ``state``."""
     out = job.to_dict()
     out["state"] = job.state.value
+    out["display_name"] = job.display_name  # ``name`` is "" when the stored one is not a job name
     return out
 
 
@@ -188,7 +189,7 @@ def print_jobs(jobs: list[Job], *, total: int, skip: int) -> None:
     for job in jobs:
         table.add_row(
             escape(job.id or ""),
-            escape(job.name) + (" [dim](paused)[/]" if job.disabled else ""),
+            escape(job.display_name) + (" [dim](paused)[/]" if job.disabled else ""),
             _state(job),
             _short(job.next_run_at, now),
             _short(job.last_run_at, now),
@@ -205,7 +206,9 @@ def print_job(job: Job, runs: list[RunRecord]) -> None:
     """``jobs show``: every field, the data as JSON, the recent runs."""
     now = datetime.now(UTC)
     out = console()
-    fields = Table(show_header=False, box=None, title=escape(f"{job.name} ({job.id})"), title_justify="left")
+    fields = Table(
+        show_header=False, box=None, title=escape(f"{job.display_name} ({job.id})"), title_justify="left"
+    )
     fields.add_column("field", style="bold")
     fields.add_column("value", overflow="fold")
     fields.add_row("state", _state(job))
@@ -260,7 +263,7 @@ def print_stats(overview: list[dict[str, Any]], due: int, defined: list[str] | N
     totals = dict.fromkeys(OVERVIEW_COLUMNS, 0)
     for entry in overview:
         label = escape(entry["name"])
-        if defined is not None and entry["name"] not in defined:
+        if defined is not None and entry["name"] not in defined and not entry.get("unreadable_name"):
             label += " [dim](not defined)[/]"
         table.add_row(label, *(escape(entry.get(column, 0)) for column in OVERVIEW_COLUMNS))
         for column in OVERVIEW_COLUMNS:
@@ -329,10 +332,15 @@ def print_run_due(result: RunDueResult, as_json: bool) -> None:
                 detail = job.waiting_reason
             else:
                 detail = result.skip_reasons.get(job.id or "") if status == "skipped" else None
-            rows.append({"name": job.name, "id": job.id, "status": status, "detail": detail})
+            rows.append({"name": job.display_name, "id": job.id, "status": status, "detail": detail})
     for job, error in result.failed:
         rows.append(
-            {"name": job.name, "id": job.id, "status": "failed", "detail": job.fail_reason or str(error)}
+            {
+                "name": job.display_name,
+                "id": job.id,
+                "status": "failed",
+                "detail": job.fail_reason or str(error),
+            }
         )
     if as_json:
         print_json({"ok": result.ok, "runs": rows})

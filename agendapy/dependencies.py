@@ -19,15 +19,18 @@ The rule (documented in docs/intervals.md, "What covers an interval"), for a job
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .schedule.ticks import RunInterval
 from .store.base import JobCriteria, JobQuery, JobStore
 from .store.runs import RequiredRuns
 
-__all__ = ["Requirement", "RequirementsCheck", "assess", "check_requirements"]
+__all__ = ["Requirement", "RequirementsCheck", "assess", "check_requirements", "log_waiting"]
+
+log = logging.getLogger("agendapy")
 
 #: How many jobs of a required name are read to find a recurring one (``every()`` keeps one per name;
 #: recurring jobs sort first, by their future ``nextRunAt``).
@@ -139,3 +142,47 @@ async def check_requirements(
             judged = await _without_runs(store, name, interval, now)
         requirements.append(judged)
     return RequirementsCheck(requirements)
+
+
+def log_waiting(
+    name: str,
+    job_id: str | None,
+    interval: RunInterval,
+    reason: str,
+    *,
+    changed: bool,
+    now: datetime,
+    check_every: timedelta,
+) -> None:
+    """Log a check that leaves a job waiting for its requirements, on one line.
+
+    Waiting a moment is the normal case: every interval of a pipeline, the dependent usually comes due
+    while the run it needs is still going. That is DEBUG, once per new reason. A wait that outlasts
+    the interval's own length past its end means the pipeline is stuck: one WARNING, at the first
+    check after that moment (or when the reason changes after it). A given-up interval is a WARNING
+    of its own (the runner logs it).
+    """
+    text = " ".join(reason.split())  # a required run's error may span lines; a log record must not
+    stuck_at = interval.ended_at + (interval.ended_at - interval.started_at)
+    # The previous check came at most ``check_every`` ago: this one is the first past ``stuck_at``.
+    first_stuck_check = now - check_every < stuck_at
+    if now >= stuck_at and (changed or first_stuck_check):
+        log.warning(
+            "%s (%s) is still waiting for %s, which ended %s ago: %s",
+            name,
+            job_id,
+            _span(interval.started_at, interval.ended_at),
+            _ago(now - interval.ended_at),
+            text,
+        )
+    elif changed:
+        log.debug("%s (%s) waits: %s", name, job_id, text)
+
+
+def _ago(elapsed: timedelta) -> str:
+    seconds = int(elapsed.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

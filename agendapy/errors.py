@@ -29,6 +29,7 @@ __all__ = [
     "RemoteFailure",
     "UnknownJob",
     "UnsafeQuery",
+    "WorkerStartFailed",
 ]
 
 
@@ -121,6 +122,20 @@ class JobTimeout(AgendaError, TimeoutError):
 
 class DatabaseUnavailable(AgendaError, ConnectionError):
     """The database could not be reached in time."""
+
+
+class WorkerStartFailed(AgendaError):
+    """A ``worker start`` listener raised: ``start()`` / ``run_due()`` claimed and ran nothing.
+
+    ``error`` is the listener's exception (also the ``__cause__``). A worker whose start-up code failed
+    stops here rather than running with none of the schedules that code was to create.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        first = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {first[0]}" if first else type(error).__name__
+        super().__init__(f"a 'worker start' listener raised {detail}")
+        self.error = error
 
 
 class ChildProcessDied(AgendaError):

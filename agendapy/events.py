@@ -38,6 +38,7 @@ class EventEmitter:
     Emission awaits coroutine listeners, so when :meth:`emit` returns every listener has finished: a ``fail``
     listener that reschedules the job is seen by the state save that follows, as in Agenda.
     A listener that raises is logged and reported on ``error``; it never breaks the run that emitted.
+    The one exception is an emission with ``propagate=True`` (``worker start``), whose caller fails.
     """
 
     def __init__(self) -> None:
@@ -89,8 +90,13 @@ class EventEmitter:
             raise TypeError(f"listener for {event!r} must be callable, got {listener!r}")
         self._listeners.setdefault(event, []).append((listener, once))
 
-    async def emit(self, event: str, *args: Any) -> None:
-        """Call the listeners of ``event``; awaits coroutine listeners."""
+    async def emit(self, event: str, *args: Any, propagate: bool = False) -> None:
+        """Call the listeners of ``event``; awaits coroutine listeners.
+
+        ``propagate``: a listener that raises stops the emission and its exception reaches the caller,
+        unlogged and not reported on ``error`` (for hooks whose failure must fail what emitted them,
+        such as ``worker start``: a worker whose set-up failed must not run on half set up).
+        """
         entries = self._listeners.get(event)
         if not entries:
             return
@@ -102,6 +108,8 @@ class EventEmitter:
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
+                if propagate:
+                    raise
                 if event == "error":
                     log.exception("an 'error' listener raised")
                     continue

@@ -122,6 +122,9 @@ class Job:
     #: Why the stored document cannot be read, field by field (None when it can). Never stored: the
     #: unreadable fields keep their defaults here, and a worker fails such a job instead of running it.
     unreadable: str | None = None
+    #: The stored name, printed, when it is not a job name (``42``, ``{'a': 1}``): the job is broken and
+    #: ``name`` is ``""``. Never stored, and never used in a query (names there are plain strings).
+    foreign_name: str | None = field(default=None, repr=False, compare=False)
     #: Run in a child process (Agenda's ``fork`` field, set by ``fork_mode``).
     fork: bool = False
     #: Set on the jobs that fleet events pass to listeners: the run happened in another process
@@ -347,6 +350,14 @@ class Job:
     def state(self) -> JobState:
         """The state Agenda computes (now): running, failed, repeating, scheduled, queued or completed."""
         return compute_job_state(self)
+
+    @property
+    def display_name(self) -> str:
+        """``name``, or for a document whose stored name is not a job name ``<name: 42>`` (``<no name>``
+        when it has none): what listings show, never an empty string. Not a filter: query by ``id``."""
+        if self.name:
+            return self.name
+        return "<no name>" if self.foreign_name is None else f"<name: {self.foreign_name}>"
 
     def to_dict(self) -> dict[str, Any]:
         """The job's stored fields as a plain dict (snake_case names)."""

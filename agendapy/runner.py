@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
-from .dependencies import check_requirements
+from .dependencies import check_requirements, log_waiting
 from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
 from .fork import run_forked, uses_fork
 from .job import Job
@@ -26,6 +26,7 @@ from .schedule.planning import RunPlan, fixed_delay_next_run, plan_run
 if TYPE_CHECKING:
     from .agenda import Agenda
     from .definition import JobDefinition
+    from .schedule.ticks import RunInterval
 
 __all__ = ["RetryDetails", "RunOutcome", "run_job"]
 
@@ -160,7 +161,7 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
             return await _give_up(agenda, job, definition, plan, check.reason, previous_last_run)
         if check.missing:
             return await _wait_for_requirements(
-                agenda, job, check.missing, check.reason, previous_last_run, now
+                agenda, job, check.missing, check.reason, previous_last_run, now, plan.interval
             )
     job.waiting_for = None
     job.waiting_reason = None
@@ -287,6 +288,7 @@ async def _wait_for_requirements(
     reason: str,
     previous_last_run: datetime | None,
     now: datetime,
+    interval: RunInterval,
 ) -> RunOutcome:
     """Not a run: keep the interval pending, unlock, and check again shortly."""
     changed = job.waiting_reason != reason
@@ -295,9 +297,15 @@ async def _wait_for_requirements(
     job.last_run_at = previous_last_run
     job.next_run_at = now + agenda.dependency_check_every
     _finishing(job)
-    if changed:
-        level = logging.WARNING if "failed" in reason else logging.INFO
-        log.log(level, "%s (%s) waits: %s", job.name, job.id, reason)
+    log_waiting(
+        job.name,
+        job.id,
+        interval,
+        reason,
+        changed=changed,
+        now=now,
+        check_every=agenda.dependency_check_every,
+    )
     await agenda._store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="waiting")
 

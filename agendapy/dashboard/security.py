@@ -32,11 +32,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidInput
@@ -504,6 +504,10 @@ class SecurityMiddleware:
                     scope, SESSION_COOKIE, policy.sessions.issue(), max_age=int(policy.sessions.max_age)
                 )
             )
+            if not path.startswith("/api/"):
+                # The cookie signs the browser in from now on; a page left at ?token= would keep the token
+                # in the address bar, the history and every screenshot of the dashboard.
+                return _without_token(request)
         secret = request.cookies.get(CSRF_COOKIE, "")
         fresh = len(secret) != 64 or not secret.isalnum()
         if fresh:
@@ -537,6 +541,14 @@ class SecurityMiddleware:
         for challenge in challenges:
             response.headers.append("www-authenticate", challenge)
         return response
+
+
+def _without_token(request: Request) -> Response:
+    """A 303 to the address of ``request`` without its ``token`` parameter (the others are kept)."""
+    query = parse_qsl(request.url.query, keep_blank_values=True)
+    kept = [(key, value) for key, value in query if key != "token"]
+    location = request.url.path + (f"?{urlencode(kept)}" if kept else "")
+    return RedirectResponse(location, status_code=303)
 
 
 def _too_many(path: str, wait: float) -> Response:

@@ -194,7 +194,9 @@ def job_summary(job: Job, now: datetime) -> dict[str, Any]:
     """The fields of a job that lists and tables show."""
     return {
         "id": job.id,
-        "name": job.name,
+        "name": job.display_name,
+        # What links to the list of this name use: "" (no name filter) for a name that is a label.
+        "filter_name": job.name,
         "state": compute_job_state(job, now).value,
         "late": is_late(job, now),
         "disabled": bool(job.disabled),
@@ -241,7 +243,11 @@ async def overview(agenda: Agenda, now: datetime | None = None) -> dict[str, Any
     names = []
     totals = dict.fromkeys(("total", *OVERVIEW_STATES), 0)
     for entry in await agenda.jobs_overview():
-        row = {"name": entry["name"], "total": int(entry.get("total", 0))}
+        row = {
+            "name": entry["name"],
+            "filter_name": "" if entry.get("unreadable_name") else entry["name"],
+            "total": int(entry.get("total", 0)),
+        }
         for state in OVERVIEW_STATES:
             row[state] = int(entry.get(state, 0))
         for key in totals:

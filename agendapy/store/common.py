@@ -130,9 +130,12 @@ def count_overview(docs: Iterable[Mapping[str, Any]], now: datetime) -> list[dic
     counts: dict[str, dict[str, Any]] = {}
     for doc in docs:
         job = job_from_document(dict(doc))
-        entry = counts.get(job.name)
+        # A stored name that is not a job name has its own row, labelled (never an empty name).
+        entry = counts.get(job.display_name)
         if entry is None:
-            entry = counts[job.name] = {"name": job.name, "total": 0, "paused": 0}
+            entry = counts[job.display_name] = {"name": job.display_name, "total": 0, "paused": 0}
+            if not job.name:
+                entry["unreadable_name"] = True  # ``name`` is a label: no query matches it
             entry.update({state.value: 0 for state in JobState})
         entry["total"] += 1
         entry[compute_job_state(job, now).value] += 1

@@ -347,6 +347,8 @@ def job_from_document(doc: Mapping[str, Any]) -> Job:
     values, problems = read_document(doc)
     job = Job(**values)
     job.unreadable = "; ".join(problems) if problems else None
+    if not job.name and doc.get("name") is not None:
+        job.foreign_name = _show(doc.get("name"))
     job.id = _id_string(doc["_id"]) if "_id" in doc else None
     return job
 

@@ -554,8 +554,10 @@ async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
         raise AssertionError("no sign-in link printed")
 
     def status(url: str) -> int:
+        # As a browser: the sign-in link sets the session cookie and redirects to the page without it.
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         try:
-            return int(urllib.request.urlopen(url, timeout=2).status)
+            return int(browser.open(url, timeout=2).status)
         except urllib.error.HTTPError as exc:
             return exc.code
         except (urllib.error.URLError, ConnectionError):
@@ -738,3 +740,65 @@ def test_state_names_are_checked() -> None:
     result = cli_sync("jobs", "ls", "--state", "sleeping", "--mongo-url", UNREACHABLE)
     assert result.returncode == 2
     assert all(state.value in result.stderr for state in JobState)
+
+
+BROKEN_START_MODULE = textwrap.dedent(
+    """
+    from agendapy import Agenda
+
+    agenda = Agenda(process_every=0.05)
+    agenda.define("report", lambda job: None)
+
+    @agenda.on("worker start")
+    async def schedule():
+        await agenda.every("5 bananas", "report")
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["worker", "run-due"])
+async def test_a_failing_worker_start_listener_exits_1_in_one_line(
+    agenda: Agenda, db_url: str, tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "brokenstart.py").write_text(BROKEN_START_MODULE)
+    await agenda.now("report")
+    # A worker that ran on would never return: the timeout of cli() fails the test.
+    result = await cli(command, "brokenstart:agenda", "--mongo-url", db_url, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'worker start'" in lines[0] and "InvalidInterval" in lines[0] and "5 bananas" in lines[0]
+    (job,) = (await agenda.query_jobs()).jobs
+    assert job.locked_at is None and job.last_run_at is None
+    assert await agenda.workers() == []
+
+
+async def test_a_foreign_name_and_an_unreadable_lock_list_and_count_the_same(
+    agenda: Agenda, db_url: str, jobs_collection: Any
+) -> None:
+    await agenda.now("send email", {"to": "a"})
+    await jobs_collection.insert_one({"name": 42, "nextRunAt": datetime(2030, 1, 1, tzinfo=UTC)})
+    await jobs_collection.insert_one({"name": "send email", "lockedAt": "yesterday"})
+
+    table = await cli("jobs", "ls", "--mongo-url", db_url)
+    stats_table = await cli("stats", "--mongo-url", db_url)
+    listing = ok_json(await cli("jobs", "ls", "--json", "--mongo-url", db_url))
+    stats = ok_json(await cli("stats", "--json", "--mongo-url", db_url))
+
+    assert table.returncode == 0 and "<name: 42>" in table.stdout, table.stdout
+    assert stats_table.returncode == 0 and "<name: 42>" in stats_table.stdout, stats_table.stdout
+    rows = {row["name"]: row for row in stats["overview"]}
+    assert set(rows) == {"<name: 42>", "send email"}
+    shown = sorted((job["display_name"], job["state"]) for job in listing["jobs"])
+    assert shown == [("<name: 42>", "broken"), ("send email", "broken"), ("send email", "queued")]
+    for state in ("broken", "running", "queued"):
+        assert sum(row[state] for row in rows.values()) == sum(
+            job["state"] == state for job in listing["jobs"]
+        )
+    assert rows["send email"]["running"] == 0 and rows["send email"]["broken"] == 1
+    # The label is for reading: as a filter it matches no job (names in queries are plain strings).
+    assert (
+        ok_json(await cli("jobs", "ls", "--name", "<name: 42>", "--json", "--mongo-url", db_url))["total"]
+        == 0
+    )

@@ -154,7 +154,39 @@ async def test_listings_show_unreadable_documents_as_broken(store: JobStore, age
         "name {'a': 1}: must be a job name (a non-empty string)",
     ]
     assert overview["task"]["broken"] == 1 and overview["fine"]["queued"] == 1
-    assert overview[""]["total"] == overview[""]["broken"] == 3  # the documents without a readable name
+    # Each document without a readable name has a row of its own, labelled with what it holds.
+    assert "" not in overview
+    for label in ("<name: 5>", "<name: {'a': 1}>", "<no name>"):
+        assert overview[label]["total"] == overview[label]["broken"] == 1, overview
+        assert overview[label]["unreadable_name"] is True
+    assert "unreadable_name" not in overview["task"]
+    assert sorted(j.display_name for j in broken.jobs) == [
+        "<name: 5>",
+        "<name: {'a': 1}>",
+        "<no name>",
+        "task",
+    ]
+    # The label is for reading: as a name filter it matches nothing, and the stored name stays.
+    assert (await agenda.query_jobs(name="<name: 5>")).total == 0
+    assert [j.name for j in broken.jobs if j.foreign_name == "5"] == [""]
+
+
+async def test_overview_counts_a_document_it_cannot_read_as_broken_as_listings_do(
+    store: JobStore, agenda: Agenda
+) -> None:
+    # Locked, by its raw field, but with a lock agendapy cannot read: broken, not running.
+    await insert_raw(store, due_doc("task", lockedAt="yesterday"))
+    await insert_raw(store, due_doc("task", lockedAt=utcnow(), failCount="n/a"))
+    await insert_raw(store, due_doc(42, lockedAt=utcnow()))
+    await agenda.now("task")
+
+    overview = {entry["name"]: entry for entry in await agenda.jobs_overview()}
+    for state in JobState:
+        listed = await agenda.query_jobs(state=state)
+        counted = sum(entry[state.value] for entry in overview.values())
+        assert counted == listed.total, (state, overview)
+    assert (overview["task"]["broken"], overview["task"]["running"]) == (2, 0)
+    assert (overview["<name: 42>"]["broken"], overview["<name: 42>"]["running"]) == (1, 0)
 
 
 @pytest.mark.parametrize(

@@ -577,7 +577,8 @@ async def test_query_token_sets_a_strict_http_only_session_cookie(make_client: M
     later = await http.get("/api/overview")  # the client keeps the cookie
     bad = await (await make_client(token="s3cret-token-for-tests")).get("/", params={"token": "guess"})
 
-    assert first.status_code == 200
+    # Signed in, the browser is sent to the same page without the token in its address bar.
+    assert first.status_code == 303 and first.headers["location"] == "/"
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     assert "s3cret-token-for-tests" not in cookie  # the cookie holds a derived value, not the token
     assert later.status_code == 200
@@ -664,7 +665,7 @@ async def test_wrong_tokens_make_that_client_wait_longer_each_time(agenda: Agend
     throttle.clock = lambda: now[0]
     async with client_at(app, "203.0.113.7") as attacker, client_at(app, "198.51.100.1") as other:
         signed_in = await attacker.get("/", params={"token": TOKEN})  # a session from before the attack
-        assert signed_in.status_code == 200
+        assert signed_in.status_code == 303  # to the page without the token
         session = attacker.cookies["agendapy_session"]
         attacker.cookies.clear()
         guesses = [
@@ -1223,3 +1224,22 @@ async def test_websockets_are_refused_before_anything_else(agenda: Agenda) -> No
     await app(scope, receive, send)
 
     assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_a_sign_in_link_leaves_no_token_in_the_address_bar(make_client: MakeClient) -> None:
+    http = await make_client(token="s3cret-token-for-tests")
+
+    signed_in = await http.get(
+        "/jobs", params={"name": "send email", "token": "s3cret-token-for-tests", "state": "failed"}
+    )
+    assert signed_in.status_code == 303
+    location = signed_in.headers["location"]
+    assert location == "/jobs?name=send+email&state=failed" and "token" not in location
+    page = await http.get(location)  # what the browser loads next, with the session cookie only
+    assert page.status_code == 200 and "s3cret-token-for-tests" not in page.text
+
+    # An API call with the token in the query (a script) gets its answer, not a redirect.
+    api = await (await make_client(token="s3cret-token-for-tests")).get(
+        "/api/overview", params={"token": "s3cret-token-for-tests"}
+    )
+    assert api.status_code == 200

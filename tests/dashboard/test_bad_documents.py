@@ -35,7 +35,7 @@ async def test_pages_and_api_answer_beside_foreign_documents(
     page = await http.get(f"/jobs/{ids[4]}")
 
     assert overview["totals"]["broken"] == 5 and overview["totals"]["total"] == 6
-    assert {row["name"] for row in overview["names"]} == {"", "task"}
+    assert {row["name"] for row in overview["names"]} == {"<name: 5>", "<name: {'a': 1}>", "task"}
     assert broken["total"] == 5
     assert sorted(job["unreadable"].rsplit(": ", 1)[0] for job in broken["jobs"]) == [
         "failCount 'n/a'",
@@ -50,3 +50,36 @@ async def test_pages_and_api_answer_beside_foreign_documents(
     for job_id in ids:
         assert (await http.get(f"/jobs/{job_id}")).status_code == 200
         assert (await http.get(f"/api/jobs/{job_id}")).status_code == 200
+
+
+async def test_a_foreign_name_is_shown_never_empty_and_never_a_filter(
+    agenda: Agenda, jobs_collection: Any, http: httpx.AsyncClient
+) -> None:
+    await agenda.now("task")
+    inserted = await jobs_collection.insert_one({"name": 42, "nextRunAt": datetime(2030, 1, 1)})
+    job_id = str(inserted.inserted_id)
+    # Counted as it is listed: broken, whatever its raw lockedAt says.
+    await jobs_collection.insert_one({"name": "task", "lockedAt": "yesterday"})
+
+    overview = (await http.get("/api/overview")).json()["overview"]
+    rows = {row["name"]: row for row in overview["names"]}
+    listed = (await http.get("/api/jobs")).json()["jobs"]
+    detail = (await http.get(f"/api/jobs/{job_id}")).json()["job"]
+    overview_page = (await http.get("/")).text
+    job_page = (await http.get(f"/jobs/{job_id}")).text
+
+    assert set(rows) == {"<name: 42>", "task"}
+    assert rows["<name: 42>"]["broken"] == rows["<name: 42>"]["total"] == 1
+    # Its links list every job (of the state clicked): no query can match the label.
+    assert rows["<name: 42>"]["filter_name"] == "" and rows["task"]["filter_name"] == "task"
+    assert (rows["task"]["running"], rows["task"]["broken"]) == (0, 1)
+    assert overview["totals"]["broken"] == len(
+        (await http.get("/api/jobs", params={"state": "broken"})).json()["jobs"]
+    )
+    assert (await http.get("/api/jobs", params={"state": "running"})).json()["total"] == 0
+    assert {job["name"] for job in listed} == {"<name: 42>", "task"}
+    assert all(job["name"] for job in listed)
+    assert (detail["name"], detail["filter_name"], detail["foreign_name"]) == ("<name: 42>", "", "42")
+    assert "&lt;name: 42&gt;" in overview_page and "&lt;name: 42&gt;" in job_page
+    assert "name=%3Cname" not in overview_page and "name=%3Cname" not in job_page
+    assert (await http.get("/api/jobs", params={"name": "<name: 42>"})).json()["total"] == 0

@@ -7,6 +7,7 @@ no longer be met is given up (recorded as skipped, with the reason) instead of b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -317,3 +318,79 @@ async def test_after_a_restart_a_pending_interval_the_child_covered_runs(
     result = await second.run_due(["parent"])
     assert [j.name for j in result.succeeded] == ["parent"]
     assert ran == [tick]
+
+
+# -- what a waiting dependent logs ----------------------------------------------------------------------------
+
+
+def waiting_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "agendapy" and "wait" in r.getMessage()]
+
+
+async def parent_waits(agenda: Agenda) -> bool:
+    (parent,) = (await agenda.query_jobs(name="parent")).jobs
+    return bool(parent.waiting_for)
+
+
+async def test_a_healthy_pipeline_logs_its_waits_on_one_line_at_debug(
+    agenda: Agenda, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = asyncio.Event()
+
+    @agenda.define("child")
+    async def child(job: Job) -> None:
+        await release.wait()  # the first run lasts until the parent was seen waiting for it
+
+    agenda.define("parent", lambda job: None)
+    caplog.set_level(logging.DEBUG, logger="agendapy")
+    await agenda.every("* * * * * *", "child")
+    await agenda.every("* * * * * *", "parent", requires=["child"])
+    await agenda.start()
+
+    await wait_until(lambda: parent_waits(agenda), timeout=20)
+    release.set()
+
+    async def parent_ran() -> bool:
+        return bool(await agenda.runs("parent", status="succeeded"))
+
+    await wait_until(parent_ran, timeout=20)
+    waits = [r for r in waiting_records(caplog) if " waits: " in r.getMessage()]
+    assert waits, caplog.text
+    assert all(r.levelno == logging.DEBUG for r in waits), [(r.levelname, r.getMessage()) for r in waits]
+    assert all("\n" not in r.getMessage() and "'child'" in r.getMessage() for r in waits)
+
+
+async def test_a_wait_beyond_its_interval_is_one_warning(
+    agenda: Agenda, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = asyncio.Event()
+
+    @agenda.define("child")
+    async def child(job: Job) -> None:
+        await release.wait()  # stuck: the parent's interval stays uncovered
+
+    agenda.define("parent", lambda job: None)
+    caplog.set_level(logging.WARNING, logger="agendapy")
+    await agenda.every("* * * * * *", "child")
+    await agenda.every("* * * * * *", "parent", requires=["child"])
+    await agenda.start()
+
+    def stuck() -> list[logging.LogRecord]:
+        return [r for r in waiting_records(caplog) if "still waiting" in r.getMessage()]
+
+    await wait_until(stuck, timeout=20)
+    warned_at = datetime.fromtimestamp(stuck()[0].created, UTC)
+
+    async def checked_again_since() -> bool:
+        # Each check that leaves the parent waiting sets its next check 50 ms on: several came since.
+        (parent,) = (await agenda.query_jobs(name="parent")).jobs
+        return bool(parent.waiting_for) and (parent.next_run_at or warned_at) > warned_at + timedelta(
+            seconds=0.5
+        )
+
+    await wait_until(checked_again_since, timeout=20)
+    release.set()
+    (warning,) = stuck()
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING and "\n" not in message
+    assert "parent" in message and "'child' has not completed" in message and "ago" in message

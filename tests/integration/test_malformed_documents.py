@@ -274,7 +274,9 @@ async def test_cli_lists_and_purges_documents_with_foreign_names(
     purged = await asyncio.to_thread(_cli, db_url, "jobs", "purge", f"{module}:agenda", "--yes", "--json")
 
     by_name = {entry["name"]: entry for entry in stats["overview"]}
-    assert (by_name[""]["broken"], by_name["gone"]["broken"], by_name["task"]["queued"]) == (2, 1, 1)
+    # Each foreign name has its own row, labelled: never an empty name.
+    assert (by_name["<name: 5>"]["broken"], by_name["<name: {'a': 1}>"]["broken"]) == (1, 1)
+    assert (by_name["gone"]["broken"], by_name["task"]["queued"]) == (1, 1)
     assert sorted(job["unreadable"] for job in listing["jobs"]) == [
         "failCount 'n/a': must be a whole number",
         "name 5: must be a job name (a non-empty string)",

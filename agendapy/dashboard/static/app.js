@@ -171,7 +171,7 @@
           el.textContent = show(value);
       }
       if (el.dataset.link === "job") el.href = `${base}/jobs/${encodeURIComponent(obj.id)}`;
-      if (el.dataset.link === "list") el.href = listLink(obj.name, el.dataset.state);
+      if (el.dataset.link === "list") el.href = listLink(obj.filter_name ?? obj.name, el.dataset.state);
     }
   }
 
