@@ -30,9 +30,9 @@ from .errors import (
     UnsafeQuery,
 )
 from .job import Job, JobState
-from .processor import DrainResult
-from .runner import RetryDetails
+from .run import RetryDetails
 from .store.runs import RunRecord
+from .worker import DrainResult
 
 __all__ = [
     "Agenda",

@@ -20,8 +20,7 @@ from .events import EventEmitter
 from .fleet_events import FleetEvents
 from .fork import DEFAULT_METHOD, ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
-from .processor import DrainResult, Processor
-from .runner import keep_trying, run_job
+from .run import keep_trying, run_job
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore, redact_url
 from .store.runs import RunRecord
@@ -35,6 +34,7 @@ from .validate import (
     check_priority,
     check_safe_filter,
 )
+from .worker import DrainResult, Worker
 
 if TYPE_CHECKING:
     from .backoff import BackoffStrategy
@@ -244,8 +244,8 @@ class Agenda:
         self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, _PendingStore())
         self._definitions: dict[str, JobDefinition] = {}
         self._events = EventEmitter()
-        self._processor: Processor | None = None
-        self._stopping: Processor | None = None
+        self._processor: Worker | None = None
+        self._stopping: Worker | None = None
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
@@ -834,7 +834,7 @@ class Agenda:
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
             await self._events.emit("worker start")
-            self._processor = processor = Processor(self)
+            self._processor = processor = Worker(self)
             await processor.start()
             if self.fleet_events and self._fleet is None:
                 self._fleet = FleetEvents(self)
@@ -901,7 +901,7 @@ class Agenda:
             wanted = list(self._definitions)
         await self.connect()
         await self._events.emit("worker start")
-        processor = Processor(self, names=wanted)
+        processor = Worker(self, names=wanted)
         outcomes = await processor.run_due(sched.utcnow())
         return RunDueResult(
             succeeded=[o.job for o in outcomes if o.status == "succeeded"],

@@ -30,7 +30,7 @@ from .agenda import Agenda, RunDueResult
 from .errors import AgendaError, UnknownJob
 from .job import Job, JobState
 from .log_config import LEVELS, bind_job_context, configure_logging
-from .runner import handler_threads_running
+from .run import handler_threads_running
 from .store.runs import RunRecord
 
 if TYPE_CHECKING:

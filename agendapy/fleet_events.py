@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import RemoteFailure
-from .runner import RetryDetails
+from .run import RetryDetails
 from .store.base import WakeUpsUnavailable
 from .store.schema import job_from_document
 

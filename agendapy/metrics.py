@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .agenda import Agenda
     from .job import Job
-    from .runner import RetryDetails
+    from .run import RetryDetails
 
 __all__ = [
     "DEFAULT_BUCKETS",

@@ -1,6 +1,6 @@
 """The JobStore interface: everything the façade and the worker need from a database.
 
-Only implementations of this protocol build queries or speak BSON; the processor and the façade work
+Only implementations of this protocol build queries or speak BSON; the worker and the façade work
 with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small dataclasses below.
 """
 

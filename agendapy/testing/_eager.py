@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from .. import schedule as sched
 from ..errors import UnknownJob
 from ..job import Job
-from ..processor import Processor
-from ..runner import RunOutcome, run_job
+from ..run import RunOutcome, run_job
+from ..worker import Worker
 
 if TYPE_CHECKING:
     from ..agenda import Agenda, RunDueResult
@@ -180,7 +180,7 @@ async def run_until_idle(
     deadline = loop.time() + timeout
     latest: dict[str, RunOutcome] = {}
     while True:
-        processor = Processor(agenda, names=wanted)
+        processor = Worker(agenda, names=wanted)
         task = asyncio.ensure_future(processor.run_due(sched.utcnow()))
         try:
             outcomes = await asyncio.wait_for(asyncio.shield(task), max(deadline - loop.time(), 0.0))
@@ -206,7 +206,7 @@ async def run_until_idle(
     )
 
 
-async def _abandon(processor: Processor, task: asyncio.Future[list[RunOutcome]]) -> None:
+async def _abandon(processor: Worker, task: asyncio.Future[list[RunOutcome]]) -> None:
     """Stop a run-due pass without orphaning a lock.
 
     Cancelling the pass while a claim is in flight would lose the claimed job (locked in the store

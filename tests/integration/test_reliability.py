@@ -581,9 +581,9 @@ class _HangingClaims:
 
 
 async def test_start_does_not_wait_long_for_a_first_claim_that_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agendapy import processor as processor_module
+    from agendapy import worker as worker_module
 
-    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 0.2)
+    monkeypatch.setattr(worker_module, "_FIRST_PASS_WAIT", 0.2)
     store = _HangingClaims.make()
     agenda = Agenda(store, process_every=0.05)
     ran = asyncio.Event()
@@ -603,10 +603,10 @@ async def test_a_signal_during_a_worker_start_stops_it_at_once(monkeypatch: pyte
     import os
     import signal
 
-    from agendapy import processor as processor_module
+    from agendapy import worker as worker_module
     from agendapy.cli import run_worker
 
-    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 60.0)  # only the signal can end the start
+    monkeypatch.setattr(worker_module, "_FIRST_PASS_WAIT", 60.0)  # only the signal can end the start
     store = _HangingClaims.make()
     agenda = Agenda(store, process_every=0.05)
     agenda.define("work", lambda job: None)

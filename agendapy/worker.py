@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING
 from . import schedule as sched
 from .errors import DatabaseUnavailable, LockLost
 from .job import Job
-from .runner import RunOutcome, run_job
+from .run import RunOutcome, run_job
 from .store.base import ClaimRequest, WakeUpsUnavailable
 
 if TYPE_CHECKING:
     from .agenda import Agenda
     from .definition import JobDefinition
 
-__all__ = ["DrainResult", "Processor"]
+__all__ = ["DrainResult", "Worker"]
 
 log = logging.getLogger("agendapy")
 
@@ -69,7 +69,7 @@ class DrainResult:
     timed_out: bool
 
 
-class Processor:
+class Worker:
     """One worker's locking and running state."""
 
     def __init__(self, agenda: Agenda, *, names: Sequence[str] | None = None) -> None:
