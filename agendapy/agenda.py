@@ -30,11 +30,13 @@ from .validate import (
     check_id,
     check_ids,
     check_job_name,
+    check_name_list,
     check_names,
     check_priority,
     check_safe_filter,
 )
 from .worker import DrainResult, Worker
+from .worker_context import WorkerContext
 
 if TYPE_CHECKING:
     from .backoff import BackoffStrategy
@@ -605,11 +607,7 @@ class Agenda:
         return await self.insert_many([self.create(name, data).schedule(at) for data in datas])
 
     def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
-        if isinstance(names, str):
-            return [check_job_name(names, field=field)]
-        if not isinstance(names, Sequence) or not names:
-            raise InvalidInput(field, names, "must be a job name or a non-empty list of names")
-        return [check_job_name(n, field=field) for n in names]
+        return check_name_list(names, field=field)
 
     @staticmethod
     def _apply_constraints(
@@ -834,10 +832,10 @@ class Agenda:
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
             await self._events.emit("worker start")
-            self._processor = processor = Worker(self)
+            self._processor = processor = Worker(self.worker_context())
             await processor.start()
             if self.fleet_events and self._fleet is None:
-                self._fleet = FleetEvents(self)
+                self._fleet = FleetEvents(self.worker_context(), self._running_jobs)
                 await self._fleet.start()
 
     async def stop(self, grace: float = 8.0) -> None:
@@ -901,7 +899,7 @@ class Agenda:
             wanted = list(self._definitions)
         await self.connect()
         await self._events.emit("worker start")
-        processor = Worker(self, names=wanted)
+        processor = Worker(self.worker_context(), names=wanted)
         outcomes = await processor.run_due(sched.utcnow())
         return RunDueResult(
             succeeded=[o.job for o in outcomes if o.status == "succeeded"],
@@ -1052,38 +1050,78 @@ class Agenda:
             for name in self._definitions
         }
 
-    # -- what Job methods call ----------------------------------------------------------------------------
+    # -- what Job methods call (the JobOwner protocol) ------------------------------------------------
 
-    async def _touch(self, job: Job) -> None:
+    async def remove_job(self, job: Job) -> int:
+        """Delete ``job``'s document (``job.remove()``); returns how many were removed (0 or 1)."""
+        if job.id is None:
+            return 0
+        return await self.cancel(id=job.id)
+
+    async def touch_job(self, job: Job) -> None:
+        """Renew the lock of a running job and save its progress (``job.touch()``)."""
         await self._write_during_run(job, ["locked_at", "progress"])
 
-    async def _checkpoint(self, job: Job) -> None:
+    async def checkpoint_job(self, job: Job) -> None:
+        """Save a running job's checkpoint state and progress, renewing its lock (``job.checkpoint()``)."""
         check_bson(job.checkpoint_state, field="checkpoint_state")
         await self._write_during_run(job, ["locked_at", "checkpoint_state", "progress"])
 
     async def _write_during_run(self, job: Job, fields: list[str]) -> None:
         """A fenced write from inside a run (touch, checkpoint); it renews the lock too. While the
         database is unreachable it waits for it (nobody can take the lock over meanwhile)."""
-        job._raise_if_lost()
+        job.raise_if_lost()
         await self.connect()
         job.locked_at = sched.utcnow()
         if not await keep_trying(lambda: self._store.save_state(job, fields=fields), job):
-            if job._lease is not None:
-                job._lease.lost = True
-                job._raise_if_lost()
+            if job.lease is not None:
+                job.lease.lost = True
+                job.raise_if_lost()
             raise JobNotFound(
                 f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
             )
 
-    async def _run_directly(self, job: Job) -> None:
+    async def run_job_now(self, job: Job) -> None:
+        """Run ``job``'s handler in this process, outside the worker's locks (``job.run()``)."""
         await self.connect()
         if job.id is None:
             await self.save_job(job)
-        await run_job(self, job, self._definitions.get(job.name))
+        await run_job(self.worker_context(), job, self._definitions.get(job.name))
 
-    async def _refresh_run_fields(self, job: Job) -> None:
+    async def refresh_run_fields(self, job: Job) -> None:
+        """Read ``job``'s run fields back from the database (``job.is_running()``)."""
         await self.connect()
         await self._store.refresh_run_fields(job)
+
+    def worker_context(self) -> WorkerContext:
+        """What a worker running this Agenda's jobs sees of it, with the options as they are now."""
+        return WorkerContext(
+            name=self.name,
+            store=self._store,
+            events=self._events,
+            definitions=self._definitions,
+            owner=self,
+            report_error=self._emit_error,
+            records_history=self._records_history,
+            trim_history=self._trim_history,
+            process_every=self.process_every,
+            max_concurrency=self.max_concurrency,
+            lock_limit=self.lock_limit,
+            default_lock_lifetime=self.default_lock_lifetime,
+            dependency_check_every=self.dependency_check_every,
+            remove_on_complete=self.remove_on_complete,
+            change_streams=self.change_streams,
+            fork_method=self.fork_method,
+        )
+
+    def _running_jobs(self) -> list[Job]:
+        """The jobs this process runs now, of the started worker and of one still stopping."""
+        return [
+            job
+            for worker in (self._processor, self._stopping)
+            if worker is not None
+            for job in worker.running_jobs
+        ]
 
 
 def _has_finished(job: Job) -> bool:

@@ -40,8 +40,8 @@ from .run import RunOutcome, run_job
 from .store.base import ClaimRequest, WakeUpsUnavailable
 
 if TYPE_CHECKING:
-    from .agenda import Agenda
     from .definition import JobDefinition
+    from .worker_context import WorkerContext
 
 __all__ = ["DrainResult", "Worker"]
 
@@ -72,13 +72,13 @@ class DrainResult:
 class Worker:
     """One worker's locking and running state."""
 
-    def __init__(self, agenda: Agenda, *, names: Sequence[str] | None = None) -> None:
-        self._agenda = agenda
+    def __init__(self, context: WorkerContext, *, names: Sequence[str] | None = None) -> None:
+        self._ctx = context
         # Run-due mode: only these names, only jobs due by the cutoff (no look-ahead), outcomes kept.
         self._only_names = None if names is None else set(names)
         self._cutoff: datetime | None = None
         self._outcomes: list[RunOutcome] = []
-        self._store = agenda._store
+        self._store = context.store
         self._waiting: list[tuple[Job, int]] = []
         self._seq = itertools.count()
         self._running: dict[int, tuple[Job, asyncio.Task[RunOutcome]]] = {}
@@ -110,7 +110,7 @@ class Worker:
         then and the pass goes on in the background.
         """
         self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
-        if self._agenda.change_streams:
+        if self._ctx.change_streams:
             self._listen_task = asyncio.create_task(self._wake_up_listening(), name="agendapy: wake-ups")
         first_pass = asyncio.get_running_loop().create_future()
         fill_task = asyncio.create_task(self._lock_filling(first_pass), name="agendapy: lock filling")
@@ -160,7 +160,7 @@ class Worker:
             self._reserved[name] -= 1
         if leased is None:
             return False
-        leased.agenda = self._agenda
+        leased.agenda = self._ctx.owner
         if not self._filling:
             # A stop or drain came during the write: hand the job to other workers as it would a
             # claimed one that had not started.
@@ -211,8 +211,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         for job, _ in self._running.values():
-            if job._lease is not None:
-                job._lease.stop_event.set()
+            if job.lease is not None:
+                job.lease.stop_event.set()
         unlocking = asyncio.ensure_future(self.stop_filling(timeout=max(grace, 0.5)))
         if not await self._wait_idle(max(deadline - loop.time(), 0.0), interruptible=True):
             tasks = [task for _, task in self._running.values()]
@@ -260,7 +260,7 @@ class Worker:
                 if not waiting or not progressed:
                     break
                 self._only_names = waiting
-                cutoff = sched.utcnow() + self._agenda.dependency_check_every
+                cutoff = sched.utcnow() + self._ctx.dependency_check_every
         finally:
             await self.stop_filling()
             await self._stop_renewal()
@@ -324,11 +324,11 @@ class Worker:
                 failures += 1
                 if failures == 1 or isinstance(exc, DatabaseUnavailable):
                     log.error("claiming jobs failed (%s); retrying", exc)
-                await self._agenda._emit_error(exc)
+                await self._ctx.report_error(exc)
             self._dispatch()
             if first_pass is not None and not first_pass.done():
                 first_pass.set_result(None)
-            interval = self._agenda.process_every.total_seconds()
+            interval = self._ctx.process_every.total_seconds()
             if failures:
                 interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
             with contextlib.suppress(TimeoutError):
@@ -357,9 +357,9 @@ class Worker:
         # locked), but a lock limit counts locks, so it must not be passed even for a moment.
         claiming, claiming_total = self._claiming
         held = self.locked_count() + self._reserved.total()
-        if self._agenda.lock_limit and held + claiming_total >= self._agenda.lock_limit:
+        if self._ctx.lock_limit and held + claiming_total >= self._ctx.lock_limit:
             return False
-        limit = self._agenda._definitions[name].lock_limit
+        limit = self._ctx.definitions[name].lock_limit
         held_name = self.locked_count(name) + self._reserved[name]
         return not (limit and held_name + claiming.get(name, 0) >= limit)
 
@@ -371,17 +371,17 @@ class Worker:
         name and ``max_concurrency`` in all. Each name's lock limit caps its own room, the worker's
         ``lock_limit`` the total; a name without room is left out and never holds back the others.
         """
-        agenda = self._agenda
+        ctx = self._ctx
         # Jobs being saved locked on the fly count as waiting: their slots are promised.
         waiting_total = len(self._waiting) + self._reserved.total()
         if immediate:
-            room = agenda.max_concurrency - len(self._running) - waiting_total
+            room = ctx.max_concurrency - len(self._running) - waiting_total
         else:
-            room = agenda.max_concurrency - waiting_total
-        if agenda.lock_limit:
-            room = min(room, agenda.lock_limit - self.locked_count() - self._reserved.total())
+            room = ctx.max_concurrency - waiting_total
+        if ctx.lock_limit:
+            room = min(room, ctx.lock_limit - self.locked_count() - self._reserved.total())
         quotas: dict[str, int] = {}
-        for name, definition in agenda._definitions.items():
+        for name, definition in ctx.definitions.items():
             if self._only_names is not None and name not in self._only_names:
                 continue
             waiting = self._waiting_count(name) + self._reserved[name]
@@ -396,14 +396,14 @@ class Worker:
         return quotas, min(room, sum(quotas.values()))
 
     async def _claim(self, quotas: dict[str, int], limit: int) -> list[Job]:
-        agenda = self._agenda
+        ctx = self._ctx
         now = sched.utcnow()
         request = ClaimRequest(
             names=list(quotas),
             now=now,
-            next_scan_at=self._cutoff if self._cutoff is not None else now + agenda.process_every,
-            lock_deadlines={name: now - agenda._definitions[name].lock_lifetime for name in quotas},
-            owner=agenda.name,
+            next_scan_at=self._cutoff if self._cutoff is not None else now + ctx.process_every,
+            lock_deadlines={name: now - ctx.definitions[name].lock_lifetime for name in quotas},
+            owner=ctx.name,
             per_name=quotas,
         )
         claiming = asyncio.ensure_future(self._store.claim(request, uuid.uuid4().hex, limit))
@@ -421,7 +421,7 @@ class Worker:
         finally:
             self._claiming = ({}, 0)
         for job in jobs:
-            job.agenda = agenda
+            job.agenda = ctx.owner
         return jobs
 
     def _accept(self, job: Job) -> None:
@@ -444,7 +444,7 @@ class Worker:
         return None
 
     async def _adopt_lock(self, held: Job, claimed: Job) -> None:
-        lease, fresh = held._lease, claimed._lease
+        lease, fresh = held.lease, claimed.lease
         if lease is None or fresh is None:
             return
         async with lease.write_lock:
@@ -456,15 +456,15 @@ class Worker:
 
     def _dispatch(self) -> None:
         """Start every waiting job that is due and has a free slot; time the ones due soon."""
-        agenda = self._agenda
+        ctx = self._ctx
         now = sched.utcnow()
-        window = agenda.process_every
+        window = ctx.process_every
         if self._cutoff is not None:
             window = max(window, self._cutoff - now)
         release: list[Job] = []
         keep: list[tuple[Job, int]] = []
         for job, seq in self._waiting:
-            definition = agenda._definitions.get(job.name)
+            definition = ctx.definitions.get(job.name)
             if definition is None:
                 release.append(job)
                 continue
@@ -476,7 +476,7 @@ class Worker:
                     keep.append((job, seq))
                 continue
             if (
-                len(self._running) >= agenda.max_concurrency
+                len(self._running) >= ctx.max_concurrency
                 or self._running_by_name[job.name] >= definition.concurrency
                 or not self._filling
             ):
@@ -517,18 +517,18 @@ class Worker:
 
     async def _run(self, job: Job, definition: JobDefinition) -> RunOutcome:
         try:
-            outcome = await run_job(self._agenda, job, definition)
+            outcome = await run_job(self._ctx, job, definition)
         except asyncio.CancelledError:
             # Cancelled before the handler ran (the start write, the run record, the start event):
             # nothing ran, so hand the job straight back.
-            lease = job._lease
+            lease = job.lease
             if lease is not None and not lease.finishing and not lease.lost:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._store.release([job], reschedule_at=sched.utcnow()), 1.0)
             raise
         except Exception as exc:
             log.exception("run of %s (%s) crashed", job.name, job.id)
-            await self._agenda._emit_error(exc)
+            await self._ctx.report_error(exc)
             outcome = RunOutcome(job, ran=True, succeeded=False, error=exc, status="failed")
         self._outcomes.append(outcome)
         return outcome
@@ -562,8 +562,8 @@ class Worker:
                     pause = 1.0
                     if (
                         next_run_at is not None
-                        and name in self._agenda._definitions
-                        and next_run_at <= sched.utcnow() + self._agenda.process_every
+                        and name in self._ctx.definitions
+                        and next_run_at <= sched.utcnow() + self._ctx.process_every
                     ):
                         self._wake.set()
                     # A change on a quiet collection wakes at once. When changes come in a burst, or
@@ -571,12 +571,12 @@ class Worker:
                     # arrive in one batch instead of one round trip each.
                     now = loop.time()
                     burst, last = now - last < _STREAM_BURST, now
-                    if burst or len(self._running) >= self._agenda.max_concurrency:
+                    if burst or len(self._running) >= self._ctx.max_concurrency:
                         await asyncio.sleep(_STREAM_PACE)
             except asyncio.CancelledError:
                 raise
             except WakeUpsUnavailable as exc:
-                every = self._agenda.process_every.total_seconds()
+                every = self._ctx.process_every.total_seconds()
                 log.info("no instant wake-ups (%s); polling every %g s", exc, every)
                 return
             except Exception as exc:
@@ -591,16 +591,16 @@ class Worker:
             # Every definition's lifetime counts, not only the held jobs': a job claimed during the
             # sleep must be renewed in time. Waking every quarter lifetime and renewing what is a
             # quarter old keeps each lock under half its lifetime even when a round is slow.
-            lifetimes = [d.lock_lifetime for d in self._agenda._definitions.values()]
-            lifetimes.append(self._agenda.default_lock_lifetime)
+            lifetimes = [d.lock_lifetime for d in self._ctx.definitions.values()]
+            lifetimes.append(self._ctx.default_lock_lifetime)
             await asyncio.sleep(max(min(lifetimes).total_seconds() / 4, _MIN_HEARTBEAT))
             now = sched.utcnow()
             due = [
                 job
                 for job in self.waiting_jobs + self.running_jobs
-                if job._lease is not None
-                and not job._lease.finishing
-                and now - job._lease.locked_at >= self._lifetime(job) / 4
+                if job.lease is not None
+                and not job.lease.finishing
+                and now - job.lease.locked_at >= self._lifetime(job) / 4
             ]
             if not due:
                 continue
@@ -610,25 +610,25 @@ class Worker:
                 raise
             except Exception as exc:
                 log.warning("renewing %d locks failed: %s", len(due), exc)
-                await self._agenda._emit_error(exc)
+                await self._ctx.report_error(exc)
                 continue
             for job in lost:
                 await self._lost(job)
 
     def _lifetime(self, job: Job) -> timedelta:
-        definition = self._agenda._definitions.get(job.name)
-        return definition.lock_lifetime if definition is not None else self._agenda.default_lock_lifetime
+        definition = self._ctx.definitions.get(job.name)
+        return definition.lock_lifetime if definition is not None else self._ctx.default_lock_lifetime
 
     async def _lost(self, job: Job) -> None:
-        lease = job._lease
+        lease = job.lease
         if lease is None or lease.lost:
             return
         lease.lost = True
         lease.stop_event.set()
         self._waiting = [(j, s) for j, s in self._waiting if j is not job]
         log.warning("lost the lock of %s (%s): another worker owns it now", job.name, job.id)
-        await self._agenda._events.emit_job_event("lock lost", job.name, job)
-        await self._agenda._emit_error(LockLost(f"job {job.name!r} ({job.id}) lost its lock"))
+        await self._ctx.events.emit_job_event("lock lost", job.name, job)
+        await self._ctx.report_error(LockLost(f"job {job.name!r} ({job.id}) lost its lock"))
 
 
 def _queue_key(entry: tuple[Job, int]) -> tuple[datetime, int, int]:

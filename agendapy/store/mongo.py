@@ -27,7 +27,7 @@ from pymongo.errors import (
 from pymongo.uri_parser import parse_uri
 
 from ..errors import DatabaseUnavailable, InvalidInput, JobNotFound
-from ..job import Job, JobState, Lease, compute_job_state
+from ..job import Job, JobState, Lease, compute_job_state, set_lease
 from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, WakeUpsUnavailable
 from .queries import (
     CLAIM_SORT,
@@ -110,7 +110,7 @@ RUN_CHANGES_PIPELINE: list[dict[str, Any]] = [
 
 def _state_values(job: Job) -> dict[str, Any]:
     values = {key: getattr(job, attr) for attr, key in STATE_FIELDS}
-    if job._lease is not None and job.locked_at is None:
+    if job.lease is not None and job.locked_at is None:
         # The final write of a run releases the lock. Its lastRunAt was written by the run's start
         # write (no run starts without it) and has not changed: leaving it out lets the finishes of
         # runs that started at different moments go out as one update.
@@ -564,7 +564,7 @@ class MongoJobStore:
     @staticmethod
     def _leased(doc: dict[str, Any], token: str, locked_at: datetime) -> Job:
         job = job_from_document(doc)
-        job._lease = Lease(token=token, locked_at=locked_at)
+        set_lease(job, Lease(token=token, locked_at=locked_at))
         return job
 
     @_translate_errors
@@ -572,7 +572,7 @@ class MongoJobStore:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
         names = fields if fields is not None else [attr for attr, _ in STATE_FIELDS]
         values = {STATE_KEYS[attr]: getattr(job, attr) for attr in names}
-        lease = job._lease
+        lease = job.lease
         if lease is not None and "locked_at" in names and job.locked_at is None:
             values["lockToken"] = None
         if lease is None:
@@ -600,7 +600,7 @@ class MongoJobStore:
         is written rather than to their value now, so that runs of one batch write the same values;
         the job holds the written value afterwards. A lock the write keeps is renewed to that moment.
         """
-        if job._lease is None:
+        if job.lease is None:
             return await self.save_state(job)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
@@ -668,12 +668,12 @@ class MongoJobStore:
         ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
         async with contextlib.AsyncExitStack() as stack:
             for job, _ in entries:
-                assert job._lease is not None
-                await stack.enter_async_context(job._lease.write_lock)
-            live = [(job, values) for job, values in entries if job._lease and not job._lease.lost]
+                assert job.lease is not None
+                await stack.enter_async_context(job.lease.write_lock)
+            live = [(job, values) for job, values in entries if job.lease and not job.lease.lost]
             groups: dict[tuple[str, datetime, bytes], tuple[list[Any], dict[str, Any]]] = {}
             for job, values in live:
-                lease = job._lease
+                lease = job.lease
                 assert lease is not None
                 key = (lease.token, lease.locked_at, bson.encode(values))
                 groups.setdefault(key, ([], values))[0].append(to_object_id(job.id))
@@ -692,8 +692,8 @@ class MongoJobStore:
                     applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
             outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
             for job, values in live:
-                if outcome[id(job)] and job._lease is not None and values.get("lockedAt") is not None:
-                    job._lease.locked_at = values["lockedAt"]
+                if outcome[id(job)] and job.lease is not None and values.get("lockedAt") is not None:
+                    job.lease.locked_at = values["lockedAt"]
             return [outcome.get(id(job), False) for job, _ in entries]
 
     async def _write(self, writes: list[UpdateOne | UpdateMany]) -> int:
@@ -715,7 +715,7 @@ class MongoJobStore:
         outcomes = []
         for job_id, job, value in zip(ids, jobs, values, strict=True):
             doc = found.get(job_id)
-            lease = job._lease
+            lease = job.lease
             token = None if value["lockedAt"] is None else (lease.token if lease else None)
             outcomes.append(
                 doc is not None
@@ -785,13 +785,13 @@ class MongoJobStore:
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Heartbeat: move each lease's ``lockedAt`` to ``now`` in one round trip; returns the jobs
         whose lock is gone. Leases of runs that are writing their final state are left alone."""
-        live = [j for j in jobs if j._lease is not None and not j._lease.lost and not j._lease.finishing]
+        live = [j for j in jobs if j.lease is not None and not j.lease.lost and not j.lease.finishing]
         if not live:
             return []
         applied = await self._fenced_writes([(job, {"lockedAt": now}) for job in live])
         lost = []
         for job, ok in zip(live, applied, strict=True):
-            lease = job._lease
+            lease = job.lease
             if ok and job.locked_at is not None:
                 job.locked_at = now
             elif not ok and lease is not None and not lease.finishing:
@@ -805,7 +805,7 @@ class MongoJobStore:
         now = datetime.now(UTC)
         entries = []
         for job in jobs:
-            lease = job._lease
+            lease = job.lease
             if lease is None or lease.lost:
                 continue
             lease.finishing = True

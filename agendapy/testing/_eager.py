@@ -14,10 +14,12 @@ from .. import schedule as sched
 from ..errors import UnknownJob
 from ..job import Job
 from ..run import RunOutcome, run_job
+from ..validate import check_name_list
 from ..worker import Worker
 
 if TYPE_CHECKING:
     from ..agenda import Agenda, RunDueResult
+    from ..store.base import JobStore
 
 __all__ = ["EagerLoopError", "EagerMode", "EagerRuns", "eager", "run_until_idle"]
 
@@ -119,7 +121,7 @@ class EagerMode:
         self.__exit__(exc_type, exc, tb)
 
     async def _run_if_due(self, job: Job) -> None:
-        definition = self._agenda._definitions.get(job.name)
+        definition = self._agenda.definitions.get(job.name)
         if (
             definition is None
             or job.disabled
@@ -138,7 +140,7 @@ class EagerMode:
         token = _depth.set(depth + 1)
         self._running.add(job.id)
         try:
-            outcome: RunOutcome = await run_job(self._agenda, job, definition)
+            outcome: RunOutcome = await run_job(self._agenda.worker_context(), job, definition)
         finally:
             self._running.discard(job.id)
             _depth.reset(token)
@@ -169,23 +171,23 @@ async def run_until_idle(
             "run_until_idle runs the due jobs itself; call it on an Agenda whose worker is not started"
         )
     if names is not None:
-        wanted = agenda._name_list(names)
+        wanted = check_name_list(names)
         for name in wanted:
-            if name not in agenda._definitions:
+            if name not in agenda.definitions:
                 raise UnknownJob(name)
     else:
-        wanted = list(agenda._definitions)
+        wanted = list(agenda.definitions)
     await agenda.connect()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     latest: dict[str, RunOutcome] = {}
     while True:
-        processor = Worker(agenda, names=wanted)
+        processor = Worker(agenda.worker_context(), names=wanted)
         task = asyncio.ensure_future(processor.run_due(sched.utcnow()))
         try:
             outcomes = await asyncio.wait_for(asyncio.shield(task), max(deadline - loop.time(), 0.0))
         except TimeoutError:
-            await _abandon(processor, task)
+            await _abandon(processor, task, agenda.store)
             raise TimeoutError(
                 f"run_until_idle: jobs were still due or running after {timeout} s "
                 "(a job that keeps scheduling itself for now never lets the queue go idle)"
@@ -206,7 +208,7 @@ async def run_until_idle(
     )
 
 
-async def _abandon(processor: Worker, task: asyncio.Future[list[RunOutcome]]) -> None:
+async def _abandon(processor: Worker, task: asyncio.Future[list[RunOutcome]], store: JobStore) -> None:
     """Stop a run-due pass without orphaning a lock.
 
     Cancelling the pass while a claim is in flight would lose the claimed job (locked in the store
@@ -219,11 +221,11 @@ async def _abandon(processor: Worker, task: asyncio.Future[list[RunOutcome]]) ->
     held = processor.running_jobs + processor.waiting_jobs
     await processor.stop(grace=0)
     for _ in range(100):
-        processor._wake.set()
+        processor.wake()
         done, _ = await asyncio.wait({task}, timeout=0.02)
-        if done or processor._waiting:
+        if done or processor.waiting_jobs:
             break
     if not task.done():
         task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await processor._store.release(held)
+    await store.release(held)

@@ -370,10 +370,10 @@ async def test_run_writes_issued_while_a_batch_is_in_flight_go_out_together_afte
         first, *later = await _claim_three(agenda, "grouped")
         for job in (first, *later):
             job.locked_at = job.next_run_at = None
-        assert first._lease is not None
+        assert first.lease is not None
         updates.updates.clear()
         # The first batch waits for its lease (as behind a heartbeat): it is in flight meanwhile.
-        async with first._lease.write_lock:
+        async with first.lease.write_lock:
             writes = [asyncio.create_task(agenda.store.save_state_batched(first))]
             await asyncio.sleep(0.02)
             for job in later:  # two more finishes, in other event-loop turns
@@ -396,7 +396,7 @@ async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
     agenda: Agenda = await make_agenda(state_write_window=0.5)
     agenda.define("windowed", lambda job: None)
     jobs = await _claim_three(agenda, "windowed")
-    claimed_at = jobs[0]._lease.locked_at if jobs[0]._lease else None
+    claimed_at = jobs[0].lease.locked_at if jobs[0].lease else None
     await jobs_collection.update_one(
         {"_id": ObjectId(jobs[1].id)}, {"$set": {"lockedAt": claimed_at, "lockToken": "thief"}}
     )
@@ -410,7 +410,7 @@ async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
     assert docs[jobs[1].id]["lockToken"] == "thief" and docs[jobs[1].id].get("lastRunAt") is None
     held = [jobs[0], jobs[2]]
     assert {docs[j.id]["lockedAt"] for j in held} == {held[0].locked_at}
-    assert all(j._lease is not None and j._lease.locked_at == held[0].locked_at for j in held)
+    assert all(j.lease is not None and j.lease.locked_at == held[0].locked_at for j in held)
     assert all(docs[j.id]["lastRunAt"] == j.last_run_at == held[0].locked_at for j in held)
     # The renewed lock is the one the next write is fenced by: the runs can still finish.
     for job in held:
