@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from . import schedule as sched
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob
+from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning
 from .events import EventEmitter
 from .fleet_events import FleetEvents
 from .fork import DEFAULT_METHOD, ForkMethod, check_importable
 from .job import Job, JobState, compute_job_state
 from .run import keep_trying, run_job
+from .run_due import RunDue, due_names
 from .store.base import JobCriteria, JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore, redact_url
 from .store.runs import RunRecord
@@ -890,17 +891,10 @@ class Agenda:
     async def run_due(self, names: Sequence[str] | None = None) -> RunDueResult:
         """Run every job due now (of ``names``, or of every defined name) under the same locks as a
         worker, wait for them, and report: for crontab, Kubernetes CronJobs and serverless functions."""
-        if names is not None:
-            wanted = self._name_list(names)
-            for name in wanted:
-                if name not in self._definitions:
-                    raise UnknownJob(name)
-        else:
-            wanted = list(self._definitions)
+        wanted = due_names(self._definitions, names)
         await self.connect()
         await self._events.emit("worker start")
-        processor = Worker(self.worker_context(), names=wanted)
-        outcomes = await processor.run_due(sched.utcnow())
+        outcomes = await RunDue(self.worker_context(), wanted).run(sched.utcnow())
         return RunDueResult(
             succeeded=[o.job for o in outcomes if o.status == "succeeded"],
             failed=[(o.job, o.error) for o in outcomes if o.status == "failed"],

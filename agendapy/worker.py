@@ -1,23 +1,22 @@
 """The worker: claims due jobs, queues them locally, runs them within the limits, keeps their locks alive.
 
-Three small loops, each named after its job:
+Background loops, each named after its job, started from one list (``_loops``) and run by
+``loops.supervise`` (a failure is reported and the loop goes on):
 
 * ``lock filling`` claims jobs (at start, which waits for that first pass, then every
   ``process_every``, and at once when woken);
-* ``lock renewal`` moves ``lockedAt`` forward for every held job (the heartbeat), so long runs need no
-  ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped renewing;
-* runs are tasks started by ``_dispatch``, which is called whenever something changes.
+* ``lock renewal`` (``renewal.py``) moves ``lockedAt`` forward for every held job (the heartbeat), so
+  long runs need no ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped
+  renewing;
+* ``wake-ups`` (``wakeups.py``) wakes lock filling when the store reports a job due now.
 
-Claiming happens in two phases per pass: first only jobs that can start at once (a free slot under the
-job's ``concurrency`` and ``max_concurrency``), then a small look-ahead buffer (at most ``concurrency``
-waiting jobs per name, ``max_concurrency`` in all), so one worker never hoards a fleet's backlog.
-Each name claims within its own room (its ``concurrency`` and ``lock_limit``) and the worker's total
-(``max_concurrency``, ``lock_limit``), earliest due and highest priority first; a name without room is
-skipped, never a reason to stop claiming for the others.
-
-A job this worker saves that is due now and has a free slot here skips the claim altogether: it is
-inserted already locked by this worker and starts at once (Agenda's "lock on the fly"), see
-``save_on_the_fly``.
+Runs are tasks started by ``_dispatch``, which is called whenever something changes. How much a pass
+may claim, and the claim itself, are ``claiming.py``'s. A pass has two phases: first only jobs that can
+start at once (a free slot under the job's ``concurrency`` and ``max_concurrency``), then a small
+look-ahead buffer (at most ``concurrency`` waiting jobs per name, ``max_concurrency`` in all), so one
+worker never hoards a fleet's backlog. A job this worker saves due now with a free slot here skips the
+claim: it is inserted locked and starts at once (``save_on_the_fly``). Run-due mode (``run_due.py``)
+drives the same worker with a narrower ``ClaimScope`` and no claiming loop.
 """
 
 from __future__ import annotations
@@ -26,18 +25,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from . import schedule as sched
+from .claiming import Claimer
 from .errors import DatabaseUnavailable, LockLost
 from .job import Job
+from .loops import Loop, supervise
+from .renewal import LockRenewal
 from .run import RunOutcome, run_job
-from .store.base import ClaimRequest, WakeUpsUnavailable
+from .wakeups import WakeUps
 
 if TYPE_CHECKING:
     from .definition import JobDefinition
@@ -47,10 +48,7 @@ __all__ = ["DrainResult", "Worker"]
 
 log = logging.getLogger("agendapy")
 
-_MIN_HEARTBEAT = 0.05
 _STOP_SLACK = 0.8
-_STREAM_PACE = 0.025
-_STREAM_BURST = 0.01
 _MAX_ERROR_BACKOFF = 30.0
 #: How long ``start()`` waits for its first claim pass. A pass takes milliseconds on a reachable
 #: database; one that is away (or being failed over) can hold a claim for the driver's 10 s server
@@ -72,27 +70,30 @@ class DrainResult:
 class Worker:
     """One worker's locking and running state."""
 
-    def __init__(self, context: WorkerContext, *, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, context: WorkerContext, *, on_outcome: Callable[[RunOutcome], None] | None = None
+    ) -> None:
         self._ctx = context
-        # Run-due mode: only these names, only jobs due by the cutoff (no look-ahead), outcomes kept.
-        self._only_names = None if names is None else set(names)
-        self._cutoff: datetime | None = None
-        self._outcomes: list[RunOutcome] = []
+        self.claimer = Claimer(context, self)
+        self._on_outcome = on_outcome
         self._store = context.store
         self._waiting: list[tuple[Job, int]] = []
         self._seq = itertools.count()
         self._running: dict[int, tuple[Job, asyncio.Task[RunOutcome]]] = {}
         self._running_by_name: Counter[str] = Counter()
         self._timers: dict[int, asyncio.TimerHandle] = {}
-        # Slots promised to jobs being saved locked on the fly, per name, until their write returns.
-        self._reserved: Counter[str] = Counter()
-        # What the claim under way may still lock (per name, in all), while its round trip lasts.
-        self._claiming: tuple[dict[str, int], int] = ({}, 0)
         self._wake = asyncio.Event()
-        self._filling = True
-        self._fill_task: asyncio.Task[None] | None = None
-        self._listen_task: asyncio.Task[None] | None = None
-        self._renew_task: asyncio.Task[None] | None = None
+        # Set once claiming stops (stop, drain, the end of run-due); lock renewal has its own.
+        self._claiming_stopped = asyncio.Event()
+        self._renewal_stopped = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._first_pass: asyncio.Future[None] | None = None
+        self._renewal = LockRenewal(
+            context, held=lambda: self.waiting_jobs + self.running_jobs, on_lost=self._lost
+        )
+        self._wakeups = WakeUps(
+            context, wake=self.wake, busy=lambda: len(self._running) >= context.max_concurrency
+        )
         self._completed = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -109,16 +110,34 @@ class Worker:
         longer than ``_FIRST_PASS_WAIT`` (3 s: the database does not answer), ``start()`` returns
         then and the pass goes on in the background.
         """
-        self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
-        if self._ctx.change_streams:
-            self._listen_task = asyncio.create_task(self._wake_up_listening(), name="agendapy: wake-ups")
-        first_pass = asyncio.get_running_loop().create_future()
-        fill_task = asyncio.create_task(self._lock_filling(first_pass), name="agendapy: lock filling")
-        self._fill_task = fill_task
+        self._first_pass = first_pass = asyncio.get_running_loop().create_future()
+        self._start_loops(self._loops())
         # The fill task ends without finishing its first pass only when a stop cancels it.
         await asyncio.wait(
-            [first_pass, fill_task], timeout=_FIRST_PASS_WAIT, return_when=asyncio.FIRST_COMPLETED
+            [first_pass, self._tasks["lock filling"]],
+            timeout=_FIRST_PASS_WAIT,
+            return_when=asyncio.FIRST_COMPLETED,
         )
+
+    def _loops(self) -> list[tuple[Loop, asyncio.Event]]:
+        """Every background loop of a started worker, with the event that stops it, in start order."""
+        loops = [(self._renewal.loop(), self._renewal_stopped)]
+        if self._ctx.change_streams:
+            loops.append((self._wakeups.loop(), self._claiming_stopped))
+        loops.append((self._filling_loop(), self._claiming_stopped))
+        return loops
+
+    def _start_loops(self, loops: list[tuple[Loop, asyncio.Event]]) -> None:
+        for loop, stop in loops:
+            self._tasks[loop.name] = asyncio.create_task(supervise(loop, stop), name=f"agendapy: {loop.name}")
+
+    def start_renewal(self) -> None:
+        """Start only the heartbeat (run-due mode claims in its own rounds)."""
+        self._start_loops([(self._renewal.loop(), self._renewal_stopped)])
+
+    @property
+    def _filling(self) -> bool:
+        return not self._claiming_stopped.is_set()
 
     def hurry(self) -> None:
         """Cut a graceful stop short: cancel the running jobs now."""
@@ -138,29 +157,12 @@ class Worker:
         ``write(None)`` saves it as usual. Returns whether the job was taken here; if not, the caller
         wakes the claim loop as for any other due job.
         """
-        if not self._filling or self._fill_task is None:
+        if not self._filling or "lock filling" not in self._tasks:
             await write(None)
             return False
-        if not self._has_slot_now(name):
-            await write(None)
-            return False
-        # Hold the slot across the write, so concurrent saves and claim passes do not promise it again.
-        self._reserved[name] += 1
-        writing = asyncio.ensure_future(write(uuid.uuid4().hex))
-        try:
-            leased = await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            # The caller went away mid-write; the job may be in the database locked by us. Unlock it.
-            with contextlib.suppress(Exception):
-                leased = await asyncio.wait_for(writing, 2.0)
-                if leased is not None:
-                    await asyncio.wait_for(self._store.release([leased]), 2.0)
-            raise
-        finally:
-            self._reserved[name] -= 1
+        leased = await self.claimer.insert_locked(name, write)
         if leased is None:
             return False
-        leased.agenda = self._ctx.owner
         if not self._filling:
             # A stop or drain came during the write: hand the job to other workers as it would a
             # claimed one that had not started.
@@ -173,11 +175,10 @@ class Worker:
     async def stop_filling(self, timeout: float | None = None) -> None:
         """Stop claiming, and unlock the jobs held but not running (Agenda 6.2.6's stop), within
         ``timeout`` seconds (what is not unlocked by then comes back when its lock expires)."""
-        self._filling = False
-        tasks = [task for task in (self._fill_task, self._listen_task) if task is not None]
+        self._claiming_stopped.set()
+        tasks = [task for name in ("lock filling", "wake-ups") if (task := self._tasks.pop(name, None))]
         for task in tasks:
             task.cancel()
-        self._fill_task = self._listen_task = None
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -198,7 +199,7 @@ class Worker:
         await self.stop_filling()
         timed_out = not await self._wait_idle(timeout)
         if not timed_out:
-            await self._stop_renewal()
+            await self.stop_renewal()
         return DrainResult(
             completed=self._completed - completed_before, running=len(self._running), timed_out=timed_out
         )
@@ -221,13 +222,15 @@ class Worker:
             # Cancelled runs unlock themselves; give them a moment, not forever.
             await asyncio.wait(tasks, timeout=_STOP_SLACK)
         await asyncio.wait([unlocking], timeout=max(deadline + _STOP_SLACK - loop.time(), 0.1))
-        await self._stop_renewal()
+        await self.stop_renewal()
 
-    async def _stop_renewal(self) -> None:
-        if self._renew_task is not None:
-            self._renew_task.cancel()
-            await asyncio.gather(self._renew_task, return_exceptions=True)
-            self._renew_task = None
+    async def stop_renewal(self) -> None:
+        """Stop the heartbeat (the held jobs' locks then expire unless released)."""
+        self._renewal_stopped.set()
+        task = self._tasks.pop("lock renewal", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _wait_idle(self, timeout: float | None, *, interruptible: bool = False) -> bool:
         if not self._running:
@@ -242,45 +245,17 @@ class Worker:
                 waiter.cancel()
         return not self._running
 
-    async def run_due(self, cutoff: datetime) -> list[RunOutcome]:
-        """Claim and run every job due by ``cutoff``, wait for all of them, and return their outcomes.
+    async def claim_round(self) -> bool:
+        """Claim what the scope allows and start what can run; returns whether any job is still held
+        (run-due mode: it then waits for ``woken()`` and claims again)."""
+        self._wake.clear()
+        await self._fill()
+        self._dispatch()
+        return bool(self._running or self._waiting)
 
-        Jobs that waited for their ``requires`` get another round while the previous round made
-        progress (a required job may just have run).
-        """
-        self._renew_task = asyncio.create_task(self._lock_renewal(), name="agendapy: lock renewal")
-        try:
-            while True:
-                self._cutoff = cutoff
-                before = len(self._outcomes)
-                await self._drain_due()
-                round_outcomes = self._outcomes[before:]
-                waiting = {o.job.name for o in round_outcomes if o.status == "waiting"}
-                progressed = any(o.status == "succeeded" for o in round_outcomes)
-                if not waiting or not progressed:
-                    break
-                self._only_names = waiting
-                cutoff = sched.utcnow() + self._ctx.dependency_check_every
-        finally:
-            await self.stop_filling()
-            await self._stop_renewal()
-        return self._latest_outcomes()
-
-    async def _drain_due(self) -> None:
-        while True:
-            self._wake.clear()
-            await self._fill()
-            self._dispatch()
-            if not self._running and not self._waiting:
-                return
-            await self._wake.wait()
-
-    def _latest_outcomes(self) -> list[RunOutcome]:
-        """One outcome per job: its last (a job that waited and then ran reports the run)."""
-        latest: dict[str, RunOutcome] = {}
-        for outcome in self._outcomes:
-            latest[outcome.job.id or str(id(outcome.job))] = outcome
-        return list(latest.values())
+    async def woken(self) -> None:
+        """Wait until a run ends or a job becomes due (what ``wake()`` signals)."""
+        await self._wake.wait()
 
     # -- stats ---------------------------------------------------------------------------------
 
@@ -298,131 +273,61 @@ class Worker:
         """Jobs this worker holds locks on (waiting + running), for one name or all."""
         if name is None:
             return len(self._waiting) + len(self._running)
-        return self._waiting_count(name) + self._running_by_name[name]
+        return self.waiting_count(name) + self._running_by_name[name]
 
     def running_count(self, name: str | None = None) -> int:
         """Jobs running now, for one name or all."""
         return len(self._running) if name is None else self._running_by_name[name]
 
-    def _waiting_count(self, name: str) -> int:
+    def waiting_count(self, name: str | None = None) -> int:
+        """Jobs locked by this worker and waiting for a slot or their time, for one name or all."""
+        if name is None:
+            return len(self._waiting)
         return sum(1 for job, _ in self._waiting if job.name == name)
 
     # -- lock filling ----------------------------------------------------------------------------
 
-    async def _lock_filling(self, first_pass: asyncio.Future[None] | None = None) -> None:
-        failures = 0
-        while self._filling:
-            self._wake.clear()
-            try:
-                await self._fill()
-                if failures:
-                    log.warning("database reachable again; claiming resumed")
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                if failures == 1 or isinstance(exc, DatabaseUnavailable):
-                    log.error("claiming jobs failed (%s); retrying", exc)
-                await self._ctx.report_error(exc)
-            self._dispatch()
-            if first_pass is not None and not first_pass.done():
-                first_pass.set_result(None)
-            interval = self._ctx.process_every.total_seconds()
-            if failures:
-                interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+    def _filling_loop(self) -> Loop:
+        return Loop(
+            "lock filling",
+            self._filling_round,
+            then=self._after_filling,
+            on_error=self._filling_failed,
+            on_recovery=lambda: log.warning("database reachable again; claiming resumed"),
+        )
+
+    async def _filling_round(self) -> None:
+        self._wake.clear()
+        await self._fill()
+
+    async def _filling_failed(self, error: Exception, failures: int) -> None:
+        if failures == 1 or isinstance(error, DatabaseUnavailable):
+            log.error("claiming jobs failed (%s); retrying", error)
+        await self._ctx.report_error(error)
+
+    async def _after_filling(self, failures: int) -> None:
+        """Start what was claimed, then wait for a wake-up or the next poll (later while failing)."""
+        self._dispatch()
+        if self._first_pass is not None and not self._first_pass.done():
+            self._first_pass.set_result(None)
+        interval = self._ctx.process_every.total_seconds()
+        if failures:
+            interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), interval)
 
     async def _fill(self) -> None:
         for immediate in (True, False):
             while self._filling:
-                quotas, room = self._claimable(immediate=immediate)
+                quotas, room = self.claimer.room(immediate=immediate)
                 if room <= 0:
                     break
-                jobs = await self._claim(quotas, room)
+                jobs = await self.claimer.claim(quotas, room)
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
-
-    def _has_slot_now(self, name: str) -> bool:
-        """Whether a job of ``name`` saved now may be locked on the fly: a claim pass would start it at
-        once, and the lock limits hold even if the claim under way takes all it asked for."""
-        quotas, room = self._claimable(immediate=True)
-        if room <= 0 or quotas.get(name, 0) <= 0:
-            return False
-        # Concurrency needs no such margin (a run starts only in a free slot; an extra job waits
-        # locked), but a lock limit counts locks, so it must not be passed even for a moment.
-        claiming, claiming_total = self._claiming
-        held = self.locked_count() + self._reserved.total()
-        if self._ctx.lock_limit and held + claiming_total >= self._ctx.lock_limit:
-            return False
-        limit = self._ctx.definitions[name].lock_limit
-        held_name = self.locked_count(name) + self._reserved[name]
-        return not (limit and held_name + claiming.get(name, 0) >= limit)
-
-    def _claimable(self, *, immediate: bool) -> tuple[dict[str, int], int]:
-        """How many jobs each name may claim now, and how many in all.
-
-        ``immediate``: only as many as can start at once (free slots under each name's concurrency and
-        ``max_concurrency``). Otherwise the look-ahead buffer: up to ``concurrency`` waiting jobs per
-        name and ``max_concurrency`` in all. Each name's lock limit caps its own room, the worker's
-        ``lock_limit`` the total; a name without room is left out and never holds back the others.
-        """
-        ctx = self._ctx
-        # Jobs being saved locked on the fly count as waiting: their slots are promised.
-        waiting_total = len(self._waiting) + self._reserved.total()
-        if immediate:
-            room = ctx.max_concurrency - len(self._running) - waiting_total
-        else:
-            room = ctx.max_concurrency - waiting_total
-        if ctx.lock_limit:
-            room = min(room, ctx.lock_limit - self.locked_count() - self._reserved.total())
-        quotas: dict[str, int] = {}
-        for name, definition in ctx.definitions.items():
-            if self._only_names is not None and name not in self._only_names:
-                continue
-            waiting = self._waiting_count(name) + self._reserved[name]
-            if immediate:
-                free = definition.concurrency - self._running_by_name[name] - waiting
-            else:
-                free = definition.concurrency - waiting
-            if definition.lock_limit:
-                free = min(free, definition.lock_limit - self.locked_count(name) - self._reserved[name])
-            if free > 0:
-                quotas[name] = free
-        return quotas, min(room, sum(quotas.values()))
-
-    async def _claim(self, quotas: dict[str, int], limit: int) -> list[Job]:
-        ctx = self._ctx
-        now = sched.utcnow()
-        request = ClaimRequest(
-            names=list(quotas),
-            now=now,
-            next_scan_at=self._cutoff if self._cutoff is not None else now + ctx.process_every,
-            lock_deadlines={name: now - ctx.definitions[name].lock_lifetime for name in quotas},
-            owner=ctx.name,
-            per_name=quotas,
-        )
-        claiming = asyncio.ensure_future(self._store.claim(request, uuid.uuid4().hex, limit))
-        # Cleared before the caller accepts the jobs, with no await in between: they are then held.
-        self._claiming = (quotas, limit)
-        try:
-            jobs = await asyncio.shield(claiming)
-        except asyncio.CancelledError:
-            # Stopped mid-claim: the database may have locked jobs for us. Unlock what it returns.
-            with contextlib.suppress(Exception):
-                claimed = await asyncio.wait_for(claiming, 2.0)
-                if claimed:
-                    await asyncio.wait_for(self._store.release(claimed), 2.0)
-            raise
-        finally:
-            self._claiming = ({}, 0)
-        for job in jobs:
-            job.agenda = ctx.owner
-        return jobs
 
     def _accept(self, job: Job) -> None:
         held = self._held(job.id)
@@ -459,8 +364,9 @@ class Worker:
         ctx = self._ctx
         now = sched.utcnow()
         window = ctx.process_every
-        if self._cutoff is not None:
-            window = max(window, self._cutoff - now)
+        until = self.claimer.scope.until
+        if until is not None:
+            window = max(window, until - now)
         release: list[Job] = []
         keep: list[tuple[Job, int]] = []
         for job, seq in self._waiting:
@@ -530,7 +436,8 @@ class Worker:
             log.exception("run of %s (%s) crashed", job.name, job.id)
             await self._ctx.report_error(exc)
             outcome = RunOutcome(job, ran=True, succeeded=False, error=exc, status="failed")
-        self._outcomes.append(outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
         return outcome
 
     def _finished(self, seq: int, name: str) -> None:
@@ -549,75 +456,7 @@ class Worker:
         except Exception as exc:
             log.warning("could not unlock %d jobs: %s", len(jobs), exc)
 
-    # -- wake-ups ---------------------------------------------------------------------------------
-
-    async def _wake_up_listening(self) -> None:
-        """Claim at once when a job of ours becomes due (change streams); polling stays the fallback."""
-        pause = 1.0
-        while self._filling:
-            try:
-                loop = asyncio.get_running_loop()
-                last = 0.0
-                async for name, next_run_at in self._store.due_changes():
-                    pause = 1.0
-                    if (
-                        next_run_at is not None
-                        and name in self._ctx.definitions
-                        and next_run_at <= sched.utcnow() + self._ctx.process_every
-                    ):
-                        self._wake.set()
-                    # A change on a quiet collection wakes at once. When changes come in a burst, or
-                    # the worker has no free slot to fill anyway, pausing before reading on lets them
-                    # arrive in one batch instead of one round trip each.
-                    now = loop.time()
-                    burst, last = now - last < _STREAM_BURST, now
-                    if burst or len(self._running) >= self._ctx.max_concurrency:
-                        await asyncio.sleep(_STREAM_PACE)
-            except asyncio.CancelledError:
-                raise
-            except WakeUpsUnavailable as exc:
-                every = self._ctx.process_every.total_seconds()
-                log.info("no instant wake-ups (%s); polling every %g s", exc, every)
-                return
-            except Exception as exc:
-                log.warning("change stream failed (%s); polling until it is back", exc)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_ERROR_BACKOFF)
-
     # -- lock renewal ----------------------------------------------------------------------------
-
-    async def _lock_renewal(self) -> None:
-        while True:
-            # Every definition's lifetime counts, not only the held jobs': a job claimed during the
-            # sleep must be renewed in time. Waking every quarter lifetime and renewing what is a
-            # quarter old keeps each lock under half its lifetime even when a round is slow.
-            lifetimes = [d.lock_lifetime for d in self._ctx.definitions.values()]
-            lifetimes.append(self._ctx.default_lock_lifetime)
-            await asyncio.sleep(max(min(lifetimes).total_seconds() / 4, _MIN_HEARTBEAT))
-            now = sched.utcnow()
-            due = [
-                job
-                for job in self.waiting_jobs + self.running_jobs
-                if job.lease is not None
-                and not job.lease.finishing
-                and now - job.lease.locked_at >= self._lifetime(job) / 4
-            ]
-            if not due:
-                continue
-            try:
-                lost = await self._store.renew_locks(due, now)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("renewing %d locks failed: %s", len(due), exc)
-                await self._ctx.report_error(exc)
-                continue
-            for job in lost:
-                await self._lost(job)
-
-    def _lifetime(self, job: Job) -> timedelta:
-        definition = self._ctx.definitions.get(job.name)
-        return definition.lock_lifetime if definition is not None else self._ctx.default_lock_lifetime
 
     async def _lost(self, job: Job) -> None:
         lease = job.lease
