@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
 from .dependencies import check_requirements
-from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
-from .fork import run_forked, uses_fork
+from .errors import DatabaseUnavailable, Interrupted, LockLost
+from .fork import uses_fork
+from .handler import invoke_handler
 from .job import Job
 from .planning import RunPlan, fixed_delay_next_run, plan_run
 
@@ -69,61 +69,6 @@ class RunOutcome:
     status: str = "succeeded"
     #: Why a skipped run did not call its handler.
     reason: str | None = None
-
-
-def _format_seconds(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    return f"{seconds:g} s"
-
-
-_threads_lock = threading.Lock()
-_threads_running = 0
-
-
-def handler_threads_running() -> int:
-    """How many plain-function handlers are still executing in worker threads."""
-    return _threads_running
-
-
-def _in_thread(fn: Callable[[Job], Any], job: Job) -> Any:
-    global _threads_running
-    with _threads_lock:
-        _threads_running += 1
-    try:
-        return fn(job)
-    finally:
-        with _threads_lock:
-            _threads_running -= 1
-
-
-async def _invoke(ctx: WorkerContext, definition: JobDefinition, job: Job) -> None:
-    """Call the handler: coroutines on the loop, plain functions in a worker thread, forked ones in a
-    child process; enforce the timeout."""
-    if uses_fork(definition, job):
-        await run_forked(ctx, definition, job)
-        return
-    timeout = definition.timeout
-    if definition.is_async:
-        if timeout is None:
-            await definition.fn(job)
-            return
-        try:
-            async with asyncio.timeout(timeout.total_seconds()):
-                await definition.fn(job)
-        except TimeoutError:
-            raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
-        return
-    call = asyncio.to_thread(_in_thread, definition.fn, job)
-    if timeout is None:
-        await call
-        return
-    try:
-        await asyncio.wait_for(call, timeout.total_seconds())
-    except TimeoutError:
-        # The thread cannot be killed: it is asked to stop and the run fails now all the same.
-        if job.lease is not None:
-            job.lease.stop_event.set()
-        raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
 
 
 async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None) -> RunOutcome:
@@ -188,7 +133,7 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     try:
         if definition is None:
             raise LookupError("Undefined job")
-        await _invoke(ctx, definition, job)
+        await invoke_handler(ctx, definition, job)
         if job.lock_lost:
             raise LockLost(f"job {job.name!r} lost its lock while running; its result was not saved")
     except asyncio.CancelledError:
