@@ -2,18 +2,20 @@
 
 So a long run needs no ``touch()``, and a dead worker's jobs come back one lock lifetime after it
 stopped renewing. A job whose renewal matches nothing was taken over by another worker: its lease is
-marked lost and the worker is told.
+marked lost (its run is asked to stop), the worker forgets it if it was waiting, and ``lock lost`` and
+``error`` are emitted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from . import schedule as sched
+from .errors import LockLost
 from .loops import Loop
 
 if TYPE_CHECKING:
@@ -28,17 +30,14 @@ _MIN_HEARTBEAT = 0.05
 
 
 class LockRenewal:
-    """Renews the locks of the jobs ``held()`` returns; ``on_lost`` hears of each lock taken over."""
+    """Renews the locks of the jobs ``held()`` returns; ``forget`` drops a job whose lock was taken over."""
 
     def __init__(
-        self,
-        context: WorkerContext,
-        held: Callable[[], list[Job]],
-        on_lost: Callable[[Job], Awaitable[None]],
+        self, context: WorkerContext, held: Callable[[], list[Job]], forget: Callable[[Job], None]
     ) -> None:
         self._ctx = context
         self._held = held
-        self._on_lost = on_lost
+        self._forget = forget
         self._renewing = 0
 
     def loop(self) -> Loop:
@@ -69,7 +68,18 @@ class LockRenewal:
         self._renewing = len(due)
         lost = await self._ctx.store.renew_locks(due, now)
         for job in lost:
-            await self._on_lost(job)
+            await self._lost(job)
+
+    async def _lost(self, job: Job) -> None:
+        lease = job.lease
+        if lease is None or lease.lost:
+            return
+        lease.lost = True
+        lease.stop_event.set()
+        self._forget(job)
+        log.warning("lost the lock of %s (%s): another worker owns it now", job.name, job.id)
+        await self._ctx.events.emit_job_event("lock lost", job.name, job)
+        await self._ctx.report_error(LockLost(f"job {job.name!r} ({job.id}) lost its lock"))
 
     async def _failed(self, error: Exception, failures: int) -> None:
         log.warning("renewing %d locks failed: %s", self._renewing, error)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from . import schedule as sched
 from .claiming import Claimer
-from .errors import DatabaseUnavailable, LockLost
+from .errors import DatabaseUnavailable
 from .job import Job
 from .loops import Loop, supervise
 from .renewal import LockRenewal
@@ -89,7 +89,7 @@ class Worker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._first_pass: asyncio.Future[None] | None = None
         self._renewal = LockRenewal(
-            context, held=lambda: self.waiting_jobs + self.running_jobs, on_lost=self._lost
+            context, held=lambda: self.waiting_jobs + self.running_jobs, forget=self._forget
         )
         self._wakeups = WakeUps(
             context, wake=self.wake, busy=lambda: len(self._running) >= context.max_concurrency
@@ -456,18 +456,9 @@ class Worker:
         except Exception as exc:
             log.warning("could not unlock %d jobs: %s", len(jobs), exc)
 
-    # -- lock renewal ----------------------------------------------------------------------------
-
-    async def _lost(self, job: Job) -> None:
-        lease = job.lease
-        if lease is None or lease.lost:
-            return
-        lease.lost = True
-        lease.stop_event.set()
+    def _forget(self, job: Job) -> None:
+        """Drop a waiting job whose lock another worker took over (a running one ends on its own)."""
         self._waiting = [(j, s) for j, s in self._waiting if j is not job]
-        log.warning("lost the lock of %s (%s): another worker owns it now", job.name, job.id)
-        await self._ctx.events.emit_job_event("lock lost", job.name, job)
-        await self._ctx.report_error(LockLost(f"job {job.name!r} ({job.id}) lost its lock"))
 
 
 def _queue_key(entry: tuple[Job, int]) -> tuple[datetime, int, int]:
