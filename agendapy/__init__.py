@@ -34,9 +34,9 @@ from .filters import JobFilter
 from .job import Job, JobState
 from .joblogs import JobLogEntry, JobLogsResult
 from .options import DefineOptions
-from .processor import DrainResult
-from .runner import RetryDetails
+from .run import RetryDetails
 from .store.runs import RunRecord
+from .worker import DrainResult
 from .workers import WorkerInfo
 
 __all__ = [

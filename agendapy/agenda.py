@@ -16,7 +16,7 @@ from . import schedule as sched
 from .bulk import check_new_jobs, one_per_name
 from .connections import DefaultDatabase
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, UnknownJob, WorkerStartFailed
+from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, WorkerStartFailed
 from .events import EventEmitter
 from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
@@ -25,9 +25,9 @@ from .history import check_runs_query
 from .job import Job, JobState, compute_job_state
 from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, JobLogWriter, LogQuery, LogStore, MongoLogStore
 from .options import AgendaOptions, DefineOptions, Duration, job_definition
-from .processor import DrainResult, Processor
 from .results import JobsResult, RunDueResult, RunningStats
-from .runner import keep_trying, run_job
+from .run import keep_trying, run_job
+from .run_due import RunDue, due_names
 from .store.base import JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
@@ -37,10 +37,13 @@ from .validate import (
     check_count,
     check_id,
     check_job_name,
+    check_name_list,
     check_priority,
     check_search,
     parse_priority,
 )
+from .worker import DrainResult, Worker
+from .worker_context import WorkerContext
 from .workers import (
     DEFAULT_ACTIVITY_COLLECTION,
     DEFAULT_WORKERS_COLLECTION,
@@ -212,8 +215,8 @@ class Agenda:
         self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, _PendingStore())
         self._definitions: dict[str, JobDefinition] = {}
         self._events = EventEmitter()
-        self._processor: Processor | None = None
-        self._stopping: Processor | None = None
+        self._processor: Worker | None = None
+        self._stopping: Worker | None = None
         self._connected = False
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
@@ -506,11 +509,7 @@ class Agenda:
         return await self.insert_many([self.create(name, data).schedule(at) for data in datas])
 
     def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
-        if isinstance(names, str):
-            return [check_job_name(names, field=field)]
-        if not isinstance(names, Sequence) or not names:
-            raise InvalidInput(field, names, "must be a job name or a non-empty list of names")
-        return [check_job_name(n, field=field) for n in names]
+        return check_name_list(names, field=field)
 
     @staticmethod
     def _apply_constraints(
@@ -676,6 +675,11 @@ class Agenda:
     # -- processing ------------------------------------------------------------------------------------
 
     @property
+    def is_connected(self) -> bool:
+        """Whether ``connect()`` has run (and ``close()`` has not since)."""
+        return self._connected
+
+    @property
     def is_running(self) -> bool:
         """True between ``start()`` and ``stop()``."""
         return self._processor is not None
@@ -703,9 +707,9 @@ class Agenda:
             # Fleet events before the first claim and (in stop) after the last run: the runs of the
             # first pass and of the stop's grace are heard and, without change streams, published.
             if self.fleet_events and self._fleet is None:
-                self._fleet = FleetEvents(self)
+                self._fleet = FleetEvents(self.worker_context(), self._running_jobs)
                 await self._fleet.start()
-            self._processor = processor = Processor(self)
+            self._processor = processor = Worker(self.worker_context())
             await processor.start()
             await self._register_worker()
 
@@ -776,17 +780,10 @@ class Agenda:
     async def run_due(self, names: Sequence[str] | None = None) -> RunDueResult:
         """Run every job due now (of ``names``, or of every defined name) under the same locks as a
         worker, wait for them, and report: for crontab, Kubernetes CronJobs and serverless functions."""
-        if names is not None:
-            wanted = self._name_list(names)
-            for name in wanted:
-                if name not in self._definitions:
-                    raise UnknownJob(name)
-        else:
-            wanted = list(self._definitions)
+        wanted = due_names(self._definitions, names)
         await self.connect()
         await self._emit_worker_start()
-        processor = Processor(self, names=wanted)
-        outcomes = await processor.run_due(sched.utcnow())
+        outcomes = await RunDue(self.worker_context(), wanted).run(sched.utcnow())
         return RunDueResult(
             succeeded=[o.job for o in outcomes if o.status == "succeeded"],
             failed=[(o.job, o.error) for o in outcomes if o.status == "failed"],
@@ -939,7 +936,7 @@ class Agenda:
             self._log_writer = JobLogWriter(self, _LazyLogStore(self))
             self._events.tap(self._log_writer.observe)
 
-    def _logs_job(self, name: str) -> bool:
+    def logs_job(self, name: str) -> bool:
         """Whether runs of ``name`` are logged: its definition says so, else the Agenda's ``logging``."""
         definition = self._definitions.get(name)
         if definition is not None and definition.logging is not None:
@@ -1065,36 +1062,78 @@ class Agenda:
 
     # -- what Job methods call ----------------------------------------------------------------------------
 
-    async def _touch(self, job: Job) -> None:
+    # -- what Job methods call (the JobOwner protocol) ------------------------------------------------
+
+    async def remove_job(self, job: Job) -> int:
+        """Delete ``job``'s document (``job.remove()``); returns how many were removed (0 or 1)."""
+        if job.id is None:
+            return 0
+        return await self.cancel(id=job.id)
+
+    async def touch_job(self, job: Job) -> None:
+        """Renew the lock of a running job and save its progress (``job.touch()``)."""
         await self._write_during_run(job, ["locked_at", "progress"])
 
-    async def _checkpoint(self, job: Job) -> None:
+    async def checkpoint_job(self, job: Job) -> None:
+        """Save a running job's checkpoint state and progress, renewing its lock (``job.checkpoint()``)."""
         check_bson(job.checkpoint_state, field="checkpoint_state")
         await self._write_during_run(job, ["locked_at", "checkpoint_state", "progress"])
 
     async def _write_during_run(self, job: Job, fields: list[str]) -> None:
         """A fenced write from inside a run (touch, checkpoint); it renews the lock too. While the
         database is unreachable it waits for it (nobody can take the lock over meanwhile)."""
-        job._raise_if_lost()
+        job.raise_if_lost()
         await self.connect()
         job.locked_at = sched.utcnow()
         if not await keep_trying(lambda: self._store.save_state(job, fields=fields), job):
-            if job._lease is not None:
-                job._lease.lost = True
-                job._raise_if_lost()
+            if job.lease is not None:
+                job.lease.lost = True
+                job.raise_if_lost()
             raise JobNotFound(
                 f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
             )
 
-    async def _run_directly(self, job: Job) -> None:
+    async def run_job_now(self, job: Job) -> None:
+        """Run ``job``'s handler in this process, outside the worker's locks (``job.run()``)."""
         await self.connect()
         if job.id is None:
             await self.save_job(job)
-        await run_job(self, job, self._definitions.get(job.name))
+        await run_job(self.worker_context(), job, self._definitions.get(job.name))
 
-    async def _refresh_run_fields(self, job: Job) -> None:
+    async def refresh_run_fields(self, job: Job) -> None:
+        """Read ``job``'s run fields back from the database (``job.is_running()``)."""
         await self.connect()
         await self._store.refresh_run_fields(job)
+
+    def worker_context(self) -> WorkerContext:
+        """What a worker running this Agenda's jobs sees of it, with the options as they are now."""
+        return WorkerContext(
+            name=self.name,
+            store=self._store,
+            events=self._events,
+            definitions=self._definitions,
+            owner=self,
+            report_error=self._emit_error,
+            records_history=self._records_history,
+            trim_history=self._trim_history,
+            process_every=self.process_every,
+            max_concurrency=self.max_concurrency,
+            lock_limit=self.lock_limit,
+            default_lock_lifetime=self.default_lock_lifetime,
+            dependency_check_every=self.dependency_check_every,
+            remove_on_complete=self.remove_on_complete,
+            change_streams=self.change_streams,
+            fork_method=self.fork_method,
+        )
+
+    def _running_jobs(self) -> list[Job]:
+        """The jobs this process runs now, of the started worker and of one still stopping."""
+        return [
+            job
+            for worker in (self._processor, self._stopping)
+            if worker is not None
+            for job in worker.running_jobs
+        ]
 
 
 def _has_finished(job: Job) -> bool:

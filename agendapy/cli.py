@@ -30,9 +30,9 @@ from pymongo.errors import PyMongoError
 from . import cli_output as out
 from .agenda import Agenda, RunDueResult
 from .errors import AgendaError, UnknownJob
+from .handler import handler_threads_running
 from .job import Job, JobState
 from .log_config import LEVELS, bind_job_context, configure_logging
-from .runner import handler_threads_running
 from .store.runs import RunRecord
 from .workers import WorkerInfo
 

@@ -28,19 +28,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import RemoteFailure
 from .fleet_log import FleetLog, FleetLogUnavailable, ensure_capped, events_collection
-from .runner import RetryDetails
+from .run import RetryDetails
 from .store.base import WakeUpsUnavailable
 from .store.schema import job_from_document
 
 if TYPE_CHECKING:
-    from .agenda import Agenda
     from .job import Job
+    from .worker_context import WorkerContext
 
 __all__ = ["FleetEvents"]
 
@@ -65,8 +65,10 @@ def _ms(value: Any) -> int | None:
 class FleetEvents:
     """Watches run state in the jobs collection and emits other processes' runs on the Agenda."""
 
-    def __init__(self, agenda: Agenda) -> None:
-        self._agenda = agenda
+    def __init__(self, context: WorkerContext, running_jobs: Callable[[], list[Job]]) -> None:
+        self._ctx = context
+        # The jobs this process runs now: the stream can report a run before its start event is out.
+        self._running_jobs = running_jobs
         self._task: asyncio.Task[None] | None = None
         # The last known document of each job: the end of a run that removes its job (remove on
         # complete) arrives without one.
@@ -79,7 +81,7 @@ class FleetEvents:
     async def start(self, wait: float = _OPEN_WAIT) -> None:
         """Start listening (the Agenda's ``start()``); returns once the stream is open (changes from
         then on are heard), or after ``wait`` seconds if it cannot be opened yet (it keeps trying)."""
-        self._agenda._events.on("start", self._remember_local)
+        self._ctx.events.on("start", self._remember_local)
         self._task = asyncio.create_task(self._listening(), name="agendapy: fleet events")
         try:
             await asyncio.wait_for(self.ready.wait(), wait)
@@ -88,7 +90,7 @@ class FleetEvents:
 
     async def stop(self) -> None:
         """Stop listening."""
-        self._agenda._events.off("start", self._remember_local)
+        self._ctx.events.off("start", self._remember_local)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -107,17 +109,11 @@ class FleetEvents:
         if key in self._local:
             return True
         # A run of this process whose start event is not emitted yet (the stream can be quicker).
-        for processor in (self._agenda._processor, self._agenda._stopping):
-            if processor is None:
-                continue
-            for job in processor.running_jobs:
-                if job.id == job_id and _ms(job.last_run_at) == key[1]:
-                    return True
-        return False
+        return any(job.id == job_id and _ms(job.last_run_at) == key[1] for job in self._running_jobs())
 
     async def _listening(self) -> None:
-        runs_changes = getattr(self._agenda._store, "run_changes", None)
-        if runs_changes is not None and not self._agenda.change_streams:
+        runs_changes = getattr(self._ctx.store, "run_changes", None)
+        if runs_changes is not None and not self._ctx.change_streams:
             await self._listening_to_log("change_streams=False")
             return
         if runs_changes is None:
@@ -174,8 +170,8 @@ class FleetEvents:
         job.remote = True
         worker = doc.get("lastModifiedBy")
         job.worker = worker if isinstance(worker, str) else None
-        job.agenda = self._agenda
-        emit = self._agenda._events.emit_job_event
+        job.agenda = self._ctx.owner
+        emit = self._ctx.events.emit_job_event
         for event in events:
             if event == "fail":
                 failure = RemoteFailure(job.fail_reason or "failed")
@@ -191,12 +187,12 @@ class FleetEvents:
     async def _listening_to_log(self, why: str) -> None:
         """Publish this process's runs to the capped events collection and emit the others' entries."""
         try:
-            collection = events_collection(getattr(self._agenda._store, "collection", None))
+            collection = events_collection(getattr(self._ctx.store, "collection", None))
         except FleetLogUnavailable as exc:
             log.warning("fleet events are off: no change streams (%s) and %s", why, exc)
             self.ready.set()
             return
-        self._log = fleet = FleetLog(collection, self._agenda._events, self._agenda.name, self._agenda)
+        self._log = fleet = FleetLog(collection, self._ctx.events, self._ctx.name, self._ctx.owner)
         loop = asyncio.get_running_loop()
         pause = 0.1
         while True:

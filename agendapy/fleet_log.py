@@ -37,7 +37,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from .errors import RemoteFailure
-from .runner import RetryDetails
+from .run import RetryDetails
 from .store.schema import document_from_job, job_from_document, to_object_id
 
 if TYPE_CHECKING:

@@ -32,19 +32,19 @@ import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 import bson
 from bson.codec_options import CodecOptions
 
 from .errors import ChildProcessDied, ForkedJobError, Interrupted, InvalidInput, JobTimeout, LockLost
-from .job import Job, Lease
+from .job import Job, JobOwner, Lease, set_lease
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnContext, SpawnProcess
 
-    from .agenda import Agenda
     from .definition import JobDefinition
+    from .worker_context import WorkerContext
 
 __all__ = ["DEFAULT_METHOD", "ForkMethod", "check_importable", "run_forked", "uses_fork"]
 
@@ -122,15 +122,15 @@ def _decode(raw: bytes) -> dict[str, Any]:
 # -- parent -----------------------------------------------------------------------------------------
 
 
-async def run_forked(agenda: Agenda, definition: JobDefinition, job: Job) -> None:
+async def run_forked(ctx: WorkerContext, definition: JobDefinition, job: Job) -> None:
     """Run ``job`` in a child process; returns on success, raises the run's failure otherwise."""
     from .store.schema import document_from_job
 
     module, qualname = check_importable(definition.fn)
     document = document_from_job(job)
     document["_id"] = job.id
-    context = cast("SpawnContext", multiprocessing.get_context(agenda.fork_method))
-    if agenda.fork_method == "forkserver":
+    context = cast("SpawnContext", multiprocessing.get_context(ctx.fork_method))
+    if ctx.fork_method == "forkserver":
         # Imported once in the fork server, not in every child; naming a module also makes the server
         # take this process's sys.path, so the child imports handlers from where the worker does.
         cast("Any", context).set_forkserver_preload(["agendapy.fork"])
@@ -146,7 +146,7 @@ async def run_forked(agenda: Agenda, definition: JobDefinition, job: Job) -> Non
         raise
     finally:
         child_end.close()
-    child = _Child(agenda, job, process, parent_end)
+    child = _Child(ctx.owner, job, process, parent_end)
     try:
         await child.run(document, definition.timeout)
     finally:
@@ -156,8 +156,8 @@ async def run_forked(agenda: Agenda, definition: JobDefinition, job: Job) -> Non
 class _Child:
     """The parent's side of one forked run."""
 
-    def __init__(self, agenda: Agenda, job: Job, process: SpawnProcess, conn: Connection) -> None:
-        self._agenda = agenda
+    def __init__(self, owner: JobOwner, job: Job, process: SpawnProcess, conn: Connection) -> None:
+        self._owner = owner
         self._job = job
         self._process = process
         self._conn = conn
@@ -190,7 +190,7 @@ class _Child:
     async def run(self, document: dict[str, Any], timeout: timedelta | None) -> None:
         with self._send_lock:  # unlike later messages, a run the child never got must fail loudly
             self._conn.send_bytes(_encode({"op": "run", "job": document}))
-        lease = self._job._lease
+        lease = self._job.lease
         stop_relay = None if lease is None else asyncio.create_task(self._relay_stop(lease))
         try:
             if timeout is None:
@@ -243,17 +243,17 @@ class _Child:
                 log.warning("unknown message %r from the child of %s", op, self._job.name)
 
     async def _write(self, message: dict[str, Any]) -> None:
-        job, agenda = self._job, self._agenda
+        job, owner = self._job, self._owner
         answer: dict[str, Any] = {"op": "ack", "seq": message.get("seq")}
         try:
             progress = message.get("progress")
             if progress is not None:
                 job.progress = progress
             if message["op"] == "touch":
-                await agenda._touch(job)
+                await owner.touch_job(job)
             else:
                 job.checkpoint_state = message.get("state")
-                await agenda._checkpoint(job)
+                await owner.checkpoint_job(job)
         except LockLost as exc:
             answer.update(error=str(exc), lock_lost=True)
         except Exception as exc:
@@ -370,8 +370,8 @@ class _ChildRun:
 
         self._loop = asyncio.get_running_loop()
         job = self._job
-        job._lease = Lease(token="child", locked_at=job.locked_at or job.last_run_at or _now())
-        job.agenda = cast("Agenda", self)
+        set_lease(job, Lease(token="child", locked_at=job.locked_at or job.last_run_at or _now()))
+        job.agenda = self
         threading.Thread(target=self._read, name="agendapy: pipe to the worker", daemon=True).start()
         try:
             if _is_async_callable(self._fn):
@@ -396,7 +396,7 @@ class _ChildRun:
     def _dispatch(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "stop":
-            lease = self._job._lease
+            lease = self._job.lease
             if lease is not None:
                 lease.stop_event.set()
         elif op == "ack":
@@ -417,24 +417,39 @@ class _ChildRun:
         error = answer.get("error")
         if error is not None:
             if answer.get("lock_lost"):
-                lease = self._job._lease
+                lease = self._job.lease
                 if lease is not None:
                     lease.lost = True
                 raise LockLost(str(error))
             raise RuntimeError(str(error))
 
-    # What Job.touch() and Job.checkpoint() call on their Agenda.
-    async def _touch(self, job: Job) -> None:
+    # The JobOwner protocol: Job.touch() and Job.checkpoint() reach the worker, the rest is refused.
+    async def touch_job(self, job: Job) -> None:
         await self._ask({"op": "touch", "progress": job.progress})
 
-    async def _checkpoint(self, job: Job) -> None:
+    async def checkpoint_job(self, job: Job) -> None:
         await self._ask({"op": "checkpoint", "state": job.checkpoint_state, "progress": job.progress})
 
-    def __getattr__(self, name: str) -> Any:
+    async def save_job(self, job: Job) -> Job:
+        self._refuse("save_job")
+
+    async def remove_job(self, job: Job) -> int:
+        self._refuse("remove_job")
+
+    async def run_job_now(self, job: Job) -> None:
+        self._refuse("run_job_now")
+
+    async def refresh_run_fields(self, job: Job) -> None:
+        self._refuse("refresh_run_fields")
+
+    def _refuse(self, name: str) -> NoReturn:
         raise RuntimeError(
             f"agenda.{name} is not available to a job running in a child process "
             "(only touch() and checkpoint() reach the worker)"
         )
+
+    def __getattr__(self, name: str) -> Any:
+        self._refuse(name)
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:

@@ -8,16 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from . import schedule as sched
 from .errors import InvalidInput, InvalidInterval, LockLost
 from .validate import check_unique_query, parse_priority
 
-if TYPE_CHECKING:
-    from .agenda import Agenda
-
-__all__ = ["Job", "JobState", "compute_job_state"]
+__all__ = ["Job", "JobOwner", "JobState", "compute_job_state", "set_lease"]
 
 _LONGEST_DEBOUNCE = timedelta(days=3650)
 _MAX_FAIL_COUNT = 2**63 - 1
@@ -71,6 +68,26 @@ class Lease:
     finishing: bool = False
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class JobOwner(Protocol):
+    """What a job asks of the Agenda it belongs to (``job.agenda``); nothing else of it is used here.
+
+    ``Agenda`` implements it, and so does the stand-in of a job running in a child process (which
+    passes ``touch`` and ``checkpoint`` to the worker and refuses the rest).
+    """
+
+    async def save_job(self, job: Job) -> Job: ...
+
+    async def remove_job(self, job: Job) -> int: ...
+
+    async def touch_job(self, job: Job) -> None: ...
+
+    async def checkpoint_job(self, job: Job) -> None: ...
+
+    async def run_job_now(self, job: Job) -> None: ...
+
+    async def refresh_run_fields(self, job: Job) -> None: ...
 
 
 @dataclass(eq=False)
@@ -134,8 +151,17 @@ class Job:
     unique_query: dict[str, Any] | None = field(default=None, repr=False)
     unique_insert_only: bool = field(default=False, repr=False)
     debounce_options: DebounceOptions | None = field(default=None, repr=False)
-    agenda: Agenda | None = field(default=None, repr=False, compare=False)
+    agenda: JobOwner | None = field(default=None, repr=False, compare=False)
     _lease: Lease | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lock this process holds on the job while a worker claims or runs it (None otherwise).
+
+        Set only by the store that locked the job (through :func:`set_lease`); the lease's own fields
+        (``lost``, ``finishing``, the stop event) are how the worker and the run signal each other.
+        """
+        return self._lease
 
     # -- schedule --------------------------------------------------------------------------------
 
@@ -285,7 +311,7 @@ class Job:
         """Delete the job's document; returns how many were removed (0 or 1)."""
         if self.id is None:
             return 0
-        return await self._require_agenda().cancel(id=self.id)
+        return await self._require_agenda().remove_job(self)
 
     async def touch(self, progress: float | None = None) -> None:
         """Renew the lock (and record ``progress``, 0-100). Raises :class:`LockLost` if the lock is gone."""
@@ -293,17 +319,17 @@ class Job:
             if isinstance(progress, bool) or not isinstance(progress, int | float):
                 raise InvalidInput("progress", progress, "must be a number from 0 to 100")
             self.progress = progress
-        await self._require_agenda()._touch(self)
+        await self._require_agenda().touch_job(self)
 
     async def run(self) -> Job:
         """Run the handler now in this process (outside the worker's locks), saving state like a worker."""
-        await self._require_agenda()._run_directly(self)
+        await self._require_agenda().run_job_now(self)
         return self
 
     async def is_running(self) -> bool:
         """Whether a run of this job is in progress (read from the database unless this worker runs it)."""
         if self._lease is None and self.id is not None:
-            await self._require_agenda()._refresh_run_fields(self)
+            await self._require_agenda().refresh_run_fields(self)
         if self.last_run_at is None:
             return False
         if self.last_finished_at is None:
@@ -339,7 +365,7 @@ class Job:
         previous = self.checkpoint_state
         self.checkpoint_state = state
         try:
-            await self._require_agenda()._checkpoint(self)
+            await self._require_agenda().checkpoint_job(self)
         except BaseException:
             self.checkpoint_state = previous
             raise
@@ -374,16 +400,22 @@ class Job:
         out["repeat_at"] = repeat_at_of(self)
         return out
 
-    def _require_agenda(self) -> Agenda:
+    def _require_agenda(self) -> JobOwner:
         if self.agenda is None:
             raise RuntimeError(
                 f"job {self.name!r} is not attached to an Agenda (create it with agenda.create)"
             )
         return self.agenda
 
-    def _raise_if_lost(self) -> None:
+    def raise_if_lost(self) -> None:
+        """Raise :class:`LockLost` when another worker took this job's lock over."""
         if self._lease is not None and self._lease.lost:
             raise LockLost(f"job {self.name!r} ({self.id}) lost its lock to another worker")
+
+
+def set_lease(job: Job, lease: Lease | None) -> None:
+    """Give ``job`` the lease its store's claim (or locked insert) took: the one way a lease is set."""
+    job._lease = lease
 
 
 def compute_job_state(job: Job, now: datetime | None = None) -> JobState:

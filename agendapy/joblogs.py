@@ -386,7 +386,7 @@ class JobLogWriter:
         if event not in _LOGGED_EVENTS:
             return
         job = args[1] if event in ("fail", "retry exhausted") else args[0]
-        if not self._agenda._logs_job(job.name):
+        if not self._agenda.logs_job(job.name):
             return
         doc = self._entry(event, args)
         if doc is None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .agenda import Agenda
     from .job import Job
-    from .runner import RetryDetails
+    from .run import RetryDetails
     from .workers import WorkerInfo
 
 __all__ = [
@@ -216,7 +216,7 @@ class AgendaMetrics:
             except RuntimeError:  # not connected: nothing to count yet
                 depth = self._snapshot.queue_depth
         workers = self._snapshot.workers
-        if agenda._connected:
+        if agenda.is_connected:
             try:
                 workers = tuple(await agenda.workers())
             except Exception as exc:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from .agenda import Agenda
     from .job import Job
-    from .runner import RetryDetails
+    from .run import RetryDetails
 
 __all__ = ["SPAN_PREFIX", "AgendaTracing", "instrument_tracing"]
 

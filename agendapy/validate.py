@@ -207,6 +207,15 @@ def check_names(values: object, *, field: str) -> list[str]:
     return [check_job_name(v, field=field) for v in values]
 
 
+def check_name_list(names: object, *, field: str = "names") -> list[str]:
+    """One job name or a non-empty list of them (``every``, ``schedule``, ``run_due``), as a list."""
+    if isinstance(names, str):
+        return [check_job_name(names, field=field)]
+    if not isinstance(names, Sequence) or not names:
+        raise InvalidInput(field, names, "must be a job name or a non-empty list of names")
+    return [check_job_name(n, field=field) for n in names]
+
+
 def check_ids(values: object, *, field: str = "ids") -> list[str | ObjectId]:
     """A list of job ids."""
     if isinstance(values, str) or not isinstance(values, Sequence):

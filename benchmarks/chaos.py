@@ -179,13 +179,13 @@ WORKER_MODULE = textwrap.dedent(
             result = await _claim(self, request, *args, **kwargs)
             jobs = result if isinstance(result, list) else [result] if result is not None else []
             for job in jobs:
-                _emit(op="claim", t0=t0, t1=time.time(), job=job.id, token=job._lease.token[:8],
+                _emit(op="claim", t0=t0, t1=time.time(), job=job.id, token=job.lease.token[:8],
                       now=_ts(request.now), next=_ts(job.next_run_at), batch=len(jobs))
             return result
 
         async def renew_locks(self, jobs, *args, **kwargs):
             t0 = time.time()
-            ages = {j.id: t0 - _ts(j._lease.locked_at) for j in jobs if j._lease is not None}
+            ages = {j.id: t0 - _ts(j.lease.locked_at) for j in jobs if j.lease is not None}
             try:
                 lost = await _renew(self, jobs, *args, **kwargs)
             except BaseException as exc:
@@ -196,7 +196,7 @@ WORKER_MODULE = textwrap.dedent(
 
         async def save_state(self, job, *args, **kwargs):
             t0 = time.time()
-            lease = job._lease
+            lease = job.lease
             ok = await _save(self, job, *args, **kwargs)
             _emit(op="save", t0=t0, t1=time.time(), job=job.id, fields=kwargs.get("fields"), ok=ok,
                   token=lease.token[:8] if lease else None, lockedAt=_ts(job.locked_at))
@@ -204,7 +204,7 @@ WORKER_MODULE = textwrap.dedent(
 
         async def save_state_batched(self, job, *args, **kwargs):
             t0 = time.time()
-            lease = job._lease
+            lease = job.lease
             ok = await _batched(self, job, *args, **kwargs)
             _emit(op="save", t0=t0, t1=time.time(), job=job.id, fields="batched", ok=ok,
                   token=lease.token[:8] if lease else None, lockedAt=_ts(job.locked_at))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Unpack
 
-from ..job import Job, Lease
+from ..job import Job
 
 if TYPE_CHECKING:
     from ..schedule.ticks import RunInterval
@@ -281,8 +281,3 @@ def is_job_store(obj: object) -> bool:
     return all(
         hasattr(kind, method) for method in ("connect", "claim", "save_job", "save_state", "renew_locks")
     )
-
-
-def lease_of(job: Job) -> Lease | None:
-    """The lease a worker holds on ``job``, if any."""
-    return job._lease

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidInput, JobNotFound
-from ..job import Job, JobState, Lease, compute_job_state
+from ..job import Job, JobState, Lease, compute_job_state, set_lease
 from .queries import fence_filter
 from .schema import STATE_FIELDS, STATE_KEYS, document_from_job, job_from_document
 
@@ -34,7 +34,7 @@ __all__ = [
 def leased(doc: Mapping[str, Any], token: str, locked_at: datetime) -> Job:
     """The job of a document this worker just locked, carrying its lease."""
     job = job_from_document(dict(doc))
-    job._lease = Lease(token=token, locked_at=locked_at)
+    set_lease(job, Lease(token=token, locked_at=locked_at))
     return job
 
 
@@ -60,7 +60,7 @@ def state_values(job: Job, fields: Sequence[str] | None) -> dict[str, Any]:
     """The ``$set`` of a ``save_state``: the worker-managed fields named (all by default)."""
     names = list(fields) if fields is not None else [attr for attr, _ in STATE_FIELDS]
     values = {STATE_KEYS[attr]: getattr(job, attr) for attr in names}
-    if job._lease is not None and "locked_at" in names and job.locked_at is None:
+    if job.lease is not None and "locked_at" in names and job.locked_at is None:
         values["lockToken"] = None  # the final write of a run releases the lock
     return values
 
@@ -76,7 +76,7 @@ async def fenced_state_write(job: Job, fields: Sequence[str] | None, write: Fenc
     lock moves the lease with it, so the next fenced write still matches.
     """
     update = {"$set": state_values(job, fields)}
-    lease = job._lease
+    lease = job.lease
     if lease is None:
         return await write(fence_filter(job.id, None, None), update)
     async with lease.write_lock:

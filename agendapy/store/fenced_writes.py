@@ -180,12 +180,12 @@ class FencedWrites:
         ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
         async with contextlib.AsyncExitStack() as stack:
             for job, _ in entries:
-                assert job._lease is not None
-                await stack.enter_async_context(job._lease.write_lock)
-            live = [(job, values) for job, values in entries if job._lease and not job._lease.lost]
+                assert job.lease is not None
+                await stack.enter_async_context(job.lease.write_lock)
+            live = [(job, values) for job, values in entries if job.lease and not job.lease.lost]
             groups: dict[tuple[str, datetime, bytes], tuple[list[Any], dict[str, Any]]] = {}
             for job, values in live:
-                lease = job._lease
+                lease = job.lease
                 assert lease is not None
                 key = (lease.token, lease.locked_at, bson.encode(values))
                 groups.setdefault(key, ([], values))[0].append(to_object_id(job.id))
@@ -204,8 +204,8 @@ class FencedWrites:
                     applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
             outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
             for job, values in live:
-                if outcome[id(job)] and job._lease is not None and values.get("lockedAt") is not None:
-                    job._lease.locked_at = values["lockedAt"]
+                if outcome[id(job)] and job.lease is not None and values.get("lockedAt") is not None:
+                    job.lease.locked_at = values["lockedAt"]
             return [outcome.get(id(job), False) for job, _ in entries]
 
     async def _write(self, writes: list[UpdateOne | UpdateMany]) -> int:
@@ -228,7 +228,7 @@ class FencedWrites:
         outcomes = []
         for job_id, job, value in zip(ids, jobs, values, strict=True):
             doc = found.get(job_id)
-            lease = job._lease
+            lease = job.lease
             token = None if value["lockedAt"] is None else (lease.token if lease else None)
             outcomes.append(
                 doc is not None

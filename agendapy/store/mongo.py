@@ -400,7 +400,7 @@ class MongoJobStore:
         is written rather than to their value now, so that runs of one batch write the same values;
         the job holds the written value afterwards. A lock the write keeps is renewed to that moment.
         """
-        if job._lease is None:
+        if job.lease is None:
             return await self.save_state(job)
         return await self._writes.queue(job, stamp)
 
@@ -422,13 +422,13 @@ class MongoJobStore:
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Heartbeat: move each lease's ``lockedAt`` to ``now`` in one round trip; returns the jobs
         whose lock is gone. Leases of runs that are writing their final state are left alone."""
-        live = [j for j in jobs if j._lease is not None and not j._lease.lost and not j._lease.finishing]
+        live = [j for j in jobs if j.lease is not None and not j.lease.lost and not j.lease.finishing]
         if not live:
             return []
         applied = await self._writes.apply([(job, {"lockedAt": now}) for job in live])
         lost = []
         for job, ok in zip(live, applied, strict=True):
-            lease = job._lease
+            lease = job.lease
             if ok and job.locked_at is not None:
                 job.locked_at = now
             elif not ok and lease is not None and not lease.finishing:
@@ -441,7 +441,7 @@ class MongoJobStore:
         without a next run (a recovered crash) becomes due now, so no release strands it."""
         entries = []
         for job in jobs:
-            lease = job._lease
+            lease = job.lease
             if lease is None or lease.lost:
                 continue
             lease.finishing = True

@@ -11,13 +11,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .. import schedule as sched
-from ..errors import UnknownJob
 from ..job import Job
-from ..processor import Processor
-from ..runner import RunOutcome, run_job
+from ..run import RunOutcome, run_job
+from ..run_due import RunDue, due_names
+from ..worker import Worker
 
 if TYPE_CHECKING:
     from ..agenda import Agenda, RunDueResult
+    from ..store.base import JobStore
 
 __all__ = ["EagerLoopError", "EagerMode", "EagerRuns", "eager", "run_until_idle"]
 
@@ -119,7 +120,7 @@ class EagerMode:
         self.__exit__(exc_type, exc, tb)
 
     async def _run_if_due(self, job: Job) -> None:
-        definition = self._agenda._definitions.get(job.name)
+        definition = self._agenda.definitions.get(job.name)
         if (
             definition is None
             or job.disabled
@@ -138,7 +139,7 @@ class EagerMode:
         token = _depth.set(depth + 1)
         self._running.add(job.id)
         try:
-            outcome: RunOutcome = await run_job(self._agenda, job, definition)
+            outcome: RunOutcome = await run_job(self._agenda.worker_context(), job, definition)
         finally:
             self._running.discard(job.id)
             _depth.reset(token)
@@ -168,24 +169,18 @@ async def run_until_idle(
         raise RuntimeError(
             "run_until_idle runs the due jobs itself; call it on an Agenda whose worker is not started"
         )
-    if names is not None:
-        wanted = agenda._name_list(names)
-        for name in wanted:
-            if name not in agenda._definitions:
-                raise UnknownJob(name)
-    else:
-        wanted = list(agenda._definitions)
+    wanted = due_names(agenda.definitions, names)
     await agenda.connect()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     latest: dict[str, RunOutcome] = {}
     while True:
-        processor = Processor(agenda, names=wanted)
-        task = asyncio.ensure_future(processor.run_due(sched.utcnow()))
+        run_due = RunDue(agenda.worker_context(), wanted)
+        task = asyncio.ensure_future(run_due.run(sched.utcnow()))
         try:
             outcomes = await asyncio.wait_for(asyncio.shield(task), max(deadline - loop.time(), 0.0))
         except TimeoutError:
-            await _abandon(processor, task)
+            await _abandon(run_due.worker, task, agenda.store)
             raise TimeoutError(
                 f"run_until_idle: jobs were still due or running after {timeout} s "
                 "(a job that keeps scheduling itself for now never lets the queue go idle)"
@@ -206,24 +201,24 @@ async def run_until_idle(
     )
 
 
-async def _abandon(processor: Processor, task: asyncio.Future[list[RunOutcome]]) -> None:
+async def _abandon(worker: Worker, task: asyncio.Future[list[RunOutcome]], store: JobStore) -> None:
     """Stop a run-due pass without orphaning a lock.
 
     Cancelling the pass while a claim is in flight would lose the claimed job (locked in the store
     until its lock expires). Instead: stop claiming and cancel the runs (they unlock their jobs), then
-    let the pass notice; a claim that lands meanwhile leaves its job in the processor's queue, which the
+    let the pass notice; a claim that lands meanwhile leaves its job in the worker's queue, which the
     pass releases when it is cancelled from its idle wait (no claim can start once claiming stopped).
     A run cancelled before its handler started does not unlock its job, so every job held at the stop
     is released at the end (fenced: a job already unlocked, or finished, is left alone).
     """
-    held = processor.running_jobs + processor.waiting_jobs
-    await processor.stop(grace=0)
+    held = worker.running_jobs + worker.waiting_jobs
+    await worker.stop(grace=0)
     for _ in range(100):
-        processor._wake.set()
+        worker.wake()
         done, _ = await asyncio.wait({task}, timeout=0.02)
-        if done or processor._waiting:
+        if done or worker.waiting_jobs:
             break
     if not task.done():
         task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await processor._store.release(held)
+    await store.release(held)

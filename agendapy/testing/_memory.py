@@ -257,7 +257,7 @@ class MemoryJobStore:
 
     def _fenced(self, job: Job) -> dict[str, Any] | None:
         """The job's document if this worker's lease on it is still the current lock."""
-        lease = job._lease
+        lease = job.lease
         if lease is None:
             return self._by_id(queries.fence_filter(job.id, None, None))
         return self._by_id(queries.fence_filter(job.id, lease.locked_at, lease.token))
@@ -277,7 +277,7 @@ class MemoryJobStore:
     async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
         """``save_state`` of every field (nothing to batch in memory); the stamped attributes, and a
         lock the write keeps, take the moment of the write, as in the MongoDB store."""
-        if job._lease is not None:
+        if job.lease is not None:
             written_at = bson_value(datetime.now(UTC))
             for attr in stamp:
                 setattr(job, attr, written_at)
@@ -305,7 +305,7 @@ class MemoryJobStore:
         lost: list[Job] = []
         at = bson_value(now)
         for job in jobs:
-            lease = job._lease
+            lease = job.lease
             if lease is None or lease.lost:
                 continue
             async with lease.write_lock:
@@ -323,7 +323,7 @@ class MemoryJobStore:
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
         """Unlock the given leased jobs (fenced); with ``reschedule_at`` they become due then."""
         for job in jobs:
-            lease = job._lease
+            lease = job.lease
             if lease is None or lease.lost:
                 continue
             update = {"$set": common.release_values(job, reschedule_at)}

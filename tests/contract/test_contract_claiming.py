@@ -55,7 +55,7 @@ async def test_batched_claim_follows_the_same_order_and_limit(store: JobStore) -
     made = [await saved(store, data=i, next_run_at=now - (5 - i) * MINUTE) for i in range(5)]
     first = await claim(store, "work", limit=3)
     assert [j.id for j in first] == [m.id for m in made[:3]]
-    assert len({j._lease.token for j in first if j._lease}) == 1
+    assert len({j.lease.token for j in first if j.lease}) == 1
     second = await claim(store, "work", limit=3)
     assert [j.id for j in second] == [m.id for m in made[3:]]
     assert await claim(store, "work", limit=3) == []
@@ -74,7 +74,7 @@ async def test_claim_locks_and_leases(store: JobStore) -> None:
     [claimed] = await claim(store, "work", token="tok-1", now=now, owner="w9")
     assert claimed.id == item.id
     assert claimed.locked_at == now and claimed.last_modified_by == "w9"
-    assert claimed._lease is not None and claimed._lease.token == "tok-1" and claimed._lease.locked_at == now
+    assert claimed.lease is not None and claimed.lease.token == "tok-1" and claimed.lease.locked_at == now
     back = await reread(store, item)
     assert back.locked_at == now and back.last_modified_by == "w9"
 
@@ -112,7 +112,7 @@ async def test_an_expired_lock_is_claimed_again_whatever_its_next_run(store: Job
     assert await claim(store, "work", now=now, lifetime=30 * MINUTE) == []  # not expired yet
     [again] = await claim(store, "work", now=now, lifetime=10 * MINUTE, token="new")
     assert again.id == first.id and again.locked_at == now
-    assert again._lease is not None and again._lease.token == "new"
+    assert again.lease is not None and again.lease.token == "new"
 
 
 async def test_lock_deadline_is_inclusive_and_per_name(store: JobStore) -> None:
@@ -225,8 +225,8 @@ async def test_a_node_style_takeover_changing_only_locked_at_also_fences(store: 
 async def test_a_lost_lease_writes_nothing(store: JobStore) -> None:
     item = await saved(store)
     [claimed] = await claim(store, "work")
-    assert claimed._lease is not None
-    claimed._lease.lost = True
+    assert claimed.lease is not None
+    claimed.lease.lost = True
     claimed.progress = 3
     assert not await store.save_state(claimed)
     await store.release([claimed])
@@ -277,7 +277,7 @@ async def test_renewal_moves_the_lock_and_keeps_the_fence(store: JobStore) -> No
     later = ms(utcnow() + MINUTE)
     assert await store.renew_locks([claimed], later) == []
     assert claimed.locked_at == later
-    assert claimed._lease is not None and claimed._lease.locked_at == later
+    assert claimed.lease is not None and claimed.lease.locked_at == later
     assert (await reread(store, item)).locked_at == later
     claimed.progress = 7
     assert await store.save_state(claimed)
@@ -335,7 +335,7 @@ async def test_a_batch_takes_each_name_within_its_room_in_claim_order(store: Job
     claimed = await claim(store, ["a", "b", "c"], limit=10, per_name={"a": 2, "b": 3, "c": 1})
     expected = made["a"][:2] + made["b"][:3] + made["c"][:1]
     assert [j.id for j in claimed] == [j.id for j in expected]
-    assert len({j._lease.token for j in claimed if j._lease}) == 1
+    assert len({j.lease.token for j in claimed if j.lease}) == 1
     # What a full name left behind is still there for the next claim.
     again = await claim(store, ["a", "b", "c"], limit=10, per_name={"a": 1, "b": 1, "c": 1})
     assert [j.id for j in again] == [made["a"][2].id, made["b"][3].id, made["c"][1].id]

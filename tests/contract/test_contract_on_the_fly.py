@@ -43,7 +43,7 @@ async def test_now_on_a_started_worker_returns_with_the_job_locked_and_running(
         processor = agenda._processor
         assert processor is not None
         (running,) = processor.running_jobs
-        assert running._lease is not None and running._lease.locked_at == stored.locked_at
+        assert running.lease is not None and running.lease.locked_at == stored.locked_at
         (started,) = await log.wait("start:work")
         assert started[0].id == job.id and started[0].data == {"n": 1}
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agendapy import Agenda, Job
-from agendapy.runner import MAX_FAIL_STACK
+from agendapy.run import MAX_FAIL_STACK
 
 from support import EventLog
 

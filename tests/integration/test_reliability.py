@@ -370,10 +370,10 @@ async def test_run_writes_issued_while_a_batch_is_in_flight_go_out_together_afte
         first, *later = await _claim_three(agenda, "grouped")
         for job in (first, *later):
             job.locked_at = job.next_run_at = None
-        assert first._lease is not None
+        assert first.lease is not None
         updates.updates.clear()
         # The first batch waits for its lease (as behind a heartbeat): it is in flight meanwhile.
-        async with first._lease.write_lock:
+        async with first.lease.write_lock:
             writes = [asyncio.create_task(agenda.store.save_state_batched(first))]
             await asyncio.sleep(0.02)
             for job in later:  # two more finishes, in other event-loop turns
@@ -396,7 +396,7 @@ async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
     agenda: Agenda = await make_agenda(state_write_window=0.5)
     agenda.define("windowed", lambda job: None)
     jobs = await _claim_three(agenda, "windowed")
-    claimed_at = jobs[0]._lease.locked_at if jobs[0]._lease else None
+    claimed_at = jobs[0].lease.locked_at if jobs[0].lease else None
     await jobs_collection.update_one(
         {"_id": ObjectId(jobs[1].id)}, {"$set": {"lockedAt": claimed_at, "lockToken": "thief"}}
     )
@@ -410,7 +410,7 @@ async def test_starts_within_the_write_window_renew_their_locks_to_one_instant(
     assert docs[jobs[1].id]["lockToken"] == "thief" and docs[jobs[1].id].get("lastRunAt") is None
     held = [jobs[0], jobs[2]]
     assert {docs[j.id]["lockedAt"] for j in held} == {held[0].locked_at}
-    assert all(j._lease is not None and j._lease.locked_at == held[0].locked_at for j in held)
+    assert all(j.lease is not None and j.lease.locked_at == held[0].locked_at for j in held)
     assert all(docs[j.id]["lastRunAt"] == j.last_run_at == held[0].locked_at for j in held)
     # The renewed lock is the one the next write is fenced by: the runs can still finish.
     for job in held:
@@ -581,9 +581,9 @@ class _HangingClaims:
 
 
 async def test_start_does_not_wait_long_for_a_first_claim_that_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agendapy import processor as processor_module
+    from agendapy import worker as worker_module
 
-    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 0.2)
+    monkeypatch.setattr(worker_module, "_FIRST_PASS_WAIT", 0.2)
     store = _HangingClaims.make()
     agenda = Agenda(store, process_every=0.05)
     ran = asyncio.Event()
@@ -603,10 +603,10 @@ async def test_a_signal_during_a_worker_start_stops_it_at_once(monkeypatch: pyte
     import os
     import signal
 
-    from agendapy import processor as processor_module
+    from agendapy import worker as worker_module
     from agendapy.cli import run_worker
 
-    monkeypatch.setattr(processor_module, "_FIRST_PASS_WAIT", 60.0)  # only the signal can end the start
+    monkeypatch.setattr(worker_module, "_FIRST_PASS_WAIT", 60.0)  # only the signal can end the start
     store = _HangingClaims.make()
     agenda = Agenda(store, process_every=0.05)
     agenda.define("work", lambda job: None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import schedule as sched
 from .dependencies import check_requirements, log_waiting
-from .errors import DatabaseUnavailable, Interrupted, JobTimeout, LockLost
-from .fork import run_forked, uses_fork
+from .errors import DatabaseUnavailable, Interrupted, LockLost
+from .fork import uses_fork
+from .handler import invoke_handler
 from .job import Job
 from .schedule.planning import RunPlan, fixed_delay_next_run, plan_run
 
 if TYPE_CHECKING:
-    from .agenda import Agenda
     from .definition import JobDefinition
     from .schedule.ticks import RunInterval
+    from .worker_context import WorkerContext
 
 __all__ = ["RetryDetails", "RunOutcome", "run_job"]
 
@@ -72,69 +72,14 @@ class RunOutcome:
     reason: str | None = None
 
 
-def _format_seconds(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    return f"{seconds:g} s"
-
-
-_threads_lock = threading.Lock()
-_threads_running = 0
-
-
-def handler_threads_running() -> int:
-    """How many plain-function handlers are still executing in worker threads."""
-    return _threads_running
-
-
-def _in_thread(fn: Callable[[Job], Any], job: Job) -> Any:
-    global _threads_running
-    with _threads_lock:
-        _threads_running += 1
-    try:
-        return fn(job)
-    finally:
-        with _threads_lock:
-            _threads_running -= 1
-
-
-async def _invoke(definition: JobDefinition, job: Job) -> None:
-    """Call the handler: coroutines on the loop, plain functions in a worker thread, forked ones in a
-    child process; enforce the timeout."""
-    if uses_fork(definition, job) and job.agenda is not None:
-        await run_forked(job.agenda, definition, job)
-        return
-    timeout = definition.timeout
-    if definition.is_async:
-        if timeout is None:
-            await definition.fn(job)
-            return
-        try:
-            async with asyncio.timeout(timeout.total_seconds()):
-                await definition.fn(job)
-        except TimeoutError:
-            raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
-        return
-    call = asyncio.to_thread(_in_thread, definition.fn, job)
-    if timeout is None:
-        await call
-        return
-    try:
-        await asyncio.wait_for(call, timeout.total_seconds())
-    except TimeoutError:
-        # The thread cannot be killed: it is asked to stop and the run fails now all the same.
-        if job._lease is not None:
-            job._lease.stop_event.set()
-        raise JobTimeout(f"timed out after {_format_seconds(timeout)}") from None
-
-
-async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) -> RunOutcome:
+async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None) -> RunOutcome:
     """Run ``job`` once; with a lease every write is fenced, without one (``job.run()``) by id only."""
-    events = agenda._events
+    events = ctx.events
     now = sched.utcnow()
     plan = plan_run(job, definition, now)
     previous_last_run = job.last_run_at
     job.last_run_at = now
-    if job._lease is not None:
+    if job.lease is not None:
         # The start write renews the lock too: a claim answered slowly must not start out expired.
         job.locked_at = now
     if plan.agenda_rule:
@@ -156,12 +101,12 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         job.interval_ended_at = plan.interval.ended_at
 
     if job.requires and plan.interval is not None:
-        check = await check_requirements(agenda._store, job.requires, plan.interval, now)
+        check = await check_requirements(ctx.store, job.requires, plan.interval, now)
         if check.given_up:
-            return await _give_up(agenda, job, definition, plan, check.reason, previous_last_run)
+            return await _give_up(ctx, job, definition, plan, check.reason, previous_last_run)
         if check.missing:
             return await _wait_for_requirements(
-                agenda, job, check.missing, check.reason, previous_last_run, now, plan.interval
+                ctx, job, check.missing, check.reason, previous_last_run, now, plan.interval
             )
     job.waiting_for = None
     job.waiting_reason = None
@@ -169,31 +114,31 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     # A start that schedules no next run (a one-off job) lets the store stamp lastRunAt with the
     # moment of the write: the runs of one batch then write the same values, in one update.
     start_stamp = ("last_run_at",) if job.next_run_at is None and plan.interval is None else ()
-    if not await agenda._store.save_state_batched(job, stamp=start_stamp):
+    if not await ctx.store.save_state_batched(job, stamp=start_stamp):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
-            if job._lease is not None and job._lease.lost
+            if job.lease is not None and job.lease.lost
             else LockLost(
                 f"job {job.name!r} ({job.id}) cannot be updated in the database, maybe it was removed"
             )
         )
-        await agenda._emit_error(error)
+        await ctx.report_error(error)
         return RunOutcome(job, ran=False, succeeded=False, error=error, status="not run")
 
     run_id: str | None = None
     if plan.skip_reason is not None:
-        return await _skip(agenda, job, definition, plan, plan.skip_reason)
-    if plan.guard or agenda._records_history(job, definition):
-        run_id = await agenda._store.runs.start(
+        return await _skip(ctx, job, definition, plan, plan.skip_reason)
+    if plan.guard or ctx.records_history(job, definition):
+        run_id = await ctx.store.runs.start(
             name=job.name,
             job_id=job.id,
             interval=plan.interval,
             guard=plan.guard,
             started_at=now,
-            worker=agenda.name,
+            worker=ctx.name,
         )
         if run_id is None:
-            return await _skip(agenda, job, definition, plan, "another worker already ran this interval")
+            return await _skip(ctx, job, definition, plan, "another worker already ran this interval")
 
     await events.emit_job_event("start", job.name, job)
     succeeded = False
@@ -201,18 +146,18 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
     try:
         if definition is None:
             raise LookupError("Undefined job")
-        await _invoke(definition, job)
+        await invoke_handler(ctx, definition, job)
         if job.lock_lost:
             raise LockLost(f"job {job.name!r} lost its lock while running; its result was not saved")
     except asyncio.CancelledError:
         # A plain function goes on in its thread after a cancel: its job must not run elsewhere yet.
         still_running = definition is not None and not definition.is_async and not uses_fork(definition, job)
-        await _interrupted(agenda, job, run_id, guarded=plan.guard, still_running=still_running)
+        await _interrupted(ctx, job, run_id, guarded=plan.guard, still_running=still_running)
         # Agenda emits complete after every run; an interrupted one too (listeners close spans, timers).
         await events.emit_job_event("complete", job.name, job)
         raise
     except Interrupted:
-        await _interrupted(agenda, job, run_id, guarded=plan.guard, still_running=False)
+        await _interrupted(ctx, job, run_id, guarded=plan.guard, still_running=False)
         await events.emit_job_event("complete", job.name, job)
         return RunOutcome(job, ran=True, succeeded=False, status="interrupted")
     except Exception as exc:
@@ -231,20 +176,20 @@ async def run_job(agenda: Agenda, job: Job, definition: JobDefinition | None) ->
         job.fail(failure)
         job.fail_stack = failure_stack(failure)
         await events.emit_job_event("fail", job.name, failure, job)
-        await _handle_retry(agenda, job, definition, failure)
+        await _handle_retry(ctx, job, definition, failure)
     if job.fixed_delay and job.next_run_at is None:
         job.next_run_at = fixed_delay_next_run(job, finished_at)
 
     _finishing(job)
     # lastFinishedAt may take the moment of the write unless the next run was computed from it.
     final_stamp = ("last_finished_at",) if succeeded and not job.fixed_delay else ()
-    if not job.lock_lost and not await _save_final_state(agenda, job, final_stamp):
+    if not job.lock_lost and not await _save_final_state(ctx, job, final_stamp):
         log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
     if run_id is not None:
-        await _finish_record(agenda, job, run_id, succeeded, failure, finished_at)
+        await _finish_record(ctx, job, run_id, succeeded, failure, finished_at)
     await events.emit_job_event("complete", job.name, job)
 
-    remove = definition.remove_on_complete if definition is not None else agenda.remove_on_complete
+    remove = definition.remove_on_complete if definition is not None else ctx.remove_on_complete
     if succeeded and remove and job.next_run_at is None and not job.repeat_interval:
         await job.remove()
     return RunOutcome(
@@ -277,12 +222,12 @@ def failure_stack(error: BaseException) -> str:
 def _finishing(job: Job) -> None:
     """The next write releases the lock: from now on heartbeats leave this lease alone."""
     job.locked_at = None
-    if job._lease is not None:
-        job._lease.finishing = True
+    if job.lease is not None:
+        job.lease.finishing = True
 
 
 async def _wait_for_requirements(
-    agenda: Agenda,
+    ctx: WorkerContext,
     job: Job,
     missing: list[str],
     reason: str,
@@ -295,7 +240,7 @@ async def _wait_for_requirements(
     job.waiting_for = missing
     job.waiting_reason = reason
     job.last_run_at = previous_last_run
-    job.next_run_at = now + agenda.dependency_check_every
+    job.next_run_at = now + ctx.dependency_check_every
     _finishing(job)
     log_waiting(
         job.name,
@@ -304,14 +249,14 @@ async def _wait_for_requirements(
         reason,
         changed=changed,
         now=now,
-        check_every=agenda.dependency_check_every,
+        check_every=ctx.dependency_check_every,
     )
-    await agenda._store.save_state(job)
+    await ctx.store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="waiting")
 
 
 async def _give_up(
-    agenda: Agenda,
+    ctx: WorkerContext,
     job: Job,
     definition: JobDefinition | None,
     plan: RunPlan,
@@ -327,46 +272,46 @@ async def _give_up(
     job.last_run_at = previous_last_run  # the handler did not run
     job.waiting_for = None
     job.waiting_reason = None
-    if plan.guard or agenda._records_history(job, definition):
+    if plan.guard or ctx.records_history(job, definition):
         # Guarded like a run, so no other worker runs an interval given up here.
-        await agenda._store.runs.start(
+        await ctx.store.runs.start(
             name=job.name,
             job_id=job.id,
             interval=plan.interval,
             guard=plan.guard,
             started_at=now,
-            worker=agenda.name,
+            worker=ctx.name,
             status="skipped",
             error=reason,
         )
     _finishing(job)
-    await agenda._store.save_state(job)
+    await ctx.store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
 
 
 async def _skip(
-    agenda: Agenda, job: Job, definition: JobDefinition | None, plan: RunPlan, reason: str
+    ctx: WorkerContext, job: Job, definition: JobDefinition | None, plan: RunPlan, reason: str
 ) -> RunOutcome:
     """Advance the schedule without calling the handler (the interval was run elsewhere, or missed)."""
     log.info("%s (%s) skipped: %s", job.name, job.id, reason)
-    if plan.skip_reason is not None and agenda._records_history(job, definition):
-        await agenda._store.runs.start(
+    if plan.skip_reason is not None and ctx.records_history(job, definition):
+        await ctx.store.runs.start(
             name=job.name,
             job_id=job.id,
             interval=plan.interval,
             guard=False,
             started_at=job.last_run_at or sched.utcnow(),
-            worker=agenda.name,
+            worker=ctx.name,
             status="skipped",
             error=reason,
         )
     _finishing(job)
-    await agenda._store.save_state(job)
+    await ctx.store.save_state(job)
     return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
 
 
 async def _finish_record(
-    agenda: Agenda,
+    ctx: WorkerContext,
     job: Job,
     run_id: str,
     succeeded: bool,
@@ -374,21 +319,21 @@ async def _finish_record(
     finished_at: datetime,
 ) -> None:
     try:
-        await agenda._store.runs.finish(
+        await ctx.store.runs.finish(
             run_id,
             status="succeeded" if succeeded else "failed",
             finished_at=finished_at,
             error=job.fail_reason if failure is not None else None,
         )
-        await agenda._trim_history(job.name)
+        await ctx.trim_history(job.name)
     except Exception as exc:
         log.warning("could not record the end of run %s of %s: %s", run_id, job.name, exc)
 
 
-async def _save_final_state(agenda: Agenda, job: Job, stamp: tuple[str, ...]) -> bool:
+async def _save_final_state(ctx: WorkerContext, job: Job, stamp: tuple[str, ...]) -> bool:
     """Save the outcome; while the database is unreachable, keep trying (the lease stays valid, since
     nobody can take the lock over while the database is down), so a finished run is never run again."""
-    return await keep_trying(lambda: agenda._store.save_state_batched(job, stamp=stamp), job)
+    return await keep_trying(lambda: ctx.store.save_state_batched(job, stamp=stamp), job)
 
 
 async def keep_trying(write: Callable[[], Awaitable[bool]], job: Job) -> bool:
@@ -404,7 +349,7 @@ async def keep_trying(write: Callable[[], Awaitable[bool]], job: Job) -> bool:
 
 
 async def _handle_retry(
-    agenda: Agenda, job: Job, definition: JobDefinition | None, error: BaseException
+    ctx: WorkerContext, job: Job, definition: JobDefinition | None, error: BaseException
 ) -> None:
     strategy = definition.backoff if definition is not None else None
     if strategy is None:
@@ -413,20 +358,20 @@ async def _handle_retry(
         delay = strategy(job.fail_count, error, job)
     except Exception as exc:
         log.exception("backoff strategy of %r raised", job.name)
-        await agenda._emit_error(exc)
+        await ctx.report_error(exc)
         return
     if delay is None:
-        await agenda._events.emit_job_event("retry exhausted", job.name, error, job)
+        await ctx.events.emit_job_event("retry exhausted", job.name, error, job)
         return
     job.next_run_at = sched.utcnow() + timedelta(seconds=float(delay))
     details = RetryDetails(
         attempt=job.fail_count, delay=float(delay), next_run_at=job.next_run_at, error=error
     )
-    await agenda._events.emit_job_event("retry", job.name, job, details)
+    await ctx.events.emit_job_event("retry", job.name, job, details)
 
 
 async def _interrupted(
-    agenda: Agenda, job: Job, run_id: str | None, *, guarded: bool, still_running: bool = False
+    ctx: WorkerContext, job: Job, run_id: str | None, *, guarded: bool, still_running: bool = False
 ) -> None:
     """A run cancelled by a stop: unlock it and make it due now, so another worker resumes it at once.
 
@@ -436,12 +381,12 @@ async def _interrupted(
     """
     if run_id is not None and not guarded:
         try:
-            await agenda._store.runs.finish(
+            await ctx.store.runs.finish(
                 run_id, status="failed", finished_at=sched.utcnow(), error="interrupted; resumed later"
             )
         except Exception as exc:
             log.warning("could not record the interruption of %s: %s", job.name, exc)
-    lease = job._lease
+    lease = job.lease
     if lease is None or lease.lost:
         return
     if still_running:
@@ -454,7 +399,7 @@ async def _interrupted(
         )
         return
     try:
-        await agenda._store.release([job], reschedule_at=sched.utcnow())
+        await ctx.store.release([job], reschedule_at=sched.utcnow())
         log.info("interrupted %s (%s); released for another worker", job.name, job.id)
     except Exception:
         log.exception("could not release interrupted job %s (%s)", job.name, job.id)

@@ -1,0 +1,166 @@
+"""How much a worker may claim, and the claim itself (one store round trip, never orphaning a lock).
+
+Each name claims within its own room (its ``concurrency`` and ``lock_limit``) and the worker's total
+(``max_concurrency``, ``lock_limit``), earliest due and highest priority first; a name without room is
+left out, never a reason to stop claiming for the others. A job this worker saves due now, with a
+free slot here, is inserted already locked (Agenda's "lock on the fly", :meth:`Claimer.insert_locked`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from . import schedule as sched
+from .store.base import ClaimRequest
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .worker_context import WorkerContext
+
+__all__ = ["ClaimScope", "Claimer", "Holdings"]
+
+
+@dataclass(frozen=True)
+class ClaimScope:
+    """Which jobs a worker claims: of ``names`` only (None: every defined name) and, with ``until``, every
+    job due by then at once (run-due mode) instead of what is due within a poll plus a look-ahead."""
+
+    names: frozenset[str] | None = None
+    until: datetime | None = None
+
+
+class Holdings(Protocol):
+    """What claiming needs to know of the jobs a worker holds (None: all names)."""
+
+    def locked_count(self, name: str | None = None) -> int: ...
+
+    def running_count(self, name: str | None = None) -> int: ...
+
+    def waiting_count(self, name: str | None = None) -> int: ...
+
+
+class Claimer:
+    """Computes a worker's room to claim and claims; ``scope`` says which jobs."""
+
+    def __init__(self, context: WorkerContext, holdings: Holdings) -> None:
+        self._ctx = context
+        self._held = holdings
+        #: What this worker claims; run-due mode narrows it round by round.
+        self.scope = ClaimScope()
+        # Slots promised to jobs being saved locked on the fly, per name, until their write returns.
+        self._reserved: Counter[str] = Counter()
+        # What the claim under way may still lock (per name, in all), while its round trip lasts.
+        self._claiming: tuple[dict[str, int], int] = ({}, 0)
+
+    def room(self, *, immediate: bool) -> tuple[dict[str, int], int]:
+        """How many jobs each name may claim now, and how many in all.
+
+        ``immediate``: only as many as can start at once (free slots under each name's concurrency and
+        ``max_concurrency``). Otherwise the look-ahead buffer: up to ``concurrency`` waiting jobs per
+        name and ``max_concurrency`` in all. Each name's lock limit caps its own room, the worker's
+        ``lock_limit`` the total; a name without room is left out and never holds back the others.
+        """
+        ctx, held, reserved = self._ctx, self._held, self._reserved
+        # Jobs being saved locked on the fly count as waiting: their slots are promised.
+        waiting_total = held.waiting_count() + reserved.total()
+        if immediate:
+            room = ctx.max_concurrency - held.running_count() - waiting_total
+        else:
+            room = ctx.max_concurrency - waiting_total
+        if ctx.lock_limit:
+            room = min(room, ctx.lock_limit - held.locked_count() - reserved.total())
+        quotas: dict[str, int] = {}
+        for name, definition in ctx.definitions.items():
+            if self.scope.names is not None and name not in self.scope.names:
+                continue
+            waiting = held.waiting_count(name) + reserved[name]
+            if immediate:
+                free = definition.concurrency - held.running_count(name) - waiting
+            else:
+                free = definition.concurrency - waiting
+            if definition.lock_limit:
+                free = min(free, definition.lock_limit - held.locked_count(name) - reserved[name])
+            if free > 0:
+                quotas[name] = free
+        return quotas, min(room, sum(quotas.values()))
+
+    def has_slot_now(self, name: str) -> bool:
+        """Whether a job of ``name`` saved now may be locked on the fly: a claim pass would start it at
+        once, and the lock limits hold even if the claim under way takes all it asked for."""
+        quotas, room = self.room(immediate=True)
+        if room <= 0 or quotas.get(name, 0) <= 0:
+            return False
+        # Concurrency needs no such margin (a run starts only in a free slot; an extra job waits
+        # locked), but a lock limit counts locks, so it must not be passed even for a moment.
+        claiming, claiming_total = self._claiming
+        held = self._held.locked_count() + self._reserved.total()
+        if self._ctx.lock_limit and held + claiming_total >= self._ctx.lock_limit:
+            return False
+        limit = self._ctx.definitions[name].lock_limit
+        held_name = self._held.locked_count(name) + self._reserved[name]
+        return not (limit and held_name + claiming.get(name, 0) >= limit)
+
+    async def claim(self, quotas: dict[str, int], limit: int) -> list[Job]:
+        """Lock up to ``limit`` due jobs (``quotas`` per name) for this worker. A claim cancelled in
+        flight unlocks what the database locked for it."""
+        ctx = self._ctx
+        now = sched.utcnow()
+        until = self.scope.until
+        request = ClaimRequest(
+            names=list(quotas),
+            now=now,
+            next_scan_at=until if until is not None else now + ctx.process_every,
+            lock_deadlines={name: now - ctx.definitions[name].lock_lifetime for name in quotas},
+            owner=ctx.name,
+            per_name=quotas,
+        )
+        claiming = asyncio.ensure_future(ctx.store.claim(request, uuid.uuid4().hex, limit))
+        # Cleared before the caller accepts the jobs, with no await in between: they are then held.
+        self._claiming = (quotas, limit)
+        try:
+            jobs = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # Stopped mid-claim: the database may have locked jobs for us. Unlock what it returns.
+            with contextlib.suppress(Exception):
+                claimed = await asyncio.wait_for(claiming, 2.0)
+                if claimed:
+                    await asyncio.wait_for(ctx.store.release(claimed), 2.0)
+            raise
+        finally:
+            self._claiming = ({}, 0)
+        for job in jobs:
+            job.agenda = ctx.owner
+        return jobs
+
+    async def insert_locked(
+        self, name: str, write: Callable[[str | None], Awaitable[Job | None]]
+    ) -> Job | None:
+        """Save a job of ``name`` due now: locked for this worker (``write`` gets a lock token and returns
+        the locked copy) when it has an immediate slot, else as usual (``write(None)``, None returned)."""
+        if not self.has_slot_now(name):
+            await write(None)
+            return None
+        # Hold the slot across the write, so concurrent saves and claim passes do not promise it again.
+        self._reserved[name] += 1
+        writing = asyncio.ensure_future(write(uuid.uuid4().hex))
+        try:
+            leased = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The caller went away mid-write; the job may be in the database locked by us. Unlock it.
+            with contextlib.suppress(Exception):
+                leased = await asyncio.wait_for(writing, 2.0)
+                if leased is not None:
+                    await asyncio.wait_for(self._ctx.store.release([leased]), 2.0)
+            raise
+        finally:
+            self._reserved[name] -= 1
+        if leased is not None:
+            leased.agenda = self._ctx.owner
+        return leased

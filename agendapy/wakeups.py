@@ -1,0 +1,72 @@
+"""Wake-ups: claim at once when a job of ours becomes due (change streams); polling stays the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import schedule as sched
+from .loops import Loop, StopLoop
+from .store.base import WakeUpsUnavailable
+
+if TYPE_CHECKING:
+    from .worker_context import WorkerContext
+
+__all__ = ["WakeUps"]
+
+log = logging.getLogger("agendapy")
+
+_STREAM_PACE = 0.025
+_STREAM_BURST = 0.01
+_MAX_PAUSE = 30.0
+
+
+class WakeUps:
+    """Listens to the store's due changes and calls ``wake`` for a defined job due within a poll.
+
+    ``busy()`` says the worker has no free slot: changes are then read in batches, not one by one.
+    """
+
+    def __init__(self, context: WorkerContext, wake: Callable[[], None], busy: Callable[[], bool]) -> None:
+        self._ctx = context
+        self._wake = wake
+        self._busy = busy
+        self._pause = 1.0
+
+    def loop(self) -> Loop:
+        return Loop("wake-ups", self._round, then=self._reopen_pause, on_error=self._failed)
+
+    async def _round(self) -> None:
+        ctx = self._ctx
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        try:
+            async for name, next_run_at in ctx.store.due_changes():
+                self._pause = 1.0
+                if (
+                    next_run_at is not None
+                    and name in ctx.definitions
+                    and next_run_at <= sched.utcnow() + ctx.process_every
+                ):
+                    self._wake()
+                # A change on a quiet collection wakes at once. When changes come in a burst, or
+                # the worker has no free slot to fill anyway, pausing before reading on lets them
+                # arrive in one batch instead of one round trip each.
+                now = loop.time()
+                burst, last = now - last < _STREAM_BURST, now
+                if burst or self._busy():
+                    await asyncio.sleep(_STREAM_PACE)
+        except WakeUpsUnavailable as exc:
+            every = ctx.process_every.total_seconds()
+            log.info("no instant wake-ups (%s); polling every %g s", exc, every)
+            raise StopLoop from exc
+
+    async def _failed(self, error: Exception, failures: int) -> None:
+        log.warning("change stream failed (%s); polling until it is back", error)
+
+    async def _reopen_pause(self, failures: int) -> None:
+        # The stream ended or failed: reopen it after a pause that grows while it keeps failing.
+        await asyncio.sleep(self._pause)
+        self._pause = min(self._pause * 2, _MAX_PAUSE)
