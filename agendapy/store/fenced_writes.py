@@ -2,7 +2,8 @@
 
 Every write here is fenced by the job's lease (``fence_filter``/``fence_many_filter``): it applies only
 while the lease's ``(lockedAt, lockToken)`` is the stored one. The state writes of runs issued within
-a short window go to the server together (group commit), identical ones as one ``update_many``.
+a short window go to the server together (group commit), identical ones as one ``update_many``. A
+write the server refuses for one document is that job's alone (see :mod:`agendapy.store.refusals`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +19,17 @@ from typing import Any
 import bson
 from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, WriteError
 
 from ..job import Job
 from .common import state_values
 from .queries import fence_filter, fence_many_filter
+from .refusals import Refused, bulk_refusals, record_refusal, single_refusal
 from .schema import STATE_KEYS, to_object_id
 
 __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "FencedWrites"]
+
+log = logging.getLogger("agendapy.store")
 
 #: How long the state writes of runs gather before they go out together (seconds), by default.
 DEFAULT_STATE_WRITE_WINDOW = 0.005
@@ -157,7 +162,7 @@ class FencedWrites:
                 # claimed together stay fenced by one (lockedAt, token) pair.
                 entry.values["lockedAt"] = written_at
         try:
-            results = await self.apply([(entry.job, entry.values) for entry in batch])
+            results = await self.outcomes([(entry.job, entry.values) for entry in batch])
         except ConnectionFailure as exc:
             error = self._unavailable(exc)
             for entry in batch:
@@ -168,56 +173,131 @@ class FencedWrites:
                 if not entry.done.done():
                     entry.done.set_exception(exc)
         else:
-            for entry, ok in zip(batch, results, strict=True):
-                if ok:
+            refused: list[tuple[_PendingState, Refused]] = []
+            for entry, outcome in zip(batch, results, strict=True):
+                if isinstance(outcome, Refused):
+                    refused.append((entry, outcome))
+                    continue
+                if outcome:
                     _absorb_written(entry.job, entry.values)
                 if not entry.done.done():
-                    entry.done.set_result(ok)
+                    entry.done.set_result(outcome)
+            # After the others are answered: their runs need not wait for these extra writes.
+            for entry, refusal in refused:
+                await self._settle_refused(entry, refusal)
+
+    async def _settle_refused(self, entry: _PendingState, refused: Refused) -> None:
+        """One run's write was refused: the others of its batch stand. A transient refusal (the
+        server stepping down) is retried like a lost connection; any other would be refused again
+        on every retry, so the job is failed and unlocked without the fields the server refused, and
+        its run ends without a save (never locked until its lock expires, only to fail the same way)."""
+        if refused.transient:
+            # A server stepping down is, for this write, a server out of reach.
+            error = self._unavailable(ConnectionFailure(refused.message))
+            if not entry.done.done():
+                entry.done.set_exception(error)
+            return
+        try:
+            await record_refusal(self._collection(), entry.job, entry.values, refused, _write_instant())
+        except Exception as exc:
+            # Not even a bare unlock could be written: the lock expires and the job comes back.
+            log.error(
+                "could not unlock %s (%s) after the server refused its state (%s): %s",
+                entry.job.name,
+                entry.job.id,
+                refused.message,
+                exc,
+            )
+        if not entry.done.done():
+            entry.done.set_result(False)
 
     async def apply(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
+        """:meth:`outcomes` for writers that cannot take a refusal (heartbeats, releases): a write
+        the server refused raises, as a single update would."""
+        outcomes = await self.outcomes(entries)
+        for outcome in outcomes:
+            if isinstance(outcome, Refused):
+                raise outcome.error
+        return [bool(outcome) for outcome in outcomes]
+
+    async def outcomes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool | Refused]:
         """Apply ``$set: values`` to each leased job, fenced by its lease, in one round trip; tell
-        which applied. Jobs whose lease (lockedAt, token) and values are the same share one
-        ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
+        which applied, and which the server refused (each refusal is that job's alone: the other
+        writes of the round trip apply). Jobs whose lease (lockedAt, token) and values are the same
+        share one ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
         async with contextlib.AsyncExitStack() as stack:
             for job, _ in entries:
                 assert job.lease is not None
                 await stack.enter_async_context(job.lease.write_lock)
             live = [(job, values) for job, values in entries if job.lease and not job.lease.lost]
-            groups: dict[tuple[str, datetime, bytes], tuple[list[Any], dict[str, Any]]] = {}
-            for job, values in live:
+            groups: dict[tuple[str, datetime, bytes], list[int]] = {}
+            for index, (job, values) in enumerate(live):
                 lease = job.lease
                 assert lease is not None
-                key = (lease.token, lease.locked_at, bson.encode(values))
-                groups.setdefault(key, ([], values))[0].append(to_object_id(job.id))
-            writes: list[UpdateOne | UpdateMany] = []
-            for (token, locked_at, _), (ids, values) in groups.items():
-                if len(ids) == 1:
-                    writes.append(UpdateOne(fence_filter(ids[0], locked_at, token), {"$set": values}))
-                else:
-                    writes.append(UpdateMany(fence_many_filter(ids, locked_at, token), {"$set": values}))
-            applied: list[bool] = []
-            if live:
-                matched = await self._write(writes)
-                if matched == len(live):
-                    applied = [True] * len(live)
-                else:
-                    applied = await self._which_applied([job for job, _ in live], [v for _, v in live])
-            outcome = dict(zip((id(job) for job, _ in live), applied, strict=True))
+                groups.setdefault((lease.token, lease.locked_at, bson.encode(values)), []).append(index)
+            outcomes = await self._apply(live, list(groups.values())) if live else []
+            outcome = dict(zip((id(job) for job, _ in live), outcomes, strict=True))
             for job, values in live:
-                if outcome[id(job)] and job.lease is not None and values.get("lockedAt") is not None:
+                if outcome[id(job)] is True and job.lease is not None and values.get("lockedAt") is not None:
                     job.lease.locked_at = values["lockedAt"]
             return [outcome.get(id(job), False) for job, _ in entries]
 
-    async def _write(self, writes: list[UpdateOne | UpdateMany]) -> int:
-        """Send the updates (one command); how many documents they matched."""
+    async def _apply(
+        self, live: list[tuple[Job, dict[str, Any]]], members: list[list[int]]
+    ) -> list[bool | Refused]:
+        """Send one update per group of ``members`` (indexes into ``live``, which share lease and
+        values); the outcome of each job of ``live``."""
+        writes: list[UpdateOne | UpdateMany] = []
+        for group in members:
+            job, values = live[group[0]]
+            lease = job.lease
+            assert lease is not None
+            if len(group) == 1:
+                writes.append(UpdateOne(fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}))
+            else:
+                fence = fence_many_filter([live[i][0].id for i in group], lease.locked_at, lease.token)
+                writes.append(UpdateMany(fence, {"$set": values}))
+        matched, refusals = await self._write(writes)
+        if not refusals and matched == len(live):
+            return [True] * len(live)
+        outcomes: list[bool | Refused | None] = [None] * len(live)
+        split: list[int] = []
+        for write_index, refused in refusals.items():
+            group = members[write_index]
+            if len(group) == 1:
+                outcomes[group[0]] = refused
+            else:
+                split.extend(group)  # one document of several refused: which one is found below
+        unknown = [i for i, known in enumerate(outcomes) if known is None]
+        applied = await self._which_applied([live[i][0] for i in unknown], [live[i][1] for i in unknown])
+        for i, ok in zip(unknown, applied, strict=True):
+            outcomes[i] = ok
+        # An update_many stops at the document the server refuses: the others of its group that it
+        # did not reach go again, one update each, so the refusal falls on its own job.
+        retry = [i for i in split if outcomes[i] is False]
+        if retry:
+            again = await self._apply([live[i] for i in retry], [[n] for n in range(len(retry))])
+            for i, result in zip(retry, again, strict=True):
+                outcomes[i] = result
+        return [False if outcome is None else outcome for outcome in outcomes]
+
+    async def _write(self, writes: list[UpdateOne | UpdateMany]) -> tuple[int, dict[int, Refused]]:
+        """Send the updates (one command, unordered: a refused one does not stop the others); how
+        many documents the applied ones matched, and the refused ones by their index in ``writes``."""
+        collection = self._collection()
         if len(writes) == 1:
             write = writes[0]
-            collection = self._collection()
             one = collection.update_one if isinstance(write, UpdateOne) else collection.update_many
-            result = await one(write._filter, write._doc)
-            return result.matched_count
-        bulk = await self._collection().bulk_write(writes, ordered=False)
-        return bulk.matched_count
+            try:
+                result = await one(write._filter, write._doc)
+            except WriteError as exc:
+                return 0, {0: single_refusal(exc)}
+            return result.matched_count, {}
+        try:
+            bulk = await collection.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            return int(exc.details.get("nMatched", 0)), bulk_refusals(exc)
+        return bulk.matched_count, {}
 
     async def _which_applied(self, jobs: list[Job], values: list[dict[str, Any]]) -> list[bool]:
         """After a partly matched bulk write: a write applied iff the document now holds what it set
