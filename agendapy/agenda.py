@@ -27,7 +27,7 @@ from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, JobLogWriter, LogQu
 from .options import AgendaOptions, DefineOptions, Duration, job_definition
 from .results import JobsResult, RunDueResult, RunningStats
 from .run import keep_trying, run_job
-from .run_due import RunDue, due_names
+from .run_due import RunDue, due_names, run_due_result
 from .store.base import JobQuery, JobStore, is_job_store
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
@@ -783,18 +783,7 @@ class Agenda:
         wanted = due_names(self._definitions, names)
         await self.connect()
         await self._emit_worker_start()
-        outcomes = await RunDue(self.worker_context(), wanted).run(sched.utcnow())
-        return RunDueResult(
-            succeeded=[o.job for o in outcomes if o.status == "succeeded"],
-            failed=[(o.job, o.error) for o in outcomes if o.status == "failed"],
-            skipped=[o.job for o in outcomes if o.status == "skipped"],
-            waiting=[o.job for o in outcomes if o.status == "waiting"],
-            skip_reasons={
-                o.job.id: o.reason
-                for o in outcomes
-                if o.status == "skipped" and o.job.id is not None and o.reason
-            },
-        )
+        return run_due_result(await RunDue(self.worker_context(), wanted).run(sched.utcnow()))
 
     async def running_stats(self, full: bool = False) -> RunningStats:
         """What this worker holds and runs (Agenda's getRunningStats); raises NotRunning before start."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import schedule as sched
 from .claiming import ClaimScope
 from .errors import UnknownJob
+from .results import RunDueResult
 from .run import RunOutcome
 from .validate import check_name_list
 from .worker import Worker
@@ -77,3 +78,18 @@ class RunDue:
         for outcome in self._outcomes:
             latest[outcome.job.id or str(id(outcome.job))] = outcome
         return list(latest.values())
+
+
+def run_due_result(outcomes: Sequence[RunOutcome]) -> RunDueResult:
+    """The ``RunDueResult`` of a run-due pass's outcomes (``Agenda.run_due``, ``run_until_idle``)."""
+    return RunDueResult(
+        succeeded=[o.job for o in outcomes if o.status == "succeeded"],
+        failed=[(o.job, o.error) for o in outcomes if o.status == "failed"],
+        skipped=[o.job for o in outcomes if o.status == "skipped"],
+        waiting=[o.job for o in outcomes if o.status == "waiting"],
+        skip_reasons={
+            o.job.id: o.reason
+            for o in outcomes
+            if o.status == "skipped" and o.job.id is not None and o.reason
+        },
+    )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .. import schedule as sched
 from ..job import Job
 from ..run import RunOutcome, run_job
-from ..run_due import RunDue, due_names
+from ..run_due import RunDue, due_names, run_due_result
 from ..worker import Worker
 
 if TYPE_CHECKING:
@@ -163,8 +163,6 @@ async def run_until_idle(
             and ``TimeoutError`` is raised, e.g. when a job keeps rescheduling itself for now.
         names: only these job names (default: every defined name).
     """
-    from ..agenda import RunDueResult
-
     if agenda.is_running:
         raise RuntimeError(
             "run_until_idle runs the due jobs itself; call it on an Agenda whose worker is not started"
@@ -189,16 +187,7 @@ async def run_until_idle(
             latest[outcome.job.id or str(id(outcome.job))] = outcome
         if not any(o.status in ("succeeded", "failed", "skipped") for o in outcomes):
             break
-    final = list(latest.values())
-    return RunDueResult(
-        succeeded=[o.job for o in final if o.status == "succeeded"],
-        failed=[(o.job, o.error) for o in final if o.status == "failed"],
-        skipped=[o.job for o in final if o.status == "skipped"],
-        waiting=[o.job for o in final if o.status == "waiting"],
-        skip_reasons={
-            o.job.id: o.reason for o in final if o.status == "skipped" and o.job.id is not None and o.reason
-        },
-    )
+    return run_due_result(list(latest.values()))
 
 
 async def _abandon(worker: Worker, task: asyncio.Future[list[RunOutcome]], store: JobStore) -> None:
