@@ -22,11 +22,11 @@ from rich.json import JSON
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from ._terminal import json_printable, printable
-from .agenda import RunDueResult
-from .job import Job
-from .store.runs import RunRecord
-from .workers import WorkerInfo
+from .._terminal import json_printable, printable
+from ..agenda import RunDueResult
+from ..job import Job
+from ..store.runs import RunRecord
+from ..workers import WorkerInfo
 
 __all__ = [
     "OVERVIEW_COLUMNS",

@@ -1,0 +1,5 @@
+"""``python -m agendapy.cli``: the same as the ``agendapy`` command."""
+
+from . import main
+
+main()
