@@ -762,7 +762,7 @@ def _find_or_start(path: Path, linger: float) -> str:
 
 def _spawn_keeper(path: Path, port: int | None, linger: float, previous: _ServerRecord | None) -> str:
     log_path = path / _LOG_NAME
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     # The keeper must run this very agendapy, even one found through sys.path tweaks.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
