@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .server import _main
+from .keeper import _main
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))

@@ -1,30 +1,4 @@
-"""The zero-setup default database: SecantusDB run as a child process.
-
-:class:`EmbeddedServer` starts ``secantusd-py`` on a loopback port over a data directory, waits until it
-answers ``hello`` and stops it again; the process that starts it owns it (tests, benchmarks). A small
-watchdog process per server stops it when the owner dies without running exit hooks.
-
-:func:`ensure_embedded_server` is what the CLI and ``Agenda``'s default use: every process on the machine
-that uses one data directory shares one server, which belongs to none of them. A detached keeper process
-(``python -m agendapy.embedded``) starts it and stops it a little after the last user has left. Each user
-holds a *lease*, a shared ``flock`` on ``users.lock`` that the kernel releases however the user exits;
-the keeper stops the server only while it holds that lock exclusively, so no user can be handed a server
-that is stopping. The server keeps its port for the life of the data directory, so a user whose server
-went away (killed, crashed) starts a new one on the same URL and its driver reconnects by itself.
-
-The server requires SCRAM-SHA-256 authentication: the keeper creates a user with a random password at
-the first start and keeps it in ``server.json``, which, like everything in the directory, only the
-owner can read (files 0600, directories 0700).
-
-Layout of a data directory::
-
-    server.json      port, URL and credentials; pid of the live server (0 when stopped)
-    server.log       the keeper's and the server's output
-    secantusd.toml   passed with --config so no user-wide SecantusDB config file changes our server
-    storage/         the WiredTiger files
-    .lock            serialises check-then-start in ensure_embedded_server
-    users.lock       leases of the processes using the server
-"""
+"""The SecantusDB child process: :class:`EmbeddedServer` starts it, waits until it answers and stops it."""
 
 from __future__ import annotations
 
@@ -32,59 +6,49 @@ import asyncio
 import atexit
 import contextlib
 import errno
-import importlib.util
-import json
 import logging
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NotRequired, TypedDict, cast
-from urllib.parse import quote
+from typing import IO
 
 from pymongo import MongoClient
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
-from agendapy.errors import AgendaError, DatabaseUnavailable
-
-if sys.platform != "win32":
-    import fcntl
-
-__all__ = ["EmbeddedLease", "EmbeddedServer", "ensure_embedded_server", "find_server_command"]
-
-log = logging.getLogger(__name__)
-
-_SERVER_SCRIPT = "secantusd-py"
-_SERVER_MODULE = "secantus"
-_INSTALL_HINT = (
-    "the embedded database needs SecantusDB: pip install 'agendapy[embedded]' (or set AGENDAPY_MONGO_URL)"
+from ..errors import AgendaError, DatabaseUnavailable
+from .command import find_server_command
+from .probe import _free_port, _port_open, _probe
+from .state import (
+    _CONFIG_NAME,
+    _DIR_MODE,
+    _LOG_NAME,
+    _POLL_INTERVAL,
+    _RECORD_NAME,
+    _STORAGE_NAME,
+    _make_private_dir,
+    _make_url,
+    _open_private_log,
+    _read_record,
+    _restrict_tree,
+    _ServerRecord,
+    _tail,
+    _write_private,
+    _write_record,
 )
-_RECORD_NAME = "server.json"
-_LOG_NAME = "server.log"
-_CONFIG_NAME = "secantusd.toml"
-_STORAGE_NAME = "storage"
-_LOCK_NAME = ".lock"
-_USERS_NAME = "users.lock"
-_USER = "agendapy"
-#: Seconds the shared server stays up after its last user has left (env AGENDAPY_EMBEDDED_LINGER).
-DEFAULT_LINGER = 10.0
-#: Only the owner may read or enter anything in a data directory.
-_FILE_MODE = 0o600
-_DIR_MODE = 0o700
+from .watchdog import _WATCHDOG
+
+log = logging.getLogger("agendapy.embedded")
+
 _LOG_ROTATE_BYTES = 5 * 1024 * 1024
-_LOG_TAIL_LINES = 20
-_POLL_INTERVAL = 0.05
 _RESIGNAL_AFTER = 0.5
 _PORT_ATTEMPTS = 3
 
@@ -93,86 +57,6 @@ _CONFIG_TEXT = """\
 # auto-discovery of ./secantusd.toml, ~/.secantus/secantusd.toml and /etc/secantus/secantusd.toml.
 # Command-line flags (host, port, storage path, log level, sync-on-commit) override this file.
 """
-
-# Runs in its own small process next to each server. Its stdin is the read end of a pipe whose write
-# end only the owning process holds, so EOF means the owner is gone however it died (SIGKILL, os._exit,
-# a default SIGTERM): then it stops the server. A plain atexit hook covers none of those cases, and
-# PR_SET_PDEATHSIG is tied to the *thread* that forked (a server started from asyncio.to_thread would
-# die with that worker thread) and needs a preexec_fn, which is unsafe in threaded programs.
-_WATCHDOG = """\
-# agendapy: embedded-server watchdog (stops the server when its owner dies)
-import os, signal, socket, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-pid, grace, host, port = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-sys.stdin.buffer.read()
-def alive():
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-def serving():
-    try:
-        socket.create_connection((host, port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-def send(sig):
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-if alive():
-    send(signal.SIGTERM)
-    signalled = time.monotonic()
-    deadline = signalled + grace
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-        if serving() and time.monotonic() - signalled > 0.5:  # see EmbeddedServer._terminate
-            send(signal.SIGTERM)
-            signalled = time.monotonic()
-    if alive():
-        send(signal.SIGKILL)
-"""
-
-
-class _ServerRecord(TypedDict):
-    """The contents of ``server.json``."""
-
-    pid: int  # the server's, 0 once it has stopped (the record keeps the port and the credentials)
-    host: str
-    port: int
-    url: str  # with the password, when there is one: the file is 0600
-    started_at: str
-    user: NotRequired[str]
-    password: NotRequired[str]
-
-
-def find_server_command() -> list[str]:
-    """Return the command that runs the SecantusDB server.
-
-    Looks for the ``secantusd-py`` script next to ``sys.executable`` (the active virtualenv), then on
-    ``PATH``, then for a ``python -m secantus`` entry point.
-
-    Raises:
-        AgendaError: SecantusDB is not installed; the message says how to install it.
-    """
-    beside_python = shutil.which(_SERVER_SCRIPT, path=str(Path(sys.executable).parent))
-    if beside_python:
-        return [beside_python]
-    on_path = shutil.which(_SERVER_SCRIPT)
-    if on_path:
-        return [on_path]
-    # find_spec of the top-level package reads no module code; importing secantus costs ~100 ms.
-    spec = importlib.util.find_spec(_SERVER_MODULE)
-    if spec is not None and spec.submodule_search_locations is not None:
-        for location in spec.submodule_search_locations:
-            if (Path(location) / "__main__.py").is_file():
-                return [sys.executable, "-m", _SERVER_MODULE]
-    raise AgendaError(_INSTALL_HINT)
 
 
 class EmbeddedServer:
@@ -601,454 +485,3 @@ def _stop_all() -> None:
             server.stop()
         except Exception:
             log.exception("could not stop %r at exit", server)
-
-
-class EmbeddedLease:
-    """This process's use of the shared embedded server of one data directory.
-
-    While a lease is held the server keeps running; :meth:`release` (or the process's exit, however it
-    happens) gives it up. Returned by :func:`ensure_embedded_server`.
-    """
-
-    def __init__(self, data_dir: Path, fd: int, url: str, linger: float) -> None:
-        self._data_dir = data_dir
-        self._fd: int | None = fd
-        self._url = url
-        self._linger = linger
-
-    @property
-    def url(self) -> str:
-        """The server's connection string (with its credentials: do not log it unredacted)."""
-        return self._url
-
-    @property
-    def data_dir(self) -> Path:
-        """The data directory."""
-        return self._data_dir
-
-    @property
-    def held(self) -> bool:
-        """Whether :meth:`release` has not been called yet."""
-        return self._fd is not None
-
-    def ensure_live(self) -> str:
-        """Check that the server still runs (cheaply: its pid), start it again if not; return the URL.
-
-        The new server takes the same port whenever it is free, so clients reconnect by themselves.
-        """
-        if self._fd is None:
-            raise AgendaError("this embedded-server lease has been released")
-        record = _read_record(self._data_dir / _RECORD_NAME)
-        if record is not None and record["pid"] > 0 and _pid_alive(record["pid"]):
-            return self._url
-        log.warning("the embedded database in %s has stopped; starting it again", self._data_dir)
-        url = _find_or_start(self._data_dir, self._linger)
-        if url != self._url:
-            log.error(
-                "the embedded database in %s came back on another port (%s): restart this process",
-                self._data_dir,
-                _redact(url),
-            )
-            self._url = url
-        return url
-
-    async def aensure_live(self) -> str:
-        """Like :meth:`ensure_live`, without blocking the event loop.
-
-        It runs in a daemon thread rather than the loop's executor: starting a server may take seconds,
-        and a process that is stopping must not wait for it (``asyncio.run`` and the interpreter wait
-        for executor threads at exit; a cancelled caller simply leaves this one behind).
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
-
-        def settle(result: str | None, error: BaseException | None) -> None:
-            if future.done():
-                return  # the caller was cancelled
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(cast(str, result))
-
-        def check() -> None:
-            try:
-                result, error = self.ensure_live(), None
-            except BaseException as exc:
-                result, error = None, exc
-            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-                loop.call_soon_threadsafe(settle, result, error)
-
-        threading.Thread(target=check, name="agendapy-embedded-check", daemon=True).start()
-        return await future
-
-    def release(self) -> None:
-        """Stop using the server; it stops once no process has used it for the linger time."""
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-    def __enter__(self) -> EmbeddedLease:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"<EmbeddedLease {_redact(self._url)} {self._data_dir} {'held' if self.held else 'released'}>"
-
-
-def ensure_embedded_server(
-    data_dir: str | os.PathLike[str] = ".agendapy/db", *, linger: float | None = None
-) -> EmbeddedLease:
-    """Join the shared embedded server of ``data_dir``, starting it if none is live.
-
-    The server belongs to no caller: a detached keeper process runs it while any process holds a lease
-    on the directory and stops it ``linger`` seconds (default ``$AGENDAPY_EMBEDDED_LINGER``, else 10)
-    after the last lease is released. A lock file makes concurrent callers (processes or threads) start
-    at most one server.
-
-    Raises:
-        AgendaError: SecantusDB is not installed.
-        DatabaseUnavailable: the server could not be started; the message ends with its log.
-    """
-    find_server_command()  # fail fast, with the install hint, before spawning anything
-    if linger is None:
-        linger = _linger_from_env()
-    path = Path(data_dir).resolve()
-    _make_private_dir(path)
-    fd = os.open(path / _USERS_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-    try:
-        # The lease first: a keeper stops its server only while it holds this lock exclusively, so
-        # once we hold it shared, a server we find live stays live.
-        _flock(fd, shared=True, timeout=60.0, what=path / _USERS_NAME)
-        url = _find_or_start(path, linger)
-    except BaseException:
-        os.close(fd)
-        raise
-    return EmbeddedLease(path, fd, url, linger)
-
-
-def _linger_from_env() -> float:
-    text = os.environ.get("AGENDAPY_EMBEDDED_LINGER")
-    if not text:
-        return DEFAULT_LINGER
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also NaN
-        raise AgendaError(f"AGENDAPY_EMBEDDED_LINGER={text!r}: expected seconds, 0 or more")
-    return value
-
-
-def _find_or_start(path: Path, linger: float) -> str:
-    """The URL of the live server of ``path``, after starting a keeper for it if there is none."""
-    with _exclusive(path / _LOCK_NAME, timeout=60.0):
-        record = _read_record(path / _RECORD_NAME)
-        if record is not None and _record_is_live(record):
-            return record["url"]
-        if record is not None and record["pid"] > 0 and _pid_alive(record["pid"]):
-            raise DatabaseUnavailable(
-                f"pid {record['pid']} from {path / _RECORD_NAME} is alive but does not answer on "
-                f"{_redact(record['url'])}; stop it and try again"
-            )
-        port = None
-        if record is not None and _port_is_free(record["host"], record["port"]):
-            port = record["port"]  # the same URL as before: clients reconnect by themselves
-        return _spawn_keeper(path, port, linger, previous=record)
-
-
-def _spawn_keeper(path: Path, port: int | None, linger: float, previous: _ServerRecord | None) -> str:
-    log_path = path / _LOG_NAME
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    # The keeper must run this very agendapy, even one found through sys.path tweaks.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    args = [sys.executable, "-m", "agendapy.embedded", str(path), "--linger", str(linger)]
-    if port is not None:
-        args += ["--port", str(port)]
-    with _open_private_log(log_path) as log_file:
-        offset = log_file.tell()
-        try:
-            # Its own session: Ctrl-C in the terminal that started it does not reach it.
-            keeper = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=path,
-                env=env,
-                start_new_session=True,
-                umask=0o077,
-            )
-        except OSError as exc:
-            raise DatabaseUnavailable(f"could not start the embedded server's keeper: {exc}") from exc
-    started = time.monotonic()
-    deadline = started + 90.0  # the first start creates the user: two server starts
-    old_start = previous["started_at"] if previous is not None else None
-    while True:
-        record = _read_record(path / _RECORD_NAME)
-        if (
-            record is not None
-            and record["pid"] > 0
-            and record["started_at"] != old_start
-            and "user" in record  # not the record of the setup server that creates the user
-            and _pid_alive(record["pid"])
-            and _record_is_live(record)
-        ):
-            log.debug("embedded server ready in %.2f s", time.monotonic() - started)
-            return record["url"]
-        code = keeper.poll()
-        if code is not None or time.monotonic() > deadline:
-            if code is None:
-                keeper.terminate()
-            reason = f"exited with code {code}" if code is not None else "did not answer within 90 s"
-            # One line (the CLI prints it as its error): the log's last line, and where the rest is.
-            last = _tail(log_path, offset).splitlines()[-1].strip()
-            raise DatabaseUnavailable(
-                f"the embedded server could not start: its keeper {reason} ({last}); see {log_path}"
-            )
-        time.sleep(0.1)
-
-
-def _keep(path: Path, port: int | None, linger: float) -> int:
-    """The keeper process: run the server of ``path`` until it has had no user for ``linger`` s."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(0)  # runs the finally blocks below: the server stops gracefully
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    record = _read_record(path / _RECORD_NAME)
-    if record is not None and "user" in record and "password" in record:
-        credentials = (record["user"], record["password"])
-    else:
-        # First start (or a directory from a version without auth): create the user on a server
-        # without --auth, bound to loopback and stopped again at once, then restart with --auth.
-        credentials = (_USER, secrets.token_urlsafe(24))
-        with EmbeddedServer(path, port=port) as setup:
-            setup.create_user(*credentials)
-            port = setup.port
-        log.info("created the embedded server's user; its password is in %s", path / _RECORD_NAME)
-    server = EmbeddedServer(path, port=port, credentials=credentials)
-    users = os.open(path / _USERS_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-    try:
-        server.start()
-        log.info("embedded server pid %s serving %s on port %s", server.pid, path, server.port)
-        idle_since: float | None = None
-        while server.running:
-            try:
-                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                idle_since = None  # someone holds a lease
-            else:
-                now = time.monotonic()
-                idle_since = now if idle_since is None else idle_since
-                if now - idle_since >= linger:
-                    # Stopped while holding the lock: a process that wants the server waits for the
-                    # lock, then finds no live server and starts a new one.
-                    log.info("no process has used the server for %g s; stopping it", linger)
-                    server.stop()
-                    return 0
-                fcntl.flock(users, fcntl.LOCK_UN)
-            time.sleep(0.2)
-        log.warning("the embedded server exited on its own; the next process to need it starts it")
-        return 1
-    finally:
-        server.stop()
-        os.close(users)
-
-
-def _main(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m agendapy.embedded",
-        description="Run the shared embedded server of DATA_DIR until no process uses it.",
-    )
-    parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--linger", type=float, default=DEFAULT_LINGER)
-    options = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s agendapy keeper[%(process)d] %(levelname)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
-    )
-    return _keep(options.data_dir.resolve(), options.port, options.linger)
-
-
-def _record_is_live(record: _ServerRecord) -> bool:
-    # The pid check alone could hit a recycled pid, the port check alone someone else's server.
-    pid = record["pid"]
-    return pid > 0 and _pid_alive(pid) and _probe(record["url"], timeout=2.0) == pid
-
-
-def _read_record(path: Path) -> _ServerRecord | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    fields = {"pid": int, "host": str, "port": int, "url": str, "started_at": str}
-    if not all(isinstance(data.get(name), kind) for name, kind in fields.items()):
-        return None
-    if not all(isinstance(data.get(name, ""), str) for name in ("user", "password")):
-        return None
-    return cast(_ServerRecord, data)
-
-
-def _write_record(path: Path, record: _ServerRecord) -> None:
-    temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    _write_private(temp, json.dumps(record, indent=2) + "\n")
-    os.replace(temp, path)  # readers see the old record or the new one, never half of one
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file that only the owner can read (0600 from its creation on)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), _FILE_MODE)  # an existing file keeps its mode through O_CREAT
-        f.write(text)
-
-
-def _open_private_log(path: Path) -> IO[bytes]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
-    os.fchmod(fd, _FILE_MODE)
-    return os.fdopen(fd, "ab")
-
-
-def _make_private_dir(path: Path) -> None:
-    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)  # parents get the umask's mode
-    os.chmod(path, _DIR_MODE)
-
-
-def _restrict_tree(path: Path) -> None:
-    """Make every directory under ``path`` 0700 and every file 0600 (data dirs of earlier versions)."""
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            with contextlib.suppress(OSError):
-                os.chmod(os.path.join(root, name), _DIR_MODE)
-        for name in files:
-            with contextlib.suppress(OSError):
-                os.chmod(os.path.join(root, name), _FILE_MODE)
-
-
-def _tail(path: Path, offset: int) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError as exc:
-        return f"(could not read the log: {exc})"
-    tail = lines[-_LOG_TAIL_LINES:]
-    return "\n".join(tail) if tail else "(the log is empty)"
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (released when the descriptor closes)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-    try:
-        _flock(fd, shared=False, timeout=timeout, what=path)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _flock(fd: int, *, shared: bool, timeout: float, what: Path) -> None:
-    if sys.platform == "win32":
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise DatabaseUnavailable(
-                    f"another process has held {what} for {timeout:g} s while starting or stopping the "
-                    "embedded server"
-                ) from None
-            time.sleep(_POLL_INTERVAL)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    try:
-        # A zombie still accepts signal 0 but is dead for our purposes.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _probe(url: str, timeout: float) -> int | str | None:
-    """Ask ``url`` for ``hello`` and its pid: the pid, ``None`` if it gives none, or why it failed."""
-    ms = int(timeout * 1000)
-    client: MongoClient[dict[str, object]] = MongoClient(
-        url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms, appname="agendapy-probe"
-    )
-    try:
-        client.admin.command("hello")
-        pid = client.admin.command("serverStatus").get("pid")
-    except PyMongoError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
-    return pid if isinstance(pid, int) else None
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # Same option the server sets, so a port in TIME_WAIT after a crash counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _make_url(host: str, port: int, credentials: tuple[str, str] | None = None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    if credentials is None:
-        return f"mongodb://{shown}:{port}/?directConnection=true"
-    user, password = (quote(part, safe="") for part in credentials)
-    return f"mongodb://{user}:{password}@{shown}:{port}/?directConnection=true&authSource=admin"
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -312,8 +312,8 @@ def test_server_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
 
 
 def test_missing_secantusdb_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded.server, "_SERVER_SCRIPT", "no-such-secantusd-script")
-    monkeypatch.setattr(embedded.server, "_SERVER_MODULE", "no_such_secantus_module")
+    monkeypatch.setattr(embedded.command, "_SERVER_SCRIPT", "no-such-secantusd-script")
+    monkeypatch.setattr(embedded.command, "_SERVER_MODULE", "no_such_secantus_module")
     with pytest.raises(AgendaError, match=r"pip install 'agendapy\[embedded\]'"):
         find_server_command()
     srv = EmbeddedServer(None)
