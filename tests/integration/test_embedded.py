@@ -312,8 +312,8 @@ def test_server_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
 
 
 def test_missing_secantusdb_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_SERVER_SCRIPT", "no-such-secantusd-script")
-    monkeypatch.setattr(embedded, "_SERVER_MODULE", "no_such_secantus_module")
+    monkeypatch.setattr(embedded.command, "_SERVER_SCRIPT", "no-such-secantusd-script")
+    monkeypatch.setattr(embedded.command, "_SERVER_MODULE", "no_such_secantus_module")
     with pytest.raises(AgendaError, match=r"pip install 'agendapy\[embedded\]'"):
         find_server_command()
     srv = EmbeddedServer(None)
@@ -328,7 +328,7 @@ def test_early_exit_reports_the_log(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         "-c",
         "import sys; print('boom: cannot open storage', file=sys.stderr); sys.exit(3)",
     ]
-    monkeypatch.setattr(embedded, "find_server_command", lambda: failing)
+    monkeypatch.setattr(embedded.server, "find_server_command", lambda: failing)
     srv = EmbeddedServer(tmp_path / "db")
     with pytest.raises(
         DatabaseUnavailable, match=r"exited early with code 3(.|\n)*boom: cannot open storage"
