@@ -19,26 +19,24 @@ from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
 from .fork import ForkMethod
 from .history import check_runs_query
-from .job import Job, JobState, compute_job_state
+from .job import Job, JobState
+from .job_checks import apply_constraints, check_every_options, check_savable, insertable_due
 from .job_logs_service import JobLogs, log_query
+from .job_queries import checked_query, find_jobs
 from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, LogStore
+from .local_stats import local_status, running_stats
 from .options import AgendaOptions, DefineOptions, Duration, job_definition
 from .results import JobsResult, RunDueResult, RunningStats
 from .run import keep_trying, run_job
 from .run_due import RunDue, due_names, run_due_result
-from .store.base import JobQuery, JobStore, is_job_store
+from .store.base import JobStore, is_job_store
 from .store.mongo import MongoJobStore
 from .store.runs import RunRecord
-from .store.schema import check_job_fields
 from .validate import (
     check_bson,
-    check_count,
     check_id,
     check_job_name,
     check_name_list,
-    check_priority,
-    check_search,
-    parse_priority,
 )
 from .wait import check_run_succeeded, wait_for_run
 from .worker import DrainResult, Worker
@@ -52,19 +50,6 @@ log = logging.getLogger("agendapy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
-
-
-def _insertable_due(job: Job, now: datetime) -> bool:
-    """Whether saving ``job`` is a plain insert of an enabled job due by ``now``: the case that a
-    started worker may lock on the fly (updates, ``every`` and ``unique`` upserts wake it instead)."""
-    return (
-        job.id is None
-        and job.type != "single"
-        and job.unique_query is None
-        and not job.disabled
-        and job.next_run_at is not None
-        and job.next_run_at <= now
-    )
 
 
 class Agenda:
@@ -402,18 +387,7 @@ class Agenda:
         Returns the Job, or a list of Jobs when ``names`` is a list.
         """
         name_list = self._name_list(names)
-        parsed = sched.parse_interval(interval, field="interval")
-        if fixed_delay and parsed.every is None:
-            raise InvalidInput(
-                "fixed_delay", interval, "a fixed delay needs a duration, not a cron expression"
-            )
-        if misfire is not None and misfire not in ("once", "skip", "all"):
-            raise InvalidInput("misfire", misfire, "must be 'once', 'skip' or 'all'")
-        required = None if requires is None else self._name_list(requires, field="requires")
-        if fixed_delay and (required or misfire in ("skip", "all")):
-            raise InvalidInput(
-                "fixed_delay", fixed_delay, "cannot be combined with requires or misfire skip/all"
-            )
+        required = check_every_options(interval, fixed_delay=fixed_delay, misfire=misfire, requires=requires)
         jobs = []
         for name in name_list:
             job = self.create(name, data)
@@ -421,7 +395,7 @@ class Agenda:
             job.fixed_delay = bool(fixed_delay)
             job.misfire = misfire
             job.requires = required
-            self._apply_constraints(job, start_date, end_date, skip_days)
+            apply_constraints(job, start_date, end_date, skip_days)
             job.repeat_every(interval, timezone=timezone, skip_immediate=skip_immediate)
             jobs.append(job)
         for job in jobs:
@@ -443,7 +417,7 @@ class Agenda:
         jobs = []
         for name in name_list:
             job = self.create(name, data)
-            self._apply_constraints(job, start_date, end_date, skip_days)
+            apply_constraints(job, start_date, end_date, skip_days)
             job.schedule(when)
             jobs.append(job)
         for job in jobs:
@@ -501,35 +475,14 @@ class Agenda:
     def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
         return check_name_list(names, field=field)
 
-    @staticmethod
-    def _apply_constraints(
-        job: Job,
-        start_date: datetime | str | None,
-        end_date: datetime | str | None,
-        skip_days: Sequence[int] | None,
-    ) -> None:
-        if start_date is not None:
-            job.start_date = sched.parse_when(start_date, field="start_date")
-        if end_date is not None:
-            job.end_date = sched.parse_when(end_date, field="end_date")
-        job.skip_days = sched.parse_skip_days(skip_days)
-
     async def save_job(self, job: Job) -> Job:
         """Validate and write ``job`` (what ``job.save()`` calls); wakes this worker if it is due soon."""
-        check_job_name(job.name)
-        check_bson(job.data)
-        check_bson(job.checkpoint_state, field="checkpoint_state")
-        if job.unique_query is not None:  # an upsert sends the key and the document together
-            check_bson([job.unique_query, job.data, job.checkpoint_state], field="data")
-        if not isinstance(job.priority, int) or isinstance(job.priority, bool):
-            job.priority = parse_priority(job.priority)
-        check_priority(job.priority)
-        check_job_fields(job)
+        check_savable(job)
         job.agenda = self
         await self.connect()
         now = sched.utcnow()
         processor = self._processor
-        if processor is not None and _insertable_due(job, now):
+        if processor is not None and insertable_due(job, now):
             # A new job due now may be inserted already locked by this worker and started at once.
             store, by = self._store, self.name
 
@@ -565,22 +518,9 @@ class Agenda:
         """Find jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
         ``not_names``, ``data``: see ``JobFilter``) and, with ``state``, in that state; ``search``
         matches part of the name. Each returned job has its computed ``job.state``."""
-        criteria = job_criteria(filters, method="query_jobs")
-        skip = check_count(skip, field="skip")
-        limit = check_count(limit, field="limit")
-        if search is not None:
-            search = check_search(search)
-        if sort is not None and not isinstance(sort, Mapping):
-            raise InvalidInput("sort", sort, 'must be a mapping such as {"nextRunAt": "desc"}')
-        wanted: JobState | None = None
-        if state is not None:
-            try:
-                wanted = JobState(state)
-            except ValueError:
-                known = ", ".join(s.value for s in JobState)
-                raise InvalidInput("state", state, f"must be one of {known}") from None
-        query = JobQuery(
-            criteria=criteria,
+        query, wanted = checked_query(
+            filters,
+            state=state,
             search=search,
             include_disabled=include_disabled,
             sort=sort,
@@ -588,15 +528,7 @@ class Agenda:
             limit=limit,
         )
         await self.connect()
-        if wanted is None:
-            jobs, total = await self._store.query(query)
-        else:
-            now = sched.utcnow()
-            matching = [
-                j for j in await self._store.fetch_all_states(query) if compute_job_state(j, now) is wanted
-            ]
-            total = len(matching)
-            jobs = matching[skip : skip + limit if limit else None]
+        jobs, total = await find_jobs(self._store, query, wanted)
         for job in jobs:
             job.agenda = self
         return JobsResult(jobs=jobs, total=total)
@@ -780,33 +712,16 @@ class Agenda:
         processor = self._processor
         if processor is None:
             raise NotRunning("agenda not running!")
-        total = await self._store.queue_size(sched.utcnow())
-        job_status = {
-            name: {
-                "running": processor.running_count(name),
-                "locked": processor.locked_count(name),
-                "config": definition.config(),
-            }
-            for name, definition in self._definitions.items()
-        }
-
-        def listing(jobs: list[Job], count: int) -> int | list[dict[str, Any]]:
-            return [job.to_dict() for job in jobs] if full else count
-
-        waiting, running = processor.waiting_jobs, processor.running_jobs
-        return RunningStats(
+        return running_stats(
+            processor,
+            self._definitions,
+            full=full,
             version=package_version(),
             queue_name=self.name,
-            total_queue_size_db=total,
-            config={
-                "total_lock_limit": self.lock_limit,
-                "max_concurrency": self.max_concurrency,
-                "process_every": self.process_every,
-            },
-            job_status=job_status,
-            queued_jobs=listing(waiting, len(waiting)),
-            running_jobs=listing(running, len(running)),
-            locked_jobs=listing(waiting + running, len(waiting) + len(running)),
+            total_queue_size=await self._store.queue_size(sched.utcnow()),
+            lock_limit=self.lock_limit,
+            max_concurrency=self.max_concurrency,
+            process_every=self.process_every,
         )
 
     async def wait_for(self, job: Job | str, *, timeout: float | None = None) -> Job:
@@ -860,14 +775,7 @@ class Agenda:
     def local_status(self) -> dict[str, dict[str, int]]:
         """Per defined name, the jobs this process runs and holds locked now (no database query);
         zeros when the worker is not started."""
-        processor = self._processor
-        return {
-            name: {
-                "running": processor.running_count(name) if processor else 0,
-                "locked": processor.locked_count(name) if processor else 0,
-            }
-            for name in self._definitions
-        }
+        return local_status(self._processor, self._definitions)
 
     # -- job logs and workers ---------------------------------------------------------------------------
 
