@@ -29,9 +29,9 @@ from .options import AgendaOptions, DefineOptions, Duration, job_definition
 from .results import JobsResult, RunDueResult, RunningStats
 from .run import keep_trying, run_job
 from .run_due import RunDue, due_names, run_due_result
-from .store.base import JobStore, is_job_store
-from .store.mongo import MongoJobStore
+from .store.base import JobStore
 from .store.runs import RunRecord
+from .store_source import PendingStore, StoreSettings
 from .validate import (
     check_bson,
     check_id,
@@ -175,14 +175,18 @@ class Agenda:
         self.state_write_window = options.state_write_window
         self.fork_method = options.fork_method
         self.fleet_events = options.fleet_events
-        self._runs_collection = runs_collection
         self._finished_runs = 0
         self._fleet: FleetEvents | None = None
-        self._collection_name = collection
-        self._database_name = database
-        self._ensure_index = ensure_index
+        self._stores = StoreSettings(
+            collection=collection,
+            database=database,
+            ensure_indexes=ensure_index,
+            runs_collection=runs_collection,
+            history_ttl=options.history_ttl,
+            history_keep=options.history_keep,
+        )
         self._db_source = db
-        self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, _PendingStore())
+        self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, PendingStore())
         self._definitions: dict[str, JobDefinition] = {}
         self._events = EventEmitter()
         self._processor: Worker | None = None
@@ -209,20 +213,7 @@ class Agenda:
         )
 
     def _store_for(self, db: Any) -> JobStore:
-        # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
-        return cast(JobStore, db) if is_job_store(db) else self._make_store(db)
-
-    def _make_store(self, db: Any) -> MongoJobStore:
-        return MongoJobStore(
-            db,
-            collection=self._collection_name,
-            database=self._database_name,
-            ensure_indexes=self._ensure_index,
-            runs_collection=self._runs_collection,
-            history_ttl=self.options.history_ttl,
-            history_keep=self.options.history_keep,
-            state_write_window=self.state_write_window.total_seconds(),
-        )
+        return self._stores.store_for(db, state_write_window=self.state_write_window)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -244,7 +235,8 @@ class Agenda:
             if self._connected:
                 return
             if self._db_source is None:
-                self._store = self._make_store(await self._default_database.url())
+                url = await self._default_database.url()
+                self._store = self._stores.mongo(url, state_write_window=self.state_write_window)
             await self._store.connect()
             self._connected = True
         await self._events.emit("ready")
@@ -386,7 +378,7 @@ class Agenda:
 
         Returns the Job, or a list of Jobs when ``names`` is a list.
         """
-        name_list = self._name_list(names)
+        name_list = check_name_list(names)
         required = check_every_options(interval, fixed_delay=fixed_delay, misfire=misfire, requires=requires)
         jobs = []
         for name in name_list:
@@ -413,7 +405,7 @@ class Agenda:
         skip_days: Sequence[int] | None = None,
     ) -> Any:
         """Run ``names`` once at ``when``: a datetime (naive = UTC) or "in 20 minutes", "tomorrow at noon"."""
-        name_list = self._name_list(names)
+        name_list = check_name_list(names)
         jobs = []
         for name in name_list:
             job = self.create(name, data)
@@ -471,9 +463,6 @@ class Agenda:
         """``schedule(when, name, data)`` for each data, in one round trip."""
         at = sched.parse_when(when, field="when")
         return await self.insert_many([self.create(name, data).schedule(at) for data in datas])
-
-    def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
-        return check_name_list(names, field=field)
 
     async def save_job(self, job: Job) -> Job:
         """Validate and write ``job`` (what ``job.save()`` calls); wakes this worker if it is due soon."""
@@ -930,10 +919,3 @@ class Agenda:
             if worker is not None
             for job in worker.running_jobs
         ]
-
-
-class _PendingStore:
-    """Stands in until ``connect()`` resolves the default database."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError("the Agenda is not connected yet (await agenda.connect() or start())")
