@@ -32,12 +32,7 @@ from .run_due import RunDue, due_names, run_due_result
 from .store.base import JobStore
 from .store.runs import RunRecord
 from .store_source import PendingStore, StoreSettings
-from .validate import (
-    check_bson,
-    check_id,
-    check_job_name,
-    check_name_list,
-)
+from .validate import check_bson, check_id, check_job_name, check_name_list
 from .wait import check_run_succeeded, wait_for_run
 from .worker import DrainResult, Worker
 from .worker_context import WorkerContext
