@@ -6,53 +6,38 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, cast, overload
-
-from pymongo.errors import OperationFailure
 
 from . import schedule as sched
 from .bulk import check_new_jobs, one_per_name
 from .connections import DefaultDatabase
 from .definition import Handler, JobDefinition
-from .errors import InvalidInput, JobFailed, JobNotFound, NotRunning, WorkerStartFailed
+from .errors import InvalidInput, JobNotFound, NotRunning, WorkerStartFailed
 from .events import EventEmitter
 from .filters import JobFilter, job_criteria
 from .fleet_events import FleetEvents
 from .fork import ForkMethod
 from .history import check_runs_query
-from .job import Job, JobState, compute_job_state
-from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, JobLogWriter, LogQuery, LogStore, MongoLogStore
+from .job import Job, JobState
+from .job_checks import apply_constraints, check_every_options, check_savable, insertable_due
+from .job_logs_service import JobLogs, log_query
+from .job_queries import checked_query, find_jobs
+from .joblogs import DEFAULT_LOGS_COLLECTION, JobLogsResult, LogStore
+from .local_stats import local_status, running_stats
 from .options import AgendaOptions, DefineOptions, Duration, job_definition
 from .results import JobsResult, RunDueResult, RunningStats
 from .run import keep_trying, run_job
 from .run_due import RunDue, due_names, run_due_result
-from .store.base import JobQuery, JobStore, is_job_store
-from .store.mongo import MongoJobStore
+from .store.base import JobStore
 from .store.runs import RunRecord
-from .store.schema import check_job_fields
-from .validate import (
-    check_bson,
-    check_count,
-    check_id,
-    check_job_name,
-    check_name_list,
-    check_priority,
-    check_search,
-    parse_priority,
-)
+from .store_source import PendingStore, StoreSettings
+from .validate import check_bson, check_id, check_job_name, check_name_list
+from .wait import check_run_succeeded, wait_for_run
 from .worker import DrainResult, Worker
 from .worker_context import WorkerContext
-from .workers import (
-    DEFAULT_ACTIVITY_COLLECTION,
-    DEFAULT_WORKERS_COLLECTION,
-    WorkerInfo,
-    WorkerPresence,
-    default_worker_name,
-    list_workers,
-    recent_activity,
-)
+from .worker_registry import WorkerRegistry, package_version
+from .workers import DEFAULT_ACTIVITY_COLLECTION, DEFAULT_WORKERS_COLLECTION, WorkerInfo, default_worker_name
 
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
@@ -60,26 +45,6 @@ log = logging.getLogger("agendapy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
-
-
-def _package_version() -> str:
-    try:
-        return version("agendapy")
-    except PackageNotFoundError:
-        return "0.0.0"
-
-
-def _insertable_due(job: Job, now: datetime) -> bool:
-    """Whether saving ``job`` is a plain insert of an enabled job due by ``now``: the case that a
-    started worker may lock on the fly (updates, ``every`` and ``unique`` upserts wake it instead)."""
-    return (
-        job.id is None
-        and job.type != "single"
-        and job.unique_query is None
-        and not job.disabled
-        and job.next_run_at is not None
-        and job.next_run_at <= now
-    )
 
 
 class Agenda:
@@ -205,14 +170,18 @@ class Agenda:
         self.state_write_window = options.state_write_window
         self.fork_method = options.fork_method
         self.fleet_events = options.fleet_events
-        self._runs_collection = runs_collection
         self._finished_runs = 0
         self._fleet: FleetEvents | None = None
-        self._collection_name = collection
-        self._database_name = database
-        self._ensure_index = ensure_index
+        self._stores = StoreSettings(
+            collection=collection,
+            database=database,
+            ensure_indexes=ensure_index,
+            runs_collection=runs_collection,
+            history_ttl=options.history_ttl,
+            history_keep=options.history_keep,
+        )
         self._db_source = db
-        self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, _PendingStore())
+        self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, PendingStore())
         self._definitions: dict[str, JobDefinition] = {}
         self._events = EventEmitter()
         self._processor: Worker | None = None
@@ -221,32 +190,25 @@ class Agenda:
         self._connect_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
         self._default_database = DefaultDatabase()
-        self._logging = options.logging
-        self._logs_collection = options.logs_collection
-        self._logs_ttl = options.logs_ttl
-        self._log_writer: JobLogWriter | None = None
-        self._workers_collection = options.workers_collection
-        self._activity_collection = options.activity_collection
         self.heartbeat_every = options.heartbeat_every
-        self._presence: WorkerPresence | None = None
-        if self._logging:
-            self._enable_log_writer()
+        self._job_logs = JobLogs(
+            self,
+            self._events,
+            self._definitions,
+            enabled=options.logging,
+            collection=options.logs_collection,
+            ttl=options.logs_ttl,
+            ensure_index=ensure_index,
+        )
+        self._registry = WorkerRegistry(
+            self,
+            self._events,
+            workers_collection=options.workers_collection,
+            activity_collection=options.activity_collection,
+        )
 
     def _store_for(self, db: Any) -> JobStore:
-        # Any JobStore implementation (agendapy.testing's in-memory store, say) is used as it is.
-        return cast(JobStore, db) if is_job_store(db) else self._make_store(db)
-
-    def _make_store(self, db: Any) -> MongoJobStore:
-        return MongoJobStore(
-            db,
-            collection=self._collection_name,
-            database=self._database_name,
-            ensure_indexes=self._ensure_index,
-            runs_collection=self._runs_collection,
-            history_ttl=self.options.history_ttl,
-            history_keep=self.options.history_keep,
-            state_write_window=self.state_write_window.total_seconds(),
-        )
+        return self._stores.store_for(db, state_write_window=self.state_write_window)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -268,7 +230,8 @@ class Agenda:
             if self._connected:
                 return
             if self._db_source is None:
-                self._store = self._make_store(await self._default_database.url())
+                url = await self._default_database.url()
+                self._store = self._stores.mongo(url, state_write_window=self.state_write_window)
             await self._store.connect()
             self._connected = True
         await self._events.emit("ready")
@@ -277,8 +240,7 @@ class Agenda:
         """Stop processing (if started), close the connection and leave the embedded server (it stops
         shortly after the last process using it has left)."""
         await self.stop()
-        if self._log_writer is not None:
-            await self._log_writer.close(timeout=2.0)
+        await self._job_logs.close(timeout=2.0)
         await self._default_database.stop_watching()
         try:
             if self._connected:
@@ -341,7 +303,7 @@ class Agenda:
             log.debug("redefining job %r", name)
         self._definitions[name] = definition
         if definition.logging:
-            self._enable_log_writer()
+            self._job_logs.enable_writer()
 
     @property
     def definitions(self) -> Mapping[str, JobDefinition]:
@@ -411,19 +373,8 @@ class Agenda:
 
         Returns the Job, or a list of Jobs when ``names`` is a list.
         """
-        name_list = self._name_list(names)
-        parsed = sched.parse_interval(interval, field="interval")
-        if fixed_delay and parsed.every is None:
-            raise InvalidInput(
-                "fixed_delay", interval, "a fixed delay needs a duration, not a cron expression"
-            )
-        if misfire is not None and misfire not in ("once", "skip", "all"):
-            raise InvalidInput("misfire", misfire, "must be 'once', 'skip' or 'all'")
-        required = None if requires is None else self._name_list(requires, field="requires")
-        if fixed_delay and (required or misfire in ("skip", "all")):
-            raise InvalidInput(
-                "fixed_delay", fixed_delay, "cannot be combined with requires or misfire skip/all"
-            )
+        name_list = check_name_list(names)
+        required = check_every_options(interval, fixed_delay=fixed_delay, misfire=misfire, requires=requires)
         jobs = []
         for name in name_list:
             job = self.create(name, data)
@@ -431,7 +382,7 @@ class Agenda:
             job.fixed_delay = bool(fixed_delay)
             job.misfire = misfire
             job.requires = required
-            self._apply_constraints(job, start_date, end_date, skip_days)
+            apply_constraints(job, start_date, end_date, skip_days)
             job.repeat_every(interval, timezone=timezone, skip_immediate=skip_immediate)
             jobs.append(job)
         for job in jobs:
@@ -449,11 +400,11 @@ class Agenda:
         skip_days: Sequence[int] | None = None,
     ) -> Any:
         """Run ``names`` once at ``when``: a datetime (naive = UTC) or "in 20 minutes", "tomorrow at noon"."""
-        name_list = self._name_list(names)
+        name_list = check_name_list(names)
         jobs = []
         for name in name_list:
             job = self.create(name, data)
-            self._apply_constraints(job, start_date, end_date, skip_days)
+            apply_constraints(job, start_date, end_date, skip_days)
             job.schedule(when)
             jobs.append(job)
         for job in jobs:
@@ -508,38 +459,14 @@ class Agenda:
         at = sched.parse_when(when, field="when")
         return await self.insert_many([self.create(name, data).schedule(at) for data in datas])
 
-    def _name_list(self, names: str | Sequence[str], *, field: str = "names") -> list[str]:
-        return check_name_list(names, field=field)
-
-    @staticmethod
-    def _apply_constraints(
-        job: Job,
-        start_date: datetime | str | None,
-        end_date: datetime | str | None,
-        skip_days: Sequence[int] | None,
-    ) -> None:
-        if start_date is not None:
-            job.start_date = sched.parse_when(start_date, field="start_date")
-        if end_date is not None:
-            job.end_date = sched.parse_when(end_date, field="end_date")
-        job.skip_days = sched.parse_skip_days(skip_days)
-
     async def save_job(self, job: Job) -> Job:
         """Validate and write ``job`` (what ``job.save()`` calls); wakes this worker if it is due soon."""
-        check_job_name(job.name)
-        check_bson(job.data)
-        check_bson(job.checkpoint_state, field="checkpoint_state")
-        if job.unique_query is not None:  # an upsert sends the key and the document together
-            check_bson([job.unique_query, job.data, job.checkpoint_state], field="data")
-        if not isinstance(job.priority, int) or isinstance(job.priority, bool):
-            job.priority = parse_priority(job.priority)
-        check_priority(job.priority)
-        check_job_fields(job)
+        check_savable(job)
         job.agenda = self
         await self.connect()
         now = sched.utcnow()
         processor = self._processor
-        if processor is not None and _insertable_due(job, now):
+        if processor is not None and insertable_due(job, now):
             # A new job due now may be inserted already locked by this worker and started at once.
             store, by = self._store, self.name
 
@@ -575,22 +502,9 @@ class Agenda:
         """Find jobs matching the filter keywords (``id``, ``ids``, ``name``, ``names``,
         ``not_names``, ``data``: see ``JobFilter``) and, with ``state``, in that state; ``search``
         matches part of the name. Each returned job has its computed ``job.state``."""
-        criteria = job_criteria(filters, method="query_jobs")
-        skip = check_count(skip, field="skip")
-        limit = check_count(limit, field="limit")
-        if search is not None:
-            search = check_search(search)
-        if sort is not None and not isinstance(sort, Mapping):
-            raise InvalidInput("sort", sort, 'must be a mapping such as {"nextRunAt": "desc"}')
-        wanted: JobState | None = None
-        if state is not None:
-            try:
-                wanted = JobState(state)
-            except ValueError:
-                known = ", ".join(s.value for s in JobState)
-                raise InvalidInput("state", state, f"must be one of {known}") from None
-        query = JobQuery(
-            criteria=criteria,
+        query, wanted = checked_query(
+            filters,
+            state=state,
             search=search,
             include_disabled=include_disabled,
             sort=sort,
@@ -598,15 +512,7 @@ class Agenda:
             limit=limit,
         )
         await self.connect()
-        if wanted is None:
-            jobs, total = await self._store.query(query)
-        else:
-            now = sched.utcnow()
-            matching = [
-                j for j in await self._store.fetch_all_states(query) if compute_job_state(j, now) is wanted
-            ]
-            total = len(matching)
-            jobs = matching[skip : skip + limit if limit else None]
+        jobs, total = await find_jobs(self._store, query, wanted)
         for job in jobs:
             job.agenda = self
         return JobsResult(jobs=jobs, total=total)
@@ -711,7 +617,7 @@ class Agenda:
                 await self._fleet.start()
             self._processor = processor = Worker(self.worker_context())
             await processor.start()
-            await self._register_worker()
+            await self._registry.register(every=self.heartbeat_every)
 
     async def _emit_worker_start(self) -> None:
         """Emit ``worker start``; a listener that raises fails the start (it is the set-up of the jobs
@@ -790,33 +696,16 @@ class Agenda:
         processor = self._processor
         if processor is None:
             raise NotRunning("agenda not running!")
-        total = await self._store.queue_size(sched.utcnow())
-        job_status = {
-            name: {
-                "running": processor.running_count(name),
-                "locked": processor.locked_count(name),
-                "config": definition.config(),
-            }
-            for name, definition in self._definitions.items()
-        }
-
-        def listing(jobs: list[Job], count: int) -> int | list[dict[str, Any]]:
-            return [job.to_dict() for job in jobs] if full else count
-
-        waiting, running = processor.waiting_jobs, processor.running_jobs
-        return RunningStats(
-            version=_package_version(),
+        return running_stats(
+            processor,
+            self._definitions,
+            full=full,
+            version=package_version(),
             queue_name=self.name,
-            total_queue_size_db=total,
-            config={
-                "total_lock_limit": self.lock_limit,
-                "max_concurrency": self.max_concurrency,
-                "process_every": self.process_every,
-            },
-            job_status=job_status,
-            queued_jobs=listing(waiting, len(waiting)),
-            running_jobs=listing(running, len(running)),
-            locked_jobs=listing(waiting + running, len(waiting) + len(running)),
+            total_queue_size=await self._store.queue_size(sched.utcnow()),
+            lock_limit=self.lock_limit,
+            max_concurrency=self.max_concurrency,
+            process_every=self.process_every,
         )
 
     async def wait_for(self, job: Job | str, *, timeout: float | None = None) -> Job:
@@ -831,38 +720,10 @@ class Agenda:
         """
         job_id = str(check_id(job.id if isinstance(job, Job) else job, field="job"))
         await self.connect()
-        loop = asyncio.get_running_loop()
-        completed: asyncio.Future[Job] = loop.create_future()
-
-        def on_complete(finished: Job) -> None:
-            if finished.id == job_id and not completed.done():
-                completed.set_result(finished)
-
         poll = min(max(self.process_every.total_seconds(), 0.1), 5.0)
-        self._events.on("complete", on_complete)  # before the first read: no end falls in between
-        try:
-            async with asyncio.timeout(timeout):
-                first = await self._store.get_job(job_id)
-                if first is None:
-                    raise JobNotFound(f"job with id {job_id} not found in database")
-                result: Job | None = first if _has_finished(first) else None
-                while result is None:
-                    try:
-                        result = await asyncio.wait_for(asyncio.shield(completed), poll)
-                    except TimeoutError:
-                        current = await self._store.get_job(job_id)
-                        if current is None:
-                            raise JobNotFound(f"job {job_id} was removed before it finished") from None
-                        if _finished_since(first, current):
-                            result = current
-        finally:
-            self._events.off("complete", on_complete)
+        result = await wait_for_run(self._store, self._events, job_id, poll=poll, timeout=timeout)
         result.agenda = self
-        if result.failed_at is not None and (
-            result.last_finished_at is None or result.failed_at >= result.last_finished_at
-        ):
-            raise JobFailed(result, result.fail_reason)
-        return result
+        return check_run_succeeded(result)
 
     # -- run history -----------------------------------------------------------------------------------
 
@@ -898,48 +759,26 @@ class Agenda:
     def local_status(self) -> dict[str, dict[str, int]]:
         """Per defined name, the jobs this process runs and holds locked now (no database query);
         zeros when the worker is not started."""
-        processor = self._processor
-        return {
-            name: {
-                "running": processor.running_count(name) if processor else 0,
-                "locked": processor.locked_count(name) if processor else 0,
-            }
-            for name in self._definitions
-        }
+        return local_status(self._processor, self._definitions)
 
     # -- job logs and workers ---------------------------------------------------------------------------
 
     @property
     def logging(self) -> bool:
         """Whether runs are logged to the job log (``define(..., logging=...)`` overrides it per name)."""
-        return self._logging
+        return self._job_logs.enabled
 
     @logging.setter
     def logging(self, value: bool) -> None:
-        self._logging = bool(value)
-        if self._logging:
-            self._enable_log_writer()
-
-    def _enable_log_writer(self) -> None:
-        if self._log_writer is None:
-            self._log_writer = JobLogWriter(self, _LazyLogStore(self))
-            self._events.tap(self._log_writer.observe)
+        self._job_logs.enabled = value
 
     def logs_job(self, name: str) -> bool:
         """Whether runs of ``name`` are logged: its definition says so, else the Agenda's ``logging``."""
-        definition = self._definitions.get(name)
-        if definition is not None and definition.logging is not None:
-            return definition.logging
-        return self._logging
+        return self._job_logs.logs_job(name)
 
     def _log_store(self) -> LogStore:
-        store: Any = self._store
-        if isinstance(store, MongoJobStore):
-            return MongoLogStore(store.database[self._logs_collection], ttl=self._logs_ttl)
-        logs = getattr(store, "logs", None)
-        if logs is None:
-            raise NotImplementedError(f"the job store {type(store).__name__} keeps no job logs")
-        return cast(LogStore, logs)
+        # The log store of the current job store (tests read it directly).
+        return self._job_logs.store()
 
     async def get_logs(
         self,
@@ -958,21 +797,18 @@ class Agenda:
         time (``since``/``until``, Agenda's ``from``/``to``), newest first unless ``sort="asc"``;
         returns ``JobLogsResult(entries, total)``. Entries still buffered by this process are written
         first, so a run's own log is readable right after it completes."""
-        query = LogQuery.build(
+        query = log_query(
             job_id=job_id,
             job_name=job_name,
             level=level,
             event=event,
-            since=None if since is None else sched.parse_when(since, field="since"),
-            until=None if until is None else sched.parse_when(until, field="until"),
+            since=since,
+            until=until,
             limit=limit,
             offset=offset,
             sort=sort,
         )
-        await self.connect()
-        if self._log_writer is not None:
-            await self._log_writer.flush()
-        return await self._log_store().query(query)
+        return await self._job_logs.query(query)
 
     async def clear_logs(
         self,
@@ -986,70 +822,25 @@ class Agenda:
     ) -> int:
         """Delete the matching log entries (Agenda's ``clearLogs``; no filter deletes them all);
         returns how many were deleted."""
-        query = LogQuery.build(
-            job_id=job_id,
-            job_name=job_name,
-            level=level,
-            event=event,
-            since=None if since is None else sched.parse_when(since, field="since"),
-            until=None if until is None else sched.parse_when(until, field="until"),
+        query = log_query(
+            job_id=job_id, job_name=job_name, level=level, event=event, since=since, until=until
         )
-        await self.connect()
-        if self._log_writer is not None:
-            await self._log_writer.flush()
-        unfiltered = query == LogQuery()
-        return await self._log_store().clear(None if unfiltered else query)
+        return await self._job_logs.clear(query)
 
     async def workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
         """The workers registered in this database: live ones, then lost ones (no heartbeat for three
         periods) with the jobs they still hold; stopped ones too with ``include_stopped``."""
-        await self.connect()
-        store: Any = self._store
-        if not isinstance(store, MongoJobStore):
-            return []
-        return await list_workers(
-            store.database,
-            jobs_collection=store.collection.name,
-            workers_collection=self._workers_collection,
-            include_stopped=include_stopped,
-        )
+        return await self._registry.workers(include_stopped=include_stopped)
 
     async def activity(self, minutes: int = 60) -> list[dict[str, Any]]:
         """The fleet's last ``minutes`` minute by minute (oldest first): ``minute``, runs ``done`` and
         ``failed`` over every worker, and ``queued`` (due jobs, sampled; None when unsampled)."""
-        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 24 * 60:
-            raise InvalidInput("minutes", minutes, "must be an int from 1 to 1440")
-        await self.connect()
-        store: Any = self._store
-        if not isinstance(store, MongoJobStore):
-            return []
-        return await recent_activity(store.database[self._activity_collection], minutes=minutes)
-
-    async def _register_worker(self) -> None:
-        store: Any = self._store
-        if not isinstance(store, MongoJobStore) or self._presence is not None:
-            return
-        presence = WorkerPresence(
-            self,
-            store.database[self._workers_collection],
-            activity=store.database[self._activity_collection],
-            every=self.heartbeat_every,
-            version=_package_version(),
-        )
-        self._events.tap(presence.observe)
-        self._presence = presence
-        await presence.start()
+        return await self._registry.activity(minutes)
 
     async def _after_processing(self) -> None:
         """Once processing stopped: say goodbye in the workers list and write the pending job log."""
-        presence, self._presence = self._presence, None
-        if presence is not None:
-            self._events.untap(presence.observe)
-            await presence.stop()
-        if self._log_writer is not None:
-            await self._log_writer.flush(timeout=1.0)
-
-    # -- what Job methods call ----------------------------------------------------------------------------
+        await self._registry.unregister()
+        await self._job_logs.flush(timeout=1.0)
 
     # -- what Job methods call (the JobOwner protocol) ------------------------------------------------
 
@@ -1123,56 +914,3 @@ class Agenda:
             if worker is not None
             for job in worker.running_jobs
         ]
-
-
-def _has_finished(job: Job) -> bool:
-    """A one-off job whose run is over and that has nothing more to run."""
-    return job.locked_at is None and job.last_finished_at is not None and job.next_run_at is None
-
-
-def _finished_since(before: Job, now: Job) -> bool:
-    """A run ended between the two reads of the same job."""
-    if now.locked_at is not None or now.last_finished_at is None:
-        return False
-    return before.last_finished_at is None or now.last_finished_at > before.last_finished_at
-
-
-class _LazyLogStore:
-    """The log store of whatever database the Agenda ends up connected to (known only after connect)."""
-
-    def __init__(self, agenda: Agenda) -> None:
-        self._agenda = agenda
-        self._indexed = False
-
-    async def _target(self) -> LogStore:
-        agenda = self._agenda
-        await agenda.connect()
-        target = agenda._log_store()
-        if not self._indexed and agenda._ensure_index:
-            try:
-                await target.create_indexes()
-            except OperationFailure as exc:
-                # The server refused an index (say, a TTL it cannot change): log, and write anyway.
-                log.warning("job log indexes not created: %s", exc)
-            # A connection error propagates: the writer retries the batch, and the indexes with it.
-            self._indexed = True
-        return target
-
-    async def create_indexes(self) -> None:
-        await (await self._target()).create_indexes()
-
-    async def write(self, docs: Sequence[dict[str, Any]]) -> None:
-        await (await self._target()).write(docs)
-
-    async def query(self, query: LogQuery) -> JobLogsResult:
-        return await (await self._target()).query(query)
-
-    async def clear(self, query: LogQuery | None) -> int:
-        return await (await self._target()).clear(query)
-
-
-class _PendingStore:
-    """Stands in until ``connect()`` resolves the default database."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError("the Agenda is not connected yet (await agenda.connect() or start())")
