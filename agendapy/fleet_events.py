@@ -73,6 +73,10 @@ class FleetEvents:
         # The last known document of each job: the end of a run that removes its job (remove on
         # complete) arrives without one.
         self._docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # The progress each job's own changes wrote last. Not the looked-up document's: a lookup made
+        # after later writes already shows their progress, and the change that wrote it would then
+        # look like no change at all.
+        self._progress: OrderedDict[str, Any] = OrderedDict()
         # (job id, lastRunAt in ms) of runs this process started: their events were emitted locally.
         self._local: OrderedDict[tuple[str, int | None], None] = OrderedDict()
         self.ready = asyncio.Event()
@@ -148,6 +152,7 @@ class FleetEvents:
         job_id = str(key["_id"])
         if change.get("operationType") == "delete":
             self._docs.pop(job_id, None)
+            self._progress.pop(job_id, None)
             return
         updated: dict[str, Any] = dict((change.get("updateDescription") or {}).get("updatedFields") or {})
         full = change.get("fullDocument")
@@ -162,7 +167,13 @@ class FleetEvents:
         # Which run this change belongs to: its own start, or the start seen last (a document looked
         # up after a run's end may already show the next run's start).
         started_at = updated["lastRunAt"] if "lastRunAt" in updated else (known or {}).get("lastRunAt")
-        events = _events_of(updated, doc, known, started_at)
+        written_before = {"progress": self._progress[job_id]} if job_id in self._progress else None
+        if "progress" in updated:
+            self._progress.pop(job_id, None)
+            self._progress[job_id] = updated["progress"]
+            while len(self._progress) > _REMEMBERED:
+                self._progress.popitem(last=False)
+        events = _events_of(updated, doc, written_before, started_at)
         run = started_at if started_at is not None else doc.get("lastRunAt")
         if not events or self._is_local(job_id, run):
             return
@@ -244,7 +255,7 @@ def _events_of(
 
     Only what this write changed counts, and a server may list a field it set to its old value: so
     an end needs the lock released and a finish no older than the run's start, and progress must
-    differ from the last value seen.
+    differ from the last value an earlier change wrote (``before``).
     """
     locked = updated["lockedAt"] if "lockedAt" in updated else doc.get("lockedAt")
     finished_at = updated.get("lastFinishedAt")

@@ -248,3 +248,35 @@ async def test_wait_for_a_job_removed_while_waiting(watcher: Agenda) -> None:
     # Whether its first read or a later one misses the document, it says so instead of waiting on.
     with pytest.raises(JobNotFound):
         await waiting
+
+
+async def test_progress_is_heard_when_the_looked_up_document_is_already_newer(make_agenda: Any) -> None:
+    # A change stream's fullDocument is looked up when the change is read: under load the start's
+    # lookup already shows progress 25 written after it. The change that wrote 25 is still progress.
+    from agendapy.fleet_events import FleetEvents
+
+    agenda: Agenda = await make_agenda(name="web")
+    fleet = FleetEvents(agenda.worker_context(), lambda: [])
+    events = EventLog(agenda, "start", "progress")
+    job_id = ObjectId()
+    started = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    newer = {"_id": job_id, "name": "steps", "lockedAt": started, "lastRunAt": started, "progress": 25}
+    await fleet._on_change(
+        {
+            "operationType": "update",
+            "documentKey": {"_id": job_id},
+            "updateDescription": {"updatedFields": {"lockedAt": started, "lastRunAt": started}},
+            "fullDocument": newer,
+        }
+    )
+    for percent in (25, 50):
+        await fleet._on_change(
+            {
+                "operationType": "update",
+                "documentKey": {"_id": job_id},
+                "updateDescription": {"updatedFields": {"progress": percent}},
+                "fullDocument": {**newer, "progress": 50},
+            }
+        )
+    assert events.names() == ["start", "progress", "progress"]
+    assert [job.progress for (job,) in events.args("progress")] == [25, 50]
