@@ -272,21 +272,9 @@ async def _give_up(
     job.last_run_at = previous_last_run  # the handler did not run
     job.waiting_for = None
     job.waiting_reason = None
-    if plan.guard or ctx.records_history(job, definition):
-        # Guarded like a run, so no other worker runs an interval given up here.
-        await ctx.store.runs.start(
-            name=job.name,
-            job_id=job.id,
-            interval=plan.interval,
-            guard=plan.guard,
-            started_at=now,
-            worker=ctx.name,
-            status="skipped",
-            error=reason,
-        )
-    _finishing(job)
-    await ctx.store.save_state(job)
-    return RunOutcome(job, ran=False, succeeded=False, status="skipped", reason=reason)
+    # Recorded (and guarded like a run, so no other worker runs an interval given up here).
+    record = plan.guard or ctx.records_history(job, definition)
+    return await _skipped(ctx, job, plan, reason, record=record, guard=plan.guard, started_at=now)
 
 
 async def _skip(
@@ -294,13 +282,30 @@ async def _skip(
 ) -> RunOutcome:
     """Advance the schedule without calling the handler (the interval was run elsewhere, or missed)."""
     log.info("%s (%s) skipped: %s", job.name, job.id, reason)
-    if plan.skip_reason is not None and ctx.records_history(job, definition):
+    record = plan.skip_reason is not None and ctx.records_history(job, definition)
+    started_at = job.last_run_at or sched.utcnow()
+    return await _skipped(ctx, job, plan, reason, record=record, guard=False, started_at=started_at)
+
+
+async def _skipped(
+    ctx: WorkerContext,
+    job: Job,
+    plan: RunPlan,
+    reason: str,
+    *,
+    record: bool,
+    guard: bool,
+    started_at: datetime,
+) -> RunOutcome:
+    """End a run whose handler is not called: a ``skipped`` run record (when ``record``), the lock
+    released with the schedule advanced."""
+    if record:
         await ctx.store.runs.start(
             name=job.name,
             job_id=job.id,
             interval=plan.interval,
-            guard=False,
-            started_at=job.last_run_at or sched.utcnow(),
+            guard=guard,
+            started_at=started_at,
             worker=ctx.name,
             status="skipped",
             error=reason,
