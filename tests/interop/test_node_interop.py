@@ -223,7 +223,9 @@ async def test_jobs_saved_by_agendapy_run_in_node(
     node: Any, make_agenda: Any, jobs_collection: Any, client: Any, db_name: str
 ) -> None:
     agenda: Agenda = await make_agenda(name="py-scheduler")
-    later_at = ms(utcnow() + timedelta(seconds=1.5))
+    # Far enough ahead that it is still "scheduled" when Node inspects it on a loaded machine (Node's
+    # start-up alone can take over a second there).
+    later_at = ms(utcnow() + timedelta(seconds=4))
     await agenda.now("py-now", PY_PAYLOAD)
     await agenda.schedule(later_at, "py-later", {"step": "later"})
     await agenda.every("1 second", "py-every", {"kind": "human"})
