@@ -284,10 +284,6 @@ class MongoRunStore:
             {"_id": ObjectId(run_id)}, finish_update(status, finished_at, error)
         )
 
-    async def release_guard(self, run_id: str) -> None:
-        """Give an interval back (the run never started its handler, e.g. an interrupted start)."""
-        await self._collection.delete_one({"_id": ObjectId(run_id), "status": "running"})
-
     async def trim(self, name: str) -> None:
         """Keep at most ``keep_per_name`` records of ``name`` (the newest)."""
         cursor = self._collection.find({"name": name}, projection={"startedAt": 1}).sort(

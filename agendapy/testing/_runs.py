@@ -91,13 +91,6 @@ class MemoryRunStore:
             if doc is not None:
                 apply_update(doc, rules.finish_update(status, finished_at, error))
 
-    async def release_guard(self, run_id: str) -> None:
-        """Give an interval back (the run never started its handler)."""
-        with self._lock:
-            doc = self._records.get(ObjectId(run_id))
-            if doc is not None and doc.get("status") == "running":
-                self._delete(doc["_id"])
-
     async def trim(self, name: str) -> None:
         """Keep at most ``keep_per_name`` records of ``name`` (the newest); running ones stay."""
         with self._lock:
