@@ -30,7 +30,11 @@ WORKER_MODULE = textwrap.dedent(
     KEPT = []
 
     def _mark(job):
-        Path(job.data["dir"], str(job.data.get("n", 0))).write_text(str(os.getpid()))
+        # Written aside, then renamed: a test that sees the file also sees the pid in it.
+        mark = Path(job.data["dir"], str(job.data.get("n", 0)))
+        aside = mark.with_name(mark.name + ".writing")
+        aside.write_text(str(os.getpid()))
+        aside.replace(mark)
 
     @agenda.define("leak", fork=True)
     def leak(job):

@@ -25,7 +25,11 @@ LEAK: list[bytes] = []
 
 
 def _mark(job: Job, suffix: str = "") -> None:
-    Path(job.data["dir"], f"{job.data.get('n', 0)}{suffix}").write_text(str(os.getpid()))
+    # Written aside, then renamed: a test that sees the file also sees the pid in it.
+    mark = Path(job.data["dir"], f"{job.data.get('n', 0)}{suffix}")
+    aside = mark.with_name(mark.name + ".writing")
+    aside.write_text(str(os.getpid()))
+    aside.replace(mark)
 
 
 async def record_pid(job: Job) -> None:
