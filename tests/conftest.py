@@ -35,6 +35,38 @@ def mongo_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server: ``$AGENDAPY_TEST_POSTGRES_URL`` when set, else a temporary cluster
+    (``tests/pg_server.py``) on a free loopback port."""
+    url = os.environ.get("AGENDAPY_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    from pg_server import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def pg_url(postgres_url: str, db_name: str) -> AsyncIterator[str]:
+    """A URL naming a fresh PostgreSQL database of this test's own (dropped at the end)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(f'CREATE DATABASE "{db_name}"')
+    try:
+        yield with_database(postgres_url, db_name)
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
