@@ -39,7 +39,7 @@ PgPool = AsyncConnectionPool[Any]
 
 
 async def execute(
-    conn: AsyncConnection[Any], statement: str | sql.Composable, params: Params | None = None
+    conn: AsyncConnection[Any], statement: str | sql.SQL | sql.Composed, params: Params | None = None
 ) -> AsyncCursor[DictRow]:
     """Run ``statement`` on a cursor of ``conn`` whose rows are dicts (whatever the pool's row factory)."""
     cur = conn.cursor(row_factory=dict_row)
