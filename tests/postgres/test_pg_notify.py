@@ -128,7 +128,8 @@ async def test_node_notifications_wake_us_and_saves_announce_claimable_jobs_only
         await execute(pg_store, "SELECT pg_notify(%s, 'not json')", [pg_store.channel])
         now = utcnow()
         docs = [
-            {"_id": "a", "name": "due", "nextRunAt": now, "priority": 1},
+            {"_id": "a", "name": "due", "nextRunAt": now + timedelta(seconds=1), "priority": 1},
+            {"_id": "a2", "name": "due", "nextRunAt": now, "priority": 1},  # one wake-up per name
             {"_id": "b", "name": "locked", "nextRunAt": now, "lockedAt": now},
             {"_id": "c", "name": "disabled", "nextRunAt": now, "disabled": True},
             {"_id": "d", "name": "done", "nextRunAt": None},

@@ -129,13 +129,29 @@ def claimable(doc: Mapping[str, Any]) -> bool:
 
 
 def due_notes(channel: str, docs: Iterable[Mapping[str, Any]], source: str | None) -> list[tuple[str, str]]:
-    """The jobs channel's notifications for the written documents a claim could now take."""
+    """The jobs channel's notifications for written documents a claim could now take (saved, inserted,
+    re-enabled): one per job name, its earliest next run, so a bulk insert does not flood every
+    listener (a wake-up is about a name: the worker then claims whatever of it is due).
+
+    ``PostgresJobStore`` sends them (:func:`publish`) after such writes, as Node's ``Job.save`` does.
+    """
+    earliest: dict[str, Mapping[str, Any]] = {}
+    for doc in docs:
+        name = doc.get("name")
+        if "_id" not in doc or not isinstance(name, str) or not claimable(doc):
+            continue
+        kept = earliest.get(name)
+        if kept is None or doc["nextRunAt"] < kept["nextRunAt"]:
+            earliest[name] = doc
     return [
-        (channel, due_payload(str(doc["_id"]), str(doc.get("name")), doc.get("nextRunAt"),
-                              int(doc.get("priority") or 0), source))
-        for doc in docs
-        if "_id" in doc and claimable(doc)
-    ]  # fmt: skip
+        (channel, due_payload(str(doc["_id"]), name, doc["nextRunAt"], _priority(doc), source))
+        for name, doc in earliest.items()
+    ]
+
+
+def _priority(doc: Mapping[str, Any]) -> int:
+    priority = doc.get("priority")
+    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
 
 
 class Announcements:
