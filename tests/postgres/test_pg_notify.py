@@ -242,3 +242,23 @@ def test_node_state_notifications_become_changes_fleet_events_understand() -> No
     assert fail["fullDocument"]["failReason"] == "bad" and fail["fullDocument"]["lastModifiedBy"] == "node-1"
     for ignored in ('{"type": "complete", "jobId": "x", "jobName": "n"}', "[]", "nope", '{"type": "start"}'):
         assert change_of(ignored) is None
+
+
+async def test_handing_back_a_job_disabled_meanwhile_wakes_nobody(
+    pg_store: PostgresJobStore, writes: StateWrites
+) -> None:
+    wakes: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    task = asyncio.create_task(collect(due_changes(pg_store.pool, pg_store.channel), wakes))
+    try:
+        await wait_for_listeners(pg_store, 1)
+        await add_jobs(pg_store, "quiet", 1)
+        (job,) = await claim(pg_store.pool, pg_store.table, request_for(["quiet"]), "tok", 1, writes=writes)
+        await execute(pg_store, f'UPDATE "{pg_store.table}" SET disabled = TRUE WHERE id = %s', [job.id])
+        await release(writes, [job])
+        marker = utcnow()
+        async with pg_store.pool.connection() as conn:  # notifications arrive in commit order
+            await publish(conn, due_notes(pg_store.channel, [{"_id": "m", "name": "marker", "nextRunAt": marker}], None))
+        assert await asyncio.wait_for(wakes.get(), 10) == ("marker", marker)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

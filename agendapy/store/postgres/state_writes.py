@@ -306,8 +306,9 @@ class StateWrites:
         statement = sql.SQL(
             "WITH v AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[],"
             " %s::text[], {arrays}) AS v(id, fence_at, fence_token, due, states, {names})),"
-            " u AS (UPDATE {table} AS t SET {sets} FROM v WHERE t.id = v.id{fence} RETURNING t.id)"
-            " SELECT u.id, CASE WHEN v.due IS NOT NULL THEN pg_notify(%s, v.due) END,"
+            " u AS (UPDATE {table} AS t SET {sets} FROM v WHERE t.id = v.id{fence}"
+            " RETURNING t.id, t.disabled IS NOT TRUE AND t.next_run_at IS NOT NULL AS claimable)"
+            " SELECT u.id, CASE WHEN v.due IS NOT NULL AND u.claimable THEN pg_notify(%s, v.due) END,"
             " (SELECT count(pg_notify(%s, s)) FROM unnest(string_to_array(v.states, E'\\n')) AS s)"
             " FROM u JOIN v ON v.id = u.id"
         ).format(arrays=arrays, names=sql.SQL(", ").join(names), table=self._table, sets=sets, fence=fence)
