@@ -257,7 +257,9 @@ async def test_handing_back_a_job_disabled_meanwhile_wakes_nobody(
         await release(writes, [job])
         marker = utcnow()
         async with pg_store.pool.connection() as conn:  # notifications arrive in commit order
-            await publish(conn, due_notes(pg_store.channel, [{"_id": "m", "name": "marker", "nextRunAt": marker}], None))
+            await publish(
+                conn, due_notes(pg_store.channel, [{"_id": "m", "name": "marker", "nextRunAt": marker}], None)
+            )
         assert await asyncio.wait_for(wakes.get(), 10) == ("marker", marker)
     finally:
         task.cancel()
