@@ -4,6 +4,7 @@ The table, its columns and its three indexes are Node's, so a Node process and a
 each other's entries. Fields agendapy writes that Node's table has no column for go into ``meta``
 (JSONB), as does the exact value of anything a column cannot hold (a text longer than its VARCHAR, an
 integer beyond INTEGER), so nothing written is lost and no entry can fail its batch for ever.
+Durations and delays are whole milliseconds, as Node writes them.
 
 Entry ids: Node's ``id`` is a UUID. agendapy's writer gives each entry an ObjectId when the event
 happens; it is stored as the UUID of its 12 bytes followed by four zero bytes, so a batch retried
@@ -152,9 +153,9 @@ def _row(doc: Mapping[str, Any]) -> dict[str, Any]:
         value = doc.get(field)
         number: int | None = None
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            # Whole milliseconds, as Node stores them; beyond INTEGER, meta keeps the value.
             number = round(value) if abs(value) <= _INT_MAX else None
-            if number is None or number != value:
-                # A fraction of a millisecond, or beyond INTEGER: the column rounds, meta keeps it.
+            if number is None:
                 extra[field] = value
         elif value is not None:
             extra[field] = value
