@@ -277,8 +277,10 @@ async def test_bad_options_are_refused_naming_the_field(pool: AsyncConnectionPoo
         PostgresRunStore(pool, ttl=HOUR, keep_per_name=-1)
 
 
-async def test_a_quoted_table_name_of_its_own(pool: AsyncConnectionPool[Any]) -> None:
-    runs = await make_runs(pool, table='My "Runs"')
+async def test_a_table_name_of_its_own(pool: AsyncConnectionPool[Any]) -> None:
+    with pytest.raises(InvalidInput, match="table"):
+        PostgresRunStore(pool, table='runs"; DROP TABLE x; --', ttl=HOUR, keep_per_name=1)
+    runs = await make_runs(pool, table="My_Runs")
     assert await start(runs, "q", interval=hour(base_hour()), guard=True)
     assert await start(runs, "q", interval=hour(base_hour()), guard=True, job_id="other") is None
     assert [r.name for r in await query(runs)] == ["q"]

@@ -33,7 +33,8 @@ from psycopg_pool import AsyncConnectionPool
 from ... import schedule as sched
 from ...errors import InvalidInput
 from ...joblogs import JobLogsResult, LogQuery, entry_from_document
-from .runs import check_table_name, pg_text
+from .runs import pg_text
+from .schema import check_table_name
 
 __all__ = ["DEFAULT_LOGS_TABLE", "PostgresLogStore", "entry_uuid"]
 

@@ -34,14 +34,13 @@ from ..runs import (
     new_run_document,
     record_of,
 )
+from .schema import check_table_name
 
-__all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "check_table_name", "pg_text"]
+__all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "pg_text"]
 
 DEFAULT_RUNS_TABLE = "agendapy_runs"
 #: Seconds between two deletions of expired records by ``start`` (MongoDB's TTL monitor: 60 s).
 _EXPIRE_EVERY = 60.0
-#: PostgreSQL truncates identifiers to 63 bytes; the longest index name adds 20 to the table's.
-_MAX_TABLE_BYTES = 40
 
 #: What a TEXT column refuses: NUL, and lone surrogates (not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -90,19 +89,6 @@ _DDL: tuple[LiteralString, ...] = (
     # Expiry.
     "CREATE INDEX IF NOT EXISTS {prefix_started_at_idx} ON {table} (started_at)",
 )
-
-
-def check_table_name(table: object, *, field: str = "table") -> str:
-    """``table`` if PostgreSQL can hold it and the index names derived from it, else InvalidInput."""
-    if not isinstance(table, str) or not table:
-        raise InvalidInput(field, table, "must be a non-empty string")
-    if "\x00" in table or len(table.encode("utf-8", "surrogatepass")) > _MAX_TABLE_BYTES:
-        raise InvalidInput(field, table, f"must be at most {_MAX_TABLE_BYTES} bytes, without NUL")
-    try:
-        table.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(field, table, "must be valid Unicode (no lone surrogates)") from None
-    return table
 
 
 def pg_text(value: Any) -> str | None:
@@ -158,6 +144,7 @@ class PostgresRunStore:
         if isinstance(keep_per_name, bool) or not isinstance(keep_per_name, int) or keep_per_name < 0:
             raise InvalidInput("keep_per_name", keep_per_name, "must be an int >= 0")
         self._pool = pool
+        # At most 40 characters: the index names add up to 20 to it, within PostgreSQL's 63.
         self._table_name = check_table_name(table)
         self._table = sql.Identifier(self._table_name)
         self._ttl = ttl
