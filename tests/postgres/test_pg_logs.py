@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
@@ -38,10 +38,15 @@ NODE_COLUMNS = [
 ]
 
 
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+@pytest.fixture(params=["store", "plain"])
+async def pool(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A pool as the job store makes it (autocommit, dict rows) or psycopg's defaults; its session time
+    zone far from UTC: every date must still read back as aware UTC."""
+    kwargs: dict[str, Any] = {"options": "-c TimeZone=America/Denver"}
+    if request.param == "store":
+        kwargs |= {"autocommit": True, "row_factory": dict_row}
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, min_size=1, max_size=6, open=False, kwargs={"options": "-c TimeZone=America/Denver"}
+        pg_url, min_size=1, max_size=8, open=False, kwargs=kwargs
     )
     await pool.open(wait=True)
     try:
@@ -85,14 +90,15 @@ async def test_the_table_and_indexes_are_node_agendas_created_safely_at_once(
     await asyncio.gather(*(store.create_indexes() for store in stores))
     await stores[0].create_indexes()
     async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=tuple_row)
         columns = await (
-            await conn.execute(
+            await cur.execute(
                 "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable::text"
                 " FROM information_schema.columns WHERE table_name = 'agenda_logs' ORDER BY ordinal_position"
             )
         ).fetchall()
         indexes = await (
-            await conn.execute(
+            await cur.execute(
                 "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'agenda_logs'"
                 " ORDER BY indexname"
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
@@ -22,11 +23,15 @@ from agendapy.store.runs import RunRecord
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    # A session time zone far from UTC: every date must still read back as aware UTC.
+@pytest.fixture(params=["store", "plain"])
+async def pool(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A pool as the job store makes it (autocommit, dict rows) or psycopg's defaults; its session time
+    zone far from UTC: every date must still read back as aware UTC."""
+    kwargs: dict[str, Any] = {"options": "-c TimeZone=Asia/Kolkata"}
+    if request.param == "store":
+        kwargs |= {"autocommit": True, "row_factory": dict_row}
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, min_size=1, max_size=8, open=False, kwargs={"options": "-c TimeZone=Asia/Kolkata"}
+        pg_url, min_size=1, max_size=8, open=False, kwargs=kwargs
     )
     await pool.open(wait=True)
     try:
@@ -74,7 +79,7 @@ async def query(runs: PostgresRunStore, **options: Any) -> list[RunRecord]:
 
 async def scalar(pool: AsyncConnectionPool[Any], statement: str, *params: Any) -> Any:
     async with pool.connection() as conn:
-        row = await (await conn.execute(statement, params)).fetchone()  # type: ignore[arg-type]
+        row = await (await conn.cursor(row_factory=tuple_row).execute(statement, params)).fetchone()  # type: ignore[arg-type]
         return None if row is None else row[0]
 
 

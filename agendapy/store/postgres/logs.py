@@ -26,7 +26,7 @@ from typing import Any, LiteralString
 
 from bson import ObjectId
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -292,7 +292,7 @@ class PostgresLogStore:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(page, [*params, query.limit or None, query.offset])
             rows = await cur.fetchall()
-            counted = await (await conn.execute(count, params)).fetchone()
+            counted = await (await conn.cursor(row_factory=tuple_row).execute(count, params)).fetchone()
         entries = [entry_from_document(_document(row)) for row in rows]
         return JobLogsResult(entries=entries, total=0 if counted is None else int(counted[0]))
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, Unpack
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from ... import schedule as sched
@@ -213,10 +213,11 @@ class PostgresRunStore:
         )
         async with self._pool.connection() as conn:
             await self._expire(conn, force=False)
-            inserted = await (await conn.execute(insert, row)).fetchone()
+            cur = conn.cursor(row_factory=tuple_row)
+            inserted = await (await cur.execute(insert, row)).fetchone()
             if inserted is not None:
                 return str(inserted[0])
-            resumed = await (await conn.execute(take_over, row)).fetchone()
+            resumed = await (await cur.execute(take_over, row)).fetchone()
         return None if resumed is None else str(resumed[0])
 
     async def finish(
