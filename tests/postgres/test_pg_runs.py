@@ -5,12 +5,14 @@ creation, expiry without a TTL index, dates in any session time zone, text a TEX
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -292,3 +294,46 @@ async def test_a_table_name_of_its_own(pool: AsyncConnectionPool[Any]) -> None:
     with pytest.raises(psycopg.errors.UndefinedTable):
         async with pool.connection() as conn:
             await conn.execute("SELECT 1 FROM agendapy_runs")
+
+
+async def test_every_statement_uses_its_index_on_a_large_history(
+    pool: AsyncConnectionPool[Any], runs: PostgresRunStore
+) -> None:
+    async with pool.connection() as conn:
+        # 200 names with 100 interval runs each, an hour apart.
+        await conn.execute(
+            "INSERT INTO agendapy_runs (id, name, job_id, interval_started_at, interval_ended_at,"
+            " interval_key, started_at, finished_at, status)"
+            " SELECT lpad(to_hex(g), 24, '0'), 'job' || g % 200, 'j' || g % 200, at, at + interval '1 hour',"
+            " 'job' || g % 200 || '@' || g, at, at, 'succeeded'"
+            " FROM generate_series(1, 20000) g, LATERAL (SELECT now() - g / 200 * interval '1 hour' AS at) t"
+        )
+        await conn.execute("ANALYZE agendapy_runs")
+
+    async def plan(statement: sql.Composed, params: Any) -> str:
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + statement, params)
+            row = await cur.fetchone()
+            assert row is not None
+            return json.dumps(row[0])
+
+    t = utcnow() - 50 * HOUR
+    expected = {
+        "agendapy_runs_by_name_idx": [
+            runs._history(50, {"name": "job7", "since": None, "until": None, "status": None}),
+            (runs._trim, {"name": "job7", "keep": 10}),
+        ],
+        "agendapy_runs_by_job_idx": [
+            runs._history(50, {"name": None, "since": None, "until": None, "status": None, "job_id": "j7"}),
+        ],
+        "agendapy_runs_by_interval_idx": [(runs._coverage, {"name": "job7", "start": t, "end": t + HOUR})],
+        "agendapy_runs_interval_key_idx": [
+            (runs._take_over, {"worker": "w", "started_at": t, "interval_key": "job7@7", "job_id": "j7"})
+        ],
+        "agendapy_runs_started_at_idx": [(runs._expiry, [utcnow() - 1000 * HOUR])],
+    }
+    for index, statements in expected.items():
+        for statement, params in statements:
+            explained = await plan(statement, params)
+            assert index in explained and "Seq Scan" not in explained, explained

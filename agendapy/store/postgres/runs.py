@@ -150,6 +150,37 @@ class PostgresRunStore:
         self._ttl = ttl
         self._keep = keep_per_name
         self._expired_at: float | None = None
+        self._insert = self._sql(
+            "INSERT INTO {table} ({columns}) VALUES ({values})"
+            " ON CONFLICT (interval_key) DO NOTHING RETURNING id",
+            values=sql.SQL(", ").join(sql.Placeholder(column) for column in _FIELDS),
+        )
+        # The same rule as takeover_filter/takeover_update. Run as a statement of its own, it sees a
+        # conflicting row another transaction committed while the insert waited for it.
+        self._take_over = self._sql(
+            "UPDATE {table} SET worker = %(worker)s, resumed_at = %(started_at)s,"
+            " attempts = attempts + 1"
+            " WHERE interval_key = %(interval_key)s AND status = 'running'"
+            " AND job_id IS NOT DISTINCT FROM %(job_id)s RETURNING id"
+        )
+        self._finish = self._sql("UPDATE {table} SET status = %s, finished_at = %s, error = %s WHERE id = %s")
+        self._trim = self._sql(
+            "DELETE FROM {table} WHERE name = %(name)s AND status <> 'running'"
+            " AND started_at <= (SELECT started_at FROM {table} WHERE name = %(name)s"
+            " ORDER BY started_at DESC OFFSET %(keep)s LIMIT 1)"
+        )
+        self._expiry = self._sql("DELETE FROM {table} WHERE started_at < %s")
+        # coverage_filter in interval order, and interval_runs_filter's first and last, in one query:
+        # the aggregate always yields one row; the lateral join adds the overlapping runs to it (or
+        # one row of NULLs when there are none).
+        self._coverage = self._sql(
+            "SELECT bounds.first_started_at, bounds.last_started_at, runs.* FROM"
+            " (SELECT min(interval_started_at) AS first_started_at,"
+            " max(interval_started_at) AS last_started_at FROM {table} WHERE name = %(name)s) bounds"
+            " LEFT JOIN LATERAL (SELECT {columns} FROM {table} WHERE name = %(name)s"
+            " AND interval_started_at < %(end)s AND interval_ended_at > %(start)s) runs ON TRUE"
+            " ORDER BY runs.interval_started_at, runs.id"
+        )
 
     @property
     def table(self) -> str:
@@ -177,9 +208,7 @@ class PostgresRunStore:
         if not force and self._expired_at is not None and now - self._expired_at < _EXPIRE_EVERY:
             return
         self._expired_at = now
-        await conn.execute(
-            self._sql("DELETE FROM {table} WHERE started_at < %s"), [sched.utcnow() - self._ttl]
-        )
+        await conn.execute(self._expiry, [sched.utcnow() - self._ttl])
 
     async def start(self, **run: Unpack[RunStart]) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval``: None when another run holds it
@@ -198,26 +227,13 @@ class PostgresRunStore:
             "error": pg_text(doc["error"]),
             "worker": pg_text(doc["worker"]),
         }
-        insert = self._sql(
-            "INSERT INTO {table} ({columns}) VALUES ({values})"
-            " ON CONFLICT (interval_key) DO NOTHING RETURNING id",
-            values=sql.SQL(", ").join(sql.Placeholder(column) for column in _FIELDS),
-        )
-        # The same rule as takeover_filter/takeover_update. Run as a statement of its own, it sees a
-        # conflicting row another transaction committed while the insert waited for it.
-        take_over = self._sql(
-            "UPDATE {table} SET worker = %(worker)s, resumed_at = %(started_at)s,"
-            " attempts = attempts + 1"
-            " WHERE interval_key = %(interval_key)s AND status = 'running'"
-            " AND job_id IS NOT DISTINCT FROM %(job_id)s RETURNING id"
-        )
         async with self._pool.connection() as conn:
             await self._expire(conn, force=False)
             cur = conn.cursor(row_factory=tuple_row)
-            inserted = await (await cur.execute(insert, row)).fetchone()
+            inserted = await (await cur.execute(self._insert, row)).fetchone()
             if inserted is not None:
                 return str(inserted[0])
-            resumed = await (await cur.execute(take_over, row)).fetchone()
+            resumed = await (await cur.execute(self._take_over, row)).fetchone()
         return None if resumed is None else str(resumed[0])
 
     async def finish(
@@ -225,27 +241,25 @@ class PostgresRunStore:
     ) -> None:
         """Record how a run ended (``finish_update``)."""
         async with self._pool.connection() as conn:
-            await conn.execute(
-                self._sql("UPDATE {table} SET status = %s, finished_at = %s, error = %s WHERE id = %s"),
-                [status, _date(finished_at), pg_text(error), str(run_id)],
-            )
+            await conn.execute(self._finish, [status, _date(finished_at), pg_text(error), str(run_id)])
 
     async def trim(self, name: str) -> None:
         """Keep at most ``keep_per_name`` records of ``name`` (the newest; running ones stay, as
         ``trim_filter`` says), and delete the expired records of every name."""
         async with self._pool.connection() as conn:
             await self._expire(conn, force=True)
-            await conn.execute(
-                self._sql(
-                    "DELETE FROM {table} WHERE name = %(name)s AND status <> 'running'"
-                    " AND started_at <= (SELECT started_at FROM {table} WHERE name = %(name)s"
-                    " ORDER BY started_at DESC OFFSET %(keep)s LIMIT 1)"
-                ),
-                {"name": name, "keep": self._keep},
-            )
+            await conn.execute(self._trim, {"name": name, "keep": self._keep})
 
     async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
         """Run records, newest first (``history_filter``, ``HISTORY_SORT``); ``limit`` 0: all."""
+        query, params = self._history(limit, where)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            return [_record(row) for row in await cur.fetchall()]
+
+    def _history(self, limit: int, where: RunFilter) -> tuple[sql.Composed, list[Any]]:
+        """The statement and parameters of ``query``."""
         conditions: list[sql.Composable] = []
         params: list[Any] = []
         for field, column in (("name", "name"), ("job_id", "job_id"), ("status", "status")):
@@ -264,28 +278,15 @@ class PostgresRunStore:
             "SELECT {columns} FROM {table} WHERE {filters} ORDER BY started_at DESC, id DESC LIMIT %s",
             filters=filters,
         )
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, [*params, limit or None])
-            return [_record(row) for row in await cur.fetchall()]
+        return query, [*params, limit or None]
 
     async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
         """The runs of ``name`` whose interval overlaps ``interval`` (``coverage_filter``, in interval
         order), and the first and last interval it ran (``interval_runs_filter``), in one query."""
-        # The aggregate always yields one row; the lateral join adds the overlapping runs to it (or
-        # one row of NULLs when there are none).
-        query = self._sql(
-            "SELECT bounds.first_started_at, bounds.last_started_at, runs.* FROM"
-            " (SELECT min(interval_started_at) AS first_started_at,"
-            " max(interval_started_at) AS last_started_at FROM {table} WHERE name = %(name)s) bounds"
-            " LEFT JOIN LATERAL (SELECT {columns} FROM {table} WHERE name = %(name)s"
-            " AND interval_started_at < %(end)s AND interval_ended_at > %(start)s) runs ON TRUE"
-            " ORDER BY runs.interval_started_at, runs.id"
-        )
         params = {"name": name, "start": _date(interval.started_at), "end": _date(interval.ended_at)}
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, params)
+            await cur.execute(self._coverage, params)
             rows = await cur.fetchall()
         return RequiredRuns(
             [_record(row) for row in rows if row["id"] is not None],
