@@ -270,3 +270,14 @@ async def test_bad_ids_and_options_are_refused_naming_the_field(
     with pytest.raises(InvalidInput, match="table"):
         PostgresLogStore(pool, table="", ttl=None)
     assert (await logs.query(LogQuery())).total == 0  # nothing of the refused batch was stored
+
+
+async def test_a_large_batch_is_written_whole_and_in_order(logs: PostgresLogStore) -> None:
+    at = datetime.now(UTC)
+    docs = [entry("start", at=at + timedelta(milliseconds=i // 100), message=str(i)) for i in range(1200)]
+    await logs.write(docs)
+    result = await logs.query(LogQuery(sort="asc", limit=0))
+    assert result.total == 1200
+    assert [e.message for e in result.entries] == [str(i) for i in range(1200)]
+    newest = await logs.query(LogQuery(limit=3))
+    assert [e.message for e in newest.entries] == ["1199", "1198", "1197"]
