@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from bson import ObjectId
 from psycopg.rows import dict_row, tuple_row
@@ -281,3 +282,40 @@ async def test_a_large_batch_is_written_whole_and_in_order(logs: PostgresLogStor
     assert [e.message for e in result.entries] == [str(i) for i in range(1200)]
     newest = await logs.query(LogQuery(limit=3))
     assert [e.message for e in newest.entries] == ["1199", "1198", "1197"]
+
+
+async def test_node_creating_the_table_at_the_same_moment_does_not_fail_ours(
+    pg_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    # Node's ensureSchema takes no lock of ours: its CREATE TABLE is under way, not yet committed.
+    node = await psycopg.AsyncConnection.connect(pg_url)
+    try:
+        await node.execute(
+            "CREATE TABLE IF NOT EXISTS agenda_logs (id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
+            " timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW(), level VARCHAR(10) NOT NULL,"
+            " event VARCHAR(30) NOT NULL, job_id VARCHAR(255), job_name VARCHAR(255) NOT NULL,"
+            " message TEXT NOT NULL, duration INTEGER, error TEXT, fail_count INTEGER, retry_delay INTEGER,"
+            " retry_attempt INTEGER, agenda_name VARCHAR(255), meta JSONB)"
+        )
+        ours = asyncio.create_task(PostgresLogStore(pool, ttl=None).create_indexes())
+        # Ours waits on Node's transaction (the catalog's unique keys) before Node commits.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            async with pool.connection() as conn:
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE%%'"
+                )
+                waiting = await cur.fetchone()
+            if waiting == (1,):
+                break
+            assert asyncio.get_running_loop().time() < deadline and not ours.done()
+            await asyncio.sleep(0.05)
+        await node.commit()
+        await asyncio.wait_for(ours, 30)
+    finally:
+        await node.close()
+    logs = PostgresLogStore(pool, ttl=None)
+    await logs.write([entry("start", at=datetime.now(UTC))])
+    assert (await logs.query(LogQuery())).total == 1

@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 from ... import schedule as sched
 from ...errors import InvalidInput
 from ...joblogs import JobLogsResult, LogQuery, entry_from_document
-from .runs import pg_text
+from .runs import pg_text, run_ddl
 from .schema import check_table_name
 
 __all__ = ["DEFAULT_LOGS_TABLE", "PostgresLogStore", "entry_uuid"]
@@ -211,20 +211,14 @@ class PostgresLogStore:
         return sql.SQL(text).format(table=self._table, **parts)
 
     async def create_indexes(self) -> None:
-        """Node's table and indexes (if missing; safe when several processes start at once), then
-        delete expired entries."""
+        """Node's table and indexes if missing (:func:`~agendapy.store.postgres.runs.run_ddl`: safe
+        when several processes start at once, Node's included), then delete expired entries."""
         names = {
             f"{suffix}_idx": sql.Identifier(f"{self._table_name}_{suffix}_idx")
             for suffix in ("timestamp", "job_id", "job_name")
         }
         async with self._pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    [f"agendapy schema {self._table_name}"],
-                )
-                for statement in _DDL:
-                    await conn.execute(self._sql(statement, **names))
+            await run_ddl(conn, self._table_name, [self._sql(statement, **names) for statement in _DDL])
             await self._expire(conn, force=True)
 
     async def _expire(self, conn: AsyncConnection[Any], *, force: bool) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, Unpack
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, errors, sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -36,7 +36,7 @@ from ..runs import (
 )
 from .schema import check_table_name
 
-__all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "pg_text"]
+__all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "pg_text", "run_ddl"]
 
 DEFAULT_RUNS_TABLE = "agendapy_runs"
 #: Seconds between two deletions of expired records by ``start`` (MongoDB's TTL monitor: 60 s).
@@ -98,6 +98,24 @@ def pg_text(value: Any) -> str | None:
         return None
     text = value if isinstance(value, str) else str(value)
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+async def run_ddl(conn: AsyncConnection[Any], table: str, statements: list[sql.Composed]) -> None:
+    """Run ``IF NOT EXISTS`` DDL in one transaction under an advisory lock of ``table``, so agendapy
+    processes starting at once take turns. A creator outside the lock (Node's ``ensureSchema``) can
+    still commit the same table first, failing ours on a catalog key: then the second try finds it."""
+    for attempt in (1, 2):
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"agendapy schema {table}"]
+                )
+                for statement in statements:
+                    await conn.execute(statement)
+            return
+        except (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject):
+            if attempt == 2:
+                raise
 
 
 def _date(value: datetime | None) -> datetime | None:
@@ -190,17 +208,13 @@ class PostgresRunStore:
         return sql.SQL(text).format(table=self._table, columns=_RECORD_COLUMNS, **parts)
 
     async def create_tables(self) -> None:
-        """Create the table and its indexes if missing; several processes may run this at once (the
-        DDL runs in one transaction under an advisory lock, so no two create the same object)."""
+        """Create the table and its indexes if missing; several processes may run this at once
+        (:func:`run_ddl`)."""
         prefix = self._table_name
         suffixes = ("interval_key_idx", "by_name_idx", "by_job_idx", "by_interval_idx", "started_at_idx")
         names = {f"prefix_{suffix}": sql.Identifier(f"{prefix}_{suffix}") for suffix in suffixes}
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"agendapy schema {prefix}"]
-            )
-            for statement in _DDL:
-                await conn.execute(self._sql(statement, **names))
+        async with self._pool.connection() as conn:
+            await run_ddl(conn, prefix, [self._sql(statement, **names) for statement in _DDL])
 
     async def _expire(self, conn: AsyncConnection[Any], *, force: bool) -> None:
         """Delete the records older than the TTL (at most once a minute unless ``force``)."""
