@@ -17,6 +17,8 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
+from agendapy.events import EventEmitter
+from agendapy.job_logs_service import JobLogs
 from agendapy.joblogs import LogQuery
 from agendapy.store.postgres.logs import PostgresLogStore, entry_uuid
 
@@ -319,3 +321,38 @@ async def test_node_creating_the_table_at_the_same_moment_does_not_fail_ours(
     logs = PostgresLogStore(pool, ttl=None)
     await logs.write([entry("start", at=datetime.now(UTC))])
     assert (await logs.query(LogQuery())).total == 1
+
+
+async def test_the_agendas_logs_collection_and_ttl_reach_the_postgres_log_store(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    class Store:  # what JobLogs reads of a PostgresJobStore: its logs
+        logs = PostgresLogStore(pool, ttl=None)
+
+    class Owner:  # what JobLogs reads of an Agenda
+        store = Store()
+
+        async def connect(self) -> None:
+            return None
+
+    job_logs = JobLogs(
+        Owner(),  # type: ignore[arg-type]
+        EventEmitter(),
+        {},
+        enabled=False,
+        collection="app_logs",
+        ttl=timedelta(hours=1),
+        ensure_index=True,
+    )
+    resolved = job_logs.store()
+    assert isinstance(resolved, PostgresLogStore)
+    assert (resolved.table, resolved.ttl) == ("app_logs", timedelta(hours=1))
+    assert job_logs.store() is resolved  # one store: it remembers when it last expired entries
+    now = datetime.now(UTC)
+    await resolved.create_indexes()
+    await resolved.write([entry("start", at=now - timedelta(hours=2)), entry("start", at=now, job="kept")])
+    await PostgresLogStore(pool, table="app_logs", ttl=timedelta(hours=1)).create_indexes()
+    result = await job_logs.query(LogQuery())
+    assert [e.job_name for e in result.entries] == ["kept"]
+    same = PostgresLogStore(pool, ttl=None)
+    assert same.configured(table="agenda_logs", ttl=None) is same

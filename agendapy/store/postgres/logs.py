@@ -207,6 +207,17 @@ class PostgresLogStore:
     def table(self) -> str:
         return self._table_name
 
+    @property
+    def ttl(self) -> timedelta | None:
+        return self._ttl
+
+    def configured(self, *, table: str, ttl: timedelta | None) -> PostgresLogStore:
+        """This store, or one on its pool with another table and TTL: ``agenda.get_logs`` and the log
+        writer use the Agenda's ``logs_collection`` and ``logs_ttl`` here, as they do in MongoDB."""
+        if (table, ttl) == (self._table_name, self._ttl):
+            return self
+        return PostgresLogStore(self._pool, table=table, ttl=ttl)
+
     def _sql(self, text: LiteralString, **parts: sql.Composable) -> sql.Composed:
         return sql.SQL(text).format(table=self._table, **parts)
 
