@@ -124,7 +124,8 @@ def data_filter(data: Any) -> dict[str, Any]:
     flt = criteria_filter(JobCriteria(data=data, has_data=True))
     with user_filter_of("data", data):
         check_filter(flt)
-    return jsonb_order(flt)
+    ordered: dict[str, Any] = jsonb_order(flt)
+    return ordered
 
 
 def jsonb_order(value: Any) -> Any:
