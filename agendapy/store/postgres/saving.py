@@ -8,6 +8,7 @@ workers wake at once; polling stays the fallback.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -118,12 +119,31 @@ class JobSaver:
         )
 
     async def _insert_row(self, conn: AsyncConnection[Any], doc: dict[str, Any]) -> dict[str, Any]:
-        cur = await execute(conn, self._insert_statement(), _full_row(doc))
-        row = await cur.fetchone()
-        assert row is not None
-        stored = row_to_document(row)
-        await self._announce(conn, [stored])
-        return stored
+        """Insert one job and announce it if claimable, in one statement (one round trip: the
+        notification is computed here, so the id is made here too, a random UUID as Node's)."""
+        row = _full_row(doc)
+        row["id"] = uuid.uuid4()
+        written = {**doc, "_id": str(row["id"]), "nextRunAt": row["next_run_at"]}
+        source = doc.get("lastModifiedBy") if isinstance(doc.get("lastModifiedBy"), str) else None
+        notes = notify.due_notes(self._channel, [written], source)
+        row["_channels"] = [channel for channel, _ in notes]
+        row["_payloads"] = [payload for _, payload in notes]
+        cur = await execute(conn, self._announced_insert(), row)
+        inserted = await cur.fetchone()
+        assert inserted is not None
+        return row_to_document(inserted)
+
+    def _announced_insert(self) -> sql.Composed:
+        columns = ["id", *_ALL_COLUMNS]
+        return sql.SQL(
+            "WITH ins AS (INSERT INTO {t} ({cols}) VALUES ({vals}) RETURNING *)"
+            " SELECT ins.*, (SELECT count(pg_notify(n.c, n.p))"
+            " FROM unnest(%(_channels)s::text[], %(_payloads)s::text[]) AS n(c, p)) AS notified FROM ins"
+        ).format(
+            t=self._table,
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        )
 
     async def _update_row(
         self, conn: AsyncConnection[Any], job_id: Any, values: dict[str, Any], *, name: str | None = None
