@@ -32,7 +32,7 @@ from ...job import Job
 from ..common import fenced_state_write
 from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW, _state_values
 from ..schema import STATE_KEYS
-from .notify import Announcements, state_channel
+from .announce import Announcements, state_channel
 from .schema import COLUMNS, column_value, to_millis
 
 __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "StateWrites", "job_uuid"]
