@@ -3,7 +3,7 @@
 Node's ``@agendajs/postgres-backend`` publishes two kinds of notifications, and so does agendapy, so
 a Node worker and an agendapy worker sharing one table wake each other:
 
-- on the jobs channel (``agenda_jobs``), a job that may have become claimable (saved, rescheduled,
+- on the jobs channel (``agenda:jobs`` by default), a job that may have become claimable (saved, rescheduled,
   unlocked, re-enabled): ``{"jobId", "jobName", "nextRunAt", "priority", "timestamp", "source"}``;
 - on ``<channel>:state``, a step of a run: ``{"type": "start" | "progress" | "success" | "fail" |
   "retry" | "complete", "jobId", "jobName", "timestamp", "source", ...}`` with the step's fields
@@ -66,8 +66,11 @@ __all__ = [
 
 log = logging.getLogger("agendapy.store")
 
-#: Node's default jobs channel.
-DEFAULT_CHANNEL = "agenda_jobs"
+#: Node's default jobs channel. Not the table's name: ``PostgresBackend`` passes its ``channelName``
+#: option (unset by default) to its channel, whose own default is ``agenda:jobs`` (checked against
+#: ``@agendajs/postgres-backend`` 3.0.6; its log line and typings say ``agenda_jobs``, which is not
+#: what it listens on). Run steps go to ``agenda:jobs:state``.
+DEFAULT_CHANNEL = "agenda:jobs"
 #: The longest pause between two attempts to re-open a lost listening connection (seconds).
 _MAX_REOPEN_PAUSE = 5.0
 
