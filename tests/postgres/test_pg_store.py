@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from agendapy import InvalidData, InvalidInput, Job, JobState
+from agendapy.errors import DatabaseUnavailable
 from agendapy.schedule import utcnow
 from agendapy.store.base import JobCriteria, JobQuery
 from agendapy.store.postgres import PostgresJobStore
@@ -248,3 +249,21 @@ async def test_insert_many_in_chunks_gives_each_job_its_row_and_one_wake_up_per_
     assert len(stored) == count + 1
     assert all(stored[str(j.id)]["data"] == j.data and stored[str(j.id)]["name"] == j.name for j in jobs)
     assert all(row["last_modified_by"] == "loader" and row["fork"] is False for row in stored.values())
+
+
+async def test_a_lost_connection_is_database_unavailable_and_the_next_call_reconnects(
+    stores: list[PostgresJobStore], pg_url: str
+) -> None:
+    store = stores[0]
+    saved = Job(name="a", next_run_at=utcnow())
+    await store.save_job(saved, now=utcnow(), last_modified_by=None)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    # The pool's one idle connection is dead: the first use says so, naming the server.
+    with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL"):
+        await store.get_job(str(saved.id))
+    found = await store.get_job(str(saved.id))
+    assert found is not None and found.name == "a"
