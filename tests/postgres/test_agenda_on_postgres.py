@@ -72,9 +72,7 @@ async def test_a_postgres_url_schedules_into_node_agendas_table(
 
 
 async def test_a_pool_object_selects_postgres_and_stays_open(pg_url: str) -> None:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, kwargs={"autocommit": True, "row_factory": dict_row}, open=False
-    )
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_url, kwargs={"autocommit": True}, open=False)
     await pool.open()
     try:
         agenda = Agenda(pool)
@@ -87,8 +85,16 @@ async def test_a_pool_object_selects_postgres_and_stays_open(pg_url: str) -> Non
         await pool.close()
 
 
-async def test_a_worker_runs_jobs_and_lists_itself_with_its_activity(make_pg_agenda: MakeAgenda) -> None:
-    agenda = await make_pg_agenda(name="pg-worker-1", heartbeat_every=0.1)
+async def test_a_worker_runs_jobs_and_lists_itself_with_its_activity(
+    make_pg_agenda: MakeAgenda, pg_url: str
+) -> None:
+    # The workers' and activity tables named by the MongoDB-named options.
+    agenda = await make_pg_agenda(
+        name="pg-worker-1",
+        heartbeat_every=0.1,
+        workers_collection="app_workers",
+        activity_collection="app_activity",
+    )
     seen: list[Any] = []
 
     @agenda.define("send email")
@@ -116,6 +122,8 @@ async def test_a_worker_runs_jobs_and_lists_itself_with_its_activity(make_pg_age
     stopped = await agenda.workers(include_stopped=True)
     assert [(w.name, w.state) for w in stopped] == [("pg-worker-1", "stopped")]
     assert await agenda.workers() == []
+    assert [r["name"] for r in await _rows(pg_url, "SELECT name FROM app_workers")] == ["pg-worker-1"]
+    assert [r["done"] for r in await _rows(pg_url, "SELECT sum(done) AS done FROM app_activity")] == [2]
 
 
 async def test_job_logs_on_postgres(make_pg_agenda: MakeAgenda) -> None:
