@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ...testing._mql import FilterError, check_filter, matches
+from ...errors import InvalidInput
 from ..base import JobCriteria, JobQuery
 from ..common import user_filter
 from ..queries import criteria_filter, query_sort
@@ -40,11 +41,15 @@ _FALSE = sql.SQL("FALSE")
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:
-    """A job id as the ``id`` column holds it; None for anything that is not a UUID (matches nothing)."""
+    """A job id as the ``id`` column holds it; None for a string that is not a UUID (matches nothing).
+
+    Anything but a string is refused (InvalidInput), so no mapping such as ``{"$ne": None}`` is ever
+    taken for an id, as in the other stores.
+    """
     if isinstance(value, uuid.UUID):
         return value
     if not isinstance(value, str):
-        return None
+        raise InvalidInput("id", value, "must be a job id (a string)")
     try:
         return uuid.UUID(value)
     except ValueError:
