@@ -17,8 +17,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ...testing._mql import FilterError, check_filter, matches
 from ...errors import InvalidInput
+from ...testing._mql import FilterError, check_filter, matches
 from ..base import JobCriteria, JobQuery
 from ..common import user_filter
 from ..queries import criteria_filter, query_sort

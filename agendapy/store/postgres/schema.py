@@ -347,7 +347,7 @@ def _check_json(path: str, value: Any) -> None:
         for index, item in enumerate(value):
             _check_json(f"{path}.{index}", item)
         return
-    raise InvalidInput(
+    raise InvalidData(
         path,
         value,
         f"JSON cannot hold a {type(value).__name__} (use str, int, float, bool, None, dict, list)",
