@@ -132,3 +132,21 @@ def test_an_unreachable_postgres_server_fails_with_status_1() -> None:
     assert result.returncode == 1, result.stderr
     assert "cannot reach PostgreSQL" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_run_due_runs_what_is_due_and_exits_0(pg_url: str, app_dir: Path) -> None:
+    agenda = Agenda(pg_url)
+    try:
+        job = await agenda.now("send email", {"to": "cron@example.com"})
+        later = await agenda.schedule("in 1 hour", "send email", {"to": "later@example.com"})
+        result = await asyncio.to_thread(
+            cli, "run-due", "jobmod:agenda", "--json", "--database-url", pg_url, cwd=app_dir
+        )
+        report = ok_json(result)
+        assert [(r["name"], r["status"]) for r in report["runs"]] == [("send email", "succeeded")]
+        done = await agenda.get_job(str(job.id))
+        assert done is not None and done.last_finished_at is not None
+        untouched = await agenda.get_job(str(later.id))
+        assert untouched is not None and untouched.last_run_at is None
+    finally:
+        await agenda.close()
