@@ -3,6 +3,7 @@ activity, job logs, the dashboard's JSON API, metrics, SyncAgenda and the defaul
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -182,6 +183,34 @@ async def test_metrics_read_a_postgres_agenda(make_pg_agenda: MakeAgenda) -> Non
     finally:
         metrics.close()
     assert "agendapy_queue_depth 1.0" in text  # the due one, not the one an hour away
+
+
+async def test_metrics_list_the_postgres_fleet(make_pg_agenda: MakeAgenda) -> None:
+    agenda = await make_pg_agenda(name="pg-metrics-1", heartbeat_every=0.1)
+    registry = CollectorRegistry()
+    metrics = instrument(agenda, registry, refresh_every=0)
+    try:
+        await agenda.start()
+        await metrics.refresh()
+        text = generate_latest(registry).decode()
+    finally:
+        metrics.close()
+    assert 'agendapy_workers{state="live"} 1.0' in text
+    assert re.search(r'agendapy_worker_up\{[^}]*worker="pg-metrics-1"\} 1\.0', text)
+
+
+async def test_the_dashboard_answers_503_while_postgres_is_unreachable() -> None:
+    agenda = Agenda("postgresql://u:secret@127.0.0.1:1/x?connect_timeout=2")
+    app = create_app(agenda, insecure_no_auth=True)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as http:
+            response = await http.get("/api/jobs")
+        assert response.status_code == 503, response.text
+        assert "secret" not in response.text
+    finally:
+        await agenda.close()
 
 
 def test_sync_agenda_on_postgres(pg_url: str) -> None:
