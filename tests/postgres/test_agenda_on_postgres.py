@@ -127,6 +127,22 @@ async def test_a_worker_runs_jobs_and_lists_itself_with_its_activity(
     assert [r["done"] for r in await _rows(pg_url, "SELECT sum(done) AS done FROM app_activity")] == [2]
 
 
+async def test_fleet_events_reach_another_process_on_postgres(make_pg_agenda: MakeAgenda) -> None:
+    runner = await make_pg_agenda(name="pg-runner")
+    listener = await make_pg_agenda(name="pg-listener", fleet_events=True)
+
+    @runner.define("remote job")
+    async def remote_job(job: Job) -> None:
+        pass
+
+    heard = EventLog(listener, "success")
+    await listener.start()
+    await runner.start()
+    job = await runner.now("remote job")
+    (args,) = await heard.wait("success", timeout=20)
+    assert args[0].id == job.id and args[0].remote
+
+
 async def test_job_logs_on_postgres(make_pg_agenda: MakeAgenda) -> None:
     agenda = await make_pg_agenda(logging=True)
 
