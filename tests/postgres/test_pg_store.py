@@ -179,3 +179,55 @@ async def test_saves_wake_listeners_in_nodes_notification_format(
     assert datetime.fromisoformat(payload["nextRunAt"].replace("Z", "+00:00")) == due.replace(
         microsecond=due.microsecond // 1000 * 1000
     )
+
+
+DATAS: list[Any] = [
+    {"items": [{"sku": "a", "n": 1}, {"sku": "b", "n": 2.0}], "tags": ["x", "y"]},
+    {"items": {"sku": "a"}, "tags": "x", "user": {"id": 1, "name": "Ada"}},
+    {"items": [[{"sku": "a"}]], "tags": [["x"]], "n": True},
+    {"user": {"id": "1"}, "n": 1, "we.ird": {"k": 1}, 'q"uote': "v"},
+    {"user": {"name": "Bob", "id": 2}, "items": [{"sku": "c", "n": 3}]},
+    None,
+    5,
+    ["x", 1],
+]
+FILTERS: list[Any] = [
+    {"items.sku": "a"},
+    {"items.n": 2},
+    {"items.0.sku": "a"},
+    {"tags": "x"},
+    {"tags.0": "x"},
+    {"user.id": 1},
+    {"user.id": "1"},
+    {"n": 1},
+    {"n": True},
+    {'q"uote': "v"},
+    {"user": {"id": 1, "name": "Ada"}},
+    # Whole embedded documents: JSONB keeps keys in its own order, which must not matter.
+    {"user": {"name": "Bob", "id": 2}},
+    {"items": {"$elemMatch": {"sku": "c", "n": 3}}},
+    {"items": [{"sku": "c", "n": 3}]},
+    {"user.name": {"$regex": "^a", "$options": "i"}},
+    {"missing": None},
+    5,
+    "x",
+    None,
+]
+
+
+async def test_data_filters_match_exactly_what_the_in_memory_store_matches(
+    stores: list[PostgresJobStore],
+) -> None:
+    # The SQL pre-filter (JSON paths) may only narrow the rows the MongoDB matcher then decides on.
+    from agendapy.testing import MemoryJobStore
+
+    memory, store = MemoryJobStore(), stores[0]
+    for index, data in enumerate(DATAS):
+        for target in (memory, store):
+            await target.save_job(Job(name=f"j{index}", data=data), now=utcnow(), last_modified_by=None)
+    for flt in FILTERS:
+        query = JobQuery(criteria=JobCriteria(data=flt, has_data=True))
+        expected = sorted(j.name for j in (await memory.query(query))[0])
+        assert sorted(j.name for j in (await store.query(query))[0]) == expected, flt
+        assert await store.set_disabled(JobCriteria(data=flt, has_data=True), True) == len(expected), flt
+        await store.set_disabled(JobCriteria(data=flt, has_data=True), False)
