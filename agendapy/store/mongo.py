@@ -37,6 +37,7 @@ from .common import (
 )
 from .fenced_writes import DEFAULT_STATE_WRITE_WINDOW, FencedWrites
 from .queries import (
+    BY_ID,
     CLAIM_SORT,
     INDEXES,
     claim_filter,
@@ -148,8 +149,13 @@ class MongoJobStore:
         if not isinstance(state_write_window, int | float) or not 0 <= state_write_window <= 1:
             raise InvalidInput("state_write_window", state_write_window, "must be 0 to 1 seconds")
         self._state_write_window = float(state_write_window)
+        # BY_ID for updates once connected to a server that takes an update's hint (MongoDB 4.2+).
+        self._by_id: list[tuple[str, int]] | None = None
         self._writes = FencedWrites(
-            lambda: self.collection, window=self._state_write_window, unavailable=self.connection.unavailable
+            lambda: self.collection,
+            window=self._state_write_window,
+            unavailable=self.connection.unavailable,
+            hint=lambda: self._by_id,
         )
 
     # -- connection -----------------------------------------------------------------------------
@@ -185,10 +191,12 @@ class MongoJobStore:
         codec = _CODEC
         self._collection = database.get_collection(self._collection_name, codec_options=codec)
         try:
-            await database.command("ping")
+            hello = await database.command("hello")
         except ConnectionFailure as exc:
             await self.close()
             raise self.connection.unavailable(exc) from exc
+        # Wire version 8 is MongoDB 4.2, the first to take a hint on update (earlier ones refuse it).
+        self._by_id = BY_ID if hello.get("maxWireVersion", 0) >= 8 else None
         self._runs = MongoRunStore(
             database.get_collection(self._runs_collection_name, codec_options=codec),
             ttl=self._history_ttl,
@@ -338,14 +346,18 @@ class MongoJobStore:
             if not ids:
                 return []
             result = await self.collection.update_many(
-                {"$and": [{"_id": {"$in": ids}}, claim_filter(request)]}, claim_update(request, token)
+                {"$and": [{"_id": {"$in": ids}}, claim_filter(request)]},
+                claim_update(request, token),
+                hint=self._by_id,
             )
             if result.modified_count:
                 break
             # Every candidate was taken by another worker between the two steps: look again.
         else:
             return []
-        won = self.collection.find({"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now})
+        won = self.collection.find(
+            {"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now}, hint=BY_ID
+        )
         by_id = {doc["_id"]: doc async for doc in won}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -386,7 +398,7 @@ class MongoJobStore:
         """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
 
         async def write(flt: dict[str, Any], update: dict[str, Any]) -> bool:
-            return (await self.collection.update_one(flt, update)).matched_count > 0
+            return (await self.collection.update_one(flt, update, hint=self._by_id)).matched_count > 0
 
         return await fenced_state_write(job, fields, write)
 

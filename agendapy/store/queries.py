@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..job import Job
 
 __all__ = [
+    "BY_ID",
     "CLAIM_SORT",
     "INDEXES",
     "RUN_CHANGES_PIPELINE",
@@ -66,6 +67,13 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...] = (
         {"unique": True, "partialFilterExpression": {"type": "single"}},
     ),
 )
+
+#: The index hint of every filter that names its documents by ``_id`` and repeats further conditions
+#: (the fences of state writes, the claim's lock update and its read-back). A planner that does not
+#: choose the ``_id`` index for such a filter scans the whole collection for a few documents
+#: (SecantusDB: a fenced write or a batched lock costs a collection scan); mongod chooses it anyway.
+#: Sent with updates only where the server takes it there (MongoDB 4.2+, see ``MongoJobStore``).
+BY_ID: list[tuple[str, int]] = [("_id", 1)]
 
 #: Agenda's default claim order: earliest due first, then highest priority.
 CLAIM_SORT: list[tuple[str, int]] = [("nextRunAt", 1), ("priority", -1)]

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
 
 from agendapy import Agenda
+from agendapy.job import Job
 from agendapy.store.base import ClaimRequest
-from agendapy.store.queries import CLAIM_SORT, claim_filter
+from agendapy.store.mongo import MongoJobStore
+from agendapy.store.queries import BY_ID, CLAIM_SORT, claim_filter, fence_filter
 
 
 async def test_indexes_are_created_on_connect(agenda: Agenda, client: Any, db_name: str) -> None:
@@ -90,3 +93,75 @@ async def test_run_history_query_is_an_index_scan(agenda: Agenda, client: Any, d
     explained = await _explain(client, db_name, "agendaRuns", {"name": "x"}, sort={"startedAt": -1}, limit=10)
     stages = _stages(explained["queryPlanner"]["winningPlan"])
     assert any(stage.get("indexName") == "agendapyRunsByName" for stage in stages)
+
+
+class _Commands(monitoring.CommandListener):
+    """The commands a client sends, by name."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_writes_by_id_name_the_id_index(mongo_url: str, db_name: str) -> None:
+    """The batched lock, its read-back and every fenced state write name their documents by _id and
+    repeat conditions; they carry the _id index as hint, so a planner that would scan the collection
+    for such a filter (SecantusDB's) finds the few documents through the index instead."""
+    commands = _Commands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[commands])
+    store = MongoJobStore(client, database=db_name, state_write_window=0)
+    try:
+        await store.connect()
+        now = datetime.now(UTC)
+        await store.insert_many(
+            [Job(name="work", data={"i": i}, next_run_at=now - timedelta(minutes=1)) for i in range(5)],
+            last_modified_by=None,
+        )
+        request = ClaimRequest(
+            names=["work"],
+            now=now,
+            next_scan_at=now,
+            lock_deadlines={"work": now - timedelta(minutes=10)},
+            owner=None,
+        )
+        commands.sent.clear()
+        claimed = await store.claim(request, "token-1", 3)
+        assert len(claimed) == 3
+        first, second, third = claimed
+        first.last_run_at = now
+        assert await store.save_state_batched(first)
+        assert await store.save_state(second)
+        assert await store.renew_locks([first, second], datetime.now(UTC)) == []
+        await store.release([first, second, third])
+        by_id: list[dict[str, Any]] = []
+        for name, command in commands.sent:
+            if command.get(name) != "agendaJobs":
+                continue
+            if name == "update":
+                by_id += [
+                    statement
+                    for statement in command["updates"]
+                    if "_id" in statement["q"] or "$and" in statement["q"]
+                ]
+            elif name == "find" and "lockToken" in command["filter"]:
+                by_id.append(command)
+        # The lock, the read-back, the start write, save_state, the heartbeat, the release.
+        assert len(by_id) >= 6
+        assert all(dict(entry.get("hint") or {}) == {"_id": 1} for entry in by_id), by_id
+        # And the server finds a fenced document through it: one document examined.
+        lease = first.lease
+        assert lease is not None
+        flt = fence_filter(first.id, lease.locked_at, lease.token)
+        explained = await _explain(client, db_name, "agendaJobs", flt, hint=dict(BY_ID))
+        assert explained["executionStats"]["totalDocsExamined"] <= 1
+    finally:
+        await store.close()
+        await client.close()
