@@ -87,8 +87,6 @@ class FencedWrites:
         window: seconds the state writes of runs gather before they are sent together (0: those
             issued in the same event-loop turn).
         unavailable: the error a batch's writers get when the server cannot be reached.
-        hint: the index hint of the fenced updates (``queries.BY_ID``), None where the server
-            refuses a hint on update; called per write (known once the store is connected).
     """
 
     def __init__(
@@ -97,10 +95,8 @@ class FencedWrites:
         *,
         window: float,
         unavailable: Callable[[ConnectionFailure], Exception],
-        hint: Callable[[], list[tuple[str, int]] | None] = lambda: None,
     ) -> None:
         self._collection = collection
-        self._hint = hint
         self._window = window
         self._unavailable = unavailable
         self._pending: list[_PendingState] = []
@@ -252,17 +248,15 @@ class FencedWrites:
         """Send one update per group of ``members`` (indexes into ``live``, which share lease and
         values); the outcome of each job of ``live``."""
         writes: list[UpdateOne | UpdateMany] = []
-        hint = self._hint()
         for group in members:
             job, values = live[group[0]]
             lease = job.lease
             assert lease is not None
             if len(group) == 1:
-                fence = fence_filter(job.id, lease.locked_at, lease.token)
-                writes.append(UpdateOne(fence, {"$set": values}, hint=hint))
+                writes.append(UpdateOne(fence_filter(job.id, lease.locked_at, lease.token), {"$set": values}))
             else:
                 fence = fence_many_filter([live[i][0].id for i in group], lease.locked_at, lease.token)
-                writes.append(UpdateMany(fence, {"$set": values}, hint=hint))
+                writes.append(UpdateMany(fence, {"$set": values}))
         matched, refusals = await self._write(writes)
         if not refusals and matched == len(live):
             return [True] * len(live)
@@ -295,7 +289,7 @@ class FencedWrites:
             write = writes[0]
             one = collection.update_one if isinstance(write, UpdateOne) else collection.update_many
             try:
-                result = await one(write._filter, write._doc, hint=self._hint())
+                result = await one(write._filter, write._doc)
             except WriteError as exc:
                 return 0, {0: single_refusal(exc)}
             return result.matched_count, {}
