@@ -85,9 +85,10 @@ class Worker:
         self._running_by_name: Counter[str] = Counter()
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
-        # The next claim pass claims whatever room there is: it is the first, a poll, or a job became
-        # due (wake()). Otherwise only runs ended (a top-up): it claims only while the last claim
-        # came back full (more may be due) and once half the slots are free.
+        # The next claim pass claims whatever room there is: it is the first, a poll, a job became
+        # due (wake()) or a run left its job due again. Otherwise only runs ended (a top-up): it
+        # claims only while the last claim came back full (more may be due) and once half the slots
+        # are free.
         self._claim_any = True
         self._backlog = False
         # Set once claiming stops (stop, drain, the end of run-due); lock renewal has its own.
@@ -453,6 +454,11 @@ class Worker:
             log.exception("run of %s (%s) crashed", job.name, job.id)
             await self._ctx.report_error(exc)
             outcome = RunOutcome(job, ran=True, succeeded=False, error=exc, status="failed")
+        if outcome.job.next_run_at is not None:
+            # The run left its job due again (a recurring job, a retry), unlocked: the pass after it
+            # claims whatever room there is, so a next run due before the poll is not late (no wake-up
+            # comes without change streams).
+            self._claim_any = True
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome

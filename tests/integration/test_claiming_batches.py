@@ -116,3 +116,21 @@ async def test_without_wake_ups_a_poll_claims_a_single_free_slot(make_agenda: An
     await log.wait("success:hold", 1)
     release.set()
     await log.wait("success:hold", 4)
+
+
+@pytest.mark.parametrize("change_streams", [False, True])
+async def test_a_recurring_job_due_again_soon_is_claimed_when_its_run_ends(
+    make_agenda: Any, change_streams: bool
+) -> None:
+    """A run that leaves its job due again (a recurring job, a retry) makes the next pass claim any
+    room: every second with a poll of a minute still runs every second, with or without wake-ups."""
+    agenda: Agenda = await make_agenda(process_every=60, change_streams=change_streams)
+
+    async def tick(job: Job) -> None:
+        pass
+
+    agenda.define("tick", tick)
+    log = EventLog(agenda, "success:tick")
+    await agenda.every("1 second", "tick")
+    await agenda.start()
+    await log.wait("success:tick", 3, timeout=30)
