@@ -91,6 +91,31 @@ class Claimer:
                 quotas[name] = free
         return quotas, min(room, sum(quotas.values()))
 
+    def top_up_floor(self) -> int:
+        """The least room a claim pass after runs ended (a top-up) claims for: half of what this
+        worker can hold in its scope (``max_concurrency``, the lock limits and the names'
+        concurrencies, with nothing held), at least one.
+
+        Each claim costs the server a search for due jobs (a collection scan where the server plans
+        the claim query as one), whether it locks one job or twenty: a worker whose runs end one at a
+        time would otherwise search once per run, and four workers four times as often. Waiting until
+        half the slots are free makes each search lock a batch. Polls and wake-ups (a job became due)
+        claim whatever room there is, so latency and the poll's guarantee are unchanged.
+        """
+        ctx = self._ctx
+        total = 0
+        for name, definition in ctx.definitions.items():
+            if self.scope.names is not None and name not in self.scope.names:
+                continue
+            room = definition.concurrency
+            if definition.lock_limit:
+                room = min(room, definition.lock_limit)
+            total += max(room, 0)
+        total = min(total, ctx.max_concurrency)
+        if ctx.lock_limit:
+            total = min(total, ctx.lock_limit)
+        return max(1, (total + 1) // 2)
+
     def has_slot_now(self, name: str) -> bool:
         """Whether a job of ``name`` saved now may be locked on the fly: a claim pass would start it at
         once, and the lock limits hold even if the claim under way takes all it asked for."""

@@ -4,7 +4,9 @@ Background loops, each named after its job, started from one list (``_loops``) a
 ``loops.supervise`` (a failure is reported and the loop goes on):
 
 * ``lock filling`` claims jobs (at start, which waits for that first pass, then every
-  ``process_every``, and at once when woken);
+  ``process_every``, and at once when woken); after runs end it claims again only if its last claim
+  came back full (more may be due), and once half its slots are free (``Claimer.top_up_floor``), so
+  each search for due jobs locks a batch rather than the one job a finished run makes room for;
 * ``lock renewal`` (``renewal.py``) moves ``lockedAt`` forward for every held job (the heartbeat), so
   long runs need no ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped
   renewing;
@@ -83,6 +85,12 @@ class Worker:
         self._running_by_name: Counter[str] = Counter()
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
+        # The next claim pass claims whatever room there is: it is the first, a poll, a job became
+        # due (wake()) or a run left its job due again. Otherwise only runs ended (a top-up): it
+        # claims only while the last claim came back full (more may be due) and once half the slots
+        # are free.
+        self._claim_any = True
+        self._backlog = False
         # Set once claiming stops (stop, drain, the end of run-due); lock renewal has its own.
         self._claiming_stopped = asyncio.Event()
         self._renewal_stopped = asyncio.Event()
@@ -145,6 +153,7 @@ class Worker:
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (a job became due)."""
+        self._claim_any = True
         self._wake.set()
 
     async def save_on_the_fly(self, name: str, write: Callable[[str | None], Awaitable[Job | None]]) -> bool:
@@ -298,7 +307,11 @@ class Worker:
 
     async def _filling_round(self) -> None:
         self._wake.clear()
-        await self._fill()
+        claim_any, self._claim_any = self._claim_any, False
+        if claim_any:
+            await self._fill()
+        elif self._backlog:
+            await self._fill(floor=self.claimer.top_up_floor())
 
     async def _filling_failed(self, error: Exception, failures: int) -> None:
         if failures == 1 or isinstance(error, DatabaseUnavailable):
@@ -313,19 +326,24 @@ class Worker:
         interval = self._ctx.process_every.total_seconds()
         if failures:
             interval = min(interval * 2 ** min(failures, 6), max(interval, _MAX_ERROR_BACKOFF))
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), interval)
+        except TimeoutError:
+            self._claim_any = True  # the poll
 
-    async def _fill(self) -> None:
+    async def _fill(self, floor: int = 1) -> None:
+        """Claim in two phases (jobs that start at once, then the look-ahead), each only while its
+        room is at least ``floor``; a batch that came back full is followed by another at once."""
         for immediate in (True, False):
             while self._filling:
                 quotas, room = self.claimer.room(immediate=immediate)
-                if room <= 0:
+                if room < max(floor, 1):
                     break
                 jobs = await self.claimer.claim(quotas, room)
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()
+                self._backlog = len(jobs) >= room
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 
@@ -436,6 +454,11 @@ class Worker:
             log.exception("run of %s (%s) crashed", job.name, job.id)
             await self._ctx.report_error(exc)
             outcome = RunOutcome(job, ran=True, succeeded=False, error=exc, status="failed")
+        if outcome.job.next_run_at is not None:
+            # The run left its job due again (a recurring job, a retry), unlocked: the pass after it
+            # claims whatever room there is, so a next run due before the poll is not late (no wake-up
+            # comes without change streams).
+            self._claim_any = True
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome

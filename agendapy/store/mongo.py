@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import bson
 from bson import CodecOptions, DatetimeConversion
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -37,6 +37,7 @@ from .common import (
 )
 from .fenced_writes import DEFAULT_STATE_WRITE_WINDOW, FencedWrites
 from .queries import (
+    BY_ID,
     CLAIM_SORT,
     INDEXES,
     claim_filter,
@@ -44,6 +45,7 @@ from .queries import (
     criteria_filter,
     due_filter,
     lock_fields,
+    lock_filters,
     query_filter,
     query_sort,
     save_fields,
@@ -316,11 +318,12 @@ class MongoJobStore:
         """The claimed documents, as locked.
 
         One job: Agenda's single atomic find_one_and_update. Several: finds pick the candidates
-        (usually one; another for the names left with room when a name filled up), one update_many
-        locks those still claimable (each document's update is atomic, and the claim conditions are
-        repeated, so a job another worker took meanwhile is left alone), and one read by id and token
-        returns what this worker won. A few round trips for many jobs instead of one per job; on
-        servers that scan for the claim query, a scan or two instead of one per job.
+        (usually one; another for the names left with room when a name filled up), an update_many by
+        ``_id`` locks those still claimable (each document's update is atomic, and the claim
+        conditions are repeated without ``$or``, see ``lock_filters``, so a job another worker took
+        meanwhile is left alone), and one read by id and token returns what this worker won. A few
+        round trips for many jobs instead of one per job; on servers that scan for the claim query,
+        one scan instead of one per job.
         """
         if limit <= 1:
             names = ClaimQuota(request, limit).open_names()
@@ -334,20 +337,30 @@ class MongoJobStore:
             )
             return [] if found is None else [found]
         for _ in range(3):
-            ids = await self._claim_candidates(request, limit)
-            if not ids:
+            candidates = await self._claim_candidates(request, limit)
+            if not candidates:
                 return []
-            result = await self.collection.update_many(
-                {"$and": [{"_id": {"$in": ids}}, claim_filter(request)]}, claim_update(request, token)
-            )
-            if result.modified_count:
+            ids = [doc["_id"] for doc in candidates]
+            if await self._lock(lock_filters(request, candidates), claim_update(request, token)):
                 break
             # Every candidate was taken by another worker between the two steps: look again.
         else:
             return []
-        won = self.collection.find({"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now})
+        won = self.collection.find(
+            {"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now}, hint=BY_ID
+        )
         by_id = {doc["_id"]: doc async for doc in won}
         return [by_id[i] for i in ids if i in by_id]
+
+    async def _lock(self, filters: list[dict[str, Any]], update: dict[str, Any]) -> int:
+        """Apply the batched lock (one ``update_many`` per filter, in one round trip); how many
+        documents it locked."""
+        if not filters:
+            return 0
+        if len(filters) == 1:
+            return (await self.collection.update_many(filters[0], update)).modified_count
+        result = await self.collection.bulk_write([UpdateMany(flt, update) for flt in filters], ordered=False)
+        return result.modified_count
 
     async def _fail_unreadable(self, jobs: list[Job], now: datetime) -> list[Job]:
         """Fail and unlock the claimed jobs whose documents cannot be read; return the others."""
@@ -358,25 +371,26 @@ class MongoJobStore:
                 log_unreadable(job)
         return [job for job in jobs if not job.unreadable]
 
-    async def _claim_candidates(self, request: ClaimRequest, limit: int) -> list[Any]:
-        """The ``_id``s of the next claimable jobs in claim order, within the batch's quota.
+    async def _claim_candidates(self, request: ClaimRequest, limit: int) -> list[dict[str, Any]]:
+        """The next claimable jobs in claim order, within the batch's quota: their ``_id``, ``name``
+        and ``lockedAt`` (which branch of the claim filter found them, for ``lock_filters``).
 
         A find over the names with room returns ``wanted`` candidates; one of a full name is skipped,
         and then that name is left out of the next find. Each find that comes back full fills the batch
         or a name, so this ends after at most one find per name (plus one).
         """
         quota = ClaimQuota(request, limit)
-        chosen: list[Any] = []
+        chosen: list[dict[str, Any]] = []
         while names := quota.open_names():
             wanted = quota.wanted()
             cursor = self.collection.find(
-                claim_filter(request.only(names), exclude=chosen),
-                projection={"_id": 1, "name": 1},
+                claim_filter(request.only(names), exclude=[doc["_id"] for doc in chosen]),
+                projection={"_id": 1, "name": 1, "lockedAt": 1},
                 sort=CLAIM_SORT,
                 limit=wanted,
             )
             found = [doc async for doc in cursor]
-            chosen.extend(doc["_id"] for doc in found if quota.take(doc.get("name")))
+            chosen.extend(doc for doc in found if quota.take(doc.get("name")))
             if len(found) < wanted:
                 break  # nothing more is claimable for these names
         return chosen

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..job import Job
 
 __all__ = [
+    "BY_ID",
     "CLAIM_SORT",
     "INDEXES",
     "RUN_CHANGES_PIPELINE",
@@ -39,6 +40,7 @@ __all__ = [
     "fence_filter",
     "fence_many_filter",
     "lock_fields",
+    "lock_filters",
     "query_filter",
     "query_sort",
     "save_fields",
@@ -66,6 +68,11 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...] = (
         {"unique": True, "partialFilterExpression": {"type": "single"}},
     ),
 )
+
+#: The index hint of a find that names its documents by ``_id`` and repeats further conditions (the
+#: batched claim's read-back). A planner that does not choose the ``_id`` index for such a filter
+#: scans the whole collection for a few documents (SecantusDB does); mongod chooses it anyway.
+BY_ID: list[tuple[str, int]] = [("_id", 1)]
 
 #: Agenda's default claim order: earliest due first, then highest priority.
 CLAIM_SORT: list[tuple[str, int]] = [("nextRunAt", 1), ("priority", -1)]
@@ -141,6 +148,49 @@ def claim_filter(request: ClaimRequest, *, exclude: Sequence[Any] = ()) -> dict[
     if exclude:
         flt["_id"] = {"$nin": list(exclude)}
     return flt
+
+
+def lock_filters(request: ClaimRequest, candidates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The batched lock of ``candidates`` (``_id``, ``name`` and ``lockedAt`` as the candidate find
+    read them): :func:`claim_filter`'s conditions, repeated so a job another worker took meanwhile is
+    left alone, but split by the branch each candidate was found in, without ``$or``.
+
+    One filter for the unlocked candidates and one per lock deadline for the expired ones (usually
+    none). A server may take ``_id`` for the plan of an update only when the filter has no ``$or``
+    (SecantusDB scans the collection otherwise: ~60 ms for ten jobs among 2,000, ~2.5 ms without).
+    """
+    names = set(request.names)
+    unlocked: list[Any] = []
+    expired: dict[datetime, list[Any]] = defaultdict(list)
+    for doc in candidates:
+        name = doc.get("name")
+        if not isinstance(name, str) or name not in names:
+            continue
+        if doc.get("lockedAt") is None:
+            unlocked.append(doc["_id"])
+        else:
+            expired[request.lock_deadlines[name]].append(doc["_id"])
+    filters: list[dict[str, Any]] = []
+    if unlocked:
+        filters.append(
+            {
+                "_id": {"$in": unlocked},
+                "name": {"$in": list(request.names)},
+                "lockedAt": None,
+                "nextRunAt": {"$lte": request.next_scan_at},
+                "disabled": {"$ne": True},
+            }
+        )
+    for deadline, ids in expired.items():
+        filters.append(
+            {
+                "_id": {"$in": ids},
+                "name": {"$in": list(request.names)},
+                "lockedAt": {"$lte": deadline},
+                "disabled": {"$ne": True},
+            }
+        )
+    return filters
 
 
 def claim_update(request: ClaimRequest, token: str) -> dict[str, Any]:

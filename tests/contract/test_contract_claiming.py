@@ -127,6 +127,26 @@ async def test_lock_deadline_is_inclusive_and_per_name(store: JobStore) -> None:
     assert b.id is not None
 
 
+async def test_a_batch_takes_unlocked_and_expired_jobs_together(store: JobStore) -> None:
+    """One batch holds jobs of both branches of the claim filter (unlocked and due; locked past each
+    name's own deadline); a lock still live is left alone."""
+    now = utcnow()
+    locked_at = now - 10 * MINUTE
+    expired_a = await saved(store, "a", next_run_at=locked_at - 3 * MINUTE)
+    expired_b = await saved(store, "b", next_run_at=locked_at - 2 * MINUTE)
+    live_b = await saved(store, "b", next_run_at=locked_at - MINUTE)
+    assert len(await claim(store, ["a", "b"], limit=2, now=locked_at, token="old")) == 2
+    assert len(await claim(store, "b", now=now - MINUTE, token="live")) == 1
+    unlocked = await saved(store, "a", next_run_at=now - MINUTE)
+    # a's locks expire after 5 minutes, b's after 8: both old locks are past, b's live one is not.
+    deadlines = {"a": now - 5 * MINUTE, "b": now - 8 * MINUTE}
+    claimed = await claim(store, ["a", "b"], limit=10, now=now, deadlines=deadlines, token="new")
+    assert {j.id for j in claimed} == {expired_a.id, expired_b.id, unlocked.id}
+    assert all(j.lease is not None and j.lease.token == "new" and j.locked_at == now for j in claimed)
+    still = await reread(store, live_b)
+    assert still.locked_at == ms(now - MINUTE)
+
+
 async def test_disabled_jobs_are_never_claimed(store: JobStore) -> None:
     now = utcnow()
     item = await saved(store, next_run_at=now - 30 * MINUTE)

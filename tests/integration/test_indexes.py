@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
 
 from agendapy import Agenda
+from agendapy.job import Job
 from agendapy.store.base import ClaimRequest
-from agendapy.store.queries import CLAIM_SORT, claim_filter
+from agendapy.store.mongo import MongoJobStore
+from agendapy.store.queries import BY_ID, CLAIM_SORT, claim_filter
 
 
 async def test_indexes_are_created_on_connect(agenda: Agenda, client: Any, db_name: str) -> None:
@@ -90,3 +93,63 @@ async def test_run_history_query_is_an_index_scan(agenda: Agenda, client: Any, d
     explained = await _explain(client, db_name, "agendaRuns", {"name": "x"}, sort={"startedAt": -1}, limit=10)
     stages = _stages(explained["queryPlanner"]["winningPlan"])
     assert any(stage.get("indexName") == "agendapyRunsByName" for stage in stages)
+
+
+class _Commands(monitoring.CommandListener):
+    """The commands a client sends, by name."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_the_batched_lock_goes_by_id(mongo_url: str, db_name: str) -> None:
+    """The batched lock names its documents by _id with no ``$or`` (a server may then plan the update
+    by _id: SecantusDB scans the collection for an update whose filter has one), and its read-back
+    names the _id index, which it finds them through."""
+    commands = _Commands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[commands])
+    store = MongoJobStore(client, database=db_name, state_write_window=0)
+    try:
+        await store.connect()
+        now = datetime.now(UTC)
+        await store.insert_many(
+            [Job(name="work", data={"i": i}, next_run_at=now - timedelta(minutes=1)) for i in range(5)],
+            last_modified_by=None,
+        )
+        request = ClaimRequest(
+            names=["work"],
+            now=now,
+            next_scan_at=now,
+            lock_deadlines={"work": now - timedelta(minutes=10)},
+            owner=None,
+        )
+        commands.sent.clear()
+        assert len(await store.claim(request, "token-1", 3)) == 3
+        locks = [
+            statement
+            for name, command in commands.sent
+            if name == "update" and command["update"] == "agendaJobs"
+            for statement in command["updates"]
+        ]
+        assert len(locks) == 1
+        assert "$or" not in str(locks[0]["q"])
+        assert "$in" in locks[0]["q"]["_id"]
+        reads = [
+            command for name, command in commands.sent if name == "find" and "lockToken" in command["filter"]
+        ]
+        assert len(reads) == 1
+        assert dict(reads[0]["hint"]) == {"_id": 1}
+        explained = await _explain(client, db_name, "agendaJobs", reads[0]["filter"], hint=dict(BY_ID))
+        assert explained["executionStats"]["totalDocsExamined"] <= 3
+    finally:
+        await store.close()
+        await client.close()

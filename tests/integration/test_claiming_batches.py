@@ -1,0 +1,136 @@
+"""Claims come in batches: a worker whose runs end one at a time does not search for one job per run.
+
+After runs end, a worker claims again only if its last claim came back full (more may be due) and once
+half its slots are free; polls and wake-ups (a job became due) claim whatever room there is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agendapy import Agenda, Job
+from agendapy.store.base import ClaimRequest
+from agendapy.worker import Worker
+
+from support import EventLog, wait_until
+
+
+def count_claims(agenda: Agenda, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``limit`` of every claim the agenda's store is asked for, in order."""
+    store = agenda.store
+    original = store.claim
+    limits: list[int] = []
+
+    async def claim(request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+        limits.append(limit)
+        return await original(request, token, limit)
+
+    monkeypatch.setattr(store, "claim", claim)
+    return limits
+
+
+async def test_runs_ending_one_at_a_time_are_refilled_in_batches(
+    make_agenda: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No poll during the test: every claim after the first pass is a top-up after runs ended.
+    agenda: Agenda = await make_agenda(max_concurrency=4, default_concurrency=4, process_every=60)
+    gates: dict[int, asyncio.Event] = {}
+    started: list[int] = []
+
+    async def hold(job: Job) -> None:
+        number = job.data["i"]
+        gates[number] = asyncio.Event()
+        started.append(number)
+        await gates[number].wait()
+
+    agenda.define("hold", hold)
+    log = EventLog(agenda, "success:hold")
+    await agenda.now_many("hold", [{"i": i} for i in range(16)])
+    limits = count_claims(agenda, monkeypatch)
+    # Claim passes done: each run's end is followed by one pass before the next run ends.
+    passes = [0]
+    filling_round = Worker._filling_round
+
+    async def counted_round(worker: Worker) -> None:
+        await filling_round(worker)
+        passes[0] += 1
+
+    monkeypatch.setattr(Worker, "_filling_round", counted_round)
+    await agenda.start()
+    # The first pass: four that start at once, four more to start as soon as slots free up.
+    assert limits[:2] == [4, 4]
+    for done in range(16):
+        await wait_until(lambda done=done: len(started) > done)
+        before = passes[0]
+        gates[started[done]].set()  # the runs end one at a time, oldest first
+        await log.wait("success:hold", done + 1)
+        await wait_until(lambda before=before: passes[0] > before)
+    # Each top-up searched for at least half the slots, never for the one a finished run freed.
+    assert len(limits) > 2
+    assert min(limits[2:]) >= 2, limits
+
+
+async def test_a_job_due_while_runs_are_ending_is_woken_for(make_agenda: Any) -> None:
+    """With nothing more due, ended runs do not claim; a job saved elsewhere is still started at
+    once, through the wake-up, by a worker with only one free slot."""
+    worker: Agenda = await make_agenda(max_concurrency=4, default_concurrency=4, process_every=60)
+    other: Agenda = await make_agenda(process_every=60)
+    release = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        if job.data.get("hold"):
+            await release.wait()
+
+    worker.define("hold", hold)
+    log = EventLog(worker, "start:hold", "success:hold")
+    await worker.now_many("hold", [{"hold": True} for _ in range(3)])
+    await worker.start()
+    await log.wait("start:hold", 3)
+    await other.now("hold", {"hold": False})
+    await log.wait("success:hold", 1)
+    release.set()
+    await log.wait("success:hold", 4)
+
+
+async def test_without_wake_ups_a_poll_claims_a_single_free_slot(make_agenda: Any) -> None:
+    """A poll claims whatever room there is: one free slot of four takes a job saved elsewhere."""
+    worker: Agenda = await make_agenda(
+        max_concurrency=4, default_concurrency=4, process_every=0.1, change_streams=False
+    )
+    other: Agenda = await make_agenda(process_every=60)
+    release = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        if job.data.get("hold"):
+            await release.wait()
+
+    worker.define("hold", hold)
+    log = EventLog(worker, "start:hold", "success:hold")
+    await worker.now_many("hold", [{"hold": True} for _ in range(3)])
+    await worker.start()
+    await log.wait("start:hold", 3)
+    await other.now("hold", {"hold": False})
+    await log.wait("success:hold", 1)
+    release.set()
+    await log.wait("success:hold", 4)
+
+
+@pytest.mark.parametrize("change_streams", [False, True])
+async def test_a_recurring_job_due_again_soon_is_claimed_when_its_run_ends(
+    make_agenda: Any, change_streams: bool
+) -> None:
+    """A run that leaves its job due again (a recurring job, a retry) makes the next pass claim any
+    room: every second with a poll of a minute still runs every second, with or without wake-ups."""
+    agenda: Agenda = await make_agenda(process_every=60, change_streams=change_streams)
+
+    async def tick(job: Job) -> None:
+        pass
+
+    agenda.define("tick", tick)
+    log = EventLog(agenda, "success:tick")
+    await agenda.every("1 second", "tick")
+    await agenda.start()
+    await log.wait("success:tick", 3, timeout=30)
