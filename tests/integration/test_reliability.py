@@ -433,6 +433,22 @@ class _GetMores(monitoring.CommandListener):
         pass
 
 
+async def _until_heard(jobs_collection: Any, seen: list[tuple[str, Any]]) -> None:
+    """Insert probes until the stream reports one: it is open then (late on a loaded machine; a write
+    made before is not in it). A last probe, heard after the earlier ones, leaves ``seen`` empty."""
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+
+    async def heard() -> bool:
+        await jobs_collection.insert_one({"name": "probe", "nextRunAt": far, "lockedAt": None})
+        return bool(seen)
+
+    await wait_until(heard, timeout=30, interval=0.2)
+    last = far + timedelta(seconds=1)
+    await jobs_collection.insert_one({"name": "probe", "nextRunAt": last, "lockedAt": None})
+    await wait_until(lambda: ("probe", last) in seen, timeout=30)
+    seen.clear()
+
+
 async def test_other_workers_writes_do_not_make_a_change_stream_spin(
     make_agenda: Any, db_url: str, jobs_collection: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -454,7 +470,7 @@ async def test_other_workers_writes_do_not_make_a_change_stream_spin(
         await store.connect()
         busy = await jobs_collection.insert_one({"name": "busy", "lockedAt": datetime.now(UTC)})
         listener = asyncio.create_task(listen())
-        await asyncio.sleep(0.5)  # the stream is open
+        await _until_heard(jobs_collection, seen)
         before, started = getmores.count, time.monotonic()
         for _ in range(60):  # another worker's heartbeats and claims: nothing to wake up for
             await jobs_collection.update_one(
