@@ -73,7 +73,9 @@ async def test_looking_at_the_quickstart_schedules_nothing(db_url: str, jobs_col
     pages: list[int] = []
     try:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,  # httpx's 5 s is short for a page of a dashboard just started on a loaded machine
         ) as http:
 
             async def served() -> bool:
