@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 
 from agendapy import Agenda, Job, JobState
 
+from ports import free_port
 from support import wait_until
 
 UNREACHABLE = "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=2000"
@@ -77,12 +77,6 @@ async def cli(
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def failed_job(agenda: Agenda, name: str = "send email") -> Job:

@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ import pytest
 
 from agendapy import Agenda
 
+from ports import free_port
 from support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -227,9 +227,7 @@ async def test_server_stops_after_the_last_process_leaves(workdir: Path) -> None
 
 @pytest.mark.parametrize("command", [["jobs", "ls"], ["stats"]])
 async def test_cli_reports_an_unreachable_database_in_one_line(tmp_path: Path, command: list[str]) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     url = f"mongodb://127.0.0.1:{port}/app?serverSelectionTimeoutMS=300"
     result = await asyncio.to_thread(
         subprocess.run,
