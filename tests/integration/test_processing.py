@@ -301,14 +301,17 @@ async def test_job_removed_while_running_is_not_recreated(agenda: Agenda, jobs_c
 
 
 async def test_job_cancelled_while_locked_ahead_is_not_run(make_agenda: Any, jobs_collection: Any) -> None:
-    agenda = await make_agenda(process_every=0.5)
+    # Locked ahead (the poll looks 5 s ahead) and due in 3 s: time for a loaded machine to lock and
+    # cancel it before it is due (0.4 s was not always).
+    agenda = await make_agenda(process_every=5)
     ran: list[int] = []
     agenda.define("cancelled", lambda job: ran.append(1))
     await agenda.start()
-    job = await agenda.schedule(utcnow() + timedelta(seconds=0.4), "cancelled")
+    due = utcnow() + timedelta(seconds=3)
+    job = await agenda.schedule(due, "cancelled")
     await wait_until(lambda: agenda_locked(agenda, 1))
     assert await agenda.cancel(id=job.id) == 1
-    await asyncio.sleep(0.8)
+    await asyncio.sleep((due - utcnow()).total_seconds() + 0.5)  # past its time: it did not run
     assert ran == []
     assert await jobs_collection.count_documents({}) == 0
 
