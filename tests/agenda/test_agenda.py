@@ -222,9 +222,14 @@ async def test_disable_should_not_run_disabled_jobs(agenda: Agenda) -> None:
     """job disable/enable: should not run disabled jobs"""
     processed: list[bool] = []
     agenda.define("disabled-process-test", lambda job: processed.append(True))
+    agenda.define("enabled-control", lambda job: None)
+    log = EventLog(agenda, "complete:enabled-control")
     job = await agenda.now("disabled-process-test")
     await job.disable().save()
+    await agenda.now("enabled-control")
     await agenda.start()
+    # A job beside it runs, so the worker does claim: without it, a worker that never polled passed.
+    await log.wait("complete:enabled-control", timeout=30)
     await asyncio.sleep(0.5)  # as Agenda: several polls in which it must not run
     assert processed == []
 

@@ -362,10 +362,15 @@ async def test_fresh_lock_of_another_worker_is_respected(make_agenda: Any, jobs_
     agenda = await make_agenda()
     ran: list[int] = []
     agenda.define("taken", lambda job: ran.append(1), lock_lifetime=60)
+    agenda.define("free", lambda job: None, lock_lifetime=60)
+    log = EventLog(agenda, "complete:free")
     await agenda.now("taken")
     await jobs_collection.update_one({"name": "taken"}, {"$set": {"lockedAt": utcnow()}})
+    await agenda.now("free")
     await agenda.start()
-    await asyncio.sleep(0.5)
+    # A free job beside it runs, so the worker does claim: without it, a worker that never polled passed.
+    await log.wait("complete:free", timeout=30)
+    await asyncio.sleep(0.5)  # several more polls
     assert ran == []
 
 
