@@ -696,9 +696,14 @@ async def test_completed_every_job_is_not_rerun_after_restart(make_agenda: Any) 
 
     second = await make_agenda()
     second.define("boot job", lambda job: runs.append("second"))
+    second.define("control", lambda job: None)
+    second_log = EventLog(second, "complete:control")
     await second.every("1 hour", "boot job")  # as every service does at boot
+    await second.now("control")
     await second.start()
-    await asyncio.sleep(0.5)
+    # The second worker does claim (a job beside it runs): without that, one that never polled passed.
+    await second_log.wait("complete:control", timeout=30)
+    await asyncio.sleep(0.5)  # several more polls
     assert runs == ["first"]
 
 
