@@ -152,6 +152,7 @@ def log_waiting(
     *,
     changed: bool,
     now: datetime,
+    due: datetime | None,
     check_every: timedelta,
 ) -> None:
     """Log a check that leaves a job waiting for its requirements, on one line.
@@ -164,8 +165,11 @@ def log_waiting(
     """
     text = " ".join(reason.split())  # a required run's error may span lines; a log record must not
     stuck_at = interval.ended_at + (interval.ended_at - interval.started_at)
-    # The previous check came at most ``check_every`` ago: this one is the first past ``stuck_at``.
-    first_stuck_check = now - check_every < stuck_at
+    # A waiting check sets the next one ``check_every`` on, so this check, ``due`` then, follows one
+    # made at ``due - check_every`` (a first check is due at a tick, no later than ``stuck_at``). Read
+    # from ``due``, not ``now``: a busy worker may run a check late, and it is still the first past
+    # ``stuck_at``.
+    first_stuck_check = (due or now) - check_every < stuck_at
     if now >= stuck_at and (changed or first_stuck_check):
         log.warning(
             "%s (%s) is still waiting for %s, which ended %s ago: %s",

@@ -76,6 +76,7 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     """Run ``job`` once; with a lease every write is fenced, without one (``job.run()``) by id only."""
     events = ctx.events
     now = sched.utcnow()
+    due = job.next_run_at
     plan = plan_run(job, definition, now)
     previous_last_run = job.last_run_at
     job.last_run_at = now
@@ -106,7 +107,7 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
             return await _give_up(ctx, job, definition, plan, check.reason, previous_last_run)
         if check.missing:
             return await _wait_for_requirements(
-                ctx, job, check.missing, check.reason, previous_last_run, now, plan.interval
+                ctx, job, check.missing, check.reason, previous_last_run, now, due, plan.interval
             )
     job.waiting_for = None
     job.waiting_reason = None
@@ -233,6 +234,7 @@ async def _wait_for_requirements(
     reason: str,
     previous_last_run: datetime | None,
     now: datetime,
+    due: datetime | None,
     interval: RunInterval,
 ) -> RunOutcome:
     """Not a run: keep the interval pending, unlock, and check again shortly."""
@@ -249,6 +251,7 @@ async def _wait_for_requirements(
         reason,
         changed=changed,
         now=now,
+        due=due,
         check_every=ctx.dependency_check_every,
     )
     await ctx.store.save_state(job)

@@ -371,9 +371,22 @@ class Worker:
         if lease is None or fresh is None:
             return
         async with lease.write_lock:
+            finishing = lease.finishing
             lease.token, lease.locked_at = fresh.token, fresh.locked_at
             if held.locked_at is not None:
                 held.locked_at = fresh.locked_at
+        if finishing:
+            # The run is writing its final state, which may be stored already with its reply still on
+            # the way: then this claim took the job's next run (a retry, the next interval), and its
+            # lock would outlive the run, held by no one. Once the run ends, hand that lock back; if
+            # the final write went out under it instead, it is gone already and this matches nothing.
+            await self._run_ended(held)
+            await self._release_quietly([claimed])
+
+    async def _run_ended(self, job: Job) -> None:
+        for held, task in list(self._running.values()):
+            if held is job:
+                await asyncio.wait([task])
 
     # -- running ---------------------------------------------------------------------------------
 

@@ -16,12 +16,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from ports import free_port
 
 __all__ = ["PostgresServer", "find_bin_dir"]
 
@@ -60,13 +61,6 @@ def find_bin_dir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _let_everyone_traverse(path: Path) -> None:
     """Make ``path`` and its parents searchable by others (the unprivileged server user runs binaries
     that may sit in a root-owned virtualenv)."""
@@ -85,7 +79,7 @@ class PostgresServer:
 
     def __init__(self, *, durable: bool = False, port: int | None = None) -> None:
         self.bin_dir = find_bin_dir()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.durable = durable
         self._root = Path(tempfile.mkdtemp(prefix="agendapy-pg-"))
         self.data_dir = self._root / "data"

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 
 from agendapy import Agenda, Job, JobState
 
+from ports import free_port
 from support import wait_until
 
 UNREACHABLE = "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=2000"
@@ -77,12 +77,6 @@ async def cli(
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def failed_job(agenda: Agenda, name: str = "send email") -> Job:
@@ -497,18 +491,18 @@ async def test_worker_logs_json_with_job_ids_and_serves_metrics(
 
     def scrape() -> str:
         try:
-            return str(urllib.request.urlopen(url, timeout=2).read().decode())
-        except (urllib.error.URLError, ConnectionError):
+            return str(urllib.request.urlopen(url, timeout=30).read().decode())
+        except OSError:  # not listening yet (URLError, ConnectionError); a timeout is one too
             return ""
 
     async def succeeded() -> bool:
         return 'agendapy_jobs_succeeded_total{name="send email"} 1.0' in await asyncio.to_thread(scrape)
 
     try:
-        await wait_until(succeeded, timeout=20, interval=0.1)
+        await wait_until(succeeded, timeout=60, interval=0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0, stderr
     entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert len(entries) == len([line for line in stderr.splitlines() if line.strip()]), stderr
@@ -557,10 +551,10 @@ async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
         # As a browser: the sign-in link sets the session cookie and redirects to the page without it.
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         try:
-            return int(browser.open(url, timeout=2).status)
+            return int(browser.open(url, timeout=30).status)
         except urllib.error.HTTPError as exc:
             return exc.code
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # not listening yet (URLError, ConnectionError)
             return 0
 
     try:
@@ -570,12 +564,12 @@ async def test_dashboard_serves_target_with_a_new_token_and_a_sign_in_link(
         async def answers() -> bool:
             return await asyncio.to_thread(status, f"http://127.0.0.1:{port}/") != 0
 
-        await wait_until(answers, timeout=20, interval=0.1)
+        await wait_until(answers, timeout=60, interval=0.1)
         assert await asyncio.to_thread(status, f"http://127.0.0.1:{port}/") == 401
         assert await asyncio.to_thread(status, link) == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.communicate, timeout=20)
+        await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0
 
 
@@ -595,21 +589,21 @@ async def test_dashboard_no_auth_is_explicit_and_warned(db_url: str, app_dir: Pa
 
     def status() -> int:
         try:
-            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=2).status)
+            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=30).status)
         except urllib.error.HTTPError as exc:
             return exc.code
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # not listening yet (URLError, ConnectionError)
             return 0
 
     async def answers() -> bool:
         return await asyncio.to_thread(status) != 0
 
     try:
-        await wait_until(answers, timeout=20, interval=0.1)
+        await wait_until(answers, timeout=60, interval=0.1)
         assert await asyncio.to_thread(status) == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0, stderr
     assert "NO AUTHENTICATION" in stderr and "?token=" not in stderr
     beyond = cli_sync("dashboard", "jobmod:agenda", "--host", "0.0.0.0", "--no-auth", cwd=app_dir)

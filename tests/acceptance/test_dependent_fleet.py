@@ -68,14 +68,19 @@ async def test_two_workers_deploying_dependent_jobs_together_run_them(
     assert jobs == 2, "both workers' every() calls must share one document per name"
     parent = [r for r in records if r["name"] == "parent"]
     child = [r for r in records if r["name"] == "child" and r["status"] == "succeeded"]
-    assert [r for r in parent if r["status"] != "succeeded"] == [], errors
     ends = Counter(r["intervalEndedAt"] for r in parent)
     assert all(count == 1 for count in ends.values()), f"a parent interval ran twice: {ends}"
     first_child = min(r["intervalStartedAt"] for r in child)
+    covered = {r["intervalStartedAt"] for r in child}
     for run in parent:
         # Each second of the parent's interval since the child's first interval ran before the parent.
         halves = (run["intervalStartedAt"], run["intervalStartedAt"] + timedelta(seconds=1))
         needed = {start for start in halves if start >= first_child}
+        if run["status"] != "succeeded":
+            # Given up, as it must be, only for a second the child never ran: a child run more than
+            # a second late (a loaded machine) goes on with the latest second.
+            assert run["status"] == "skipped" and needed - covered, (run, errors)
+            continue
         done = {r["intervalStartedAt"] for r in child if r["finishedAt"] <= run["startedAt"]}
         assert needed <= done, f"parent ran {run['intervalStartedAt']} before the child covered it"
 

@@ -50,7 +50,8 @@ WORKER_MODULE = textwrap.dedent(
     def exit_three(job):
         os._exit(3)
 
-    @agenda.define("stuck", fork=True, timeout=1)
+    # The timeout runs from the child's start: 3 s leaves a loaded machine room to reach the sleep.
+    @agenda.define("stuck", fork=True, timeout=3)
     def stuck(job):
         _mark(job)
         time.sleep(60)
@@ -124,7 +125,7 @@ async def test_forked_runs_in_a_worker_process_are_heard_and_awaited(
     stuck = await web.now("stuck", {"dir": str(tmp_path), "n": "stuck"})
     with pytest.raises(JobFailed) as timed_out:
         await web.wait_for(stuck, timeout=60)
-    assert timed_out.value.reason == "timed out after 1 s; child process killed by SIGTERM"
+    assert timed_out.value.reason == "timed out after 3 s; child process killed by SIGTERM"
     stuck_pid = int((tmp_path / "stuck").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(stuck_pid, 0)

@@ -63,6 +63,10 @@ WORKER_MODULE = textwrap.dedent(
         chunks = data.get("chunks")
         if chunks:
             for i in range((resumed or {}).get("chunk", 0), chunks):
+                if resumed is None and i == data.get("stall_at"):
+                    # A first run holds here until its worker is killed or stopped: the test cannot
+                    # be too slow to catch it running, however long the next worker takes to start.
+                    await asyncio.Event().wait()
                 await asyncio.sleep(data["chunk_s"])
                 await job.checkpoint({"chunk": i + 1})
         else:
@@ -111,7 +115,7 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    async def started(self, timeout: float = 20.0) -> None:
+    async def started(self, timeout: float = 60.0) -> None:
         await wait_until(
             lambda: f"worker {self.name} started" in self.log() or self.proc.poll() is not None,
             timeout=timeout,
@@ -206,26 +210,29 @@ async def test_a_worker_survives_a_database_restart_and_runs_every_job_exactly_o
     worker = WorkerProcess(module_dir, jobs_url, mongo_url, db_name, "survivor", lock_lifetime=6, grace=2)
     workers.append(worker)
     await worker.started()
-    await wait_until(lambda: _count(runs, 5), timeout=20, interval=0.05)
+    await wait_until(lambda: _count(runs, 5), timeout=60, interval=0.05)
 
     # Restart the jobs' server while runs are in flight; schedule more while it is down.
     restart = asyncio.create_task(asyncio.to_thread(own_server.restart))
     await asyncio.sleep(0.05)
     during = asyncio.create_task(_schedule(jobs_url, 6, {"sleep": 0.1}))
     await restart
-    ids = before + await asyncio.wait_for(during, 20)
+    ids = before + await asyncio.wait_for(during, 60)
 
     jobs = AsyncMongoClient(own_server.url, tz_aware=True)["outage"].get_collection(
         "agendaJobs", codec_options=_codec()
     )
     try:
-        await wait_until(lambda: _all_finished(jobs, ids), timeout=20, interval=0.1)
-        await asyncio.sleep(0.5)  # a duplicate, if any, would land now
+        await wait_until(lambda: _all_finished(jobs, ids), timeout=60, interval=0.1)
+        assert worker.proc.poll() is None, f"the worker died with the database:\n{worker.log()}"
+        # Records are read once the worker has exited: a duplicate run, had one started, has landed
+        # by then (no fixed wait that a loaded machine could outlast).
+        code, _ = await worker.terminate(timeout=30)
+        assert code == 0, worker.log()
         docs = {str(d["_id"]): d async for d in jobs.find({})}
     finally:
         await jobs.database.client.close()
 
-    assert worker.proc.poll() is None, f"the worker died with the database:\n{worker.log()}"
     failed = {i: docs[i].get("failReason") for i in ids if docs[i].get("failedAt") is not None}
     assert not failed, f"jobs failed because of the outage: {failed}"
     records = await _records(runs)
@@ -234,8 +241,6 @@ async def test_a_worker_survives_a_database_restart_and_runs_every_job_exactly_o
     assert all(r.get("finish") for r in records), "every run finished"
     duplicates = {i: n for i, n in per_job.items() if n > 1}
     assert not duplicates, f"jobs run more than once across the restart: {duplicates}"
-    code, _ = await worker.terminate()
-    assert code == 0, worker.log()
 
 
 async def test_a_worker_logs_a_clear_line_when_the_database_restarts(
@@ -246,15 +251,19 @@ async def test_a_worker_logs_a_clear_line_when_the_database_restarts(
     workers.append(worker)
     await worker.started()
     await asyncio.to_thread(own_server.restart)
-    await asyncio.sleep(1.0)
+
+    def about_db() -> list[str]:
+        lines = [line.lower() for line in worker.log().splitlines()]
+        return [
+            line
+            for line in lines
+            if ('"warning"' in line or '"error"' in line) and ("database" in line or "mongodb" in line)
+        ]
+
+    # Waited for, not read after a fixed second: a loaded worker may notice the restart later.
+    await wait_until(lambda: about_db() or worker.proc.poll() is not None, timeout=30)
     assert worker.proc.poll() is None, worker.log()
-    lines = [line.lower() for line in worker.log().splitlines()]
-    about_db = [
-        line
-        for line in lines
-        if ('"warning"' in line or '"error"' in line) and ("database" in line or "mongodb" in line)
-    ]
-    assert about_db, f"the worker logged nothing about the database restart:\n{worker.log()}"
+    assert about_db(), f"the worker logged nothing about the database restart:\n{worker.log()}"
 
 
 async def _count(runs: Any, n: int) -> bool:
@@ -282,16 +291,16 @@ async def test_a_job_of_a_killed_worker_is_run_by_another_after_the_lock_lifetim
     workers: list[WorkerProcess],
 ) -> None:
     lifetime = 1.0
-    (job_id,) = await _schedule(db_url, 1, {"chunks": 6, "chunk_s": 0.5})
+    (job_id,) = await _schedule(db_url, 1, {"chunks": 6, "chunk_s": 0.5, "stall_at": 2})
     first = WorkerProcess(module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=2)
     workers.append(first)
-    await wait_until(lambda: _has_checkpoint(jobs_collection, job_id, 2), timeout=20, interval=0.05)
+    await wait_until(lambda: _has_checkpoint(jobs_collection, job_id, 2), timeout=60, interval=0.05)
     second = WorkerProcess(module_dir, db_url, mongo_url, db_name, "second", lock_lifetime=lifetime, grace=2)
     workers.append(second)
     await second.started()
 
     dead_at = first.kill()
-    await wait_until(lambda: _finished(jobs_collection, job_id), timeout=20, interval=0.05)
+    await wait_until(lambda: _finished(jobs_collection, job_id), timeout=60, interval=0.05)
 
     records = await _records(runs, job_id)
     assert [r["pid"] for r in records] == [first.pid, second.pid]
@@ -299,10 +308,11 @@ async def test_a_job_of_a_killed_worker_is_run_by_another_after_the_lock_lifetim
     assert "finish" not in killed
     delay = rerun["start"] - dead_at
     print(f"kill -9 -> rerun on another worker after {delay:.2f} s (lock lifetime {lifetime:g} s)")
-    # Not before the kill (the heartbeat kept the lock), and within one lock lifetime of it (the
-    # lock was renewed at most 2/3 of a lifetime before), plus a poll and the run's start save.
-    assert 0 < delay < lifetime + 1.5, f"rerun {delay:.2f} s after the kill"
-    assert rerun["resumedFrom"] is not None and rerun["resumedFrom"]["chunk"] >= 2, rerun
+    # Not before the kill (the heartbeat kept the lock), and soon after one lock lifetime (the lock
+    # was renewed at most 2/3 of a lifetime before), plus a poll and the run's start save; the margin
+    # is for a loaded machine, and still far below the 10 minutes of the default lock lifetime.
+    assert 0 < delay < lifetime + 10, f"rerun {delay:.2f} s after the kill"
+    assert rerun["resumedFrom"] == {"chunk": 2}, rerun  # where the killed run stalled
     assert rerun.get("finish"), "the rerun completed"
     doc = await jobs_collection.find_one({"_id": ObjectId(job_id)})
     assert doc["lockedAt"] is None and doc.get("failedAt") is None
@@ -332,12 +342,12 @@ async def test_sigterm_releases_a_long_job_and_another_worker_resumes_it_from_it
     workers: list[WorkerProcess],
 ) -> None:
     lifetime, grace = 30.0, 1.5  # a lock expiry would take 30 s: resuming sooner proves the release
-    (job_id,) = await _schedule(db_url, 1, {"chunks": 16, "chunk_s": 0.5})
+    (job_id,) = await _schedule(db_url, 1, {"chunks": 16, "chunk_s": 0.5, "stall_at": 2})
     first = WorkerProcess(
         module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=grace
     )
     workers.append(first)
-    await wait_until(lambda: _has_checkpoint(jobs_collection, job_id, 2), timeout=20, interval=0.05)
+    await wait_until(lambda: _has_checkpoint(jobs_collection, job_id, 2), timeout=60, interval=0.05)
     second = WorkerProcess(
         module_dir, db_url, mongo_url, db_name, "second", lock_lifetime=lifetime, grace=grace
     )
@@ -345,16 +355,17 @@ async def test_sigterm_releases_a_long_job_and_another_worker_resumes_it_from_it
     await second.started()
 
     signalled = time.time()
-    code, took = await first.terminate()
+    code, took = await first.terminate(timeout=30)
     assert code == 0, first.log()
-    assert took <= grace + 1, f"took {took:.2f} s to exit with --grace {grace:g}"
+    # The run never ends by itself: exiting shows the grace cut it short (the margin is for a loaded
+    # machine's shutdown, not for the grace).
+    assert took <= grace + 10, f"took {took:.2f} s to exit with --grace {grace:g}"
     doc = await jobs_collection.find_one({"_id": ObjectId(job_id)})
     if doc["lastModifiedBy"] != "second":  # not yet claimed again: must be unlocked and due now
         assert doc["lockedAt"] is None, "the interrupted job is still locked"
         assert doc["nextRunAt"] is not None and doc["nextRunAt"] <= datetime.now(UTC)
-    saved = doc["checkpoint"]["chunk"] if doc.get("checkpoint") else None
 
-    await wait_until(lambda: _count(runs, 2), timeout=10, interval=0.05)
+    await wait_until(lambda: _count(runs, 2), timeout=60, interval=0.05)
     records = await _records(runs, job_id)
     assert [r["pid"] for r in records] == [first.pid, second.pid]
     interrupted, resumed = records
@@ -363,11 +374,12 @@ async def test_sigterm_releases_a_long_job_and_another_worker_resumes_it_from_it
         f"SIGTERM -> exit in {took:.2f} s (grace {grace:g} s); resumed on another worker "
         f"{resumed['start'] - signalled:.2f} s after the signal (lock lifetime {lifetime:g} s)"
     )
-    assert resumed["start"] - signalled < grace + 2.5, "resumed long before the 30 s lock lifetime"
-    assert resumed["resumedFrom"] is not None and resumed["resumedFrom"]["chunk"] >= 2
-    if saved is not None:
-        assert resumed["resumedFrom"]["chunk"] >= saved
-    await wait_until(lambda: _finished(jobs_collection, job_id), timeout=15, interval=0.05)
+    # Released, not expired: well before the 30 s lock lifetime (the margin is for a loaded machine).
+    assert resumed["start"] - signalled < grace + 12, "resumed long before the 30 s lock lifetime"
+    # From the interrupted run's last checkpoint, chunk 2, where it stalled (not compared with the
+    # document read above: "second" may have checkpointed further by then).
+    assert resumed["resumedFrom"] == {"chunk": 2}
+    await wait_until(lambda: _finished(jobs_collection, job_id), timeout=60, interval=0.05)
     final = await jobs_collection.find_one({"_id": ObjectId(job_id)})
     assert final.get("failedAt") is None
     assert "checkpoint" not in final or final["checkpoint"] is None
@@ -386,14 +398,14 @@ async def test_a_job_recovered_from_a_killed_worker_survives_a_sigterm_of_the_wo
     workers: list[WorkerProcess],
 ) -> None:
     lifetime = 2.0
-    (crashed,) = await _schedule(db_url, 1, {"chunks": 8, "chunk_s": 0.5})
+    (crashed,) = await _schedule(db_url, 1, {"chunks": 8, "chunk_s": 0.5, "stall_at": 1})
     # "first" holds only the job it runs (lock_limit 1), so it never claims the second job.
     first = WorkerProcess(
         module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=1,
         env={"LOCK_LIMIT": "1", "CONCURRENCY": "1"},
     )  # fmt: skip
     workers.append(first)
-    await wait_until(lambda: _has_checkpoint(jobs_collection, crashed, 1), timeout=20, interval=0.05)
+    await wait_until(lambda: _has_checkpoint(jobs_collection, crashed, 1), timeout=60, interval=0.05)
     # "second" runs one job and keeps one more waiting in its look-ahead buffer.
     second = WorkerProcess(
         module_dir, db_url, mongo_url, db_name, "second", lock_lifetime=lifetime, grace=1,
@@ -402,10 +414,10 @@ async def test_a_job_recovered_from_a_killed_worker_survives_a_sigterm_of_the_wo
     workers.append(second)
     await second.started()
     await _schedule(db_url, 1, {"chunks": 40, "chunk_s": 0.5})  # keeps "second" busy
-    await wait_until(lambda: _count(runs, 2), timeout=10, interval=0.05)
+    await wait_until(lambda: _count(runs, 2), timeout=60, interval=0.05)
 
     first.kill()  # mid-run: the job keeps lockedAt, and its nextRunAt is null
-    await wait_until(lambda: _held_by(jobs_collection, crashed, "second"), timeout=10, interval=0.05)
+    await wait_until(lambda: _held_by(jobs_collection, crashed, "second"), timeout=60, interval=0.05)
     code, _ = await second.terminate()  # the recovered job is waiting in second's buffer
     assert code == 0, second.log()
 
@@ -413,7 +425,7 @@ async def test_a_job_recovered_from_a_killed_worker_survives_a_sigterm_of_the_wo
     workers.append(third)
     await third.started()
     try:
-        await wait_until(lambda: _finished(jobs_collection, crashed), timeout=10, interval=0.1)
+        await wait_until(lambda: _finished(jobs_collection, crashed), timeout=60, interval=0.1)
     except AssertionError:
         doc = await jobs_collection.find_one({"_id": ObjectId(crashed)})
         raise AssertionError(

@@ -7,7 +7,6 @@ import importlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import httpx
 import pytest
 from rich.console import Console
 
+from ports import free_port
 from support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -44,12 +44,6 @@ async def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _spawn_dashboard(db_url: str, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "agendapy", "dashboard", TARGET, "--port", str(port)],
@@ -68,12 +62,14 @@ async def test_looking_at_the_quickstart_schedules_nothing(db_url: str, jobs_col
     result = await _cli(db_url, "stats", "--target", TARGET)
     assert result.returncode == 0, result.stderr
 
-    port = _free_port()
+    port = free_port()
     dashboard = _spawn_dashboard(db_url, port)
     pages: list[int] = []
     try:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,  # httpx's 5 s is short for a page of a dashboard just started on a loaded machine
         ) as http:
 
             async def served() -> bool:

@@ -297,8 +297,8 @@ async def watching(store: JobStore) -> AsyncIterator[list[tuple[str, datetime | 
             seen.append(change)
 
     task = asyncio.create_task(listen())
-    await asyncio.sleep(0.5)  # let a change stream open
     try:
+        await _until_heard(store, seen)
         yield seen
     finally:
         task.cancel()
@@ -306,7 +306,27 @@ async def watching(store: JobStore) -> AsyncIterator[list[tuple[str, datetime | 
             await task
 
 
-async def settle(seen: list[Any], count: int, timeout: float = 5.0) -> None:
+_PROBE = "stream probe"
+
+
+async def _until_heard(store: JobStore, seen: list[tuple[str, datetime | None]]) -> None:
+    """Save probe jobs until the stream reports one: it is open then (a loaded machine may take long
+    to open it, and a change made before is never reported). A last probe, heard after every earlier
+    one (a stream keeps the order of the writes), leaves ``seen`` empty for the test."""
+    far = ms(utcnow() + timedelta(days=3650))
+
+    async def heard() -> bool:
+        await save(store, job(_PROBE, next_run_at=far))
+        return any(name == _PROBE for name, _ in seen)
+
+    await wait_until(heard, timeout=30, interval=0.2)
+    last = far + timedelta(seconds=1)
+    await save(store, job(_PROBE, next_run_at=last))
+    await wait_until(lambda: (_PROBE, last) in seen, timeout=30)
+    seen.clear()
+
+
+async def settle(seen: list[Any], count: int, timeout: float = 30.0) -> None:
     """Wait for ``count`` changes in all, then a little longer: anything extra would arrive now."""
     with contextlib.suppress(AssertionError):
         await wait_until(lambda: len(seen) >= count, timeout=timeout)

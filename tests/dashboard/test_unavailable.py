@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
 from agendapy import Agenda
 from agendapy.dashboard import create_app
 
+from ports import free_port
+
 TOKEN = "unavailable-database-test-token-0123456789"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 async def client() -> httpx.AsyncClient:
-    agenda = Agenda(f"mongodb://127.0.0.1:{closed_port()}/app?serverSelectionTimeoutMS=300")
+    agenda = Agenda(f"mongodb://127.0.0.1:{free_port()}/app?serverSelectionTimeoutMS=300")
     app = create_app(agenda, token=TOKEN)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),

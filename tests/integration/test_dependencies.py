@@ -89,7 +89,14 @@ async def test_jobs_created_together_run_from_their_first_interval(
         for part in ((start, second), (second, end)):
             if part[0] >= first_child_start:
                 assert part in done, f"parent ran [{start}, {end}) before the child covered {part}"
-    assert not await agenda.runs("parent", status="skipped")
+    # An interval is given up only for a second the child never ran: a child run more than a second
+    # late (a loaded machine; misfire "once") goes on with the latest second, and then it must be.
+    covered = {s for n, s, _ in ran if n == "child"}
+    for skipped in await agenda.runs("parent", status="skipped", limit=0):
+        start = skipped.interval_started_at
+        assert start is not None
+        needed = {s for s in (start, start + timedelta(seconds=1)) if s >= first_child_start}
+        assert needed - covered, f"parent gave up [{start}, +2 s) though the child covered it"
 
 
 @pytest.mark.parametrize("parent_first", [True, False], ids=["parent first", "child first"])

@@ -173,7 +173,8 @@ async def test_a_leaking_handler_leaks_in_its_children_only(
     await forking.start()
     runs = 12
     await forking.now_many("leaky", [{"dir": str(tmp_path), "n": n} for n in range(runs)])
-    await wait_until(lambda: len(list(tmp_path.iterdir())) == runs, timeout=90)
+    # Every mark by name: counting the directory would also count a mark still being written aside.
+    await wait_until(lambda: all((tmp_path / str(n)).exists() for n in range(runs)), timeout=90)
     pids = {_pid_of(tmp_path, str(n)) for n in range(runs)}
     assert len(pids) == runs  # a new child each run
     assert os.getpid() not in pids
@@ -196,12 +197,14 @@ async def test_a_child_that_exits_fails_the_run_with_its_exit_code(
 async def test_a_handler_stuck_in_a_c_call_is_killed_at_its_timeout(
     forking: Agenda, jobs_collection: Any, tmp_path: Path
 ) -> None:
-    forking.define("stuck", stuck, fork=True, timeout=1)
+    # The timeout runs from the child's start, which imports this module (and pytest) first: 3 s
+    # leaves a loaded machine room to reach the C call before it.
+    forking.define("stuck", stuck, fork=True, timeout=3)
     forking.define("pid", record_pid, fork=True)
     await forking.start()
     job = await forking.now("stuck", {"dir": str(tmp_path)})
     doc = await _finished(jobs_collection, job)
-    assert doc["failReason"] == "timed out after 1 s; child process killed by SIGTERM"
+    assert doc["failReason"] == "timed out after 3 s; child process killed by SIGTERM"
     assert not _alive(_pid_of(tmp_path, "0-started"))
     after = await forking.now("pid", {"dir": str(tmp_path), "n": 1})
     assert (await _finished(jobs_collection, after)).get("failReason") is None
@@ -210,11 +213,12 @@ async def test_a_handler_stuck_in_a_c_call_is_killed_at_its_timeout(
 async def test_a_child_that_ignores_sigterm_gets_sigkill(
     forking: Agenda, jobs_collection: Any, tmp_path: Path
 ) -> None:
-    forking.define("stubborn", stubborn, fork=True, timeout=1)
+    # As above: the handler must have ignored SIGTERM before the timeout sends it.
+    forking.define("stubborn", stubborn, fork=True, timeout=3)
     await forking.start()
     job = await forking.now("stubborn", {"dir": str(tmp_path)})
     doc = await _finished(jobs_collection, job)
-    assert doc["failReason"] == "timed out after 1 s; child process killed by SIGKILL"
+    assert doc["failReason"] == "timed out after 3 s; child process killed by SIGKILL"
     assert not _alive(_pid_of(tmp_path, "0-started"))
 
 

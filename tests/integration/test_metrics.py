@@ -153,9 +153,12 @@ async def test_the_background_task_refreshes_the_gauges(agenda: Agenda) -> None:
     metrics = instrument(agenda, registry, refresh_every=0.05)
     await agenda.now("elsewhere")
     await agenda.start()
-    await asyncio.sleep(0.3)
-    samples = scrape(generate_latest(registry).decode())
-    assert value(samples, "agendapy_queue_depth") == 1
+
+    def depth() -> float | None:
+        return value(scrape(generate_latest(registry).decode()), "agendapy_queue_depth")
+
+    # Waited for, not read after 0.3 s: on a loaded machine the first refresh may come later.
+    await wait_until(lambda: depth() == 1, timeout=30)
     metrics.close()
 
 
@@ -232,7 +235,7 @@ async def test_http_server_serves_metrics(agenda: Agenda) -> None:
         await agenda.start()
         await log.wait("complete")
         url = f"http://127.0.0.1:{server.port}/metrics"
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read().decode())
     finally:
         server.close()
         server.metrics.close()

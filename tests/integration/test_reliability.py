@@ -433,6 +433,22 @@ class _GetMores(monitoring.CommandListener):
         pass
 
 
+async def _until_heard(jobs_collection: Any, seen: list[tuple[str, Any]]) -> None:
+    """Insert probes until the stream reports one: it is open then (late on a loaded machine; a write
+    made before is not in it). A last probe, heard after the earlier ones, leaves ``seen`` empty."""
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+
+    async def heard() -> bool:
+        await jobs_collection.insert_one({"name": "probe", "nextRunAt": far, "lockedAt": None})
+        return bool(seen)
+
+    await wait_until(heard, timeout=30, interval=0.2)
+    last = far + timedelta(seconds=1)
+    await jobs_collection.insert_one({"name": "probe", "nextRunAt": last, "lockedAt": None})
+    await wait_until(lambda: ("probe", last) in seen, timeout=30)
+    seen.clear()
+
+
 async def test_other_workers_writes_do_not_make_a_change_stream_spin(
     make_agenda: Any, db_url: str, jobs_collection: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -454,7 +470,7 @@ async def test_other_workers_writes_do_not_make_a_change_stream_spin(
         await store.connect()
         busy = await jobs_collection.insert_one({"name": "busy", "lockedAt": datetime.now(UTC)})
         listener = asyncio.create_task(listen())
-        await asyncio.sleep(0.5)  # the stream is open
+        await _until_heard(jobs_collection, seen)
         before, started = getmores.count, time.monotonic()
         for _ in range(60):  # another worker's heartbeats and claims: nothing to wake up for
             await jobs_collection.update_one(
@@ -724,3 +740,38 @@ async def test_locking_on_the_fly_keeps_a_lock_limit_while_a_claim_is_under_way(
         await worker.stop(grace=1)
         await worker.close()
         await producer.close()
+
+
+async def test_a_next_run_claimed_while_the_final_write_is_answered_slowly_still_runs() -> None:
+    """The final write of a failed run (unlocked, its retry due in 50 ms) is stored, but its reply is
+    slow: meanwhile the wake-up it caused claims the retry while the run still holds the job. That
+    lock must not outlive the run (before: held by no one until it expired, 10 minutes later)."""
+    from agendapy.testing import MemoryJobStore
+
+    class SlowFinalReply(MemoryJobStore):
+        async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+            saved = await super().save_state_batched(job, stamp=stamp)
+            if job.lease is not None and job.lease.finishing:
+                await asyncio.sleep(0.5)  # stored; the reply is slow to arrive
+            return saved
+
+    store = SlowFinalReply()
+    agenda = Agenda(store, process_every=0.05)
+    attempts: list[int] = []
+
+    @agenda.define("flaky", backoff=backoff.constant(delay=0.05, max_retries=1))
+    async def flaky(job: Job) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("once")
+
+    log = EventLog(agenda, "success:flaky", "retry:flaky")
+    await agenda.now("flaky")
+    await agenda.start()
+    try:
+        await log.wait("success:flaky", timeout=15)
+        assert attempts == [1, 1]
+        await wait_until(lambda: store.documents("flaky")[0]["lockedAt"] is None, timeout=15)
+    finally:
+        await agenda.stop(grace=1)
+        await agenda.close()
