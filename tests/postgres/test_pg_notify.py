@@ -12,9 +12,11 @@ from typing import Any
 
 import pg_run_support
 import psycopg
+import pytest
 from pg_run_support import add_jobs, execute, request_for
 from psycopg.rows import tuple_row
 
+from agendapy.errors import InvalidInput
 from agendapy.fleet_events import _events_of
 from agendapy.job import Job
 from agendapy.schedule.timezones import utcnow
@@ -292,3 +294,15 @@ async def test_a_long_error_never_makes_a_payload_postgresql_refuses(
     assert (await pg_run_support.row(pg_store, job.id))["fail_reason"] == job.fail_reason
     payload = state_payload("fail", "id", "n" * 255, "source", error="é" * 5000, failCount=1)
     assert len(payload.encode()) < 8000 and json.loads(payload)["error"].startswith("é")
+
+
+def test_the_default_channel_is_node_backends_whatever_the_table() -> None:
+    # Node's PostgresBackend leaves channelName unset, and its channel class then defaults to
+    # 'agenda:jobs' (run steps on 'agenda:jobs:state'), whatever tableName is.
+    for table in ("agenda_jobs", "billing_jobs"):
+        assert PostgresJobStore("postgresql://127.0.0.1/x", table=table).channel == "agenda:jobs"
+    assert PostgresJobStore("postgresql://127.0.0.1/x", channel="billing").channel == "billing"
+    for bad in ("", "x" * 58, 7):
+        with pytest.raises(InvalidInput) as refused:
+            PostgresJobStore("postgresql://127.0.0.1/x", channel=bad)
+        assert refused.value.field == "channel"

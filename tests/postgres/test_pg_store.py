@@ -167,7 +167,7 @@ async def test_saves_wake_listeners_in_nodes_notification_format(
     stores: list[PostgresJobStore], pg_url: str
 ) -> None:
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as listener:
-        await listener.execute("LISTEN agenda_jobs")
+        await listener.execute('LISTEN "agenda:jobs"')  # Node's default channel
         store = stores[0]
         due = utcnow()
         await store.save_job(Job(name="wake", next_run_at=due, priority=5), now=due, last_modified_by="py-1")
@@ -241,7 +241,7 @@ async def test_insert_many_in_chunks_gives_each_job_its_row_and_one_wake_up_per_
     jobs = [Job(name=f"bulk{i % 2}", data={"i": i}, next_run_at=utcnow()) for i in range(count)]
     jobs.append(Job(name="unscheduled", data={"i": -1}, next_run_at=None))
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as listener:
-        await listener.execute("LISTEN agenda_jobs")
+        await listener.execute('LISTEN "agenda:jobs"')  # Node's default channel
         await stores[0].insert_many(jobs, last_modified_by="loader")
         names = [json.loads(note.payload)["jobName"] async for note in listener.notifies(timeout=1.0)]
     assert sorted(names) == ["bulk0", "bulk1"]

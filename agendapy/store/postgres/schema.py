@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_TABLE",
     "FIELD_OF",
     "Column",
+    "check_channel_name",
     "check_table_name",
     "column_value",
     "document_to_row",
@@ -121,6 +122,13 @@ def check_table_name(table: Any, field: str = "table") -> str:
     if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", table):
         raise InvalidInput(field, table, "must be a letter or _ then up to 39 letters, digits or _")
     return table
+
+
+def check_channel_name(channel: Any) -> str:
+    """A LISTEN/NOTIFY channel name that still fits PostgreSQL's 63 bytes with ``:state`` added."""
+    if not isinstance(channel, str) or not channel or "\x00" in channel or len(channel.encode()) > 57:
+        raise InvalidInput("channel", channel, "must be a non-empty name of at most 57 bytes")
+    return channel
 
 
 # -- DDL --------------------------------------------------------------------------------------------

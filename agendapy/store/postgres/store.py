@@ -28,20 +28,20 @@ from .claims import RunPath
 from .connection import PgPool, PostgresConnection, execute, is_connection_error
 from .filters import SqlFilter, as_uuid, criteria_sql, order_by, page, query_sql
 from .logs import DEFAULT_LOGS_TABLE, PostgresLogStore
+from .notify import DEFAULT_CHANNEL
 from .runs import DEFAULT_RUNS_TABLE, PostgresRunStore
 from .saving import JobSaver
 from .schema import (
     COLUMNS,
     DEFAULT_TABLE,
+    check_channel_name,
     check_table_name,
     ensure_schema,
     row_to_document,
 )
 
-__all__ = ["DEFAULT_CHANNEL", "PostgresJobStore"]
+__all__ = ["PostgresJobStore"]
 
-#: Node's notification channel (the jobs table's name).
-DEFAULT_CHANNEL = "agenda_jobs"
 _ALL_COLUMNS = [c.column for c in COLUMNS]
 _EMPTY = sql.SQL("")
 
@@ -79,7 +79,8 @@ class PostgresJobStore:
         history_ttl, history_keep: how long, and how many per name, run records are kept.
         state_write_window: seconds the start and final writes of runs gather before they are sent
             together (0: those issued in the same event-loop turn).
-        channel: the LISTEN/NOTIFY channel of job changes (Node's: the table's name).
+        channel: the LISTEN/NOTIFY channel of job changes; run steps go to ``<channel>:state``. Node's
+            backend uses ``agenda:jobs`` whatever its table is called, and so does agendapy by default.
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class PostgresJobStore:
         if not isinstance(state_write_window, int | float) or not 0 <= state_write_window <= 1:
             raise InvalidInput("state_write_window", state_write_window, "must be 0 to 1 seconds")
         self._state_write_window = float(state_write_window)
-        self._channel = channel or table
+        self._channel = check_channel_name(DEFAULT_CHANNEL if channel is None else channel)
         self._pool: PgPool | None = None
         self._runs: PostgresRunStore | None = None
         self._logs: PostgresLogStore | None = None
