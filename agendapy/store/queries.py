@@ -2,7 +2,7 @@
 
 These are the store rules, written once: who may claim, fencing, one document per recurring job,
 unique and debounced saves, wake-ups. The MongoDB store sends them; the in-memory store evaluates the
-same data with its MongoDB engine (``agendapy.testing._mql``). Keeping them here also answers "which
+same data with its MongoDB engine (``agendapy.store._mql``). Keeping them here also answers "which
 index serves this query" in one place; ``tests/integration`` checks the claim query's plan with
 ``explain``. The rules of run records live beside them in :mod:`agendapy.store.runs`.
 """

@@ -3,8 +3,9 @@
 Documents are stored as MongoDB stores them (Agenda's field names, ObjectId ids, BSON-typed values) and
 every read returns a fresh copy. Agenda's rules are not written out here: the filters and updates the
 MongoDB store sends (claims, fences, the single/unique/debounce saves, the wake-up pipeline, from
-:mod:`agendapy.store.queries`) are evaluated by a small MongoDB query-language engine (``_mql``), as
-user filters are. ``tests/contract`` runs one suite against this store and the MongoDB one.
+:mod:`agendapy.store.queries`) are evaluated by a small MongoDB query-language engine
+(``agendapy.store._mql``), as user filters are. ``tests/contract`` runs one suite against this store
+and the MongoDB one.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from pymongo.errors import DuplicateKeyError
 from ..job import Job
 from ..joblogs import MemoryLogStore
 from ..store import common, queries
-from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
-from ..store.schema import job_from_document, log_unreadable, to_object_id, unreadable_failure
-from ._mql import (
+from ..store._mql import (
     Changes,
     FilterError,
     apply_update,
@@ -37,6 +36,8 @@ from ._mql import (
     upsert_document,
     values_equal,
 )
+from ..store.base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery, JobStore, RunStore
+from ..store.schema import job_from_document, log_unreadable, to_object_id, unreadable_failure
 from ._runs import MemoryRunStore
 
 __all__ = ["MemoryJobStore"]

@@ -14,6 +14,7 @@ from bson import ObjectId
 from .. import schedule as sched
 from ..schedule.ticks import RunInterval
 from ..store import runs as rules
+from ..store._mql import apply_update, bson_copy, matches, sort_documents
 from ..store.runs import (
     RequiredRuns,
     RunFilter,
@@ -23,7 +24,6 @@ from ..store.runs import (
     new_run_document,
     record_of,
 )
-from ._mql import apply_update, bson_copy, matches, sort_documents
 
 __all__ = ["MemoryRunStore"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from agendapy.store._mql import FilterError, apply_update, pipeline_matches, upsert_document
 from agendapy.store.queries import WAKE_UP_PIPELINE
-from agendapy.testing._mql import FilterError, apply_update, pipeline_matches, upsert_document
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ...errors import InvalidInput
-from ...testing._mql import FilterError, check_filter, matches
+from .._mql import FilterError, check_filter, matches
 from ..base import JobCriteria, JobQuery
 from ..common import user_filter
 from ..queries import criteria_filter, query_sort

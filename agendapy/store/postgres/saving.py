@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from ...job import Job
-from ...testing._mql import apply_update, check_filter, upsert_document
+from .._mql import apply_update, check_filter, upsert_document
 from ..common import absorb, document_to_save, leased
 from ..queries import lock_fields, save_fields, single_update, unique_filter, unique_update
 from . import notify

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection, sql
 
 from ...errors import InvalidInput
 from ...job import Job
-from ...testing._mql import sort_documents
+from .._mql import sort_documents
 from ..base import ClaimRequest, JobCriteria, JobQuery
 from ..common import count_overview
 from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW

@@ -1,4 +1,4 @@
-"""The subset of MongoDB's query language the in-memory store needs, over plain (BSON-decoded) dicts.
+"""The subset of MongoDB's query language the in-memory and PostgreSQL stores need, over BSON-decoded dicts.
 
 Values go through a BSON round trip on the way in and out (:func:`bson_copy`), so the store holds what
 MongoDB would: lists instead of tuples, aware UTC datetimes truncated to milliseconds, no aliasing with
