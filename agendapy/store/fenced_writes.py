@@ -4,15 +4,13 @@ Every write here is fenced by the job's lease (``fence_filter``/``fence_many_fil
 while the lease's ``(lockedAt, lockToken)`` is the stored one. The state writes of runs issued within
 a short window go to the server together (group commit), identical ones as one ``update_many``. A
 write the server refuses for one document is that job's alone (see :mod:`agendapy.store.refusals`).
+The batching itself, which every store shares, is :mod:`agendapy.store.state_batches`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,45 +20,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, WriteError
 
 from ..job import Job
-from .common import state_values
 from .queries import fence_filter, fence_many_filter
 from .refusals import Refused, bulk_refusals, record_refusal, single_refusal
-from .schema import STATE_KEYS, to_object_id
+from .schema import to_object_id
+from .state_batches import DEFAULT_STATE_WRITE_WINDOW, PendingState, StateBatcher, write_instant
 
 __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "FencedWrites"]
 
 log = logging.getLogger("agendapy.store")
-
-#: How long the state writes of runs gather before they go out together (seconds), by default.
-DEFAULT_STATE_WRITE_WINDOW = 0.005
-#: A gathered batch this large is written at once, without waiting for the window to close.
-_MAX_STATE_BATCH = 200
-
-
-def _state_values(job: Job) -> dict[str, Any]:
-    values = state_values(job, None)
-    if "lockToken" in values:
-        # The final write of a run releases the lock. Its lastRunAt was written by the run's start
-        # write (no run starts without it) and has not changed: leaving it out lets the finishes of
-        # runs that started at different moments go out as one update.
-        del values["lastRunAt"]
-    return values
-
-
-def _write_instant() -> datetime:
-    """Now, to the millisecond BSON keeps (so what is stored equals what the job holds)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-@dataclasses.dataclass
-class _PendingState:
-    """A state write waiting for the window to close: its values are fixed when it is queued."""
-
-    job: Job
-    values: dict[str, Any]
-    stamp: frozenset[str]  # document keys to set to the moment the batch is written
-    done: asyncio.Future[bool]
 
 
 def _same_instant(stored: Any, written: datetime | None) -> bool:
@@ -71,15 +38,7 @@ def _same_instant(stored: Any, written: datetime | None) -> bool:
     return bool(stored == written)
 
 
-def _absorb_written(job: Job, values: dict[str, Any]) -> None:
-    """After a batched write applied: the job holds the instants the batch stamped."""
-    for attr in ("locked_at", "last_run_at", "last_finished_at"):
-        key = STATE_KEYS[attr]
-        if key in values:
-            setattr(job, attr, values[key])
-
-
-class FencedWrites:
+class FencedWrites(StateBatcher[Refused]):
     """Fenced writes to one jobs collection, and the batching of the state writes of runs.
 
     Args:
@@ -96,97 +55,11 @@ class FencedWrites:
         window: float,
         unavailable: Callable[[ConnectionFailure], Exception],
     ) -> None:
+        super().__init__(window=window)
         self._collection = collection
-        self._window = window
         self._unavailable = unavailable
-        self._pending: list[_PendingState] = []
-        self._timer: asyncio.Handle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
 
-    async def queue(self, job: Job, stamp: Collection[str]) -> bool:
-        """``save_state`` of every field of a leased job, sent with the batch it falls into; whether
-        it applied. One batch is in flight at a time: the writes issued meanwhile go out together as
-        soon as it returns, so batches grow with the server's latency rather than only with the window.
-
-        ``stamp`` names attributes set to the moment the batch is written (see
-        ``MongoJobStore.save_state_batched``); a lock the write keeps is renewed to that moment.
-        """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        # The values are taken now: a heartbeat that moves lockedAt before the flush must not change
-        # what this write says (a final write releases the lock, whatever happens meanwhile).
-        values = _state_values(job)
-        keys = frozenset(STATE_KEYS[attr] for attr in stamp) & values.keys()
-        self._pending.append(_PendingState(job, values, keys, done))
-        if len(self._pending) >= _MAX_STATE_BATCH:
-            self._start_flush()
-        elif self._timer is None:
-            if self._window > 0:
-                self._timer = loop.call_later(self._window, self._start_flush)
-            else:
-                self._timer = loop.call_soon(self._start_flush)
-        return await done
-
-    async def drain(self, timeout: float) -> None:
-        """Send the queued writes now and wait for them (at most ``timeout`` seconds)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._pending or self._flushes) and loop.time() < deadline:
-            self._start_flush()
-            await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
-
-    def _start_flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flushes:
-            return  # one batch in flight: this one follows when it returns (_flushed)
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushed)
-
-    def _flushed(self, task: asyncio.Task[None]) -> None:
-        self._flushes.discard(task)
-        if self._pending:
-            self._start_flush()
-
-    async def _flush(self, batch: list[_PendingState]) -> None:
-        written_at = _write_instant()
-        for entry in batch:
-            for key in entry.stamp:
-                entry.values[key] = written_at
-            if entry.values.get("lockedAt") is not None:
-                # A write that keeps the lock renews it; one lockedAt for the batch lets the runs
-                # claimed together stay fenced by one (lockedAt, token) pair.
-                entry.values["lockedAt"] = written_at
-        try:
-            results = await self.outcomes([(entry.job, entry.values) for entry in batch])
-        except ConnectionFailure as exc:
-            error = self._unavailable(exc)
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(error)
-        except Exception as exc:
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(exc)
-        else:
-            refused: list[tuple[_PendingState, Refused]] = []
-            for entry, outcome in zip(batch, results, strict=True):
-                if isinstance(outcome, Refused):
-                    refused.append((entry, outcome))
-                    continue
-                if outcome:
-                    _absorb_written(entry.job, entry.values)
-                if not entry.done.done():
-                    entry.done.set_result(outcome)
-            # After the others are answered: their runs need not wait for these extra writes.
-            for entry, refusal in refused:
-                await self._settle_refused(entry, refusal)
-
-    async def _settle_refused(self, entry: _PendingState, refused: Refused) -> None:
+    async def _settle_refused(self, entry: PendingState, refused: Refused) -> None:
         """One run's write was refused: the others of its batch stand. A transient refusal (the
         server stepping down) is retried like a lost connection; any other would be refused again
         on every retry, so the job is failed and unlocked without the fields the server refused, and
@@ -198,7 +71,7 @@ class FencedWrites:
                 entry.done.set_exception(error)
             return
         try:
-            await record_refusal(self._collection(), entry.job, entry.values, refused, _write_instant())
+            await record_refusal(self._collection(), entry.job, entry.values, refused, write_instant())
         except Exception as exc:
             # Not even a bare unlock could be written: the lock expires and the job comes back.
             log.error(
@@ -211,36 +84,21 @@ class FencedWrites:
         if not entry.done.done():
             entry.done.set_result(False)
 
-    async def apply(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
-        """:meth:`outcomes` for writers that cannot take a refusal (heartbeats, releases): a write
-        the server refused raises, as a single update would."""
-        outcomes = await self.outcomes(entries)
-        for outcome in outcomes:
-            if isinstance(outcome, Refused):
-                raise outcome.error
-        return [bool(outcome) for outcome in outcomes]
+    async def _write_leased(self, live: list[tuple[Job, dict[str, Any]]]) -> list[bool | Refused]:
+        """``$set: values`` on each job, fenced by its lease; jobs whose lease (lockedAt, token) and
+        values are the same share one ``update_many``."""
+        groups: dict[tuple[str, datetime, bytes], list[int]] = {}
+        for index, (job, values) in enumerate(live):
+            lease = job.lease
+            assert lease is not None
+            groups.setdefault((lease.token, lease.locked_at, bson.encode(values)), []).append(index)
+        return await self._apply(live, list(groups.values()))
 
-    async def outcomes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool | Refused]:
-        """Apply ``$set: values`` to each leased job, fenced by its lease, in one round trip; tell
-        which applied, and which the server refused (each refusal is that job's alone: the other
-        writes of the round trip apply). Jobs whose lease (lockedAt, token) and values are the same
-        share one ``update_many``. A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
-        async with contextlib.AsyncExitStack() as stack:
-            for job, _ in entries:
-                assert job.lease is not None
-                await stack.enter_async_context(job.lease.write_lock)
-            live = [(job, values) for job, values in entries if job.lease and not job.lease.lost]
-            groups: dict[tuple[str, datetime, bytes], list[int]] = {}
-            for index, (job, values) in enumerate(live):
-                lease = job.lease
-                assert lease is not None
-                groups.setdefault((lease.token, lease.locked_at, bson.encode(values)), []).append(index)
-            outcomes = await self._apply(live, list(groups.values())) if live else []
-            outcome = dict(zip((id(job) for job, _ in live), outcomes, strict=True))
-            for job, values in live:
-                if outcome[id(job)] is True and job.lease is not None and values.get("lockedAt") is not None:
-                    job.lease.locked_at = values["lockedAt"]
-            return [outcome.get(id(job), False) for job, _ in entries]
+    def _refusal_error(self, refused: Refused) -> Exception:
+        return refused.error
+
+    def _batch_error(self, exc: Exception) -> Exception:
+        return self._unavailable(exc) if isinstance(exc, ConnectionFailure) else exc
 
     async def _apply(
         self, live: list[tuple[Job, dict[str, Any]]], members: list[list[int]]

@@ -14,11 +14,8 @@ wakes for it. A notification is delivered only if its write applied and committe
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -30,8 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ...job import Job
 from ..common import fenced_state_write
-from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW, _state_values
-from ..schema import STATE_KEYS
+from ..state_batches import DEFAULT_STATE_WRITE_WINDOW, PendingState, StateBatcher
 from .announce import Announcements, state_channel
 from .notify import DEFAULT_CHANNEL
 from .schema import COLUMNS, column_value, to_millis
@@ -40,8 +36,6 @@ __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "StateWrites", "job_uuid"]
 
 log = logging.getLogger("agendapy.store")
 
-#: A gathered batch this large is written at once, without waiting for the window to close.
-_MAX_STATE_BATCH = 200
 _MAX_REFUSAL_MESSAGE = 500
 
 #: The array type a column's values are sent as, by the column's kind.
@@ -70,15 +64,7 @@ class _Refused(Exception):
 _REFUSALS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.ProgramLimitExceeded)
 
 
-@dataclasses.dataclass
-class _Pending:
-    job: Job
-    values: dict[str, Any]
-    stamp: frozenset[str]
-    done: asyncio.Future[bool]
-
-
-class StateWrites:
+class StateWrites(StateBatcher[_Refused]):
     """Fenced writes to one jobs table, and the batching of the state writes of runs.
 
     Args:
@@ -99,14 +85,11 @@ class StateWrites:
         channel: str = DEFAULT_CHANNEL,
         unavailable: Callable[[Exception], Exception] = lambda exc: exc,
     ) -> None:
+        super().__init__(window=window)
         self._pool = pool
         self._table = sql.Identifier(table)
-        self._window = window
         self._channel = channel
         self._unavailable = unavailable
-        self._pending: list[_Pending] = []
-        self._timer: asyncio.Handle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
         self._statements: dict[tuple[tuple[str, ...], bool], sql.Composed] = {}
         self._announce = Announcements()
 
@@ -124,102 +107,19 @@ class StateWrites:
 
         return await fenced_state_write(job, fields, write)
 
-    # -- batched writes --------------------------------------------------------------------------
+    # -- batched writes (the batching is StateBatcher's) --------------------------------------------
 
-    async def queue(self, job: Job, stamp: Collection[str]) -> bool:
-        """``save_state`` of every field of a leased job, sent with the batch it falls into (see
-        ``agendapy.store.fenced_writes.FencedWrites.queue``: same window, stamps and group commit)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        values = _state_values(job)  # fixed now: a later heartbeat must not change this write
-        keys = frozenset(STATE_KEYS[attr] for attr in stamp) & values.keys()
-        self._pending.append(_Pending(job, values, keys, done))
-        if len(self._pending) >= _MAX_STATE_BATCH:
-            self._start_flush()
-        elif self._timer is None:
-            if self._window > 0:
-                self._timer = loop.call_later(self._window, self._start_flush)
-            else:
-                self._timer = loop.call_soon(self._start_flush)
-        return await done
+    async def _write_leased(self, live: list[tuple[Job, dict[str, Any]]]) -> list[bool | _Refused]:
+        return await self._send(live, fenced=True)
 
-    async def drain(self, timeout: float) -> None:
-        """Send the queued writes now and wait for them (at most ``timeout`` seconds)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._pending or self._flushes) and loop.time() < deadline:
-            self._start_flush()
-            await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
+    async def _settle_refused(self, entry: PendingState, refused: _Refused) -> None:
+        await self._record_refusal(entry.job, entry.values, refused)
+        if not entry.done.done():
+            entry.done.set_result(False)
 
-    def _start_flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flushes:
-            return  # one batch in flight: this one follows when it returns
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushed)
-
-    def _flushed(self, task: asyncio.Task[None]) -> None:
-        self._flushes.discard(task)
-        if self._pending:
-            self._start_flush()
-
-    async def _flush(self, batch: list[_Pending]) -> None:
-        written_at = to_millis(datetime.now(UTC))
-        for entry in batch:
-            for key in entry.stamp:
-                entry.values[key] = written_at
-            if entry.values.get("lockedAt") is not None:
-                entry.values["lockedAt"] = written_at  # one lockedAt for the batch: one fence for it
-        try:
-            results = await self.outcomes([(entry.job, entry.values) for entry in batch])
-        except Exception as exc:
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(exc)
-            return
-        refused = []
-        for entry, outcome in zip(batch, results, strict=True):
-            if isinstance(outcome, _Refused):
-                refused.append((entry, outcome))
-                continue
-            if outcome:
-                for attr in ("locked_at", "last_run_at", "last_finished_at"):
-                    if STATE_KEYS[attr] in entry.values:
-                        setattr(entry.job, attr, entry.values[STATE_KEYS[attr]])
-            if not entry.done.done():
-                entry.done.set_result(outcome)
-        for entry, refusal in refused:  # after the others are answered
-            await self._record_refusal(entry.job, entry.values, refusal)
-            if not entry.done.done():
-                entry.done.set_result(False)
-
-    async def apply(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
-        """:meth:`outcomes` for writers that cannot take a refusal (heartbeats, releases)."""
-        outcomes = await self.outcomes(entries)
-        for outcome in outcomes:
-            if isinstance(outcome, _Refused):
-                raise outcome.__cause__ or outcome
-        return [bool(outcome) for outcome in outcomes]
-
-    async def outcomes(self, entries: list[tuple[Job, dict[str, Any]]]) -> list[bool | _Refused]:
-        """Set ``values`` on each leased job, fenced by its lease, in one round trip; which applied.
-        A lease's ``locked_at`` follows the ``lockedAt`` its write set."""
-        async with contextlib.AsyncExitStack() as stack:
-            for job, _ in entries:
-                assert job.lease is not None
-                await stack.enter_async_context(job.lease.write_lock)
-            live = [(job, values) for job, values in entries if job.lease and not job.lease.lost]
-            results = await self._send(live, fenced=True) if live else []
-            outcome = dict(zip((id(job) for job, _ in live), results, strict=True))
-            for job, values in live:
-                if outcome[id(job)] is True and job.lease is not None and values.get("lockedAt") is not None:
-                    job.lease.locked_at = values["lockedAt"]
-            return [outcome.get(id(job), False) for job, _ in entries]
+    def _refusal_error(self, refused: _Refused) -> Exception:
+        cause = refused.__cause__
+        return cause if isinstance(cause, Exception) else refused
 
     # -- the statements --------------------------------------------------------------------------
 
