@@ -32,7 +32,6 @@ from .common import (
     fenced_state_write,
     leased,
     refresh_run_fields,
-    release_values,
     user_filter,
 )
 from .fenced_writes import DEFAULT_STATE_WRITE_WINDOW, FencedWrites
@@ -436,34 +435,13 @@ class MongoJobStore:
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """Heartbeat: move each lease's ``lockedAt`` to ``now`` in one round trip; returns the jobs
         whose lock is gone. Leases of runs that are writing their final state are left alone."""
-        live = [j for j in jobs if j.lease is not None and not j.lease.lost and not j.lease.finishing]
-        if not live:
-            return []
-        applied = await self._writes.apply([(job, {"lockedAt": now}) for job in live])
-        lost = []
-        for job, ok in zip(live, applied, strict=True):
-            lease = job.lease
-            if ok and job.locked_at is not None:
-                job.locked_at = now
-            elif not ok and lease is not None and not lease.finishing:
-                lost.append(job)
-        return lost
+        return await self._writes.renew_locks(jobs, now)
 
     @_translate_errors
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
         """Unlock leased jobs in one round trip. With ``reschedule_at`` they become due then; a job
         without a next run (a recovered crash) becomes due now, so no release strands it."""
-        entries = []
-        for job in jobs:
-            lease = job.lease
-            if lease is None or lease.lost:
-                continue
-            lease.finishing = True
-            entries.append((job, release_values(job, reschedule_at)))
-        if entries:
-            await self._writes.apply(entries)
-        for job, _ in entries:
-            job.locked_at = None
+        await self._writes.release(jobs, reschedule_at=reschedule_at)
 
     @_translate_errors
     async def refresh_run_fields(self, job: Job) -> None:

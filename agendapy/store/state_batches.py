@@ -13,12 +13,12 @@ import abc
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from ..job import Job
-from .common import state_values
+from .common import release_values, state_values
 from .schema import STATE_KEYS
 
 __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "PendingState", "StateBatcher", "write_instant"]
@@ -68,7 +68,8 @@ def _absorb_written(job: Job, values: dict[str, Any]) -> None:
 
 
 class StateBatcher(abc.ABC, Generic[R]):
-    """Fenced writes of leased jobs, and the batching of the state writes of runs; a store provides
+    """Fenced writes of leased jobs (heartbeats and releases among them), and the batching of the state
+    writes of runs; a store provides
     :meth:`_write_leased`, :meth:`_settle_refused` and :meth:`_refusal_error`.
 
     Args:
@@ -185,6 +186,37 @@ class StateBatcher(abc.ABC, Generic[R]):
                 if outcome[id(job)] is True and job.lease is not None and values.get("lockedAt") is not None:
                     job.lease.locked_at = values["lockedAt"]
             return [outcome.get(id(job), False) for job, _ in entries]
+
+    async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
+        """Heartbeat: move each lease's ``lockedAt`` to ``now`` in one round trip; returns the jobs
+        whose lock is gone. Leases of runs that are writing their final state are left alone."""
+        live = [j for j in jobs if j.lease is not None and not j.lease.lost and not j.lease.finishing]
+        if not live:
+            return []
+        applied = await self.apply([(job, {"lockedAt": now}) for job in live])
+        lost = []
+        for job, ok in zip(live, applied, strict=True):
+            lease = job.lease
+            if ok and job.locked_at is not None:
+                job.locked_at = now
+            elif not ok and lease is not None and not lease.finishing:
+                lost.append(job)
+        return lost
+
+    async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
+        """Unlock leased jobs in one round trip. With ``reschedule_at`` they become due then; a job
+        without a next run (a recovered crash) becomes due now, so no release strands it."""
+        entries = []
+        for job in jobs:
+            lease = job.lease
+            if lease is None or lease.lost:
+                continue
+            lease.finishing = True
+            entries.append((job, release_values(job, reschedule_at)))
+        if entries:
+            await self.apply(entries)
+        for job, _ in entries:
+            job.locked_at = None
 
     @abc.abstractmethod
     async def _write_leased(self, live: list[tuple[Job, dict[str, Any]]]) -> list[bool | R]:

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ...job import Job
 from ..base import ClaimQuota, ClaimRequest
-from ..common import leased, release_values
+from ..common import leased
 from ..common import refresh_run_fields as refresh_from
 from ..schema import log_unreadable, unreadable_failure
 from . import notify
@@ -151,36 +151,14 @@ async def claim(
 async def renew_locks(writes: StateWrites, jobs: Sequence[Job], now: datetime) -> list[Job]:
     """Heartbeat: move each lease's ``locked_at`` to ``now`` in one round trip (fenced); returns the
     jobs whose lock is gone. Leases of runs writing their final state are left alone."""
-    live = [j for j in jobs if j.lease is not None and not j.lease.lost and not j.lease.finishing]
-    if not live:
-        return []
-    at = to_millis(now)
-    applied = await writes.apply([(job, {"lockedAt": at}) for job in live])
-    lost = []
-    for job, ok in zip(live, applied, strict=True):
-        lease = job.lease
-        if ok and job.locked_at is not None:
-            job.locked_at = at
-        elif not ok and lease is not None and not lease.finishing:
-            lost.append(job)
-    return lost
+    return await writes.renew_locks(jobs, to_millis(now))
 
 
 async def release(writes: StateWrites, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
     """Unlock leased jobs in one round trip (fenced). With ``reschedule_at`` they become due then; a
     job without a next run (a recovered crash) becomes due now, so no release strands it. Each one
     left claimable is announced on the jobs channel (by the write itself)."""
-    entries = []
-    for job in jobs:
-        lease = job.lease
-        if lease is None or lease.lost:
-            continue
-        lease.finishing = True
-        entries.append((job, release_values(job, reschedule_at)))
-    if entries:
-        await writes.apply(entries)
-    for job, _ in entries:
-        job.locked_at = None
+    await writes.release(jobs, reschedule_at=reschedule_at)
 
 
 async def refresh_run_fields(pool: AsyncConnectionPool[Any], table: str, job: Job) -> None:
