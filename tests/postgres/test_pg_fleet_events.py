@@ -4,26 +4,16 @@ state channel's notifications (Node's format) and the job rows they name."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
+import pg_support
 
 from agendapy import Agenda, Job, RemoteFailure, backoff
 from agendapy.store.postgres import PostgresJobStore
 
 from support import EventLog
 
-
-@pytest.fixture
-async def agendas(pg_url: str) -> AsyncIterator[list[Agenda]]:
-    made: list[Agenda] = []
-    try:
-        yield made
-    finally:
-        for agenda in made:
-            await agenda.stop(grace=1.0)
-            await agenda.close()
+agendas = pg_support.agendas
 
 
 async def on_postgres(pg_url: str, agendas: list[Agenda], **options: Any) -> Agenda:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pg_support
 import psycopg
 import pytest
 from bson import ObjectId
@@ -41,21 +41,9 @@ NODE_COLUMNS = [
 ]
 
 
-@pytest.fixture(params=["store", "plain"])
-async def pool(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """A pool as the job store makes it (autocommit, dict rows) or psycopg's defaults; its session time
-    zone far from UTC: every date must still read back as aware UTC."""
-    kwargs: dict[str, Any] = {"options": "-c TimeZone=America/Denver"}
-    if request.param == "store":
-        kwargs |= {"autocommit": True, "row_factory": dict_row}
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, min_size=1, max_size=8, open=False, kwargs=kwargs
-    )
-    await pool.open(wait=True)
-    try:
-        yield pool
-    finally:
-        await pool.close()
+#: The pool fixture's session time zone.
+SESSION_TIME_ZONE = "America/Denver"
+pool = pg_support.pool
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pg_support
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
@@ -25,21 +25,9 @@ from agendapy.store.runs import RunRecord
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture(params=["store", "plain"])
-async def pool(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """A pool as the job store makes it (autocommit, dict rows) or psycopg's defaults; its session time
-    zone far from UTC: every date must still read back as aware UTC."""
-    kwargs: dict[str, Any] = {"options": "-c TimeZone=Asia/Kolkata"}
-    if request.param == "store":
-        kwargs |= {"autocommit": True, "row_factory": dict_row}
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, min_size=1, max_size=8, open=False, kwargs=kwargs
-    )
-    await pool.open(wait=True)
-    try:
-        yield pool
-    finally:
-        await pool.close()
+#: The pool fixture's session time zone.
+SESSION_TIME_ZONE = "Asia/Kolkata"
+pool = pg_support.pool
 
 
 async def make_runs(pool: AsyncConnectionPool[Any], **options: Any) -> PostgresRunStore:

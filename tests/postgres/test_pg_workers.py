@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 
-import pytest
+import pg_support
 
 from agendapy import Agenda, Job
 from agendapy.schedule.timezones import utcnow
 from agendapy.store.postgres import PostgresJobStore
 
-
-@pytest.fixture
-async def agendas() -> AsyncIterator[list[Agenda]]:
-    made: list[Agenda] = []
-    try:
-        yield made
-    finally:
-        for agenda in made:
-            await agenda.stop(grace=1.0)
-            await agenda.close()
+agendas = pg_support.agendas
 
 
 async def test_three_workers_run_every_job_exactly_once(pg_url: str, agendas: list[Agenda]) -> None:
