@@ -2,8 +2,9 @@
 
 Only implementations of :class:`JobStore` and :class:`RunStore` touch a database; the worker and the
 façade work with :class:`~agendapy.job.Job` objects, aware UTC datetimes and the small dataclasses
-below. Two stores exist: :class:`~agendapy.store.mongo.MongoJobStore` and the in-memory
-:class:`~agendapy.testing.MemoryJobStore`.
+below. Three stores exist: :class:`~agendapy.store.mongo.MongoJobStore`,
+:class:`~agendapy.store.postgres.PostgresJobStore` (Node Agenda's ``agenda_jobs`` table; the
+``postgres`` extra) and the in-memory :class:`~agendapy.testing.MemoryJobStore` for users' tests.
 
 Writing a new store:
 
@@ -11,15 +12,25 @@ Writing a new store:
   fencing (``fence_filter``), one document per recurring job (``single_filter``/``single_update``),
   unique and debounced saves (``unique_filter``/``unique_update``), wake-ups (``WAKE_UP_PIPELINE``) and
   the run-record rules (``agendapy.store.runs``: ``takeover_filter``, ``trim_filter``, ...) are MongoDB
-  filters and updates. A store sends them, translates them, or evaluates them (the in-memory store runs
-  them through its MongoDB matcher); what a store returns goes through ``agendapy.store.common``
-  (``leased``, ``absorb``, ``count_overview``, ``fenced_state_write``, ...).
+  filters and updates. A store sends them (MongoDB), translates them (PostgreSQL writes the claim and
+  the fences in SQL, and applies the save updates and data filters with ``agendapy.store._mql``), or
+  evaluates them (the in-memory store runs them all through ``agendapy.store._mql``); what a store
+  returns goes through ``agendapy.store.common`` (``leased``, ``absorb``, ``count_overview``,
+  ``fenced_state_write``, ...), and the batching of the state writes of runs through
+  ``agendapy.store.state_batches.StateBatcher``.
 - **Atomicity is the store's job.** ``claim`` must lock each job it returns in one atomic step (no two
   claims return the same job); every write through a lease must apply only while that lease's
   ``(lockedAt, lockToken)`` is still the stored one; a recurring name must never get two documents,
   even when two processes save it at once (MongoDB: the unique index ``agendapySingleJobName``).
 - **Stored form.** Documents keep Node Agenda 6's field names (``agendapy.store.schema`` converts);
   dates are aware UTC with millisecond precision, as BSON stores them.
+- **Optional parts, found by attribute.** ``logs`` (a log store for ``agenda.get_logs``; MongoDB's is a
+  collection beside the jobs), ``run_changes`` (a feed of run state: fleet events) and
+  ``worker_directory`` (a :class:`~agendapy.workers.WorkerDirectory`: ``agenda.workers()``,
+  ``agenda.activity()``, the dashboard). MongoDB and PostgreSQL get a worker directory from
+  ``agendapy.worker_registry`` (collections or tables beside the jobs); another store brings its own
+  as a ``worker_directory`` property (looked up on its class), or lists and registers no workers, as
+  the in-memory store.
 - **The contract suite.** Add the store to ``BACKENDS`` in ``tests/contract/conftest.py``: every test
   of ``tests/contract`` then runs on it beside MongoDB; a store that passes it is a store.
 """
@@ -178,7 +189,9 @@ class JobStore(Protocol):
     ``save_state_batched``, ``renew_locks``, ``release``, ``refresh_run_fields``. Wake-ups:
     ``due_changes``. Reading and bulk changes: ``get_job``, ``query``, ``fetch_all_states``,
     ``overview``, ``queue_size``, ``distinct_names``, ``remove``, ``remove_all``, ``set_disabled``.
-    Run records: ``runs``.
+    Run records: ``runs``. Implemented by ``MongoJobStore``, ``PostgresJobStore`` and
+    ``MemoryJobStore``; the optional ``logs``, ``run_changes`` and ``worker_directory`` are outside
+    the protocol (see the module's notes).
     """
 
     @property

@@ -1,10 +1,11 @@
 """Every MongoDB filter and update agendapy sends for jobs, each built by one named function beside its index.
 
 These are the store rules, written once: who may claim, fencing, one document per recurring job,
-unique and debounced saves, wake-ups. The MongoDB store sends them; the in-memory store evaluates the
-same data with its MongoDB engine (``agendapy.store._mql``). Keeping them here also answers "which
-index serves this query" in one place; ``tests/integration`` checks the claim query's plan with
-``explain``. The rules of run records live beside them in :mod:`agendapy.store.runs`.
+unique and debounced saves, wake-ups. The MongoDB store sends them; the PostgreSQL store writes them in
+SQL or applies them with agendapy's MongoDB engine (``agendapy.store._mql``), with which the in-memory
+store evaluates them all. Keeping them here also answers "which index serves this query" in one place;
+``tests/integration`` checks the claim query's plan with ``explain``. The rules of run records live
+beside them in :mod:`agendapy.store.runs`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Documents are stored as MongoDB stores them (Agenda's field names, ObjectId ids,
 every read returns a fresh copy. Agenda's rules are not written out here: the filters and updates the
 MongoDB store sends (claims, fences, the single/unique/debounce saves, the wake-up pipeline, from
 :mod:`agendapy.store.queries`) are evaluated by a small MongoDB query-language engine
-(``agendapy.store._mql``), as user filters are. ``tests/contract`` runs one suite against this store
-and the MongoDB one.
+(``agendapy.store._mql``), as user filters are. ``tests/contract`` runs one suite against this store,
+the MongoDB one and the PostgreSQL one.
 """
 
 from __future__ import annotations
