@@ -69,8 +69,8 @@ def _absorb_written(job: Job, values: dict[str, Any]) -> None:
 
 class StateBatcher(abc.ABC, Generic[R]):
     """Fenced writes of leased jobs (heartbeats and releases among them), and the batching of the state
-    writes of runs; a store provides
-    :meth:`_write_leased`, :meth:`_settle_refused` and :meth:`_refusal_error`.
+    writes of runs; a store provides :meth:`_write_leased`, :meth:`_settle_refused` and
+    :meth:`_refusal_error`.
 
     Args:
         window: seconds the state writes of runs gather before they are sent together (0: those
