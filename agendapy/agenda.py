@@ -621,6 +621,7 @@ class Agenda:
             if self.name is None:
                 # Locks name their holder, so a worker that dies can be told apart from its peers.
                 self.name = default_worker_name()
+            self._check_worker_name()
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
             # Nothing is claimed or registered yet, so a listener that raises leaves nothing to undo.
@@ -633,6 +634,13 @@ class Agenda:
             self._processor = processor = Worker(self.worker_context())
             await processor.start()
             await self._registry.register(every=self.heartbeat_every)
+
+    def _check_worker_name(self) -> None:
+        """Refuse a worker name the store cannot record (PostgreSQL: Node's VARCHAR(255) column), before
+        anything is claimed: otherwise every claim would fail and the worker would retry forever."""
+        check = getattr(self._store, "check_worker_name", None)
+        if check is not None:
+            check(self.name)
 
     async def _emit_worker_start(self) -> None:
         """Emit ``worker start``; a listener that raises fails the start (it is the set-up of the jobs

@@ -1,0 +1,88 @@
+"""PostgreSQL as users meet it: rows written by plain SQL or by Node, the largest inputs the API takes,
+names at the column limits. Each test here failed before the fix it covers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from agendapy import Agenda, Job
+from agendapy.errors import InvalidInput
+
+from support import wait_until
+
+MakeAgenda = Callable[..., Awaitable[Agenda]]
+
+
+@pytest.fixture
+async def make_pg_agenda(pg_url: str) -> AsyncIterator[MakeAgenda]:
+    made: list[Agenda] = []
+
+    async def make(**options: Any) -> Agenda:
+        options.setdefault("process_every", 0.1)
+        agenda = Agenda(pg_url, **options)
+        made.append(agenda)
+        return agenda
+
+    try:
+        yield make
+    finally:
+        for agenda in made:
+            await agenda.close()
+
+
+async def _sql(pg_url: str, statement: str, params: Any = None) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(statement, params)
+
+
+async def test_a_worker_name_longer_than_the_column_is_refused_at_start(make_pg_agenda: MakeAgenda) -> None:
+    # last_modified_by is Node's VARCHAR(255): a longer name used to make every claim fail, forever.
+    agenda = await make_pg_agenda(name="w" * 256)
+    agenda.define("x", lambda job: None)
+    with pytest.raises(InvalidInput) as raised:
+        await agenda.start()
+    assert raised.value.field == "name"
+    assert "255" in str(raised.value)
+    assert not agenda.is_running
+
+
+async def test_a_worker_name_of_255_characters_claims_and_runs(make_pg_agenda: MakeAgenda) -> None:
+    agenda = await make_pg_agenda(name="w" * 255)
+    done = asyncio.Event()
+    agenda.define("x", lambda job: done.set())
+    await agenda.now("x")
+    await agenda.start()
+    await asyncio.wait_for(done.wait(), 20)
+
+
+async def test_infinite_dates_written_by_sql_are_read_and_run(
+    make_pg_agenda: MakeAgenda, pg_url: str
+) -> None:
+    # 'infinity' and '-infinity' are valid TIMESTAMPTZ values; psycopg refuses to load them by default,
+    # which failed listings (and claims of '-infinity', due since forever).
+    agenda = await make_pg_agenda()
+    await agenda.connect()
+    await _sql(
+        pg_url,
+        "INSERT INTO agenda_jobs (name, next_run_at, data) VALUES"
+        " ('later', 'infinity', '{}'), ('overdue', '-infinity', '{}')",
+    )
+    listed = {job.name: job for job in (await agenda.query_jobs()).jobs}
+    assert listed["later"].next_run_at == datetime.max.replace(tzinfo=UTC)
+    assert listed["overdue"].next_run_at == datetime.min.replace(tzinfo=UTC)
+
+    ran: list[str] = []
+
+    async def record(job: Job) -> None:
+        ran.append(job.name)
+
+    agenda.define("later", record)
+    agenda.define("overdue", record)
+    await agenda.start()
+    await wait_until(lambda: ran == ["overdue"], timeout=20)
