@@ -115,7 +115,9 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     # A start that schedules no next run (a one-off job) lets the store stamp lastRunAt with the
     # moment of the write: the runs of one batch then write the same values, in one update.
     start_stamp = ("last_run_at",) if job.next_run_at is None and plan.interval is None else ()
-    if not await ctx.store.save_state_batched(job, stamp=start_stamp):
+    # Kept trying while the database is away (PostgreSQL refuses at once where MongoDB's driver waits):
+    # the job is claimed and nothing ran yet, so the run starts when the database is back.
+    if not await keep_trying(lambda: ctx.store.save_state_batched(job, stamp=start_stamp), job):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
             if job.lease is not None and job.lease.lost

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from agendapy import Agenda, Job
-from agendapy.errors import InvalidInput
+from agendapy.errors import DatabaseUnavailable, InvalidInput
 
 from support import wait_until
 
@@ -86,3 +86,34 @@ async def test_infinite_dates_written_by_sql_are_read_and_run(
     agenda.define("overdue", record)
     await agenda.start()
     await wait_until(lambda: ran == ["overdue"], timeout=20)
+
+
+async def test_a_start_write_the_database_is_away_for_is_retried_not_a_crash(
+    make_pg_agenda: MakeAgenda, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PostgreSQL answers "terminating connection" at once when it goes away (MongoDB's driver waits
+    # and retries for a while): a run's first write used to fail the run with a traceback and an error
+    # event while its job stayed locked until the lock expired.
+    agenda = await make_pg_agenda()
+    ran = asyncio.Event()
+    errors: list[BaseException] = []
+    agenda.on("error", errors.append)
+    agenda.define("work", lambda job: ran.set())
+    await agenda.connect()
+    store = agenda.store
+    real = store.save_state_batched
+    failures = [DatabaseUnavailable("cannot reach PostgreSQL at test: terminating connection")]
+
+    async def away_once(job: Job, **kwargs: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return await real(job, **kwargs)
+
+    store.save_state_batched = away_once  # type: ignore[method-assign]
+    job = await agenda.now("work")
+    await agenda.start()
+    await asyncio.wait_for(ran.wait(), 20)
+    done = await agenda.wait_for(job, timeout=20)
+    assert done.last_finished_at is not None and done.fail_reason is None
+    assert errors == []
+    assert "crashed" not in caplog.text
