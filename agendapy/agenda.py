@@ -42,6 +42,8 @@ from .workers import DEFAULT_ACTIVITY_COLLECTION, DEFAULT_WORKERS_COLLECTION, Wo
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
 log = logging.getLogger("agendapy")
+#: Seconds the goodbye in the workers list and the last job log write get once processing stopped.
+_AFTER_STOP_TIMEOUT = 1.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
@@ -669,7 +671,8 @@ class Agenda:
         finally:
             self._stopping = None
             await self._stop_fleet()
-            await self._after_processing()
+            # A short grace is a tight budget (the CLI's SIGTERM): the goodbye gets its share of it.
+            await self._after_processing(timeout=min(_AFTER_STOP_TIMEOUT, max(grace / 2, 0.25)))
 
     async def _stop_fleet(self) -> None:
         fleet, self._fleet = self._fleet, None
@@ -860,10 +863,12 @@ class Agenda:
         ``failed`` over every worker, and ``queued`` (due jobs, sampled; None when unsampled)."""
         return await self._registry.activity(minutes)
 
-    async def _after_processing(self) -> None:
-        """Once processing stopped: say goodbye in the workers list and write the pending job log."""
-        await self._registry.unregister()
-        await self._job_logs.flush(timeout=1.0)
+    async def _after_processing(self, timeout: float = _AFTER_STOP_TIMEOUT) -> None:
+        """Once processing stopped: say goodbye in the workers list and write the pending job log, side
+        by side within ``timeout`` seconds (a database that went away must not hold the stop up)."""
+        await asyncio.gather(
+            self._registry.unregister(timeout=timeout), self._job_logs.flush(timeout=timeout)
+        )
 
     # -- what Job methods call (the JobOwner protocol) ------------------------------------------------
 

@@ -115,9 +115,10 @@ class WorkerRegistry:
         self._presence = presence
         await presence.start()
 
-    async def unregister(self) -> None:
-        """Mark this worker's entry stopped (nothing to do when it is not registered)."""
+    async def unregister(self, timeout: float = 1.0) -> None:
+        """Mark this worker's entry stopped within ``timeout`` seconds (nothing to do when it is not
+        registered)."""
         presence, self._presence = self._presence, None
         if presence is not None:
             self._events.untap(presence.observe)
-            await presence.stop()
+            await presence.stop(timeout)
