@@ -250,6 +250,7 @@ class Agenda:
                 url = await self._default_database.url()
                 self._store = self._store_for(url)
             await self._store.connect()
+            await self._registry.create_tables()
             self._connected = True
         await self._events.emit("ready")
 

@@ -4,6 +4,7 @@ names at the column limits. Each test here failed before the fix it covers."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -117,3 +118,34 @@ async def test_a_start_write_the_database_is_away_for_is_retried_not_a_crash(
     assert done.last_finished_at is not None and done.fail_reason is None
     assert errors == []
     assert "crashed" not in caplog.text
+
+
+async def test_the_deploy_step_creates_every_table_the_permissions_grant_names(
+    make_pg_agenda: MakeAgenda, pg_url: str
+) -> None:
+    # docs/postgres.md: connect once as the owner, then GRANT on the five tables. The workers' and
+    # activity tables used to wait for the first worker start, so the GRANT failed on them.
+    agenda = await make_pg_agenda()
+    await agenda.connect()
+    await agenda.close()
+    role = f"app_{uuid.uuid4().hex[:8]}"  # roles are the whole server's
+    await _sql(pg_url, f"CREATE ROLE {role}")
+    try:
+        await _sql(
+            pg_url,
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON agenda_jobs, agendapy_runs, agenda_logs,"
+            f" agendapy_workers, agendapy_activity TO {role}",
+        )
+    finally:
+        await _sql(pg_url, f"DROP OWNED BY {role}")
+        await _sql(pg_url, f"DROP ROLE {role}")
+
+
+async def test_a_connect_with_ensure_index_off_creates_nothing(
+    make_pg_agenda: MakeAgenda, pg_url: str
+) -> None:
+    agenda = await make_pg_agenda(ensure_index=False)
+    await agenda.connect()
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert await cur.fetchone() == (0,)

@@ -130,6 +130,11 @@ class PostgresJobStore:
 
     # -- connection -----------------------------------------------------------------------------
 
+    @property
+    def creates_schema(self) -> bool:
+        """Whether ``connect()`` creates and migrates the tables (``ensure_index``)."""
+        return self._ensure_schema
+
     def describe(self) -> str:
         """Where this store points, for messages (no password)."""
         return self.connection.describe()
