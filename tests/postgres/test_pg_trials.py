@@ -149,3 +149,45 @@ async def test_a_connect_with_ensure_index_off_creates_nothing(
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
         cur = await conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         assert await cur.fetchone() == (0,)
+
+
+async def test_rows_node_or_sql_wrote_run_or_fail_with_a_reason(
+    make_pg_agenda: MakeAgenda, pg_url: str
+) -> None:
+    # Only Node's columns, as its backend or a script writes them; the documented outcome of each.
+    agenda = await make_pg_agenda()
+    await agenda.connect()
+    await _sql(
+        pg_url,
+        "INSERT INTO agenda_jobs (name, next_run_at, data, repeat_interval, type) VALUES"
+        " ('nested', now(), '{\"a\": {\"b\": [1, {\"c\": 2}]}}', '5 minutes', 'single'),"
+        " (%s, now(), '[1, 2]', NULL, 'normal'),"
+        " ('bare', now(), '\"text\"', NULL, 'normal')",
+        ["n" * 255],
+    )
+    await _sql(pg_url, "INSERT INTO agenda_jobs (name, next_run_at, progress) VALUES ('nan', now(), 'NaN')")
+    await _sql(
+        pg_url, "INSERT INTO agenda_jobs (name, next_run_at, disabled) VALUES ('null-disabled', now(), NULL)"
+    )
+    seen: dict[str, Any] = {}
+
+    async def record(job: Job) -> None:
+        seen[job.name] = job.data
+
+    for name in ("nested", "n" * 255, "bare", "nan", "null-disabled"):
+        agenda.define(name, record)
+    await agenda.start()
+    await wait_until(lambda: len(seen) == 3, timeout=20)
+    assert seen == {"nested": {"a": {"b": [1, {"c": 2}]}}, "n" * 255: [1, 2], "bare": "text"}
+    nan = (await agenda.query_jobs(name="nan")).jobs[0]
+
+    async def nan_failed() -> bool:
+        job = await agenda.get_job(str(nan.id))
+        return job is not None and job.fail_reason is not None
+
+    await wait_until(nan_failed, timeout=20)
+    failed = await agenda.get_job(str(nan.id))
+    assert failed is not None and "progress" in str(failed.fail_reason)
+    # Documented: a NULL disabled is not claimed (as by Node's backend).
+    await agenda.drain(timeout=5)
+    assert "null-disabled" not in seen
