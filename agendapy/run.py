@@ -411,5 +411,13 @@ async def _interrupted(
     try:
         await ctx.store.release([job], reschedule_at=sched.utcnow())
         log.info("interrupted %s (%s); released for another worker", job.name, job.id)
+    except DatabaseUnavailable as exc:
+        # Expected when the database went away (a stop during an outage): one line, no traceback.
+        log.warning(
+            "could not release interrupted job %s (%s): %s; it comes back when its lock expires",
+            job.name,
+            job.id,
+            exc,
+        )
     except Exception:
         log.exception("could not release interrupted job %s (%s)", job.name, job.id)

@@ -191,3 +191,31 @@ async def test_rows_node_or_sql_wrote_run_or_fail_with_a_reason(
     # Documented: a NULL disabled is not claimed (as by Node's backend).
     await agenda.drain(timeout=5)
     assert "null-disabled" not in seen
+
+
+async def test_an_interrupted_job_the_database_cannot_release_is_one_warning_line(
+    make_pg_agenda: MakeAgenda, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A SIGTERM while PostgreSQL is away: the unlock fails, as it must; that is a known state (the lock
+    # expires), not a crash, so no traceback per job.
+    agenda = await make_pg_agenda()
+    started = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    agenda.define("slow", slow)
+    await agenda.now("slow")
+    await agenda.start()
+    await asyncio.wait_for(started.wait(), 20)
+
+    async def away(*args: Any, **kwargs: Any) -> None:
+        raise DatabaseUnavailable("cannot reach PostgreSQL at test: connection refused")
+
+    agenda.store.release = away  # type: ignore[method-assign]
+    await agenda.stop(grace=0.1)
+    lines = [r for r in caplog.records if "could not release interrupted job" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].levelname == "WARNING" and lines[0].exc_info is None
+    assert "lock expires" in lines[0].getMessage()
