@@ -249,6 +249,8 @@ class Agenda:
             if self._db_source is None:
                 url = await self._default_database.url()
                 self._store = self._store_for(url)
+            # A name given to the constructor goes into every write: refused before connecting.
+            self._check_worker_name()
             await self._store.connect()
             await self._registry.create_tables()
             self._connected = True

@@ -53,6 +53,15 @@ async def test_a_worker_name_longer_than_the_column_is_refused_at_start(make_pg_
     assert not agenda.is_running
 
 
+async def test_a_producer_name_longer_than_the_column_is_refused_naming_name(
+    make_pg_agenda: MakeAgenda,
+) -> None:
+    agenda = await make_pg_agenda(name="p" * 256)
+    with pytest.raises(InvalidInput) as raised:
+        await agenda.now("x")
+    assert raised.value.field == "name"
+
+
 async def test_a_worker_name_of_255_characters_claims_and_runs(make_pg_agenda: MakeAgenda) -> None:
     agenda = await make_pg_agenda(name="w" * 255)
     done = asyncio.Event()
