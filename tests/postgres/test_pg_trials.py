@@ -4,6 +4,9 @@ names at the column limits. Each test here failed before the fix it covers."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -228,3 +231,28 @@ async def test_an_interrupted_job_the_database_cannot_release_is_one_warning_lin
     assert len(lines) == 1
     assert lines[0].levelname == "WARNING" and lines[0].exc_info is None
     assert "lock expires" in lines[0].getMessage()
+
+
+async def test_an_unnamed_worker_signs_its_run_steps_with_a_name_of_its_own(
+    make_pg_agenda: MakeAgenda, pg_url: str
+) -> None:
+    # Node re-emits only steps whose source differs from its own name ('' when unnamed): an unnamed
+    # agendapy worker signs with host-pid, so neither side drops the other's steps.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute('LISTEN "agenda:jobs:state"')
+        agenda = await make_pg_agenda()
+        agenda.define("work", lambda job: None)
+        await agenda.now("work")
+        await agenda.start()
+        sources: set[Any] = set()
+
+        async def until_complete() -> None:
+            async for note in conn.notifies():
+                payload = json.loads(note.payload)
+                sources.add(payload.get("source"))
+                if payload["type"] == "complete":
+                    return
+
+        await asyncio.wait_for(until_complete(), 20)
+    assert sources == {f"{socket.gethostname()}-{os.getpid()}"}
+    assert agenda.name == f"{socket.gethostname()}-{os.getpid()}"
