@@ -42,6 +42,8 @@ from .workers import DEFAULT_ACTIVITY_COLLECTION, DEFAULT_WORKERS_COLLECTION, Wo
 __all__ = ["Agenda", "DrainResult", "JobsResult", "RunDueResult", "RunningStats"]
 
 log = logging.getLogger("agendapy")
+#: Seconds the goodbye in the workers list and the last job log write get once processing stopped.
+_AFTER_STOP_TIMEOUT = 1.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 IntervalInput = str | int | float | timedelta | Mapping[str, float]
@@ -247,7 +249,10 @@ class Agenda:
             if self._db_source is None:
                 url = await self._default_database.url()
                 self._store = self._store_for(url)
+            # A name given to the constructor goes into every write: refused before connecting.
+            self._check_worker_name()
             await self._store.connect()
+            await self._registry.create_tables()
             self._connected = True
         await self._events.emit("ready")
 
@@ -621,6 +626,7 @@ class Agenda:
             if self.name is None:
                 # Locks name their holder, so a worker that dies can be told apart from its peers.
                 self.name = default_worker_name()
+            self._check_worker_name()
             # Before the first claim, so what the listeners schedule is due in the first pass. Only a
             # process that runs jobs gets here: listings and the dashboard connect, never start.
             # Nothing is claimed or registered yet, so a listener that raises leaves nothing to undo.
@@ -633,6 +639,13 @@ class Agenda:
             self._processor = processor = Worker(self.worker_context())
             await processor.start()
             await self._registry.register(every=self.heartbeat_every)
+
+    def _check_worker_name(self) -> None:
+        """Refuse a worker name the store cannot record (PostgreSQL: Node's VARCHAR(255) column), before
+        anything is claimed: otherwise every claim would fail and the worker would retry forever."""
+        check = getattr(self._store, "check_worker_name", None)
+        if check is not None:
+            check(self.name)
 
     async def _emit_worker_start(self) -> None:
         """Emit ``worker start``; a listener that raises fails the start (it is the set-up of the jobs
@@ -661,7 +674,8 @@ class Agenda:
         finally:
             self._stopping = None
             await self._stop_fleet()
-            await self._after_processing()
+            # A short grace is a tight budget (the CLI's SIGTERM): the goodbye gets its share of it.
+            await self._after_processing(timeout=min(_AFTER_STOP_TIMEOUT, max(grace / 2, 0.25)))
 
     async def _stop_fleet(self) -> None:
         fleet, self._fleet = self._fleet, None
@@ -852,10 +866,12 @@ class Agenda:
         ``failed`` over every worker, and ``queued`` (due jobs, sampled; None when unsampled)."""
         return await self._registry.activity(minutes)
 
-    async def _after_processing(self) -> None:
-        """Once processing stopped: say goodbye in the workers list and write the pending job log."""
-        await self._registry.unregister()
-        await self._job_logs.flush(timeout=1.0)
+    async def _after_processing(self, timeout: float = _AFTER_STOP_TIMEOUT) -> None:
+        """Once processing stopped: say goodbye in the workers list and write the pending job log, side
+        by side within ``timeout`` seconds (a database that went away must not hold the stop up)."""
+        await asyncio.gather(
+            self._registry.unregister(timeout=timeout), self._job_logs.flush(timeout=timeout)
+        )
 
     # -- what Job methods call (the JobOwner protocol) ------------------------------------------------
 

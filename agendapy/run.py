@@ -115,7 +115,9 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     # A start that schedules no next run (a one-off job) lets the store stamp lastRunAt with the
     # moment of the write: the runs of one batch then write the same values, in one update.
     start_stamp = ("last_run_at",) if job.next_run_at is None and plan.interval is None else ()
-    if not await ctx.store.save_state_batched(job, stamp=start_stamp):
+    # Kept trying while the database is away (PostgreSQL refuses at once where MongoDB's driver waits):
+    # the job is claimed and nothing ran yet, so the run starts when the database is back.
+    if not await keep_trying(lambda: ctx.store.save_state_batched(job, stamp=start_stamp), job):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
             if job.lease is not None and job.lease.lost
@@ -409,5 +411,13 @@ async def _interrupted(
     try:
         await ctx.store.release([job], reschedule_at=sched.utcnow())
         log.info("interrupted %s (%s); released for another worker", job.name, job.id)
+    except DatabaseUnavailable as exc:
+        # Expected when the database went away (a stop during an outage): one line, no traceback.
+        log.warning(
+            "could not release interrupted job %s (%s): %s; it comes back when its lock expires",
+            job.name,
+            job.id,
+            exc,
+        )
     except Exception:
         log.exception("could not release interrupted job %s (%s)", job.name, job.id)

@@ -6,6 +6,7 @@ processing delegate here; the documents themselves are ``agendapy.workers``' bus
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from .agenda import Agenda
 
 __all__ = ["WorkerRegistry", "package_version"]
+
+log = logging.getLogger("agendapy")
 
 
 def package_version() -> str:
@@ -105,6 +108,22 @@ class WorkerRegistry:
             return []
         return await directory.activity(minutes)
 
+    async def create_tables(self) -> None:
+        """Create PostgreSQL's workers and activity tables with the rest of the schema on connect (when
+        the store creates its schema), so the deploy step that creates the schema creates them too and
+        the workers may then run under a role without CREATE. A role that cannot create them gets a
+        warning here, and the first worker start tries again (as before)."""
+        store = self._agenda.store
+        if not is_postgres_store(store) or not getattr(store, "creates_schema", False):
+            return
+        directory = self._directory()
+        if directory is None:
+            return
+        try:
+            await directory.ensure()
+        except Exception as exc:
+            log.warning("could not create the workers' and activity tables: %s", exc)
+
     async def register(self, *, every: timedelta) -> None:
         """Write this worker's entry and refresh it every ``every`` until ``unregister`` (once)."""
         directory = self._directory()
@@ -115,9 +134,10 @@ class WorkerRegistry:
         self._presence = presence
         await presence.start()
 
-    async def unregister(self) -> None:
-        """Mark this worker's entry stopped (nothing to do when it is not registered)."""
+    async def unregister(self, timeout: float = 1.0) -> None:
+        """Mark this worker's entry stopped within ``timeout`` seconds (nothing to do when it is not
+        registered)."""
         presence, self._presence = self._presence, None
         if presence is not None:
             self._events.untap(presence.observe)
-            await presence.stop()
+            await presence.stop(timeout)

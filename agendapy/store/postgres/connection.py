@@ -9,12 +9,14 @@ run often (claims, state writes) become server-side prepared statements after a 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
-from psycopg.abc import Params
+from psycopg.abc import Buffer, Params
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ...errors import DatabaseUnavailable, InvalidInput
@@ -70,9 +72,27 @@ def _checked_url(url: str) -> str:
     return url
 
 
+_MAX_DATE = datetime.max.replace(tzinfo=UTC)
+_MIN_DATE = datetime.min.replace(tzinfo=UTC)
+
+
+class _InfiniteDateLoader(TimestamptzLoader):
+    """Loads ``'infinity'``/``'-infinity'`` (valid TIMESTAMPTZ values a row written by hand may hold,
+    which psycopg refuses by default) as the latest and earliest dates Python has, so such a row reads
+    as "never due" / "due since forever" instead of failing the whole listing or claim."""
+
+    def load(self, data: Buffer) -> datetime:
+        if data == b"infinity":
+            return _MAX_DATE
+        if data == b"-infinity":
+            return _MIN_DATE
+        return super().load(data)
+
+
 async def _configure(conn: AsyncConnection[Any]) -> None:
     # Timestamps come back in UTC whatever the server's or role's default time zone.
     await conn.execute("SET TIME ZONE 'UTC'")
+    conn.adapters.register_loader("timestamptz", _InfiniteDateLoader)
 
 
 class PostgresConnection:

@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from ...errors import InvalidInput
 from ...job import Job
 from .._mql import apply_update, check_filter, upsert_document
 from ..common import absorb, document_to_save, leased
@@ -77,7 +78,14 @@ class JobSaver:
         if job.id is not None:
             job_id = as_uuid(job.id)
             if job_id is None:
-                return None
+                # No row can have it (ids are UUIDs): most likely a job read from another store, which
+                # an update would silently drop.
+                raise InvalidInput(
+                    "id",
+                    job.id,
+                    "is not a PostgreSQL job id (a UUID); to copy a job from another store,"
+                    " set job.id = None before saving it",
+                )
             async with pool.connection() as conn:
                 found = await self._update_row(conn, job_id, props, name=job.name)
             if found is not None:

@@ -43,6 +43,8 @@ from .schema import (
 __all__ = ["PostgresJobStore"]
 
 _ALL_COLUMNS = [c.column for c in COLUMNS]
+#: ``last_modified_by`` is Node's VARCHAR(255).
+_WORKER_NAME_MAX = 255
 _EMPTY = sql.SQL("")
 
 P = ParamSpec("P")
@@ -128,6 +130,11 @@ class PostgresJobStore:
 
     # -- connection -----------------------------------------------------------------------------
 
+    @property
+    def creates_schema(self) -> bool:
+        """Whether ``connect()`` creates and migrates the tables (``ensure_index``)."""
+        return self._ensure_schema
+
     def describe(self) -> str:
         """Where this store points, for messages (no password)."""
         return self.connection.describe()
@@ -167,6 +174,14 @@ class PostgresJobStore:
         if self._logs is None:
             raise RuntimeError("the job store is not connected")
         return self._logs
+
+    def check_worker_name(self, name: str | None) -> None:
+        """Raise InvalidInput naming ``name`` when it does not fit ``last_modified_by`` (the worker's name
+        goes there on every claim and write; Node made it VARCHAR(255))."""
+        if name is not None and len(name) > _WORKER_NAME_MAX:
+            raise InvalidInput(
+                "name", name, f"a worker name holds at most {_WORKER_NAME_MAX} characters on PostgreSQL"
+            )
 
     async def connect(self) -> None:
         """Open the pool, check the server answers, create or migrate the tables."""
