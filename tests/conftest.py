@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from hypothesis import settings
 from bson import CodecOptions
+from hypothesis import settings
 from pymongo import AsyncMongoClient
 
 from agendapy import Agenda
