@@ -1,0 +1,373 @@
+"""Interoperability with Node Agenda 6.2.6 + @agendajs/postgres-backend 3.0.6 on one shared table.
+
+The same promises as on MongoDB (test_node_interop.py), on PostgreSQL's ``agenda_jobs`` table: jobs Node
+saves run in an agendapy worker, jobs agendapy saves run in a Node worker, Node reads agendapy's rows with
+its own API, a mixed fleet drains one queue without a duplicate, and each side's ``NOTIFY`` wakes the
+other's idle worker long before its next poll. The Node side is the scripts in ``tests/interop/node``
+(``--url postgresql://...`` selects Node's PostgreSQL backend).
+
+Node stores ``data`` as JSONB, so a JavaScript ``Date`` inside it reaches agendapy as its ISO string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from agendapy import Agenda, Job
+
+from support import EventLog, wait_until
+
+postgres = pytest.importorskip("agendapy.store.postgres", reason="the PostgreSQL store is not built yet")
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = [pytest.mark.node, pytest.mark.timeout(120)]
+
+MakePgAgenda = Callable[..., Awaitable[Agenda]]
+RESULTS = "interop_runs"
+#: An idle worker's poll interval in the wake-up tests: a run well before it proves the NOTIFY woke it.
+IDLE_POLL_S = 60.0
+
+#: seed.mjs's PAYLOAD as agendapy reads it from Node's JSONB (Dates became ISO strings in JSON).
+NODE_PAYLOAD = {
+    "user": {"id": 42, "name": "Zoë", "roles": ["admin", "ops"], "address": {"city": "Köln", "zip": "50667"}},
+    "when": "2024-02-29T12:34:56.789Z",
+    "items": [
+        {"sku": "A-1", "qty": 2, "price": 9.5, "at": "2025-01-01T00:00:00.000Z"},
+        {"sku": "B-2", "qty": 1, "price": 0.1, "at": None},
+    ],
+    "matrix": [[1, 2], [3, [4, "five"]]],
+    "flag": True,
+    "nothing": None,
+    "empty": {},
+    "none": [],
+}
+
+
+@pytest.fixture
+async def make_pg_agenda(pg_url: str) -> AsyncIterator[MakePgAgenda]:
+    """Connected Agendas on this test's PostgreSQL database (process_every 50 ms unless given)."""
+    made: list[Agenda] = []
+
+    async def make(**options: Any) -> Agenda:
+        options.setdefault("process_every", 0.05)
+        agenda = Agenda(postgres.PostgresJobStore(pg_url), **options)
+        made.append(agenda)
+        await agenda.connect()
+        return agenda
+
+    try:
+        yield make
+    finally:
+        for agenda in made:
+            await agenda.stop(grace=1.0)
+            await agenda.close()
+
+
+async def rows(pg_url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """The rows of one query, as dicts (a short-lived connection of the test's own)."""
+    from psycopg.rows import dict_row
+
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, params)
+        return list(await cur.fetchall())
+
+
+def iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def by_name(inspected: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for job in inspected["jobs"]:
+        out.setdefault(job["name"], []).append(job)
+    return out
+
+
+# -- 1. Node -> Python ------------------------------------------------------------------------------------
+
+
+async def test_jobs_node_saves_on_postgres_run_in_agendapy(
+    node_pg: Any, make_pg_agenda: MakePgAgenda
+) -> None:
+    seeded = await node_pg.run("seed.mjs", "--later-ms", "1500")
+    saved = by_name(seeded)
+    worker = await make_pg_agenda(name="py-worker")
+    runs: list[tuple[str, str, Any, datetime]] = []
+    changed = asyncio.Event()
+
+    async def record(job: Job) -> None:
+        runs.append((job.name, str(job.id), job.data, datetime.now(UTC)))
+        changed.set()
+
+    for name in ("node-now", "node-later", "node-every", "node-every-ms", "node-cron", "node-prio"):
+        worker.define(name, concurrency=1)(record)
+    errors = EventLog(worker, "fail", "error")
+    await worker.start()
+
+    def count(name: str) -> int:
+        return sum(1 for run in runs if run[0] == name)
+
+    await wait_until(
+        lambda: count("node-now") == 1 and count("node-later") == 1 and count("node-prio") == 2
+        and min(count("node-every"), count("node-every-ms"), count("node-cron")) >= 2,
+        timeout=30,
+    )  # fmt: skip
+    await worker.stop()
+    assert errors.calls == []
+
+    (now_run,) = [run for run in runs if run[0] == "node-now"]
+    assert now_run[1] == saved["node-now"][0]["id"]  # Node's UUID is agendapy's job id
+    assert now_run[2] == NODE_PAYLOAD
+    (later_run,) = [run for run in runs if run[0] == "node-later"]
+    later_due = iso(saved["node-later"][0]["nextRunAt"])
+    assert later_due is not None and later_run[3] >= later_due
+    assert later_run[2] == {"step": "later"}
+    # Same nextRunAt: Node's 'high' (10) runs before its 'low' (-10), as Node's own sort does.
+    assert [run[2]["rank"] for run in runs if run[0] == "node-prio"] == ["high", "low"]
+    assert {run[2]["kind"] for run in runs if run[0] in ("node-every", "node-every-ms", "node-cron")} == {
+        "human",
+        "ms",
+        "cron",
+    }
+
+    inspected = await node_pg.run("inspect.mjs")
+    states = {job["name"]: job for job in inspected["jobs"]}
+    assert states["node-now"]["state"] == "completed"
+    assert states["node-now"]["lastModifiedBy"] == "py-worker"
+    assert states["node-now"]["lockedAt"] is None
+    every = states["node-every"]
+    assert every["repeatInterval"] == "1 second" and every["lockedAt"] is None
+    assert every["lastRunAt"] is not None and iso(every["nextRunAt"]) > iso(every["lastRunAt"])  # type: ignore[operator]
+    assert states["node-cron"]["repeatTimezone"] == "Europe/Berlin"
+
+
+# -- 2. Python -> Node ------------------------------------------------------------------------------------
+
+
+async def test_jobs_agendapy_saves_on_postgres_run_in_node(
+    node_pg: Any, make_pg_agenda: MakePgAgenda, pg_url: str
+) -> None:
+    scheduler = await make_pg_agenda(name="py-scheduler")
+    payload = {"order": 7, "lines": [{"sku": "X", "qty": 3}], "note": "grüße", "ok": True, "none": None}
+    now_job = await scheduler.now("py-now", payload)
+    later_job = await scheduler.schedule(datetime.now(UTC) + timedelta(seconds=1), "py-later", {"step": 2})
+    every_job = await scheduler.every("1 second", "py-every", {"kind": "every"})
+    await scheduler.close()
+
+    worker = await node_pg.start(
+        "worker.mjs",
+        "--define", "py-now,py-later,py-every",
+        "--results", RESULTS,
+        "--until-runs", "py-now=1,py-later=1,py-every=2",
+        "--timeout-ms", "40000",
+    )  # fmt: skip
+    done = await worker.finish(within=60)
+    assert done["event"] == "done", done
+    assert done["runs"]["py-now"] == 1 and done["runs"]["py-later"] == 1
+
+    recorded = [row["doc"] for row in await rows(pg_url, f'SELECT doc FROM "{RESULTS}" ORDER BY id')]
+    by_job = {doc["jobId"]: doc for doc in recorded}
+    assert by_job[str(now_job.id)]["data"] == payload
+    assert by_job[str(later_job.id)]["data"] == {"step": 2}
+    every_runs = [doc for doc in recorded if doc["jobId"] == str(every_job.id)]
+    assert len(every_runs) >= 2
+    assert every_runs[0]["attrs"]["repeatInterval"] == "1 second"
+
+    inspected = await node_pg.run("inspect.mjs", "--names", "py-now,py-later")
+    assert {job["name"]: job["state"] for job in inspected["jobs"]} == {
+        "py-now": "completed",
+        "py-later": "completed",
+    }
+
+
+# -- 3. Node reads agendapy's rows ---------------------------------------------------------------------
+
+
+async def test_node_reads_recurring_and_failed_rows_agendapy_wrote(
+    node_pg: Any, make_pg_agenda: MakePgAgenda
+) -> None:
+    agenda = await make_pg_agenda(name="py-worker")
+
+    @agenda.define("py-broken")
+    async def broken(job: Job) -> None:
+        raise RuntimeError("python says no")
+
+    fails = EventLog(agenda, "fail")
+    await agenda.every("5 minutes", "py-five", {"k": 1}, timezone="Europe/Berlin")
+    await agenda.every("0 9 * * 1-5", "py-cron", timezone="America/New_York")
+    await agenda.start()
+    broken_job = await agenda.now("py-broken", {"attempt": 1})
+    await fails.wait("fail")
+    await agenda.stop()
+    stored = {job.name: job for job in (await agenda.query_jobs()).jobs}
+
+    inspected = await node_pg.run("inspect.mjs", "--names", "py-five,py-cron,py-broken")
+    jobs = {job["name"]: job for job in inspected["jobs"]}
+    five, cron, failed = jobs["py-five"], jobs["py-cron"], jobs["py-broken"]
+    assert five["repeatInterval"] == "5 minutes" and five["repeatTimezone"] == "Europe/Berlin"
+    assert five["type"] == "single" and five["data"] == {"k": 1}
+    assert iso(five["nextRunAt"]) == stored["py-five"].next_run_at
+    assert cron["repeatInterval"] == "0 9 * * 1-5" and cron["repeatTimezone"] == "America/New_York"
+    assert iso(cron["nextRunAt"]) == stored["py-cron"].next_run_at
+    assert failed["id"] == str(broken_job.id)
+    assert failed["state"] == "failed"
+    assert failed["failReason"] == "python says no" and failed["failCount"] == 1
+    assert failed["lockedAt"] is None and failed["failedAt"] is not None
+    overview = {entry["name"]: entry for entry in inspected["overview"]}
+    assert overview["py-broken"]["failed"] == 1
+    assert overview["py-five"]["repeating"] == 1 and overview["py-cron"]["repeating"] == 1
+
+
+# -- 4. One queue, two runtimes ------------------------------------------------------------------------
+
+FLEET_SIZE = 40
+
+
+async def test_node_and_agendapy_workers_share_one_postgres_queue(
+    node_pg: Any, make_pg_agenda: MakePgAgenda, pg_url: str
+) -> None:
+    node_worker = await node_pg.start(
+        "worker.mjs",
+        "--define", "fleet",
+        "--name", "node-worker",
+        "--results", RESULTS,
+        "--delay-ms", "50",
+        "--concurrency", "5",
+        "--lock-limit", "5",
+        "--until-results", str(FLEET_SIZE),
+        "--timeout-ms", "40000",
+    )  # fmt: skip
+    await node_worker.wait_event("ready")
+
+    worker = await make_pg_agenda(name="py-worker")
+
+    @worker.define("fleet", concurrency=5)
+    async def fleet(job: Job) -> None:
+        await asyncio.sleep(0.05)
+        record = {"jobId": str(job.id), "name": job.name, "worker": "py-worker", "data": job.data}
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute(f'INSERT INTO "{RESULTS}" (doc) VALUES (%s)', (json.dumps(record),))
+
+    errors = EventLog(worker, "fail", "error")
+    await worker.start()
+    scheduler = await make_pg_agenda(name="py-scheduler")
+    ids = [str((await scheduler.now("fleet", {"i": i})).id) for i in range(FLEET_SIZE)]
+
+    done = await node_worker.finish(within=60)
+    assert done["event"] == "done", done
+
+    async def all_finished() -> bool:
+        finished = await rows(
+            pg_url,
+            "SELECT count(*) AS n FROM agenda_jobs WHERE name = 'fleet' AND locked_at IS NULL"
+            " AND last_finished_at IS NOT NULL",
+        )
+        return bool(finished[0]["n"] == FLEET_SIZE)
+
+    await wait_until(all_finished, timeout=30)
+    await worker.stop()
+    assert errors.calls == []
+
+    records = [row["doc"] for row in await rows(pg_url, f'SELECT doc FROM "{RESULTS}"')]
+    counts = Counter(doc["jobId"] for doc in records)
+    assert not {job_id: n for job_id, n in counts.items() if n > 1}, "jobs run more than once"
+    assert set(counts) == set(ids), f"never run: {set(ids) - set(counts)}"
+    ran_by = {doc["jobId"]: doc["worker"] for doc in records}
+    assert set(ran_by.values()) == {"node-worker", "py-worker"}, Counter(ran_by.values())
+    for row in await rows(pg_url, "SELECT id::text, last_modified_by, next_run_at FROM agenda_jobs"):
+        assert row["last_modified_by"] == ran_by[row["id"]], row  # the worker that ran it saved its state
+        assert row["next_run_at"] is None, row
+
+
+# -- 5. Wake-ups: NOTIFY both ways ---------------------------------------------------------------------
+
+
+async def test_a_node_notify_wakes_an_idle_agendapy_worker(
+    node_pg: Any, make_pg_agenda: MakePgAgenda
+) -> None:
+    worker = await make_pg_agenda(name="py-worker", process_every=IDLE_POLL_S)
+    started: dict[str, datetime] = {}
+    ran = asyncio.Event()
+
+    @worker.define("woken")
+    async def woken(job: Job) -> None:
+        started[str(job.id)] = datetime.now(UTC)
+        ran.set()
+
+    @worker.define("warm-up")
+    async def warm_up(job: Job) -> None:
+        ran.set()
+
+    # A job due at start: once it ran, the worker's first poll is behind it and the next is a minute away.
+    await worker.now("warm-up")
+    await worker.start()
+    await asyncio.wait_for(ran.wait(), 20)
+    ran.clear()
+
+    saved = await node_pg.run("notify.mjs", "--now", "woken", "--data", '{"from": "node"}')
+    assert saved["notifications"] is True
+    await asyncio.wait_for(ran.wait(), 20)  # well before the next poll, IDLE_POLL_S after the first
+    (job,) = saved["jobs"]
+    latency = started[job["id"]] - iso(saved["savedAt"])  # type: ignore[operator]
+    print(f"Node NOTIFY -> agendapy start: {latency.total_seconds() * 1000:.0f} ms")
+    assert latency < timedelta(seconds=IDLE_POLL_S)
+
+
+async def test_an_agendapy_notify_wakes_an_idle_node_worker(
+    node_pg: Any, make_pg_agenda: MakePgAgenda
+) -> None:
+    node_worker = await node_pg.start(
+        "worker.mjs",
+        "--define", "woken",
+        "--results", RESULTS,
+        "--process-every", str(int(IDLE_POLL_S * 1000)),
+        "--until-runs", "woken=1",
+        "--timeout-ms", "40000",
+    )  # fmt: skip
+    await node_worker.wait_event("ready")  # start() has run Node's first poll: the next is a minute away
+    scheduler = await make_pg_agenda(name="py-scheduler")
+    saved_at = datetime.now(UTC)
+    job = await scheduler.now("woken", {"from": "python"})
+    run = await node_worker.wait_event("run", within=30)
+    woke_after = datetime.now(UTC) - saved_at
+    assert run["jobId"] == str(job.id) and run["data"] == {"from": "python"}
+    print(f"agendapy NOTIFY -> Node start: <= {woke_after.total_seconds() * 1000:.0f} ms")
+    done = await node_worker.finish(within=30)
+    assert done["runs"] == {"woken": 1}
+
+
+# -- 6. Job logs ----------------------------------------------------------------------------------------
+
+
+async def test_job_logs_are_shared_with_node_on_postgres(node_pg: Any, make_pg_agenda: MakePgAgenda) -> None:
+    agenda = await make_pg_agenda(name="py-worker", logging=True)
+    if type(agenda.store.logs).__name__ != "PostgresLogStore":
+        pytest.skip("the PostgreSQL store keeps no job log in Node's table yet")
+
+    @agenda.define("py-failing")
+    async def failing(job: Job) -> None:
+        raise RuntimeError("python says no")
+
+    events = EventLog(agenda, "complete")
+    await agenda.start()
+    job = await agenda.now("py-failing")
+    await events.wait("complete")
+    await agenda.stop()
+    read = await node_pg.run("logs.mjs", "--read", str(job.id))
+    assert [e["event"] for e in read["entries"]] == ["start", "fail", "complete"]
+    assert read["entries"][1]["error"] == "python says no"
+    assert {e["agendaName"] for e in read["entries"]} == {"py-worker"}
+
+    ran = await node_pg.run("logs.mjs", "--run", "node-failing", "--fail", "--name", "node-worker")
+    result = await agenda.get_logs(job_id=ran["jobId"], sort="asc")
+    assert [e.event for e in result.entries] == ["locked", "start", "fail", "complete"]
+    assert [e.error for e in result.entries if e.event == "fail"] == ["node says no"]
+    assert {e.agenda_name for e in result.entries} == {"node-worker"}
