@@ -1,4 +1,4 @@
-"""The contract suite's backends: every test here runs once on MongoDB and once on the in-memory store.
+"""The contract suite's backends: every test here runs on MongoDB, PostgreSQL and the in-memory store.
 
 ``store`` is a connected JobStore; ``make_store(**options)`` builds more (with history options);
 ``make_agenda(**options)`` builds Agendas on the test's store (several Agendas share it, as several
@@ -17,9 +17,10 @@ from pymongo import AsyncMongoClient
 from agendapy import Agenda
 from agendapy.store.base import JobStore
 from agendapy.store.mongo import MongoJobStore
+from agendapy.store.postgres import PostgresJobStore
 from agendapy.testing import MemoryJobStore
 
-BACKENDS = ["mongo", "memory"]
+BACKENDS = ["mongo", "memory", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -28,15 +29,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_store(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
+async def make_store(
+    backend: str, request: pytest.FixtureRequest, pg_store_url: str | None
+) -> AsyncIterator[MakeStore]:
     """Build connected stores of this test's backend; ``history_keep``/``history_ttl`` are passed on.
-    MongoDB stores all use this test's own database (dropped afterwards)."""
+    MongoDB and PostgreSQL stores all use this test's own database (dropped afterwards)."""
     made: list[JobStore] = []
     # Only the MongoDB runs need the server (getfixturevalue works for the synchronous fixtures only).
     db_url: str | None = request.getfixturevalue("db_url") if backend == "mongo" else None
+    pg_url = pg_store_url
 
     async def make(**options: Any) -> JobStore:
-        store: JobStore = MemoryJobStore(**options) if db_url is None else MongoJobStore(db_url, **options)
+        store: JobStore
+        if pg_url is not None:
+            store = PostgresJobStore(pg_url, **options)
+        elif db_url is None:
+            store = MemoryJobStore(**options)
+        else:
+            store = MongoJobStore(db_url, **options)
         await store.connect()
         made.append(store)
         return store
@@ -52,6 +62,16 @@ async def make_store(backend: str, request: pytest.FixtureRequest) -> AsyncItera
                 await client.drop_database(client.get_default_database().name)
             finally:
                 await client.close()
+
+
+@pytest.fixture
+def pg_store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """This test's own PostgreSQL database on the postgres backend (None on the others).
+
+    ``pg_url`` is an async fixture, which ``getfixturevalue`` cannot start from an async one; a
+    synchronous fixture asking for it lazily can, so the other backends never start PostgreSQL.
+    """
+    return str(request.getfixturevalue("pg_url")) if backend == "postgres" else None
 
 
 @pytest.fixture

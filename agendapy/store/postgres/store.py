@@ -1,0 +1,495 @@
+"""The PostgreSQL JobStore: Node Agenda's ``agenda_jobs`` table, on psycopg 3's async pool.
+
+The rules are agendapy's, as for every store (``agendapy.store.queries``): ``every()`` keeps one row
+per name (``single_update``), ``unique()`` and debounce upsert (``unique_update``), saves never touch
+worker-managed fields. Rows convert to Agenda documents (``schema.row_to_document``), so reading a
+row another tool wrote is judged as MongoDB's documents are.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow
+
+from ...errors import InvalidInput
+from ...job import Job
+from ...testing._mql import apply_update, check_filter, sort_documents, upsert_document
+from ..base import ClaimRequest, JobCriteria, JobQuery
+from ..common import absorb, count_overview, document_to_save, leased
+from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW
+from ..queries import lock_fields, save_fields, single_update, unique_filter, unique_update
+from ..schema import job_from_document
+from .connection import PgPool, PostgresConnection, is_connection_error
+from .filters import SqlFilter, as_uuid, criteria_sql, order_by, page, query_sql, unique_sql, user_filter_of
+from .schema import (
+    COLUMNS,
+    DEFAULT_TABLE,
+    check_table_name,
+    document_to_row,
+    ensure_schema,
+    row_to_document,
+    to_millis,
+)
+
+__all__ = ["DEFAULT_CHANNEL", "PostgresJobStore"]
+
+#: Node's notification channel (the jobs table's name).
+DEFAULT_CHANNEL = "agenda_jobs"
+_ALL_COLUMNS = [c.column for c in COLUMNS]
+_EMPTY = sql.SQL("")
+#: Attempts of an every() save racing another process's insert of the same name.
+_SINGLE_ATTEMPTS = 3
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translate_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Turn "cannot reach the server" into DatabaseUnavailable, naming the server."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (psycopg.Error, OSError) as exc:
+            store = args[0]
+            if isinstance(store, PostgresJobStore) and is_connection_error(exc):
+                raise store.connection.unavailable(exc) from exc
+            raise
+
+    return wrapper
+
+
+class PostgresJobStore:
+    """Jobs in one PostgreSQL table, as Node Agenda's postgres backend stores them.
+
+    Args:
+        db: a ``postgresql://``/``postgres://`` URL, an ``AsyncConnectionPool`` (not closed by
+            :meth:`close`), an ``AsyncConnection`` (a pool to the same server is made from it), or a
+            :class:`~agendapy.store.postgres.connection.PostgresConnection`.
+        table: the jobs table (Node's default ``agenda_jobs``).
+        ensure_schema: create or migrate the tables on connect.
+        runs_table: the run records' table.
+        history_ttl, history_keep: how long, and how many per name, run records are kept.
+        state_write_window: seconds the start and final writes of runs gather before they are sent
+            together (0: those issued in the same event-loop turn).
+        channel: the LISTEN/NOTIFY channel of job changes (Node's: the table's name).
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        *,
+        table: str = DEFAULT_TABLE,
+        ensure_schema: bool = True,
+        runs_table: str = "agendapy_runs",
+        history_ttl: timedelta = timedelta(days=30),
+        history_keep: int = 1000,
+        state_write_window: float = DEFAULT_STATE_WRITE_WINDOW,
+        channel: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        self._table = check_table_name(table)
+        self._runs_table = check_table_name(runs_table, "runs_table")
+        self.connection = (
+            db
+            if isinstance(db, PostgresConnection)
+            else PostgresConnection(db, min_size=min_size, max_size=max_size)
+        )
+        self._ensure_schema = ensure_schema
+        self._history_ttl = history_ttl
+        self._history_keep = history_keep
+        if not isinstance(state_write_window, int | float) or not 0 <= state_write_window <= 1:
+            raise InvalidInput("state_write_window", state_write_window, "must be 0 to 1 seconds")
+        self._state_write_window = float(state_write_window)
+        self._channel = channel or table
+        self._pool: PgPool | None = None
+        self._runs: Any = None
+        self._logs: Any = None
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Where this store points, for messages (no password)."""
+        return self.connection.describe()
+
+    @property
+    def table(self) -> str:
+        """The jobs table's name."""
+        return self._table
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of job changes."""
+        return self._channel
+
+    @property
+    def state_write_window(self) -> float:
+        """Seconds batched state writes gather."""
+        return self._state_write_window
+
+    @property
+    def pool(self) -> PgPool:
+        """The connection pool (connect first)."""
+        if self._pool is None:
+            raise RuntimeError("the job store is not connected")
+        return self._pool
+
+    @property
+    def runs(self) -> Any:
+        """The run records beside the jobs (connect first)."""
+        if self._runs is None:
+            raise RuntimeError("the job store is not connected")
+        return self._runs
+
+    @property
+    def logs(self) -> Any:
+        """Job log entries, in Node's logs table (connect first)."""
+        if self._logs is None:
+            raise RuntimeError("the job store is not connected")
+        return self._logs
+
+    async def connect(self) -> None:
+        """Open the pool, check the server answers, create or migrate the tables."""
+        if self._pool is not None:
+            return
+        pool = await self.connection.open()
+        try:
+            if self._ensure_schema:
+                async with pool.connection() as conn:
+                    await ensure_schema(conn, self._table)
+        except psycopg.Error as exc:
+            await self.connection.close()
+            if is_connection_error(exc):
+                raise self.connection.unavailable(exc) from exc
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool if this store made it."""
+        self._pool = None
+        self._runs = None
+        self._logs = None
+        await self.connection.close()
+
+    def _t(self) -> sql.Identifier:
+        return sql.Identifier(self._table)
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    @_translate_errors
+    async def save_job(
+        self, job: Job, *, now: datetime, last_modified_by: str | None, lock_token: str | None = None
+    ) -> Job | None:
+        """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
+        fly with ``lock_token``: the lock rides on the insert)."""
+        doc = document_to_save(job, last_modified_by)
+        document_to_row(doc)  # every value checked before anything is written
+        props = save_fields(doc)
+        if job.id is not None:
+            job_id = as_uuid(job.id)
+            if job_id is None:
+                return None
+            async with self.pool.connection() as conn:
+                found = await self._update_row(conn, job_id, props, name=job.name)
+            if found is not None:
+                absorb(job, found)
+            return None
+        if job.type == "single":
+            await self._save_single(job, doc, props, now)
+        elif job.unique_query is not None:
+            await self._save_unique(job, doc, now)
+        else:
+            locked_at = to_millis(now)
+            if lock_token is not None:
+                doc.update(lock_fields(locked_at, lock_token, last_modified_by))
+            async with self.pool.connection() as conn:
+                stored = await self._insert_row(conn, doc)
+            job.id = stored["_id"]
+            if lock_token is not None:
+                return leased(stored, lock_token, locked_at)
+        return None
+
+    @_translate_errors
+    async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
+        """Insert new one-off jobs in one pipelined round trip; sets each job's id."""
+        if not jobs:
+            return
+        rows = [_full_row(document_to_save(job, last_modified_by)) for job in jobs]
+        statement = self._insert_statement()
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(statement, rows, returning=True)
+            ids: list[str] = []
+            while True:
+                row = await cur.fetchone()
+                if row is not None:
+                    ids.append(str(row["id"]))
+                if not cur.nextset():
+                    break
+        for job, job_id in zip(jobs, ids, strict=True):
+            job.id = job_id
+
+    def _insert_statement(self, conflict: sql.Composable = _EMPTY) -> sql.Composed:
+        return sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}){conflict} RETURNING *").format(
+            t=self._t(),
+            cols=sql.SQL(", ").join(map(sql.Identifier, _ALL_COLUMNS)),
+            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in _ALL_COLUMNS),
+            conflict=conflict,
+        )
+
+    async def _insert_row(self, conn: AsyncConnection[DictRow], doc: dict[str, Any]) -> dict[str, Any]:
+        cur = await conn.execute(self._insert_statement(), _full_row(doc))
+        row = await cur.fetchone()
+        assert row is not None
+        return row_to_document(row)
+
+    async def _update_row(
+        self, conn: AsyncConnection[DictRow], job_id: Any, values: dict[str, Any], *, name: str | None = None
+    ) -> dict[str, Any] | None:
+        """``$set`` ``values`` on one row (only while it still holds ``name``, if given); the row after."""
+        row_values = document_to_row(values)
+        assignments: list[sql.Composable] = [
+            sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in row_values
+        ]
+        sets = sql.SQL(", ").join(assignments or [sql.SQL("id = id")])
+        where: sql.Composable = sql.SQL("id = %(_id)s")
+        if name is not None:
+            where += sql.SQL(" AND name = %(_name)s")
+        statement = sql.SQL("UPDATE {t} SET {sets} WHERE {where} RETURNING *").format(
+            t=self._t(), sets=sets, where=where
+        )
+        cur = await conn.execute(statement, {**row_values, "_id": job_id, "_name": name})
+        row = await cur.fetchone()
+        return None if row is None else row_to_document(row)
+
+    async def _save_single(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
+        # One row per recurring name: the unique index settles two processes inserting at once.
+        insert = self._insert_statement(sql.SQL(" ON CONFLICT ((name)) WHERE type = 'single' DO NOTHING"))
+        for _ in range(_SINGLE_ATTEMPTS):
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    sql.SQL(
+                        "SELECT * FROM {t} WHERE name = %s AND type = 'single' LIMIT 1 FOR UPDATE"
+                    ).format(t=self._t()),
+                    (job.name,),
+                )
+                existing = await cur.fetchone()
+                if existing is None:
+                    cur = await conn.execute(insert, _full_row(doc))
+                    row = await cur.fetchone()
+                    if row is None:
+                        continue  # another process created it first; update that one
+                    job.id = str(row["id"])
+                    return
+                stored = row_to_document(existing)
+                update = single_update(stored, props, now)
+                found = await self._update_row(conn, existing["id"], update["$set"])
+                if found is not None:
+                    absorb(job, found)
+                    return
+        raise RuntimeError(f"could not save recurring job {job.name!r}: it kept changing concurrently")
+
+    async def _save_unique(self, job: Job, doc: dict[str, Any], now: datetime) -> None:
+        query = unique_filter(job)
+        with user_filter_of("unique", job.unique_query):
+            check_filter(query)
+        where = unique_sql(job.name, query)
+        async with self.pool.connection() as conn, conn.transaction():
+            # Saves of one name take turns, so two processes never both insert the same unique job.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (self._table, job.name)
+            )
+            existing = await self._first_match(conn, where)
+            update = unique_update(job, doc, existing if job.debounce_options is not None else None, now)
+            if existing is None:
+                found = await self._insert_row(conn, upsert_document(query, update))
+            else:
+                new = dict(existing)
+                apply_update(new, {k: v for k, v in update.items() if k != "$setOnInsert"})
+                changed = {k: v for k, v in new.items() if k in update.get("$set", {})}
+                found = existing
+                if changed:
+                    found = await self._update_row(conn, as_uuid(existing["_id"]), changed) or existing
+        absorb(job, found)
+
+    async def _first_match(self, conn: AsyncConnection[DictRow], where: SqlFilter) -> dict[str, Any] | None:
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {t} WHERE {w} ORDER BY created_at, id FOR UPDATE").format(
+                t=self._t(), w=where.where
+            ),
+            where.params,
+        )
+        async for row in cur:
+            doc = row_to_document(row)
+            if where.keeps(doc):
+                return doc
+        return None
+
+    # -- one run's locks and state (pg-claims' modules) ------------------------------------------
+
+    async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+
+    async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
+        raise NotImplementedError("state writes land with agendapy.store.postgres.state_writes")
+
+    async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+        raise NotImplementedError("state writes land with agendapy.store.postgres.state_writes")
+
+    async def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
+        raise NotImplementedError("wake-ups land with agendapy.store.postgres.notify")
+        yield  # pragma: no cover
+
+    async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
+        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+
+    async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
+        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+
+    async def refresh_run_fields(self, job: Job) -> None:
+        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+
+    # -- reading and bulk changes -----------------------------------------------------------------
+
+    @_translate_errors
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None (also for an id that is not a UUID)."""
+        uid = as_uuid(job_id)
+        if uid is None:
+            return None
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.SQL("SELECT * FROM {t} WHERE id = %s").format(t=self._t()), (uid,))
+            row = await cur.fetchone()
+        return None if row is None else job_from_document(row_to_document(row))
+
+    async def _select(
+        self, where: SqlFilter, order: sql.Composable, tail: sql.Composable = _EMPTY
+    ) -> list[dict[str, Any]]:
+        statement = sql.SQL("SELECT * FROM {t} WHERE {w} ORDER BY {o}{tail}").format(
+            t=self._t(), w=where.where, o=order, tail=tail
+        )
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(statement, where.params)
+            return [doc for doc in map(row_to_document, await cur.fetchall()) if where.keeps(doc)]
+
+    @_translate_errors
+    async def query(self, query: JobQuery) -> tuple[list[Job], int]:
+        """Matching jobs (sorted, skipped, limited) and the total match count."""
+        where = query_sql(query)
+        order, python_sort = order_by(query.sort)
+        if where.python is None and python_sort is None:
+            tail = sql.SQL(" OFFSET {}").format(sql.Literal(max(query.skip, 0)))
+            if query.limit:
+                tail += sql.SQL(" LIMIT {}").format(sql.Literal(query.limit))
+            docs = await self._select(where, order, tail)
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL("SELECT count(*) AS n FROM {t} WHERE {w}").format(t=self._t(), w=where.where),
+                    where.params,
+                )
+                counted = await cur.fetchone()
+            return [job_from_document(d) for d in docs], int(counted["n"]) if counted else 0
+        docs = await self._all(query)
+        return [job_from_document(d) for d in page(docs, query.skip, query.limit)], len(docs)
+
+    async def _all(self, query: JobQuery) -> list[dict[str, Any]]:
+        where = query_sql(query)
+        order, python_sort = order_by(query.sort)
+        docs = await self._select(where, order)
+        return docs if python_sort is None else sort_documents(docs, python_sort)
+
+    @_translate_errors
+    async def fetch_all_states(self, query: JobQuery) -> list[Job]:
+        """Every matching job, sorted (the caller filters by computed state and pages)."""
+        return [job_from_document(d) for d in await self._all(query)]
+
+    @_translate_errors
+    async def overview(self, now: datetime) -> list[dict[str, Any]]:
+        """Per name: total, a count per state, and paused (disabled)."""
+        # Every column but the payloads: a value that cannot be read makes its job count as broken.
+        columns = sql.SQL(", ").join(
+            sql.Identifier(c) for c in ["id", *_ALL_COLUMNS] if c not in ("data", "checkpoint")
+        )
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.SQL("SELECT {c} FROM {t}").format(c=columns, t=self._t()))
+            rows = await cur.fetchall()
+        return count_overview([row_to_document(r) for r in rows], now)
+
+    async def _matching_ids(self, conn: AsyncConnection[DictRow], where: SqlFilter) -> list[Any]:
+        """The ids of the rows matching (locked until the transaction ends)."""
+        cur = await conn.execute(
+            sql.SQL("SELECT id, data FROM {t} WHERE {w} FOR UPDATE").format(t=self._t(), w=where.where),
+            where.params,
+        )
+        return [row["id"] async for row in cur if where.keeps(row_to_document(row))]
+
+    async def _change(self, criteria: JobCriteria, action: sql.Composable, extra: list[Any]) -> int:
+        """Run ``action`` (DELETE/UPDATE ``FROM {t}``...) over the rows matching ``criteria``."""
+        if criteria.is_empty():
+            return 0
+        where = criteria_sql(criteria)
+        async with self.pool.connection() as conn, conn.transaction():
+            if where.python is not None:
+                ids = await self._matching_ids(conn, where)
+                where = SqlFilter(sql.SQL("id = ANY(%s)"), [ids])
+            cur = await conn.execute(
+                sql.SQL("{a} AND {w}").format(a=action, w=where.where), [*extra, *where.params]
+            )
+            return max(cur.rowcount, 0)
+
+    @_translate_errors
+    async def remove(self, criteria: JobCriteria) -> int:
+        """Delete matching jobs; empty criteria delete nothing (Agenda's rule)."""
+        return await self._change(criteria, sql.SQL("DELETE FROM {t} WHERE TRUE").format(t=self._t()), [])
+
+    @_translate_errors
+    async def remove_all(self) -> int:
+        """Delete every job."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.SQL("DELETE FROM {t}").format(t=self._t()))
+            return max(cur.rowcount, 0)
+
+    @_translate_errors
+    async def set_disabled(self, criteria: JobCriteria, disabled: bool) -> int:
+        """Disable or enable matching jobs; returns how many changed."""
+        action = sql.SQL("UPDATE {t} SET disabled = %s WHERE disabled IS DISTINCT FROM %s").format(
+            t=self._t()
+        )
+        return await self._change(criteria, action, [disabled, disabled])
+
+    @_translate_errors
+    async def queue_size(self, now: datetime) -> int:
+        """How many jobs are due (Agenda's getQueueSize: nextRunAt < now)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {t} WHERE next_run_at < %s").format(t=self._t()), (now,)
+            )
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
+    @_translate_errors
+    async def distinct_names(self) -> list[str]:
+        """The job names present, in code point order."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL('SELECT DISTINCT name COLLATE "C" AS name FROM {t} ORDER BY 1').format(t=self._t())
+            )
+            return [row["name"] for row in await cur.fetchall()]
+
+
+def _full_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every column for an INSERT: the document's values, NULL for fields it leaves out (Node's
+    ``fork`` default kept), so all inserts share one statement (prepared once)."""
+    row = dict.fromkeys(_ALL_COLUMNS)
+    row["fork"] = False
+    row.update(document_to_row(doc))
+    if row["disabled"] is None:
+        row["disabled"] = False
+    return row
