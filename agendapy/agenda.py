@@ -48,16 +48,22 @@ IntervalInput = str | int | float | timedelta | Mapping[str, float]
 
 
 class Agenda:
-    """Schedules jobs in MongoDB and runs the ones this process defines.
+    """Schedules jobs in MongoDB or PostgreSQL and runs the ones this process defines.
 
     Args:
-        db: a ``mongodb://`` URL (the database comes from its path), an ``AsyncMongoClient``, an
-            ``AsyncDatabase``, a Motor client, or any ``JobStore`` implementation (used as it is:
-            ``collection``, ``database``, ``runs_collection`` and the history settings then belong
-            to that store, e.g. ``agendapy.testing.MemoryJobStore``); None means
-            ``$AGENDAPY_MONGO_URL``, else the embedded database (needs the ``embedded`` extra) with
-            its files in ``.agendapy/db``.
-        collection: the jobs collection (Agenda's ``agendaJobs``).
+        db: where the jobs live. MongoDB: a ``mongodb://``/``mongodb+srv://`` URL (the database comes
+            from its path), an ``AsyncMongoClient``, an ``AsyncDatabase`` or a Motor client.
+            PostgreSQL (needs the ``postgres`` extra): a ``postgresql://``/``postgres://`` URL, a
+            psycopg ``AsyncConnectionPool`` or ``AsyncConnection`` (not closed by ``close()``). Or any
+            ``JobStore`` implementation, used as it is (the naming and history settings then belong
+            to that store, e.g. ``agendapy.testing.MemoryJobStore``). None means
+            ``$AGENDAPY_DATABASE_URL``, else ``$AGENDAPY_MONGO_URL``, else the embedded database
+            (needs the ``embedded`` extra) with its files in ``.agendapy/db``.
+        collection: the jobs collection (Agenda's ``agendaJobs``; MongoDB only).
+        table: the jobs table (PostgreSQL only; default ``agenda_jobs``, Node Agenda's postgres
+            backend's). The MongoDB-only options (``collection``, ``database``, ``runs_collection``,
+            ``logs_collection``, ``workers_collection``, ``activity_collection``) raise
+            ``InvalidInput`` when changed on PostgreSQL, and ``table`` does on MongoDB.
         name: this worker's name, written to ``lastModifiedBy`` and to the workers list; when not
             given, ``start()`` names it ``<host>-<pid>`` (each process needs its own: a lost worker's
             jobs are found by its name).
@@ -69,8 +75,8 @@ class Agenda:
         default_lock_lifetime: how long a lock lasts without renewal before another worker may take the
             job over; running jobs renew theirs automatically.
         remove_on_complete: delete one-off jobs after they succeed.
-        database: the database name when ``db`` does not name one.
-        ensure_index: create the indexes on connect.
+        database: the database name when ``db`` does not name one (MongoDB only).
+        ensure_index: create the indexes on connect (PostgreSQL: create and migrate the tables).
         history: which runs ``agenda.runs()`` records: "all", "recurring" (default) or "none"
             (once-per-interval runs are always recorded: the record is their guard).
         history_ttl: how long run records are kept (a TTL index).
@@ -78,8 +84,9 @@ class Agenda:
         runs_collection: the run records' collection.
         dependency_check_every: how often a job waiting for its ``requires`` checks again
             (default: ``process_every``).
-        change_streams: wake up at once when a job becomes due, through a change stream (needs a
-            replica set; without one, or when the stream fails, polling carries on alone).
+        change_streams: wake up at once when a job becomes due, through a change stream (MongoDB:
+            needs a replica set) or ``LISTEN/NOTIFY`` (PostgreSQL); without one, or when it fails,
+            polling carries on alone.
         state_write_window: how long the start and final writes of runs gather before they go to
             the database together (default 5 ms; 0: only those issued in the same event-loop turn).
             Longer windows mean fewer writes per job when many jobs run, and add up to the window
@@ -106,6 +113,7 @@ class Agenda:
         db: Any = None,
         *,
         collection: str = "agendaJobs",
+        table: str | None = None,
         name: str | None = None,
         process_every: Duration = "5 seconds",
         max_concurrency: int = 20,
@@ -179,6 +187,10 @@ class Agenda:
             runs_collection=runs_collection,
             history_ttl=options.history_ttl,
             history_keep=options.history_keep,
+            table=table,
+            logs_collection=options.logs_collection,
+            workers_collection=options.workers_collection,
+            activity_collection=options.activity_collection,
         )
         self._db_source = db
         self._store: JobStore = self._store_for(db) if db is not None else cast(JobStore, PendingStore())
@@ -213,7 +225,8 @@ class Agenda:
     # -- connection ------------------------------------------------------------------------------
 
     def set_database(self, db: Any) -> None:
-        """Point this Agenda at another database before it connects (the CLI's ``--mongo-url``)."""
+        """Point this Agenda at another database before it connects (the CLI's ``--database-url``);
+        ``db`` is anything the constructor's ``db`` accepts."""
         if self._connected:
             raise RuntimeError("set_database must be called before the Agenda connects")
         self._db_source = db
@@ -221,7 +234,7 @@ class Agenda:
 
     @property
     def store(self) -> JobStore:
-        """The job store (MongoDB)."""
+        """The job store (MongoDB, PostgreSQL, or the ``JobStore`` given as ``db``)."""
         return self._store
 
     async def connect(self) -> None:
@@ -231,7 +244,7 @@ class Agenda:
                 return
             if self._db_source is None:
                 url = await self._default_database.url()
-                self._store = self._stores.mongo(url, state_write_window=self.state_write_window)
+                self._store = self._store_for(url)
             await self._store.connect()
             self._connected = True
         await self._events.emit("ready")

@@ -23,7 +23,14 @@ from .errors import DatabaseUnavailable, InvalidInput
 if TYPE_CHECKING:
     from .embedded import EmbeddedLease
 
-__all__ = ["DEFAULT_DATABASE", "DEFAULT_DATA_DIR", "DefaultDatabase", "MongoConnection", "redact_url"]
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_DATA_DIR",
+    "DefaultDatabase",
+    "MongoConnection",
+    "environment_url",
+    "redact_url",
+]
 
 log = logging.getLogger("agendapy.store")
 # The default database's messages are the Agenda's own.
@@ -40,7 +47,7 @@ _EMBEDDED_CHECK_EVERY = 1.0
 
 
 def redact_url(url: str) -> str:
-    """A MongoDB URL without its password, for messages."""
+    """A database URL (MongoDB or PostgreSQL) without its password, for messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -127,10 +134,17 @@ class MongoConnection:
         self._client = None
 
 
+def environment_url() -> str | None:
+    """The database URL the environment gives: ``$AGENDAPY_DATABASE_URL`` (either scheme), else
+    ``$AGENDAPY_MONGO_URL`` (kept from before PostgreSQL was supported); None when neither is set."""
+    return os.environ.get("AGENDAPY_DATABASE_URL") or os.environ.get("AGENDAPY_MONGO_URL") or None
+
+
 class DefaultDatabase:
-    """The database of an Agenda given no ``db``: ``$AGENDAPY_MONGO_URL``, else the embedded server
-    (needs the ``embedded`` extra; files in ``$AGENDAPY_DATA_DIR``, default ``.agendapy/db``), shared
-    by the processes using the same files and started again if it goes away."""
+    """The database of an Agenda given no ``db``: ``$AGENDAPY_DATABASE_URL`` (MongoDB or PostgreSQL),
+    else ``$AGENDAPY_MONGO_URL``, else the embedded server (needs the ``embedded`` extra; files in
+    ``$AGENDAPY_DATA_DIR``, default ``.agendapy/db``), shared by the processes using the same files and
+    started again if it goes away."""
 
     def __init__(self) -> None:
         self._lease: EmbeddedLease | None = None
@@ -138,7 +152,7 @@ class DefaultDatabase:
 
     async def url(self) -> str:
         """The URL to connect to, starting (or joining) the embedded server if needed."""
-        url = os.environ.get("AGENDAPY_MONGO_URL")
+        url = environment_url()
         if url:
             return url
         from .embedded import ensure_embedded_server

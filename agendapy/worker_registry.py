@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import InvalidInput
 from .events import EventEmitter
 from .store.mongo import MongoJobStore
-from .workers import WorkerInfo, WorkerPresence, list_workers, recent_activity
+from .store_source import is_postgres_store
+from .workers import MongoWorkerDirectory, WorkerDirectory, WorkerInfo, WorkerPresence
 
 if TYPE_CHECKING:
     from .agenda import Agenda
@@ -29,9 +30,34 @@ def package_version() -> str:
         return "0.0.0"
 
 
+def worker_directory(
+    store: Any, *, workers_collection: str, activity_collection: str
+) -> WorkerDirectory | None:
+    """Where ``store``'s workers register: a store that keeps its own (a ``worker_directory``
+    attribute), collections beside MongoDB's jobs, tables beside PostgreSQL's; None for a store that
+    keeps none (the in-memory store: its one process needs no list)."""
+    own = getattr(type(store), "worker_directory", None)
+    if own is not None:
+        return cast(WorkerDirectory, store.worker_directory)
+    if isinstance(store, MongoJobStore):
+        return MongoWorkerDirectory(
+            store.database,
+            jobs_collection=store.collection.name,
+            workers_collection=workers_collection,
+            activity_collection=activity_collection,
+        )
+    if is_postgres_store(store):
+        # Imported here: psycopg is there whenever a PostgreSQL store is.
+        from .workers_postgres import PostgresWorkerDirectory
+
+        return PostgresWorkerDirectory(store.pool, jobs_table=store.table)
+    return None
+
+
 class WorkerRegistry:
-    """One Agenda's view of the workers and activity collections (MongoDB stores only: other stores
-    list no workers and register none).
+    """One Agenda's view of the workers and activity of its store (MongoDB collections, PostgreSQL
+    tables; a store without a directory, such as the in-memory one, lists no workers and registers
+    none).
 
     Args:
         agenda: whose entry is kept (read through its public ``store``, ``connect``, ``name`` ...).
@@ -49,45 +75,37 @@ class WorkerRegistry:
         self._activity_collection = activity_collection
         self._presence: WorkerPresence | None = None
 
-    def _mongo_store(self) -> MongoJobStore | None:
-        store: Any = self._agenda.store
-        return store if isinstance(store, MongoJobStore) else None
+    def _directory(self) -> WorkerDirectory | None:
+        return worker_directory(
+            self._agenda.store,
+            workers_collection=self._workers_collection,
+            activity_collection=self._activity_collection,
+        )
 
     async def workers(self, *, include_stopped: bool) -> list[WorkerInfo]:
         """The registered workers (see ``Agenda.workers``)."""
         await self._agenda.connect()
-        store = self._mongo_store()
-        if store is None:
+        directory = self._directory()
+        if directory is None:
             return []
-        return await list_workers(
-            store.database,
-            jobs_collection=store.collection.name,
-            workers_collection=self._workers_collection,
-            include_stopped=include_stopped,
-        )
+        return await directory.workers(include_stopped=include_stopped)
 
     async def activity(self, minutes: int) -> list[dict[str, Any]]:
         """The fleet's last ``minutes`` minutes (see ``Agenda.activity``)."""
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 24 * 60:
             raise InvalidInput("minutes", minutes, "must be an int from 1 to 1440")
         await self._agenda.connect()
-        store = self._mongo_store()
-        if store is None:
+        directory = self._directory()
+        if directory is None:
             return []
-        return await recent_activity(store.database[self._activity_collection], minutes=minutes)
+        return await directory.activity(minutes)
 
     async def register(self, *, every: timedelta) -> None:
         """Write this worker's entry and refresh it every ``every`` until ``unregister`` (once)."""
-        store = self._mongo_store()
-        if store is None or self._presence is not None:
+        directory = self._directory()
+        if directory is None or self._presence is not None:
             return
-        presence = WorkerPresence(
-            self._agenda,
-            store.database[self._workers_collection],
-            activity=store.database[self._activity_collection],
-            every=every,
-            version=package_version(),
-        )
+        presence = WorkerPresence(self._agenda, directory, every=every, version=package_version())
         self._events.tap(presence.observe)
         self._presence = presence
         await presence.start()

@@ -1,5 +1,10 @@
 """Live workers: every started Agenda registers itself in ``agendaWorkers`` and keeps it fresh.
 
+Where the entries live is a :class:`WorkerDirectory`: :class:`MongoWorkerDirectory` (collections beside
+the jobs) here, ``agendapy.workers_postgres.PostgresWorkerDirectory`` (tables) for PostgreSQL. The
+entries are the same documents on both; this module owns their meaning (states, lost workers, the
+per-minute activity).
+
 One document per worker process, written by one background task every ``heartbeat_every``: name,
 host, pid, agendapy version, start time, the job names it runs, its running and locked counts, the runs
 it finished (succeeded and failed) and ``lastSeen``. A worker that stops marks itself ``stopped``; one
@@ -17,7 +22,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bson import ObjectId
 from pymongo import ASCENDING
@@ -32,11 +37,18 @@ __all__ = [
     "DEFAULT_ACTIVITY_COLLECTION",
     "DEFAULT_WORKERS_COLLECTION",
     "LOST_AFTER_HEARTBEATS",
+    "MongoWorkerDirectory",
+    "WorkerDirectory",
     "WorkerInfo",
     "WorkerPresence",
+    "activity_series",
+    "activity_window",
     "default_worker_name",
     "list_workers",
+    "lost_worker_names",
     "recent_activity",
+    "worker_infos",
+    "worker_state",
 ]
 
 log = logging.getLogger("agendapy")
@@ -45,14 +57,16 @@ DEFAULT_WORKERS_COLLECTION = "agendaWorkers"
 #: Per-minute counters of the whole fleet: runs done and failed, and the queue depth sampled.
 DEFAULT_ACTIVITY_COLLECTION = "agendaActivity"
 #: Minute buckets are kept this long.
-_ACTIVITY_KEPT = timedelta(days=2)
+ACTIVITY_KEPT = timedelta(days=2)
 #: Each worker counts the due jobs at most this often (a count query) for the queue depth.
 _QUEUE_SAMPLE_EVERY = 15.0
 #: A worker is lost once this many heartbeats have lapsed without a refresh.
 LOST_AFTER_HEARTBEATS = 3
 #: Entries (stopped or lost workers) are removed this long after their last heartbeat.
-_FORGET_AFTER = timedelta(days=1)
-_HELD_JOBS_SHOWN = 100
+FORGET_AFTER = timedelta(days=1)
+HELD_JOBS_SHOWN = 100
+#: At most this many worker entries are listed (the most recently seen).
+WORKERS_SHOWN = 1000
 
 WorkerState = Literal["live", "lost", "stopped"]
 
@@ -140,7 +154,7 @@ def worker_state(doc: dict[str, Any], now: datetime) -> WorkerState:
 
 
 async def ensure_worker_indexes(collection: AsyncCollection[dict[str, Any]]) -> None:
-    seconds = int(_FORGET_AFTER.total_seconds())
+    seconds = int(FORGET_AFTER.total_seconds())
     try:
         await collection.create_index(
             [("lastSeen", ASCENDING)], name="agendapy_workers_ttl", expireAfterSeconds=seconds
@@ -154,7 +168,7 @@ async def ensure_activity_indexes(collection: AsyncCollection[dict[str, Any]]) -
         await collection.create_index(
             [("minute", ASCENDING)],
             name="agendapy_activity_ttl",
-            expireAfterSeconds=int(_ACTIVITY_KEPT.total_seconds()),
+            expireAfterSeconds=int(ACTIVITY_KEPT.total_seconds()),
         )
     except OperationFailure as exc:
         log.debug("activity TTL index not created: %s", exc)
@@ -166,11 +180,23 @@ async def recent_activity(
     """One entry per minute of the last ``minutes`` (oldest first): ``minute``, runs ``done`` and
     ``failed`` in it over every worker, and the largest ``queued`` (due jobs) sampled in it (None
     when no worker sampled that minute)."""
+    first, last = activity_window(minutes, now)
+    docs = [doc async for doc in collection.find({"minute": {"$gte": first, "$lte": last}})]
+    return activity_series(docs, first, minutes)
+
+
+def activity_window(minutes: int, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The first and last minute of the last ``minutes`` minutes."""
     now = now or datetime.now(UTC)
     last = now.replace(second=0, microsecond=0)
-    first = last - timedelta(minutes=minutes - 1)
+    return last - timedelta(minutes=minutes - 1), last
+
+
+def activity_series(docs: list[dict[str, Any]], first: datetime, minutes: int) -> list[dict[str, Any]]:
+    """Minute buckets (``minute``, ``done``, ``failed``, ``queued``) as one entry per minute from
+    ``first``, zero where no bucket was written."""
     found: dict[datetime, dict[str, Any]] = {}
-    async for doc in collection.find({"minute": {"$gte": first, "$lte": last}}):
+    for doc in docs:
         minute = _aware(doc.get("minute"))
         if minute is not None:
             found[minute] = doc
@@ -210,10 +236,10 @@ async def _held_jobs(
     cursor = jobs.find(
         {"lastModifiedBy": {"$in": names}, "lockedAt": {"$ne": None}},
         {"name": 1, "lockedAt": 1, "lastModifiedBy": 1},
-    ).limit(_HELD_JOBS_SHOWN * len(names))
+    ).limit(HELD_JOBS_SHOWN * len(names))
     async for doc in cursor:
         mine = held.setdefault(str(doc.get("lastModifiedBy")), [])
-        if len(mine) < _HELD_JOBS_SHOWN:
+        if len(mine) < HELD_JOBS_SHOWN:
             mine.append(
                 {
                     "id": str(doc["_id"]),
@@ -237,13 +263,31 @@ async def list_workers(
     Heartbeats are stamped with the database server's clock, and compared with it here, so hosts whose
     clocks disagree do not see each other as lost."""
     now = now or await server_time(database)
-    docs = [doc async for doc in database[workers_collection].find({}).sort("lastSeen", -1).limit(1000)]
-    workers: list[WorkerInfo] = []
+    docs = [
+        doc async for doc in database[workers_collection].find({}).sort("lastSeen", -1).limit(WORKERS_SHOWN)
+    ]
     states = [worker_state(doc, now) for doc in docs]
-    lost_names = sorted(
+    held_by = await _held_jobs(database[jobs_collection], lost_worker_names(docs, states))
+    return worker_infos(docs, states, held_by, include_stopped=include_stopped)
+
+
+def lost_worker_names(docs: list[dict[str, Any]], states: list[WorkerState]) -> list[str]:
+    """The names of the lost workers among ``docs`` (whose held jobs are looked up)."""
+    return sorted(
         {str(doc.get("name") or "") for doc, s in zip(docs, states, strict=True) if s == "lost"} - {""}
     )
-    held_by = await _held_jobs(database[jobs_collection], lost_names)
+
+
+def worker_infos(
+    docs: list[dict[str, Any]],
+    states: list[WorkerState],
+    held_by: dict[str, list[dict[str, Any]]],
+    *,
+    include_stopped: bool,
+) -> list[WorkerInfo]:
+    """Worker entries (documents with ``name``, ``host``, ``lastSeen`` ...) as ``WorkerInfo``, live
+    first, then lost (with ``held_by`` their name's jobs), then stopped if ``include_stopped``."""
+    workers: list[WorkerInfo] = []
     for doc, state in zip(docs, states, strict=True):
         if state == "stopped" and not include_stopped:
             continue
@@ -274,21 +318,85 @@ async def list_workers(
     return workers
 
 
+class WorkerDirectory(Protocol):
+    """Where worker entries and the per-minute activity live (one implementation per store)."""
+
+    async def ensure(self) -> None:
+        """Create what holds the entries (indexes, tables) and forget entries past their time."""
+
+    async def write(self, worker_id: ObjectId, doc: dict[str, Any]) -> None:
+        """Insert or replace-in-part one worker's entry (the fields of :meth:`WorkerPresence._document`,
+        maybe ``stoppedAt``), stamping ``lastSeen`` with the database server's clock."""
+
+    async def add_activity(self, minute: datetime, *, done: int, failed: int, queued: int | None) -> None:
+        """Add ``done``/``failed`` runs to ``minute``'s bucket, and keep the larger ``queued`` sample."""
+
+    async def workers(self, *, include_stopped: bool) -> list[WorkerInfo]:
+        """The registered workers (see ``Agenda.workers``)."""
+
+    async def activity(self, minutes: int) -> list[dict[str, Any]]:
+        """The last ``minutes`` minutes (see ``Agenda.activity``)."""
+
+
+class MongoWorkerDirectory:
+    """Worker entries and activity in two collections of the jobs' database (TTL indexes expire them)."""
+
+    def __init__(
+        self,
+        database: AsyncDatabase[dict[str, Any]],
+        *,
+        jobs_collection: str,
+        workers_collection: str = DEFAULT_WORKERS_COLLECTION,
+        activity_collection: str = DEFAULT_ACTIVITY_COLLECTION,
+    ) -> None:
+        self._database = database
+        self._jobs_collection = jobs_collection
+        self._workers = database[workers_collection]
+        self._activity = database[activity_collection]
+
+    async def ensure(self) -> None:
+        await ensure_worker_indexes(self._workers)
+        await ensure_activity_indexes(self._activity)
+
+    async def write(self, worker_id: ObjectId, doc: dict[str, Any]) -> None:
+        await self._workers.update_one(
+            {"_id": worker_id}, {"$set": doc, "$currentDate": {"lastSeen": True}}, upsert=True
+        )
+
+    async def add_activity(self, minute: datetime, *, done: int, failed: int, queued: int | None) -> None:
+        update: dict[str, Any] = {"$setOnInsert": {"minute": minute}}
+        counts = {key: value for key, value in (("done", done), ("failed", failed)) if value}
+        if counts:
+            update["$inc"] = counts
+        if queued is not None:
+            update["$max"] = {"queued": queued}
+        await self._activity.update_one({"_id": minute}, update, upsert=True)
+
+    async def workers(self, *, include_stopped: bool) -> list[WorkerInfo]:
+        return await list_workers(
+            self._database,
+            jobs_collection=self._jobs_collection,
+            workers_collection=self._workers.name,
+            include_stopped=include_stopped,
+        )
+
+    async def activity(self, minutes: int) -> list[dict[str, Any]]:
+        return await recent_activity(self._activity, minutes=minutes)
+
+
 class WorkerPresence:
     """This process's entry: written at start, refreshed every ``heartbeat_every``, marked stopped."""
 
     def __init__(
         self,
         agenda: Agenda,
-        collection: AsyncCollection[dict[str, Any]],
+        directory: WorkerDirectory,
         *,
-        activity: AsyncCollection[dict[str, Any]] | None = None,
         every: timedelta,
         version: str,
     ) -> None:
         self._agenda = agenda
-        self._collection = collection
-        self._activity = activity
+        self._directory = directory
         self._reported = (0, 0)
         self._sampled_at: float | None = None
         self._registered = False
@@ -327,39 +435,27 @@ class WorkerPresence:
 
     async def _write(self, doc: dict[str, Any]) -> None:
         # lastSeen comes from the server's clock: readers compare it with that clock too.
-        await self._collection.update_one(
-            {"_id": self._id}, {"$set": doc, "$currentDate": {"lastSeen": True}}, upsert=True
-        )
+        await self._directory.write(self._id, doc)
 
     async def _report_activity(self) -> None:
         """Add the runs finished since the last report to this minute's bucket, and now and then the
         number of due jobs (one count query; the bucket keeps the largest sample)."""
-        if self._activity is None:
-            return
         now = datetime.now(UTC)
         minute = now.replace(second=0, microsecond=0)
         done, failed = self.done, self.failed
-        update: dict[str, Any] = {"$setOnInsert": {"minute": minute}}
-        counts = {
-            key: value
-            for key, value in (("done", done - self._reported[0]), ("failed", failed - self._reported[1]))
-            if value
-        }
-        if counts:
-            update["$inc"] = counts
+        new_done, new_failed = done - self._reported[0], failed - self._reported[1]
+        queued: int | None = None
         clock = asyncio.get_running_loop().time()
         if self._sampled_at is None or clock - self._sampled_at >= _QUEUE_SAMPLE_EVERY:
-            update["$max"] = {"queued": await self._agenda.store.queue_size(now)}
+            queued = await self._agenda.store.queue_size(now)
             self._sampled_at = clock
-        if len(update) == 1:
+        if not new_done and not new_failed and queued is None:
             return
-        await self._activity.update_one({"_id": minute}, update, upsert=True)
+        await self._directory.add_activity(minute, done=new_done, failed=new_failed, queued=queued)
         self._reported = (done, failed)
 
     async def _register(self) -> None:
-        await ensure_worker_indexes(self._collection)
-        if self._activity is not None:
-            await ensure_activity_indexes(self._activity)
+        await self._directory.ensure()
         await self._write(self._document())
         self._registered = True
 

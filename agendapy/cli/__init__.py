@@ -4,7 +4,7 @@ Exit status: 0 on success, 2 for bad input (a bad TARGET, JSON, interval or date
 criteria that match no job), 1 for anything else (a database that cannot be reached, a failed run in
 ``run-due``, a missing optional extra).
 
-The commands live by concern in ``loading`` (TARGET, --mongo-url, JSON input, one-line errors),
+The commands live by concern in ``loading`` (TARGET, --database-url, JSON input, one-line errors),
 ``cmd_worker`` (worker, run-due), ``cmd_jobs`` (jobs, schedule, stats, workers), ``cmd_dashboard``
 and ``output`` (what is printed); this module joins them into the ``main`` group. The command modules
 are not named after their commands so that ``agendapy.cli.worker`` stays the ``worker`` command.
@@ -39,7 +39,7 @@ __all__ = [
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="agendapy")
 def main() -> None:
-    """agendapy: persistent job scheduling on MongoDB.
+    """agendapy: persistent job scheduling on MongoDB or PostgreSQL.
 
     \b
     Commands:
@@ -58,7 +58,8 @@ def main() -> None:
 
     TARGET is MODULE:ATTR naming your Agenda (or a function returning one), e.g. myapp.jobs:agenda.
     Commands that only read or change documents take it as an optional --target, or work from
-    --mongo-url (env AGENDAPY_MONGO_URL) and --collection alone. Every command that prints data
+    --database-url (env AGENDAPY_DATABASE_URL; a mongodb:// or postgresql:// URL; --mongo-url and
+    AGENDAPY_MONGO_URL still work) and --collection or --table alone. Every command that prints data
     takes --json. Exit status: 0 ok, 1 error (e.g. the database cannot be reached), 2 bad input.
     """
 

@@ -14,14 +14,14 @@ import click
 from ..agenda import Agenda
 from ..log_config import configure_logging
 from . import output as out
-from .loading import BadInput, CliError, Source, level_option, mongo_url_option, with_agenda
+from .loading import BadInput, CliError, Source, database_url_option, level_option, with_agenda
 
 __all__ = ["dashboard"]
 
 
 @click.command()
 @click.argument("target")
-@mongo_url_option
+@database_url_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
@@ -61,7 +61,7 @@ __all__ = ["dashboard"]
 def dashboard(
     ctx: click.Context,
     target: str,
-    mongo_url: str | None,
+    database_url: str | None,
     host: str,
     port: int,
     token: str | None,
@@ -120,7 +120,7 @@ def dashboard(
     # make that one end the process with status 0, as a worker's graceful stop does.
     previous = {signum: signal.signal(signum, _exit_ok) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with_agenda(Source(target, mongo_url), serve)
+        with_agenda(Source(target, database_url), serve)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -19,9 +19,9 @@ from .loading import (
     Source,
     criteria_options,
     database_options,
+    database_url_option,
     describe_criteria,
     json_option,
-    mongo_url_option,
     parse_criteria,
     parse_json,
     with_agenda,
@@ -212,10 +212,10 @@ def jobs_resume(
 
 @jobs.command("purge")
 @click.argument("target")
-@mongo_url_option
+@database_url_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def jobs_purge(target: str, mongo_url: str | None, yes: bool, as_json: bool) -> None:
+def jobs_purge(target: str, database_url: str | None, yes: bool, as_json: bool) -> None:
     """Delete every job whose name TARGET does not define (agenda.purge())."""
 
     async def work(agenda: Agenda) -> int:
@@ -232,7 +232,7 @@ def jobs_purge(target: str, mongo_url: str | None, yes: bool, as_json: bool) -> 
             await _confirm(f"Delete {total} job(s) of names {target} does not define: {listing}?")
         return await agenda.purge()
 
-    purged = with_agenda(Source(target, mongo_url), work)
+    purged = with_agenda(Source(target, database_url), work)
     if as_json:
         out.print_json({"purged": purged})
     else:

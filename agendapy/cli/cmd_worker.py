@@ -15,7 +15,7 @@ from ..agenda import Agenda, RunDueResult
 from ..handler import handler_threads_running
 from ..log_config import bind_job_context, configure_logging
 from . import output as out
-from .loading import EXIT_ERROR, CliError, Source, json_option, level_option, mongo_url_option, with_agenda
+from .loading import EXIT_ERROR, CliError, Source, database_url_option, json_option, level_option, with_agenda
 
 if TYPE_CHECKING:
     from ..metrics import MetricsServer
@@ -102,7 +102,7 @@ async def _start_unless_stopped(agenda: Agenda, stop_requested: asyncio.Event) -
 
 @click.command()
 @click.argument("target")
-@mongo_url_option
+@database_url_option
 @click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
 @click.option(
     "--grace", default=8.0, show_default=True, type=float, help="Seconds running jobs get on SIGTERM."
@@ -128,7 +128,7 @@ async def _start_unless_stopped(agenda: Agenda, stop_requested: asyncio.Event) -
 )
 def worker(
     target: str,
-    mongo_url: str | None,
+    database_url: str | None,
     name: str | None,
     grace: float,
     log_level: str,
@@ -155,7 +155,7 @@ def worker(
             logging.shutdown()
             os._exit(0)
 
-    with_agenda(Source(target, mongo_url, name=name), work)
+    with_agenda(Source(target, database_url, name=name), work)
 
 
 def _serve_metrics(agenda: Agenda, host: str, port: int) -> MetricsServer:
@@ -174,14 +174,14 @@ def _serve_metrics(agenda: Agenda, host: str, port: int) -> MetricsServer:
 @click.command("run-due")
 @click.argument("target")
 @click.argument("names", nargs=-1)
-@mongo_url_option
+@database_url_option
 @click.option("--name", default=None, help="Worker name written to lastModifiedBy.")
 @json_option
 @level_option("WARNING")
 def run_due(
     target: str,
     names: tuple[str, ...],
-    mongo_url: str | None,
+    database_url: str | None,
     name: str | None,
     as_json: bool,
     log_level: str,
@@ -193,6 +193,6 @@ def run_due(
     async def work(agenda: Agenda) -> RunDueResult:
         return await agenda.run_due(list(names) or None)
 
-    result = with_agenda(Source(target, mongo_url, name=name), work)
+    result = with_agenda(Source(target, database_url, name=name), work)
     out.print_run_due(result, as_json)
     sys.exit(0 if result.ok else EXIT_ERROR)

@@ -1,6 +1,7 @@
-"""How a command gets its Agenda and its input: TARGET imported, or a bare Agenda on --mongo-url
-(env ``AGENDAPY_MONGO_URL``) and --collection; the options shared by commands; JSON options parsed;
-agendapy's and the driver's errors turned into one-line messages and exit statuses.
+"""How a command gets its Agenda and its input: TARGET imported, or a bare Agenda on --database-url
+(env ``AGENDAPY_DATABASE_URL``; ``--mongo-url``/``AGENDAPY_MONGO_URL`` still work) and --collection or
+--table; the options shared by commands; JSON options parsed; agendapy's and the drivers' errors turned
+into one-line messages and exit statuses.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ __all__ = [
     "Source",
     "criteria_options",
     "database_options",
+    "database_url_option",
     "describe_criteria",
     "json_option",
     "level_option",
     "load_agenda",
-    "mongo_url_option",
     "parse_criteria",
     "parse_json",
     "with_agenda",
@@ -127,32 +128,36 @@ async def _await(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a command finds its Agenda: TARGET's, or a bare one on ``mongo_url`` and ``collection``."""
+    """Where a command finds its Agenda: TARGET's, or a bare one on ``database_url`` and ``collection``
+    (MongoDB) or ``table`` (PostgreSQL)."""
 
     target: str | None = None
-    mongo_url: str | None = None
+    database_url: str | None = None
     collection: str | None = None
     #: A worker name for ``lastModifiedBy`` (default: TARGET's own, or "agendapy-cli").
     name: str | None = None
+    table: str | None = None
 
     def open(self, *, indexes: bool = False) -> Agenda:
-        """Load TARGET (pointed at ``mongo_url`` if given) or build a bare Agenda (no handlers) that
-        creates the indexes only when ``indexes`` is set."""
+        """Load TARGET (pointed at ``database_url`` if given) or build a bare Agenda (no handlers) that
+        creates the indexes (or the PostgreSQL tables) only when ``indexes`` is set."""
         if not self.target:
             return Agenda(
-                self.mongo_url or None,
+                self.database_url or None,
                 collection=self.collection or "agendaJobs",
+                table=self.table,
                 name=self.name or CLI_NAME,
                 ensure_index=indexes,
             )
-        if self.collection:
-            raise click.BadParameter(
-                "applies only without --target (TARGET's Agenda names its own collection)",
-                param_hint="--collection",
-            )
+        for option, value in (("--collection", self.collection), ("--table", self.table)):
+            if value:
+                raise click.BadParameter(
+                    "applies only without --target (TARGET's Agenda names its own collection or table)",
+                    param_hint=option,
+                )
         agenda = load_agenda(self.target)
-        if self.mongo_url:
-            agenda.set_database(self.mongo_url)
+        if self.database_url:
+            agenda.set_database(self.database_url)
         if self.name:
             agenda.name = self.name
         return agenda
@@ -170,6 +175,12 @@ def _guard(call: Callable[[], T]) -> T:
         raise BadInput(f"invalid input: {exc}") from None
     except (AgendaError, PyMongoError) as exc:
         raise CliError(_brief(str(exc))) from None
+    except Exception as exc:
+        # psycopg's errors (the PostgreSQL driver is optional, so not imported here to be named).
+        if type(exc).__module__.split(".", 1)[0] in ("psycopg", "psycopg_pool"):
+            lines = str(exc).strip().splitlines()
+            raise CliError(f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__) from None
+        raise
 
 
 def _brief(text: str) -> str:
@@ -193,14 +204,49 @@ def with_agenda(source: Source, work: Callable[[Agenda], Awaitable[T]], *, index
 # -- shared options ------------------------------------------------------------------------------------------
 
 
-def mongo_url_option(fn: F) -> F:
-    """``--mongo-url`` (env ``AGENDAPY_MONGO_URL``)."""
-    return click.option(
+def database_url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--database-url`` (env ``AGENDAPY_DATABASE_URL``) and its older name ``--mongo-url`` (env
+    ``AGENDAPY_MONGO_URL``), handed to the command as one ``database_url``.
+
+    Either takes a MongoDB or a PostgreSQL URL. A URL given on the command line wins over the
+    environment, and ``AGENDAPY_DATABASE_URL`` over ``AGENDAPY_MONGO_URL``; both options given with
+    different URLs is bad input (which one was meant cannot be told)."""
+
+    @click.option(
         "--mongo-url",
         envvar="AGENDAPY_MONGO_URL",
         metavar="URL",
-        help="MongoDB URL (default: $AGENDAPY_MONGO_URL, else TARGET's own, else the embedded database).",
-    )(fn)
+        help="The older name of --database-url (env AGENDAPY_MONGO_URL); either scheme works.",
+    )
+    @click.option(
+        "--database-url",
+        envvar="AGENDAPY_DATABASE_URL",
+        metavar="URL",
+        help="mongodb:// or postgresql:// URL (default: $AGENDAPY_DATABASE_URL, else $AGENDAPY_MONGO_URL, "
+        "else TARGET's own, else the embedded database).",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args: Any, database_url: str | None, mongo_url: str | None, **kwargs: Any) -> Any:
+        return fn(*args, database_url=_chosen_url(database_url, mongo_url), **kwargs)
+
+    return wrapper
+
+
+def _chosen_url(database_url: str | None, mongo_url: str | None) -> str | None:
+    context = click.get_current_context(silent=True)
+
+    def typed(param: str) -> bool:
+        source = context.get_parameter_source(param) if context is not None else None
+        return source is click.core.ParameterSource.COMMANDLINE
+
+    if typed("database_url") and typed("mongo_url") and database_url != mongo_url:
+        raise BadInput("--database-url and --mongo-url name different databases: give one of them")
+    if database_url and typed("database_url"):
+        return database_url
+    if mongo_url and typed("mongo_url"):
+        return mongo_url
+    # Both from the environment (or neither given): the newer variable first.
+    return database_url or mongo_url or None
 
 
 def json_option(fn: F) -> F:
@@ -209,13 +255,19 @@ def json_option(fn: F) -> F:
 
 
 def database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--target``, ``--mongo-url`` and ``--collection``, handed to the command as ``source``."""
+    """``--target``, ``--database-url`` (or ``--mongo-url``), ``--collection`` and ``--table``, handed
+    to the command as ``source``."""
 
-    @mongo_url_option
+    @database_url_option
+    @click.option(
+        "--table",
+        metavar="NAME",
+        help="The jobs table when there is no --target (PostgreSQL; default: agenda_jobs).",
+    )
     @click.option(
         "--collection",
         metavar="NAME",
-        help="The jobs collection when there is no --target (default: agendaJobs).",
+        help="The jobs collection when there is no --target (MongoDB; default: agendaJobs).",
     )
     @click.option(
         "--target",
@@ -225,9 +277,14 @@ def database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
     @functools.wraps(fn)
     def wrapper(
-        *args: Any, target: str | None, mongo_url: str | None, collection: str | None, **kwargs: Any
+        *args: Any,
+        target: str | None,
+        database_url: str | None,
+        collection: str | None,
+        table: str | None,
+        **kwargs: Any,
     ) -> Any:
-        return fn(*args, source=Source(target, mongo_url, collection), **kwargs)
+        return fn(*args, source=Source(target, database_url, collection, table=table), **kwargs)
 
     return wrapper
 
