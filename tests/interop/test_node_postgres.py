@@ -191,9 +191,48 @@ async def test_jobs_agendapy_saves_on_postgres_run_in_node(
 # -- 3. Node reads agendapy's rows ---------------------------------------------------------------------
 
 
-async def test_node_reads_recurring_and_failed_rows_agendapy_wrote(
-    node_pg: Any, make_pg_agenda: MakePgAgenda
-) -> None:
+async def test_agendapy_reads_rows_node_wrote(node_pg: Any, make_pg_agenda: MakePgAgenda) -> None:
+    seeded = by_name(await node_pg.run("seed.mjs", "--later-ms", "60000"))
+    agenda = await make_pg_agenda()
+    jobs = {job.name: job for job in (await agenda.query_jobs()).jobs if job.name != "node-prio"}
+    now_job = jobs["node-now"]
+    assert str(now_job.id) == seeded["node-now"][0]["id"]
+    assert now_job.data == NODE_PAYLOAD and now_job.type == "normal"
+    assert now_job.next_run_at == iso(seeded["node-now"][0]["nextRunAt"])
+    assert jobs["node-later"].next_run_at == iso(seeded["node-later"][0]["nextRunAt"])
+    assert jobs["node-every"].repeat_interval == "1 second" and jobs["node-every"].type == "single"
+    assert jobs["node-every-ms"].repeat_interval == 1000  # VARCHAR "1000": milliseconds, as on MongoDB
+    assert jobs["node-cron"].repeat_timezone == "Europe/Berlin"
+    prio = {job.data["rank"]: job.priority for job in (await agenda.query_jobs(name="node-prio")).jobs}
+    assert prio == {"high": 10, "low": -10}
+    fetched = await agenda.get_job(str(now_job.id))
+    assert fetched is not None and fetched.data == NODE_PAYLOAD
+    overview = {entry["name"]: entry for entry in await agenda.jobs_overview()}
+    assert overview["node-prio"]["total"] == 2
+
+
+async def test_node_reads_recurring_rows_agendapy_wrote(node_pg: Any, make_pg_agenda: MakePgAgenda) -> None:
+    agenda = await make_pg_agenda(name="py-scheduler")
+    await agenda.every("5 minutes", "py-five", {"k": 1}, timezone="Europe/Berlin")
+    await agenda.every("0 9 * * 1-5", "py-cron", timezone="America/New_York", skip_immediate=True)
+    later = await agenda.schedule(datetime.now(UTC) + timedelta(hours=1), "py-later", {"n": [1, 2]})
+    stored = {job.name: job for job in (await agenda.query_jobs()).jobs}
+
+    inspected = await node_pg.run("inspect.mjs", "--names", "py-five,py-cron,py-later")
+    jobs = {job["name"]: job for job in inspected["jobs"]}
+    five, cron = jobs["py-five"], jobs["py-cron"]
+    assert five["repeatInterval"] == "5 minutes" and five["repeatTimezone"] == "Europe/Berlin"
+    assert five["type"] == "single" and five["data"] == {"k": 1}
+    assert iso(five["nextRunAt"]) == stored["py-five"].next_run_at
+    assert cron["repeatInterval"] == "0 9 * * 1-5" and cron["repeatTimezone"] == "America/New_York"
+    assert iso(cron["nextRunAt"]) == stored["py-cron"].next_run_at
+    assert jobs["py-later"]["id"] == str(later.id) and jobs["py-later"]["data"] == {"n": [1, 2]}
+    assert jobs["py-later"]["state"] == "scheduled"
+    overview = {entry["name"]: entry for entry in inspected["overview"]}
+    assert overview["py-five"]["repeating"] == 1 and overview["py-cron"]["repeating"] == 1
+
+
+async def test_node_reads_a_failure_agendapy_saved(node_pg: Any, make_pg_agenda: MakePgAgenda) -> None:
     agenda = await make_pg_agenda(name="py-worker")
 
     @agenda.define("py-broken")
@@ -201,29 +240,19 @@ async def test_node_reads_recurring_and_failed_rows_agendapy_wrote(
         raise RuntimeError("python says no")
 
     fails = EventLog(agenda, "fail")
-    await agenda.every("5 minutes", "py-five", {"k": 1}, timezone="Europe/Berlin")
-    await agenda.every("0 9 * * 1-5", "py-cron", timezone="America/New_York")
     await agenda.start()
     broken_job = await agenda.now("py-broken", {"attempt": 1})
     await fails.wait("fail")
     await agenda.stop()
-    stored = {job.name: job for job in (await agenda.query_jobs()).jobs}
 
-    inspected = await node_pg.run("inspect.mjs", "--names", "py-five,py-cron,py-broken")
-    jobs = {job["name"]: job for job in inspected["jobs"]}
-    five, cron, failed = jobs["py-five"], jobs["py-cron"], jobs["py-broken"]
-    assert five["repeatInterval"] == "5 minutes" and five["repeatTimezone"] == "Europe/Berlin"
-    assert five["type"] == "single" and five["data"] == {"k": 1}
-    assert iso(five["nextRunAt"]) == stored["py-five"].next_run_at
-    assert cron["repeatInterval"] == "0 9 * * 1-5" and cron["repeatTimezone"] == "America/New_York"
-    assert iso(cron["nextRunAt"]) == stored["py-cron"].next_run_at
+    inspected = await node_pg.run("inspect.mjs", "--names", "py-broken")
+    (failed,) = inspected["jobs"]
     assert failed["id"] == str(broken_job.id)
     assert failed["state"] == "failed"
     assert failed["failReason"] == "python says no" and failed["failCount"] == 1
     assert failed["lockedAt"] is None and failed["failedAt"] is not None
-    overview = {entry["name"]: entry for entry in inspected["overview"]}
-    assert overview["py-broken"]["failed"] == 1
-    assert overview["py-five"]["repeating"] == 1 and overview["py-cron"]["repeating"] == 1
+    assert failed["lastModifiedBy"] == "py-worker"
+    assert {entry["name"]: entry["failed"] for entry in inspected["overview"]} == {"py-broken": 1}
 
 
 # -- 4. One queue, two runtimes ------------------------------------------------------------------------
