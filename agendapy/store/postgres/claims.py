@@ -1,0 +1,200 @@
+"""Claims on PostgreSQL: one statement locks a batch of jobs (``FOR UPDATE SKIP LOCKED``), and the
+lock's upkeep (heartbeats, hand-backs, reloads), each fenced like the MongoDB store's.
+
+The claim is Node's find-and-lock (``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)
+RETURNING *``) widened to a batch over several names: per name, a ``LATERAL`` subquery takes at
+most that name's room (``ClaimQuota``) of its claimable rows in claim order, so a name with no room
+takes nothing and never stops the others; the batch is the first ``limit`` of them in claim order.
+Claimable (``queries.claim_filter``): enabled and either unlocked and due by the end of the scan
+window, or locked before its name's lock deadline (its worker died). Each name's two branches are
+index range scans: the due branch on ``<table>_find_and_lock_idx`` (name, next_run_at, ...), the
+expired-lock branch on ``<table>_locked_at_idx``, so a claim reads about as many rows as it locks
+whatever the table holds. ``SKIP LOCKED`` makes concurrent claimers pass over each other's rows
+instead of waiting: no two claims return the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from ...job import Job
+from ..base import ClaimQuota, ClaimRequest
+from ..common import leased, release_values
+from ..common import refresh_run_fields as refresh_from
+from ..schema import log_unreadable, unreadable_failure
+from .schema import row_to_document, to_millis
+from .state_writes import StateWrites, job_uuid
+
+__all__ = ["claim", "refresh_run_fields", "release", "renew_locks"]
+
+log = logging.getLogger("agendapy.store")
+
+#: Claim rounds in one call when a round won only unreadable rows (each is failed, so not claimable).
+_CLAIM_ROUNDS = 5
+
+_CLAIM = """
+WITH claimed AS (
+  UPDATE {table} AS t
+  SET locked_at = %(now)s, lock_token = %(token)s,
+      last_modified_by = coalesce(%(owner)s, t.last_modified_by)
+  FROM (
+    SELECT c.id, c.next_run_at, c.priority
+    FROM unnest(%(names)s::text[], %(rooms)s::int[], %(deadlines)s::timestamptz[]) AS q(name, room, deadline)
+    CROSS JOIN LATERAL (
+      SELECT u.id, u.next_run_at, u.priority FROM (
+        SELECT due.* FROM (
+          SELECT j.id, j.next_run_at, j.priority FROM {table} AS j
+          WHERE j.name = q.name AND j.disabled = FALSE AND j.locked_at IS NULL
+            AND j.next_run_at <= %(scan)s
+          ORDER BY j.next_run_at, j.priority DESC
+          LIMIT q.room FOR UPDATE SKIP LOCKED
+        ) AS due
+        UNION ALL
+        SELECT expired.* FROM (
+          SELECT j.id, j.next_run_at, j.priority FROM {table} AS j
+          WHERE j.locked_at <= %(latest_deadline)s AND j.locked_at <= q.deadline
+            AND j.name = q.name AND j.disabled = FALSE
+          ORDER BY j.next_run_at, j.priority DESC
+          LIMIT q.room FOR UPDATE SKIP LOCKED
+        ) AS expired
+      ) AS u
+      ORDER BY u.next_run_at, u.priority DESC
+      LIMIT q.room
+    ) AS c
+    ORDER BY c.next_run_at, c.priority DESC
+    LIMIT %(limit)s
+  ) AS picked
+  WHERE t.id = picked.id
+  RETURNING t.*
+)
+SELECT * FROM claimed ORDER BY next_run_at, priority DESC
+"""
+# ``latest_deadline`` (the latest of the names' deadlines, a constant) lets the planner see that the
+# expired-lock branch reads the few old locks of the locked_at index, not every row of the name.
+
+
+def claim_statement(table: str) -> sql.Composed:
+    """The claim statement for ``table`` (see the module's notes)."""
+    return sql.SQL(_CLAIM).format(table=sql.Identifier(table))
+
+
+def claim_params(request: ClaimRequest, token: str, limit: int) -> dict[str, Any] | None:
+    """The claim's parameters; None when no name has room (nothing to claim)."""
+    quota = ClaimQuota(request, limit)
+    names = quota.open_names()
+    if not names:
+        return None
+    caps = request.per_name or {}
+    wanted = quota.wanted()
+    deadlines = [to_millis(request.lock_deadlines[name]) for name in names]
+    return {
+        "now": to_millis(request.now),
+        "token": token,
+        "owner": request.owner or None,
+        "names": names,
+        "rooms": [min(caps.get(name, wanted), wanted) for name in names],
+        "deadlines": deadlines,
+        "latest_deadline": max(deadlines),
+        "scan": to_millis(request.next_scan_at),
+        "limit": wanted,
+    }
+
+
+async def claim(
+    pool: AsyncConnectionPool[Any],
+    table: str,
+    request: ClaimRequest,
+    token: str,
+    limit: int,
+    *,
+    writes: StateWrites,
+) -> list[Job]:
+    """Lock up to ``limit`` claimable jobs of ``request.names`` in one statement, in claim order,
+    within each name's room (``request.per_name``); each returned job carries a Lease with ``token``.
+
+    A claimed row agendapy cannot read is failed and unlocked at once (``unreadable_failure``,
+    through ``writes``, fenced) and left out; when a round won only such rows, it claims again (each
+    failed one is no longer claimable), so they never hide good jobs.
+    """
+    params = claim_params(request, token, limit)
+    if params is None:
+        return []
+    statement = claim_statement(table)
+    locked_at = params["now"]
+    for _ in range(_CLAIM_ROUNDS):
+        async with pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(statement, params)
+            rows = await cursor.fetchall()
+        if not rows:
+            return []
+        jobs = [leased(row_to_document(row), token, locked_at) for row in rows]
+        broken = [job for job in jobs if job.unreadable]
+        if broken:
+            await writes.apply([(job, unreadable_failure(job, locked_at)) for job in broken])
+            for job in broken:
+                log_unreadable(job)
+        readable = [job for job in jobs if not job.unreadable]
+        if readable:
+            return readable
+    return []
+
+
+async def renew_locks(writes: StateWrites, jobs: Sequence[Job], now: datetime) -> list[Job]:
+    """Heartbeat: move each lease's ``locked_at`` to ``now`` in one round trip (fenced); returns the
+    jobs whose lock is gone. Leases of runs writing their final state are left alone."""
+    live = [j for j in jobs if j.lease is not None and not j.lease.lost and not j.lease.finishing]
+    if not live:
+        return []
+    at = to_millis(now)
+    applied = await writes.apply([(job, {"lockedAt": at}) for job in live])
+    lost = []
+    for job, ok in zip(live, applied, strict=True):
+        lease = job.lease
+        if ok and job.locked_at is not None:
+            job.locked_at = at
+        elif not ok and lease is not None and not lease.finishing:
+            lost.append(job)
+    return lost
+
+
+async def release(writes: StateWrites, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
+    """Unlock leased jobs in one round trip (fenced). With ``reschedule_at`` they become due then; a
+    job without a next run (a recovered crash) becomes due now, so no release strands it. Each one
+    left claimable is announced on the jobs channel (by the write itself)."""
+    entries = []
+    for job in jobs:
+        lease = job.lease
+        if lease is None or lease.lost:
+            continue
+        lease.finishing = True
+        entries.append((job, release_values(job, reschedule_at)))
+    if entries:
+        await writes.apply(entries)
+    for job, _ in entries:
+        job.locked_at = None
+
+
+async def refresh_run_fields(pool: AsyncConnectionPool[Any], table: str, job: Job) -> None:
+    """Reload lastRunAt, lockedAt and lastFinishedAt from the job's row (raises JobNotFound)."""
+    found = None
+    job_id = job_uuid(job.id)
+    if job_id is not None:
+        async with pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                sql.SQL("SELECT last_run_at, locked_at, last_finished_at FROM {} WHERE id = %s").format(
+                    sql.Identifier(table)
+                ),
+                [job_id],
+            )
+            row = await cursor.fetchone()
+        found = None if row is None else row_to_document(row)
+    refresh_from(job, found)
