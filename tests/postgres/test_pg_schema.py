@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
@@ -123,9 +122,7 @@ async def test_several_processes_creating_the_schema_at_once_all_succeed(pg_url:
 
 
 async def test_a_given_pool_is_used_and_left_open(pg_url: str) -> None:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, kwargs={"autocommit": True, "row_factory": dict_row}, open=False
-    )
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_url, kwargs={"autocommit": True}, open=False)
     await pool.open()
     try:
         store = PostgresJobStore(pool)

@@ -16,7 +16,7 @@ instead of waiting: no two claims return the same job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +29,11 @@ from ..base import ClaimQuota, ClaimRequest
 from ..common import leased, release_values
 from ..common import refresh_run_fields as refresh_from
 from ..schema import log_unreadable, unreadable_failure
+from . import notify
 from .schema import row_to_document, to_millis
 from .state_writes import StateWrites, job_uuid
 
-__all__ = ["claim", "refresh_run_fields", "release", "renew_locks"]
+__all__ = ["RunPath", "claim", "refresh_run_fields", "release", "renew_locks"]
 
 log = logging.getLogger("agendapy.store")
 
@@ -198,3 +199,68 @@ async def refresh_run_fields(pool: AsyncConnectionPool[Any], table: str, job: Jo
             row = await cursor.fetchone()
         found = None if row is None else row_to_document(row)
     refresh_from(job, found)
+
+
+class RunPath:
+    """The run-path half of the ``JobStore`` protocol on one table, for ``PostgresJobStore`` to
+    delegate to method by method (same names and signatures as the protocol's).
+
+    Args:
+        pool: the store's pool (called per use: the store may reconnect).
+        table: the jobs table.
+        channel: the jobs notification channel (run steps go to ``<channel>:state``).
+        window: seconds the state writes of runs gather before they are sent together.
+        unavailable: turns a lost connection into the store's "database unavailable" error.
+    """
+
+    def __init__(
+        self,
+        pool: Callable[[], AsyncConnectionPool[Any]],
+        table: str,
+        *,
+        channel: str,
+        window: float,
+        unavailable: Callable[[Exception], Exception],
+    ) -> None:
+        self._pool = pool
+        self._table = table
+        self._channel = channel
+        self.writes = StateWrites(pool, table, window=window, channel=channel, unavailable=unavailable)
+
+    async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+        """See :func:`claim`."""
+        return await claim(self._pool(), self._table, request, token, limit, writes=self.writes)
+
+    async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
+        """Write the worker-managed fields (all, or those named), fenced by the lease if there is one."""
+        return await self.writes.save_state(job, fields)
+
+    async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
+        """``save_state`` of every field; the writes of runs within the window go out together."""
+        if job.lease is None:
+            return await self.writes.save_state(job)
+        return await self.writes.queue(job, stamp)
+
+    async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
+        """See :func:`renew_locks`."""
+        return await renew_locks(self.writes, jobs, now)
+
+    async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
+        """See :func:`release`."""
+        await release(self.writes, jobs, reschedule_at=reschedule_at)
+
+    async def refresh_run_fields(self, job: Job) -> None:
+        """See :func:`refresh_run_fields`."""
+        await refresh_run_fields(self._pool(), self._table, job)
+
+    def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
+        """See :func:`agendapy.store.postgres.notify.due_changes`."""
+        return notify.due_changes(self._pool(), self._channel)
+
+    async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
+        """See :func:`agendapy.store.postgres.notify.run_changes`."""
+        return await notify.run_changes(self._pool(), self._channel)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Send the batched writes still waiting (``close()`` calls this first)."""
+        await self.writes.drain(timeout)

@@ -1,7 +1,8 @@
 """Reaching PostgreSQL: what ``db=`` may be, and the connection pool made from it.
 
-Every connection the pool hands out is in autocommit mode and returns rows as dicts (column name ->
-value), so one statement is one transaction unless a caller opens ``conn.transaction()``. Statements
+Every connection the pool hands out is in autocommit mode, so one statement is one transaction unless
+a caller opens ``conn.transaction()``. Rows come as psycopg's default tuples; :func:`execute` runs a
+statement on a cursor returning dicts (column name -> value). Statements
 run often (claims, state writes) become server-side prepared statements after a few executions.
 """
 
@@ -11,13 +12,21 @@ import re
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor, sql
+from psycopg.abc import Params
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ...errors import DatabaseUnavailable, InvalidInput
 
-__all__ = ["PREPARE_THRESHOLD", "PgPool", "PostgresConnection", "is_connection_error", "redact_conninfo"]
+__all__ = [
+    "PREPARE_THRESHOLD",
+    "PgPool",
+    "PostgresConnection",
+    "execute",
+    "is_connection_error",
+    "redact_conninfo",
+]
 
 #: Executions of one statement after which psycopg prepares it on the server.
 PREPARE_THRESHOLD = 2
@@ -26,7 +35,16 @@ _CONNECT_TIMEOUT = 10.0
 _SCHEMES = ("postgresql://", "postgres://")
 
 #: The pool type every module of this package uses.
-PgPool = AsyncConnectionPool[AsyncConnection[DictRow]]
+PgPool = AsyncConnectionPool[Any]
+
+
+async def execute(
+    conn: AsyncConnection[Any], statement: str | sql.SQL | sql.Composed, params: Params | None = None
+) -> AsyncCursor[DictRow]:
+    """Run ``statement`` on a cursor of ``conn`` whose rows are dicts (whatever the pool's row factory)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(statement, params)
+    return cur
 
 
 def redact_conninfo(conninfo: str) -> str:
@@ -62,8 +80,8 @@ class PostgresConnection:
 
     Args:
         source: a ``postgresql://`` or ``postgres://`` URL; an ``AsyncConnectionPool`` (used as given:
-            it should make autocommit connections with ``row_factory=dict_row``, and it is not
-            closed here); or an ``AsyncConnection`` (its connection parameters, password included,
+            it must make autocommit connections, and it is not closed here); or an
+            ``AsyncConnection`` (its connection parameters, password included,
             are used to open a pool of this store's own).
         min_size, max_size: the size of a pool made here.
 
@@ -130,7 +148,7 @@ class PostgresConnection:
                 self._conninfo,
                 min_size=self._min_size,
                 max_size=self._max_size,
-                kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": PREPARE_THRESHOLD},
+                kwargs={"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
                 configure=_configure,
                 timeout=_CONNECT_TIMEOUT,
                 open=False,
@@ -144,7 +162,7 @@ class PostgresConnection:
                 await self._pool.open()  # a no-op when the caller opened it
             async with self._pool.connection() as conn:
                 await conn.execute("SELECT 1")
-                usable = conn.autocommit and conn.row_factory is dict_row
+                usable = conn.autocommit
         except (psycopg.OperationalError, PoolTimeout) as exc:
             await self.close()
             raise self.unavailable(exc) from exc
@@ -154,8 +172,8 @@ class PostgresConnection:
             raise InvalidInput(
                 "db",
                 self.describe(),
-                "the pool must make connections with autocommit=True and row_factory=dict_row "
-                "(AsyncConnectionPool(url, kwargs={'autocommit': True, 'row_factory': dict_row}))",
+                "the pool must make connections with autocommit=True "
+                "(AsyncConnectionPool(url, kwargs={'autocommit': True}))",
             )
         return self._pool
 

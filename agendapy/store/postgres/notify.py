@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +31,13 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from ...job import Job
 from ..base import WakeUpsUnavailable
+from .schema import to_millis
 
 __all__ = [
     "DEFAULT_CHANNEL",
+    "Announcements",
     "due_changes",
     "due_payload",
     "publish",
@@ -50,6 +54,8 @@ DEFAULT_CHANNEL = "agenda_jobs"
 _MAX_REOPEN_PAUSE = 5.0
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; a longer error text is cut.
 _MAX_ERROR_TEXT = 2000
+#: How many runs' starts are remembered (to announce their ends).
+_REMEMBERED_STARTS = 10_000
 
 
 def state_channel(channel: str) -> str:
@@ -123,13 +129,103 @@ def claimable(doc: Mapping[str, Any]) -> bool:
 
 
 def due_notes(channel: str, docs: Iterable[Mapping[str, Any]], source: str | None) -> list[tuple[str, str]]:
-    """The jobs channel's notifications for the written documents a claim could now take."""
+    """The jobs channel's notifications for written documents a claim could now take (saved, inserted,
+    re-enabled): one per job name, its earliest next run, so a bulk insert does not flood every
+    listener (a wake-up is about a name: the worker then claims whatever of it is due).
+
+    ``PostgresJobStore`` sends them (:func:`publish`) after such writes, as Node's ``Job.save`` does.
+    """
+    earliest: dict[str, Mapping[str, Any]] = {}
+    for doc in docs:
+        name = doc.get("name")
+        if "_id" not in doc or not isinstance(name, str) or not claimable(doc):
+            continue
+        kept = earliest.get(name)
+        if kept is None or doc["nextRunAt"] < kept["nextRunAt"]:
+            earliest[name] = doc
     return [
-        (channel, due_payload(str(doc["_id"]), str(doc.get("name")), doc.get("nextRunAt"),
-                              int(doc.get("priority") or 0), source))
-        for doc in docs
-        if "_id" in doc and claimable(doc)
-    ]  # fmt: skip
+        (channel, due_payload(str(doc["_id"]), name, doc["nextRunAt"], _priority(doc), source))
+        for name, doc in earliest.items()
+    ]
+
+
+def _priority(doc: Mapping[str, Any]) -> int:
+    priority = doc.get("priority")
+    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+
+
+class Announcements:
+    """What a fenced write announces, as Node's worker would for the same step of a run.
+
+    The start of a run is remembered (job id -> lastRunAt) so that its end is announced: a write that
+    unlocks a job without a start this process wrote (a skipped run, one waiting for its
+    requirements, a hand-back) ends no run.
+    """
+
+    def __init__(self) -> None:
+        self._started: OrderedDict[str, datetime] = OrderedDict()
+
+    def notes(self, job: Job, values: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+        """The jobs channel payload (a job left claimable) and the state payloads of one write."""
+        job_id, source = str(job.id), values.get("lastModifiedBy") or job.last_modified_by
+        due = None
+        if "lockedAt" in values and values["lockedAt"] is None:
+            next_run = values.get("nextRunAt", job.next_run_at)
+            if next_run is not None and not job.disabled:
+                due = due_payload(job_id, job.name, next_run, job.priority, source)
+        steps: list[str] = []
+        if values.get("lockedAt") is not None:
+            started = values.get("lastRunAt")
+            if started is not None and started != self._started.get(job_id):
+                self._started.pop(job_id, None)
+                self._started[job_id] = started
+                while len(self._started) > _REMEMBERED_STARTS:
+                    self._started.popitem(last=False)
+                steps.append(state_payload("start", job_id, job.name, source, lastRunAt=started))
+            elif values.get("progress") is not None and job_id in self._started:
+                steps.append(state_payload("progress", job_id, job.name, source, progress=values["progress"]))
+        elif "lockedAt" in values and values.get("lastFinishedAt") is not None and job_id in self._started:
+            steps = self._end(job, values, job_id, source, self._started.pop(job_id))
+        return due, steps
+
+    @staticmethod
+    def _end(
+        job: Job, values: Mapping[str, Any], job_id: str, source: str | None, started: datetime
+    ) -> list[str]:
+        """``success`` or ``fail`` [``retry``] and ``complete``, as Node's worker announces a run's end."""
+        finished = values["lastFinishedAt"]
+        times = {"lastRunAt": started, "lastFinishedAt": finished}
+        duration = int((finished - started).total_seconds() * 1000)
+        failed_at = values.get("failedAt")
+        steps = []
+        if failed_at is not None and to_millis(failed_at) == to_millis(finished):
+            next_run = values.get("nextRunAt")
+            retry = (
+                next_run is not None and not job.repeat_interval and not job.repeat_at and next_run > finished
+            )
+            retry_fields = {"retryAt": next_run, "retryAttempt": values.get("failCount")} if retry else {}
+            steps.append(
+                state_payload(
+                    "fail",
+                    job_id,
+                    job.name,
+                    source,
+                    error=values.get("failReason"),
+                    failCount=values.get("failCount"),
+                    **retry_fields,
+                    **times,
+                )
+            )
+            if retry:
+                steps.append(
+                    state_payload(
+                        "retry", job_id, job.name, source, error=values.get("failReason"), **retry_fields
+                    )
+                )
+        else:
+            steps.append(state_payload("success", job_id, job.name, source, duration=duration, **times))
+        steps.append(state_payload("complete", job_id, job.name, source, duration=duration, **times))
+        return steps
 
 
 # -- listening -------------------------------------------------------------------------------------

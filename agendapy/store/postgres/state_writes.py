@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +32,7 @@ from ...job import Job
 from ..common import fenced_state_write
 from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW, _state_values
 from ..schema import STATE_KEYS
-from .notify import due_payload, state_channel, state_payload
+from .notify import Announcements, state_channel
 from .schema import COLUMNS, column_value, to_millis
 
 __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "StateWrites", "job_uuid"]
@@ -42,8 +41,6 @@ log = logging.getLogger("agendapy.store")
 
 #: A gathered batch this large is written at once, without waiting for the window to close.
 _MAX_STATE_BATCH = 200
-#: How many runs' starts are remembered (to announce their ends: see ``StateWrites._started``).
-_REMEMBERED_STARTS = 10_000
 _MAX_REFUSAL_MESSAGE = 500
 
 #: The array type a column's values are sent as, by the column's kind.
@@ -110,10 +107,7 @@ class StateWrites:
         self._timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._statements: dict[tuple[tuple[str, ...], bool], sql.Composed] = {}
-        # (job id -> lastRunAt) of the runs whose start this store wrote: their end is announced.
-        # A write that unlocks a job without a start (a skipped run, one waiting for its
-        # requirements) is no run's end.
-        self._started: OrderedDict[str, datetime] = OrderedDict()
+        self._announce = Announcements()
 
     # -- one write -------------------------------------------------------------------------------
 
@@ -252,7 +246,8 @@ class StateWrites:
             while any(entries[i][0].id == job.id for i in groups.get((keys, round_), [])):
                 round_ += 1
             groups.setdefault((keys, round_), []).append(index)
-        notes = {index: self._notes(*entries[index]) for members in groups.values() for index in members}
+        sent = [index for members in groups.values() for index in members]
+        notes = {index: self._announce.notes(*entries[index]) for index in sent}
         statements = [
             (members, self._statement(keys, fenced), self._params(entries, members, keys, notes))
             for (keys, _), members in groups.items()
@@ -338,68 +333,6 @@ class StateWrites:
             states.append("\n".join(steps) if steps else None)
         columns = [[column_value(key, entries[i][1][key]) for i in members] for key in keys]
         return [ids, fence_at, tokens, due, states, *columns, self._channel, state_channel(self._channel)]
-
-    def _notes(self, job: Job, values: dict[str, Any]) -> tuple[str | None, list[str]]:
-        """The jobs channel payload (a job left claimable) and the state payloads of one write."""
-        job_id, source = str(job.id), values.get("lastModifiedBy") or job.last_modified_by
-        due = None
-        if "lockedAt" in values and values["lockedAt"] is None:
-            next_run = values.get("nextRunAt", job.next_run_at)
-            if next_run is not None and not job.disabled:
-                due = due_payload(job_id, job.name, next_run, job.priority, source)
-        steps: list[str] = []
-        if values.get("lockedAt") is not None:
-            started = values.get("lastRunAt")
-            if started is not None and started != self._started.get(job_id):
-                self._started.pop(job_id, None)
-                self._started[job_id] = started
-                while len(self._started) > _REMEMBERED_STARTS:
-                    self._started.popitem(last=False)
-                steps.append(state_payload("start", job_id, job.name, source, lastRunAt=started))
-            elif values.get("progress") is not None and job_id in self._started:
-                steps.append(state_payload("progress", job_id, job.name, source, progress=values["progress"]))
-        elif "lockedAt" in values and values.get("lastFinishedAt") is not None and job_id in self._started:
-            steps = self._end(job, values, job_id, source, self._started.pop(job_id))
-        return due, steps
-
-    @staticmethod
-    def _end(
-        job: Job, values: dict[str, Any], job_id: str, source: str | None, started: datetime
-    ) -> list[str]:
-        """``success`` or ``fail`` [``retry``] and ``complete``, as Node's worker announces a run's end."""
-        finished = values["lastFinishedAt"]
-        times = {"lastRunAt": started, "lastFinishedAt": finished}
-        duration = int((finished - started).total_seconds() * 1000)
-        failed_at = values.get("failedAt")
-        steps = []
-        if failed_at is not None and to_millis(failed_at) == to_millis(finished):
-            next_run = values.get("nextRunAt")
-            retry = (
-                next_run is not None and not job.repeat_interval and not job.repeat_at and next_run > finished
-            )
-            retry_fields = {"retryAt": next_run, "retryAttempt": values.get("failCount")} if retry else {}
-            steps.append(
-                state_payload(
-                    "fail",
-                    job_id,
-                    job.name,
-                    source,
-                    error=values.get("failReason"),
-                    failCount=values.get("failCount"),
-                    **retry_fields,
-                    **times,
-                )
-            )
-            if retry:
-                steps.append(
-                    state_payload(
-                        "retry", job_id, job.name, source, error=values.get("failReason"), **retry_fields
-                    )
-                )
-        else:
-            steps.append(state_payload("success", job_id, job.name, source, duration=duration, **times))
-        steps.append(state_payload("complete", job_id, job.name, source, duration=duration, **times))
-        return steps
 
     async def _record_refusal(self, job: Job, values: dict[str, Any], refused: _Refused) -> None:
         """A run's state was refused (a value the column cannot hold): fail and unlock the job, fenced,

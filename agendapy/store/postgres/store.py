@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import DictRow
+from psycopg.rows import dict_row
 
 from ...errors import InvalidInput
 from ...job import Job
@@ -25,8 +25,10 @@ from ..common import absorb, count_overview, document_to_save, leased
 from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW
 from ..queries import lock_fields, save_fields, single_update, unique_filter, unique_update
 from ..schema import job_from_document
-from .connection import PgPool, PostgresConnection, is_connection_error
+from .connection import PgPool, PostgresConnection, execute, is_connection_error
 from .filters import SqlFilter, as_uuid, criteria_sql, order_by, page, query_sql, unique_sql, user_filter_of
+from .logs import DEFAULT_LOGS_TABLE, PostgresLogStore
+from .runs import DEFAULT_RUNS_TABLE, PostgresRunStore
 from .schema import (
     COLUMNS,
     DEFAULT_TABLE,
@@ -76,6 +78,7 @@ class PostgresJobStore:
         table: the jobs table (Node's default ``agenda_jobs``).
         ensure_schema: create or migrate the tables on connect.
         runs_table: the run records' table.
+        logs_table: the job logs' table (Node's ``agenda_logs``, shared with Node).
         history_ttl, history_keep: how long, and how many per name, run records are kept.
         state_write_window: seconds the start and final writes of runs gather before they are sent
             together (0: those issued in the same event-loop turn).
@@ -88,7 +91,8 @@ class PostgresJobStore:
         *,
         table: str = DEFAULT_TABLE,
         ensure_schema: bool = True,
-        runs_table: str = "agendapy_runs",
+        runs_table: str = DEFAULT_RUNS_TABLE,
+        logs_table: str = DEFAULT_LOGS_TABLE,
         history_ttl: timedelta = timedelta(days=30),
         history_keep: int = 1000,
         state_write_window: float = DEFAULT_STATE_WRITE_WINDOW,
@@ -98,6 +102,7 @@ class PostgresJobStore:
     ) -> None:
         self._table = check_table_name(table)
         self._runs_table = check_table_name(runs_table, "runs_table")
+        self._logs_table = check_table_name(logs_table, "logs_table")
         self.connection = (
             db
             if isinstance(db, PostgresConnection)
@@ -111,8 +116,8 @@ class PostgresJobStore:
         self._state_write_window = float(state_write_window)
         self._channel = channel or table
         self._pool: PgPool | None = None
-        self._runs: Any = None
-        self._logs: Any = None
+        self._runs: PostgresRunStore | None = None
+        self._logs: PostgresLogStore | None = None
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -143,14 +148,14 @@ class PostgresJobStore:
         return self._pool
 
     @property
-    def runs(self) -> Any:
+    def runs(self) -> PostgresRunStore:
         """The run records beside the jobs (connect first)."""
         if self._runs is None:
             raise RuntimeError("the job store is not connected")
         return self._runs
 
     @property
-    def logs(self) -> Any:
+    def logs(self) -> PostgresLogStore:
         """Job log entries, in Node's logs table (connect first)."""
         if self._logs is None:
             raise RuntimeError("the job store is not connected")
@@ -161,16 +166,22 @@ class PostgresJobStore:
         if self._pool is not None:
             return
         pool = await self.connection.open()
+        runs = PostgresRunStore(
+            pool, table=self._runs_table, ttl=self._history_ttl, keep_per_name=self._history_keep
+        )
+        logs = PostgresLogStore(pool, table=self._logs_table, ttl=None)
         try:
             if self._ensure_schema:
                 async with pool.connection() as conn:
                     await ensure_schema(conn, self._table)
+                await runs.create_tables()
+                await logs.create_indexes()
         except psycopg.Error as exc:
             await self.connection.close()
             if is_connection_error(exc):
                 raise self.connection.unavailable(exc) from exc
             raise
-        self._pool = pool
+        self._pool, self._runs, self._logs = pool, runs, logs
 
     async def close(self) -> None:
         """Close the pool if this store made it."""
@@ -224,7 +235,11 @@ class PostgresJobStore:
             return
         rows = [_full_row(document_to_save(job, last_modified_by)) for job in jobs]
         statement = self._insert_statement()
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.executemany(statement, rows, returning=True)
             ids: list[str] = []
             while True:
@@ -244,14 +259,14 @@ class PostgresJobStore:
             conflict=conflict,
         )
 
-    async def _insert_row(self, conn: AsyncConnection[DictRow], doc: dict[str, Any]) -> dict[str, Any]:
-        cur = await conn.execute(self._insert_statement(), _full_row(doc))
+    async def _insert_row(self, conn: AsyncConnection[Any], doc: dict[str, Any]) -> dict[str, Any]:
+        cur = await execute(conn, self._insert_statement(), _full_row(doc))
         row = await cur.fetchone()
         assert row is not None
         return row_to_document(row)
 
     async def _update_row(
-        self, conn: AsyncConnection[DictRow], job_id: Any, values: dict[str, Any], *, name: str | None = None
+        self, conn: AsyncConnection[Any], job_id: Any, values: dict[str, Any], *, name: str | None = None
     ) -> dict[str, Any] | None:
         """``$set`` ``values`` on one row (only while it still holds ``name``, if given); the row after."""
         row_values = document_to_row(values)
@@ -265,7 +280,7 @@ class PostgresJobStore:
         statement = sql.SQL("UPDATE {t} SET {sets} WHERE {where} RETURNING *").format(
             t=self._t(), sets=sets, where=where
         )
-        cur = await conn.execute(statement, {**row_values, "_id": job_id, "_name": name})
+        cur = await execute(conn, statement, {**row_values, "_id": job_id, "_name": name})
         row = await cur.fetchone()
         return None if row is None else row_to_document(row)
 
@@ -274,7 +289,8 @@ class PostgresJobStore:
         insert = self._insert_statement(sql.SQL(" ON CONFLICT ((name)) WHERE type = 'single' DO NOTHING"))
         for _ in range(_SINGLE_ATTEMPTS):
             async with self.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
+                cur = await execute(
+                    conn,
                     sql.SQL(
                         "SELECT * FROM {t} WHERE name = %s AND type = 'single' LIMIT 1 FOR UPDATE"
                     ).format(t=self._t()),
@@ -282,7 +298,7 @@ class PostgresJobStore:
                 )
                 existing = await cur.fetchone()
                 if existing is None:
-                    cur = await conn.execute(insert, _full_row(doc))
+                    cur = await execute(conn, insert, _full_row(doc))
                     row = await cur.fetchone()
                     if row is None:
                         continue  # another process created it first; update that one
@@ -319,8 +335,9 @@ class PostgresJobStore:
                     found = await self._update_row(conn, as_uuid(existing["_id"]), changed) or existing
         absorb(job, found)
 
-    async def _first_match(self, conn: AsyncConnection[DictRow], where: SqlFilter) -> dict[str, Any] | None:
-        cur = await conn.execute(
+    async def _first_match(self, conn: AsyncConnection[Any], where: SqlFilter) -> dict[str, Any] | None:
+        cur = await execute(
+            conn,
             sql.SQL("SELECT * FROM {t} WHERE {w} ORDER BY created_at, id FOR UPDATE").format(
                 t=self._t(), w=where.where
             ),
@@ -365,7 +382,7 @@ class PostgresJobStore:
         if uid is None:
             return None
         async with self.pool.connection() as conn:
-            cur = await conn.execute(sql.SQL("SELECT * FROM {t} WHERE id = %s").format(t=self._t()), (uid,))
+            cur = await execute(conn, sql.SQL("SELECT * FROM {t} WHERE id = %s").format(t=self._t()), (uid,))
             row = await cur.fetchone()
         return None if row is None else job_from_document(row_to_document(row))
 
@@ -376,7 +393,7 @@ class PostgresJobStore:
             t=self._t(), w=where.where, o=order, tail=tail
         )
         async with self.pool.connection() as conn:
-            cur = await conn.execute(statement, where.params)
+            cur = await execute(conn, statement, where.params)
             return [doc for doc in map(row_to_document, await cur.fetchall()) if where.keeps(doc)]
 
     @_translate_errors
@@ -390,7 +407,8 @@ class PostgresJobStore:
                 tail += sql.SQL(" LIMIT {}").format(sql.Literal(query.limit))
             docs = await self._select(where, order, tail)
             async with self.pool.connection() as conn:
-                cur = await conn.execute(
+                cur = await execute(
+                    conn,
                     sql.SQL("SELECT count(*) AS n FROM {t} WHERE {w}").format(t=self._t(), w=where.where),
                     where.params,
                 )
@@ -418,13 +436,14 @@ class PostgresJobStore:
             sql.Identifier(c) for c in ["id", *_ALL_COLUMNS] if c not in ("data", "checkpoint")
         )
         async with self.pool.connection() as conn:
-            cur = await conn.execute(sql.SQL("SELECT {c} FROM {t}").format(c=columns, t=self._t()))
+            cur = await execute(conn, sql.SQL("SELECT {c} FROM {t}").format(c=columns, t=self._t()))
             rows = await cur.fetchall()
         return count_overview([row_to_document(r) for r in rows], now)
 
-    async def _matching_ids(self, conn: AsyncConnection[DictRow], where: SqlFilter) -> list[Any]:
+    async def _matching_ids(self, conn: AsyncConnection[Any], where: SqlFilter) -> list[Any]:
         """The ids of the rows matching (locked until the transaction ends)."""
-        cur = await conn.execute(
+        cur = await execute(
+            conn,
             sql.SQL("SELECT id, data FROM {t} WHERE {w} FOR UPDATE").format(t=self._t(), w=where.where),
             where.params,
         )
@@ -439,8 +458,8 @@ class PostgresJobStore:
             if where.python is not None:
                 ids = await self._matching_ids(conn, where)
                 where = SqlFilter(sql.SQL("id = ANY(%s)"), [ids])
-            cur = await conn.execute(
-                sql.SQL("{a} AND {w}").format(a=action, w=where.where), [*extra, *where.params]
+            cur = await execute(
+                conn, sql.SQL("{a} AND {w}").format(a=action, w=where.where), [*extra, *where.params]
             )
             return max(cur.rowcount, 0)
 
@@ -453,7 +472,7 @@ class PostgresJobStore:
     async def remove_all(self) -> int:
         """Delete every job."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(sql.SQL("DELETE FROM {t}").format(t=self._t()))
+            cur = await execute(conn, sql.SQL("DELETE FROM {t}").format(t=self._t()))
             return max(cur.rowcount, 0)
 
     @_translate_errors
@@ -468,8 +487,10 @@ class PostgresJobStore:
     async def queue_size(self, now: datetime) -> int:
         """How many jobs are due (Agenda's getQueueSize: nextRunAt < now)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                sql.SQL("SELECT count(*) AS n FROM {t} WHERE next_run_at < %s").format(t=self._t()), (now,)
+            cur = await execute(
+                conn,
+                sql.SQL("SELECT count(*) AS n FROM {t} WHERE next_run_at < %s").format(t=self._t()),
+                (now,),
             )
             row = await cur.fetchone()
         return int(row["n"]) if row else 0
@@ -478,8 +499,9 @@ class PostgresJobStore:
     async def distinct_names(self) -> list[str]:
         """The job names present, in code point order."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                sql.SQL('SELECT DISTINCT name COLLATE "C" AS name FROM {t} ORDER BY 1').format(t=self._t())
+            cur = await execute(
+                conn,
+                sql.SQL('SELECT DISTINCT name COLLATE "C" AS name FROM {t} ORDER BY 1').format(t=self._t()),
             )
             return [row["name"] for row in await cur.fetchall()]
 
