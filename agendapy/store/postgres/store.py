@@ -15,28 +15,27 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
 
 from ...errors import InvalidInput
 from ...job import Job
-from ...testing._mql import apply_update, check_filter, sort_documents, upsert_document
+from ...testing._mql import sort_documents
 from ..base import ClaimRequest, JobCriteria, JobQuery
-from ..common import absorb, count_overview, document_to_save, leased
+from ..common import count_overview
 from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW
-from ..queries import lock_fields, save_fields, single_update, unique_filter, unique_update
 from ..schema import job_from_document
+from . import notify
+from .claims import RunPath
 from .connection import PgPool, PostgresConnection, execute, is_connection_error
-from .filters import SqlFilter, as_uuid, criteria_sql, order_by, page, query_sql, unique_sql, user_filter_of
+from .filters import SqlFilter, as_uuid, criteria_sql, order_by, page, query_sql
 from .logs import DEFAULT_LOGS_TABLE, PostgresLogStore
 from .runs import DEFAULT_RUNS_TABLE, PostgresRunStore
+from .saving import JobSaver
 from .schema import (
     COLUMNS,
     DEFAULT_TABLE,
     check_table_name,
-    document_to_row,
     ensure_schema,
     row_to_document,
-    to_millis,
 )
 
 __all__ = ["DEFAULT_CHANNEL", "PostgresJobStore"]
@@ -45,8 +44,6 @@ __all__ = ["DEFAULT_CHANNEL", "PostgresJobStore"]
 DEFAULT_CHANNEL = "agenda_jobs"
 _ALL_COLUMNS = [c.column for c in COLUMNS]
 _EMPTY = sql.SQL("")
-#: Attempts of an every() save racing another process's insert of the same name.
-_SINGLE_ATTEMPTS = 3
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -118,6 +115,15 @@ class PostgresJobStore:
         self._pool: PgPool | None = None
         self._runs: PostgresRunStore | None = None
         self._logs: PostgresLogStore | None = None
+        self._saver = JobSaver(self._table, self._channel)
+        # The run path (claims, fenced state writes, wake-ups) is pg-claims' RunPath.
+        self._path = RunPath(
+            lambda: self.pool,
+            self._table,
+            channel=self._channel,
+            window=self._state_write_window,
+            unavailable=self.connection.unavailable,
+        )
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -184,7 +190,9 @@ class PostgresJobStore:
         self._pool, self._runs, self._logs = pool, runs, logs
 
     async def close(self) -> None:
-        """Close the pool if this store made it."""
+        """Close the pool if this store made it (after the pending batched writes)."""
+        if self._pool is not None:
+            await self._path.drain(timeout=5.0)
         self._pool = None
         self._runs = None
         self._logs = None
@@ -193,7 +201,7 @@ class PostgresJobStore:
     def _t(self) -> sql.Identifier:
         return sql.Identifier(self._table)
 
-    # -- saving ---------------------------------------------------------------------------------
+    # -- saving (``saving.JobSaver``) ------------------------------------------------------------
 
     @_translate_errors
     async def save_job(
@@ -201,177 +209,57 @@ class PostgresJobStore:
     ) -> Job | None:
         """Agenda's saveJob: update by id, upsert a recurring or unique job, or insert (locked on the
         fly with ``lock_token``: the lock rides on the insert)."""
-        doc = document_to_save(job, last_modified_by)
-        document_to_row(doc)  # every value checked before anything is written
-        props = save_fields(doc)
-        if job.id is not None:
-            job_id = as_uuid(job.id)
-            if job_id is None:
-                return None
-            async with self.pool.connection() as conn:
-                found = await self._update_row(conn, job_id, props, name=job.name)
-            if found is not None:
-                absorb(job, found)
-            return None
-        if job.type == "single":
-            await self._save_single(job, doc, props, now)
-        elif job.unique_query is not None:
-            await self._save_unique(job, doc, now)
-        else:
-            locked_at = to_millis(now)
-            if lock_token is not None:
-                doc.update(lock_fields(locked_at, lock_token, last_modified_by))
-            async with self.pool.connection() as conn:
-                stored = await self._insert_row(conn, doc)
-            job.id = stored["_id"]
-            if lock_token is not None:
-                return leased(stored, lock_token, locked_at)
-        return None
+        return await self._saver.save_job(
+            self.pool, job, now=now, last_modified_by=last_modified_by, lock_token=lock_token
+        )
 
     @_translate_errors
     async def insert_many(self, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
         """Insert new one-off jobs in one pipelined round trip; sets each job's id."""
-        if not jobs:
-            return
-        rows = [_full_row(document_to_save(job, last_modified_by)) for job in jobs]
-        statement = self._insert_statement()
-        async with (
-            self.pool.connection() as conn,
-            conn.transaction(),
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.executemany(statement, rows, returning=True)
-            ids: list[str] = []
-            while True:
-                row = await cur.fetchone()
-                if row is not None:
-                    ids.append(str(row["id"]))
-                if not cur.nextset():
-                    break
-        for job, job_id in zip(jobs, ids, strict=True):
-            job.id = job_id
-
-    def _insert_statement(self, conflict: sql.Composable = _EMPTY) -> sql.Composed:
-        return sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}){conflict} RETURNING *").format(
-            t=self._t(),
-            cols=sql.SQL(", ").join(map(sql.Identifier, _ALL_COLUMNS)),
-            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in _ALL_COLUMNS),
-            conflict=conflict,
-        )
-
-    async def _insert_row(self, conn: AsyncConnection[Any], doc: dict[str, Any]) -> dict[str, Any]:
-        cur = await execute(conn, self._insert_statement(), _full_row(doc))
-        row = await cur.fetchone()
-        assert row is not None
-        return row_to_document(row)
-
-    async def _update_row(
-        self, conn: AsyncConnection[Any], job_id: Any, values: dict[str, Any], *, name: str | None = None
-    ) -> dict[str, Any] | None:
-        """``$set`` ``values`` on one row (only while it still holds ``name``, if given); the row after."""
-        row_values = document_to_row(values)
-        assignments: list[sql.Composable] = [
-            sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in row_values
-        ]
-        sets = sql.SQL(", ").join(assignments or [sql.SQL("id = id")])
-        where: sql.Composable = sql.SQL("id = %(_id)s")
-        if name is not None:
-            where += sql.SQL(" AND name = %(_name)s")
-        statement = sql.SQL("UPDATE {t} SET {sets} WHERE {where} RETURNING *").format(
-            t=self._t(), sets=sets, where=where
-        )
-        cur = await execute(conn, statement, {**row_values, "_id": job_id, "_name": name})
-        row = await cur.fetchone()
-        return None if row is None else row_to_document(row)
-
-    async def _save_single(self, job: Job, doc: dict[str, Any], props: dict[str, Any], now: datetime) -> None:
-        # One row per recurring name: the unique index settles two processes inserting at once.
-        insert = self._insert_statement(sql.SQL(" ON CONFLICT ((name)) WHERE type = 'single' DO NOTHING"))
-        for _ in range(_SINGLE_ATTEMPTS):
-            async with self.pool.connection() as conn, conn.transaction():
-                cur = await execute(
-                    conn,
-                    sql.SQL(
-                        "SELECT * FROM {t} WHERE name = %s AND type = 'single' LIMIT 1 FOR UPDATE"
-                    ).format(t=self._t()),
-                    (job.name,),
-                )
-                existing = await cur.fetchone()
-                if existing is None:
-                    cur = await execute(conn, insert, _full_row(doc))
-                    row = await cur.fetchone()
-                    if row is None:
-                        continue  # another process created it first; update that one
-                    job.id = str(row["id"])
-                    return
-                stored = row_to_document(existing)
-                update = single_update(stored, props, now)
-                found = await self._update_row(conn, existing["id"], update["$set"])
-                if found is not None:
-                    absorb(job, found)
-                    return
-        raise RuntimeError(f"could not save recurring job {job.name!r}: it kept changing concurrently")
-
-    async def _save_unique(self, job: Job, doc: dict[str, Any], now: datetime) -> None:
-        query = unique_filter(job)
-        with user_filter_of("unique", job.unique_query):
-            check_filter(query)
-        where = unique_sql(job.name, query)
-        async with self.pool.connection() as conn, conn.transaction():
-            # Saves of one name take turns, so two processes never both insert the same unique job.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (self._table, job.name)
-            )
-            existing = await self._first_match(conn, where)
-            update = unique_update(job, doc, existing if job.debounce_options is not None else None, now)
-            if existing is None:
-                found = await self._insert_row(conn, upsert_document(query, update))
-            else:
-                new = dict(existing)
-                apply_update(new, {k: v for k, v in update.items() if k != "$setOnInsert"})
-                changed = {k: v for k, v in new.items() if k in update.get("$set", {})}
-                found = existing
-                if changed:
-                    found = await self._update_row(conn, as_uuid(existing["_id"]), changed) or existing
-        absorb(job, found)
-
-    async def _first_match(self, conn: AsyncConnection[Any], where: SqlFilter) -> dict[str, Any] | None:
-        cur = await execute(
-            conn,
-            sql.SQL("SELECT * FROM {t} WHERE {w} ORDER BY created_at, id FOR UPDATE").format(
-                t=self._t(), w=where.where
-            ),
-            where.params,
-        )
-        async for row in cur:
-            doc = row_to_document(row)
-            if where.keeps(doc):
-                return doc
-        return None
+        await self._saver.insert_many(self.pool, jobs, last_modified_by=last_modified_by)
 
     # -- one run's locks and state (pg-claims' modules) ------------------------------------------
 
+    @_translate_errors
     async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
-        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+        """Lock up to ``limit`` claimable jobs in claim order, within each name's room (one
+        ``UPDATE ... FOR UPDATE SKIP LOCKED`` statement); unreadable rows are failed and skipped."""
+        return await self._path.claim(request, token, limit)
 
+    @_translate_errors
     async def save_state(self, job: Job, *, fields: Sequence[str] | None = None) -> bool:
-        raise NotImplementedError("state writes land with agendapy.store.postgres.state_writes")
+        """Write worker-managed fields, fenced by the lease; False if the job is gone or the lock lost."""
+        return await self._path.save_state(job, fields=fields)
 
+    @_translate_errors
     async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
-        raise NotImplementedError("state writes land with agendapy.store.postgres.state_writes")
+        """``save_state`` of every field; the writes of runs within the window go out together."""
+        return await self._path.save_state_batched(job, stamp=stamp)
 
-    async def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
-        raise NotImplementedError("wake-ups land with agendapy.store.postgres.notify")
-        yield  # pragma: no cover
+    def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
+        """``(name, nextRunAt)`` of jobs announced claimable on the jobs channel (LISTEN/NOTIFY), by
+        agendapy or Node Agenda."""
+        return self._path.due_changes()
 
+    async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
+        """Run steps (start, progress, end, removal) for fleet events, from the state channel."""
+        return await self._path.run_changes()
+
+    @_translate_errors
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
-        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+        """Heartbeat: move each lease's ``lockedAt`` to ``now`` (fenced); returns the jobs whose lock
+        is gone."""
+        return await self._path.renew_locks(jobs, now)
 
+    @_translate_errors
     async def release(self, jobs: Sequence[Job], *, reschedule_at: datetime | None = None) -> None:
-        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+        """Unlock leased jobs (fenced); with ``reschedule_at`` they become due then."""
+        await self._path.release(jobs, reschedule_at=reschedule_at)
 
+    @_translate_errors
     async def refresh_run_fields(self, job: Job) -> None:
-        raise NotImplementedError("claims land with agendapy.store.postgres.claims")
+        """Reload lastRunAt, lockedAt and lastFinishedAt (raises JobNotFound)."""
+        await self._path.refresh_run_fields(job)
 
     # -- reading and bulk changes -----------------------------------------------------------------
 
@@ -449,8 +337,11 @@ class PostgresJobStore:
         )
         return [row["id"] async for row in cur if where.keeps(row_to_document(row))]
 
-    async def _change(self, criteria: JobCriteria, action: sql.Composable, extra: list[Any]) -> int:
-        """Run ``action`` (DELETE/UPDATE ``FROM {t}``...) over the rows matching ``criteria``."""
+    async def _change(
+        self, criteria: JobCriteria, action: sql.Composable, extra: list[Any], *, announce: bool = False
+    ) -> int:
+        """Run ``action`` (DELETE/UPDATE ``FROM {t}``...) over the rows matching ``criteria``; with
+        ``announce``, wake the workers of the names it made claimable (re-enabled jobs)."""
         if criteria.is_empty():
             return 0
         where = criteria_sql(criteria)
@@ -458,9 +349,14 @@ class PostgresJobStore:
             if where.python is not None:
                 ids = await self._matching_ids(conn, where)
                 where = SqlFilter(sql.SQL("id = ANY(%s)"), [ids])
-            cur = await execute(
-                conn, sql.SQL("{a} AND {w}").format(a=action, w=where.where), [*extra, *where.params]
-            )
+            statement = sql.SQL("{a} AND {w}").format(a=action, w=where.where)
+            if announce:
+                statement += sql.SQL(" RETURNING *")
+            cur = await execute(conn, statement, [*extra, *where.params])
+            if announce:
+                changed = [row_to_document(row) for row in await cur.fetchall()]
+                await notify.publish(conn, notify.due_notes(self._channel, changed, None))
+                return len(changed)
             return max(cur.rowcount, 0)
 
     @_translate_errors
@@ -481,7 +377,7 @@ class PostgresJobStore:
         action = sql.SQL("UPDATE {t} SET disabled = %s WHERE disabled IS DISTINCT FROM %s").format(
             t=self._t()
         )
-        return await self._change(criteria, action, [disabled, disabled])
+        return await self._change(criteria, action, [disabled, disabled], announce=not disabled)
 
     @_translate_errors
     async def queue_size(self, now: datetime) -> int:
@@ -504,14 +400,3 @@ class PostgresJobStore:
                 sql.SQL('SELECT DISTINCT name COLLATE "C" AS name FROM {t} ORDER BY 1').format(t=self._t()),
             )
             return [row["name"] for row in await cur.fetchall()]
-
-
-def _full_row(doc: dict[str, Any]) -> dict[str, Any]:
-    """Every column for an INSERT: the document's values, NULL for fields it leaves out (Node's
-    ``fork`` default kept), so all inserts share one statement (prepared once)."""
-    row = dict.fromkeys(_ALL_COLUMNS)
-    row["fork"] = False
-    row.update(document_to_row(doc))
-    if row["disabled"] is None:
-        row["disabled"] = False
-    return row
