@@ -317,6 +317,9 @@ async def test_node_and_agendapy_workers_share_one_postgres_queue(
 
 
 # -- 5. Wake-ups: NOTIFY both ways ---------------------------------------------------------------------
+#
+# Node's channels are Agenda's defaults: "agenda:jobs" and "agenda:jobs:state" (PostgresBackend hands its
+# unset channelName to the channel, whose default is Agenda's, whatever its own log line says).
 
 
 async def test_a_node_notify_wakes_an_idle_agendapy_worker(
