@@ -466,6 +466,7 @@ class Fleet:
         if self.args.store == "postgres":
             # The module's Agenda carries its PostgresJobStore: no URL option, none from the environment.
             env.pop("AGENDAPY_MONGO_URL", None)
+            env.pop("AGENDAPY_DATABASE_URL", None)
             env.update(CHAOS_PG_URL=self.jobs_url, CHAOS_RUNS_DIR=str(self.module_dir / "runs"))
         else:
             command += ["--mongo-url", self.jobs_url]

@@ -259,6 +259,7 @@ class Side:
     ) -> tuple[list[str], Path, dict[str, str]]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("AGENDAPY_MONGO_URL", None)
+        env.pop("AGENDAPY_DATABASE_URL", None)
         if self.lib == "agendapy":
             env.update(BENCH_PG_URL=url, BENCH_JOB_NAME=JOB)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH_DIR), env.get("PYTHONPATH")) if p)

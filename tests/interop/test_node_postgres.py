@@ -403,3 +403,36 @@ async def test_job_logs_are_shared_with_node_on_postgres(node_pg: Any, make_pg_a
     assert [e.event for e in result.entries] == ["locked", "start", "fail", "complete"]
     assert [e.error for e in result.entries if e.event == "fail"] == ["node says no"]
     assert {e.agenda_name for e in result.entries} == {"node-worker"}
+
+
+# -- 7. Fleet events from Node's state channel -------------------------------------------------------------
+
+
+async def test_runs_of_a_node_worker_are_heard_on_postgres(
+    node_pg: Any, make_pg_agenda: MakePgAgenda
+) -> None:
+    # On PostgreSQL Node announces each step of a run on "<channel>:state": agendapy's fleet events hear them.
+    watcher = await make_pg_agenda(process_every=0.1, fleet_events=True, name="py-web")
+    events = EventLog(watcher, "start", "success", "complete", "fail")
+    await watcher.start()
+    node_worker = await node_pg.start(
+        "worker.mjs",
+        "--define", "node-fleet",
+        "--name", "node-worker",
+        "--results", RESULTS,
+        "--delay-ms", "50",
+        "--until-runs", "node-fleet=2",
+        "--timeout-ms", "30000",
+    )  # fmt: skip
+    await node_worker.wait_event("ready")
+    jobs = [await watcher.now("node-fleet", {"i": i}) for i in range(2)]
+    finished = [await watcher.wait_for(job, timeout=30) for job in jobs]
+    assert [job.data for job in finished] == [{"i": 0}, {"i": 1}]
+    await events.wait("complete", count=2, timeout=30)
+    await node_worker.finish(within=30)
+
+    assert events.count("fail") == 0
+    for event in ("start", "success", "complete"):
+        seen: list[Job] = [args[0] for args in events.args(event)]
+        assert sorted(str(job.id) for job in seen) == sorted(str(job.id) for job in jobs)
+        assert {(job.remote, job.worker) for job in seen} == {(True, "node-worker")}
