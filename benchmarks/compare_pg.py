@@ -18,10 +18,11 @@ fsync on, with ``pg_stat_statements`` preloaded) and a fresh database per measur
 * latency now() -> handler start on one idle worker with the library's default settings: each job saved
   through the library's own API (Node's through ``benchmarks/node/pg-client.mjs``, so its NOTIFY is
   sent), 100-400 ms apart;
-* claim cost: the server's mean execution time of the library's claim statement (``FOR UPDATE SKIP
-  LOCKED`` for agendapy and Node, ``procrastinate_fetch_job`` for procrastinate) while one worker drains
-  200 due jobs from a table that also holds 10k / 100k / 1M jobs not due (half finished, half
-  scheduled a day ahead).
+* claim cost: the server's execution time of the library's claim statement (``FOR UPDATE SKIP LOCKED``
+  for agendapy and Node, ``procrastinate_fetch_job`` for procrastinate), per call and per job claimed,
+  while one worker drains 200 due jobs from a table that also holds 10k / 100k / 1M jobs not due (half
+  finished, half scheduled a day ahead). A call of agendapy's claims up to 20 jobs, Node's and
+  procrastinate's one.
 
 Prints a markdown table (agendapy's ratio to each peer, ">1x" = agendapy better) and writes it to
 ``benchmarks/results/compare-pg-<date>-<time>.md``. ``--quick``: N = 1,000, claim at 10k only, 20
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -76,6 +78,18 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not ordered:
         return math.nan
     return ordered[max(1, math.ceil(q / 100.0 * len(ordered))) - 1]
+
+
+def source_digest() -> str:
+    """A short digest of the agendapy sources measured (the tree changes between runs)."""
+    import agendapy
+
+    root = Path(agendapy.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -500,7 +514,7 @@ CLAIM_PATTERNS = {
 
 
 async def claim_cost(side: Side, server: Server, rows: int, workdir: Path) -> tuple[float, int] | None:
-    """Mean server time (ms) and calls of the claim statement, draining CLAIM_DUE jobs among ``rows``."""
+    """Total server time (ms) and calls of the claim statement, draining CLAIM_DUE jobs among ``rows``."""
     url = await server.fresh_database()
     await side.schema(url)
     await side.fill_not_due(url, rows)
@@ -519,13 +533,13 @@ async def claim_cost(side: Side, server: Server, rows: int, workdir: Path) -> tu
         await workers.stop()
     found = await query(
         url,
-        "SELECT sum(total_exec_time) / nullif(sum(calls), 0), sum(calls) FROM pg_stat_statements"
+        "SELECT sum(total_exec_time), sum(calls) FROM pg_stat_statements"
         " WHERE query ILIKE %s AND query NOT LIKE %s AND dbid = (SELECT oid FROM pg_database"
         " WHERE datname = current_database())",
         CLAIM_PATTERNS[side.lib],
         f"%{TAG}%",
     )
-    if not found or found[0][0] is None:
+    if not found or found[0][0] is None or not found[0][1]:
         return None
     return float(found[0][0]), int(found[0][1])
 
@@ -560,9 +574,10 @@ def lib_versions(libs: Sequence[str]) -> str:
     out = []
     for lib in libs:
         if lib == "agendapy":
-            import agendapy
-
-            out.append(f"agendapy {getattr(agendapy, '__version__', '?')}")
+            try:
+                out.append(f"agendapy {version('agendapy')} (sources {source_digest()})")
+            except PackageNotFoundError:
+                out.append(f"agendapy (sources {source_digest()})")
         elif lib == "procrastinate":
             try:
                 out.append(f"procrastinate {version('procrastinate')}")
@@ -672,7 +687,7 @@ async def run(args: argparse.Namespace) -> int:
                 for rows in claim_rows:
                     log(f"{lib}: claim cost among {rows:,} jobs not due")
                     claims[(lib, rows)] = await claim_cost(side, server, rows, workdir)
-                    log(f"  {claims[(lib, rows)]}")
+                    log(f"  total ms, calls: {claims[(lib, rows)]}")
         finally:
             await asyncio.to_thread(server.stop)
 
@@ -710,9 +725,13 @@ async def run(args: argparse.Namespace) -> int:
             by_lib = {lib: percentile(v, q) for lib, v in latencies.items()}
             table.append((f"now() -> start p{q}, ms (idle worker, defaults)", by_lib, False, 1))
     for rows in claim_rows:
-        cells_c = {lib: c[0] for (lib, r), c in claims.items() if r == rows and c is not None}
-        if cells_c:
-            table.append((f"claim statement, ms (server, {rows:,} not due)", dict(cells_c), False, 3))
+        found = {lib: c for (lib, r), c in claims.items() if r == rows and c is not None}
+        if found:
+            # Per call (a call of agendapy's claims up to 20 jobs, Node's one) and per job claimed.
+            per_call = {lib: total / calls for lib, (total, calls) in found.items()}
+            per_job = {lib: total / CLAIM_DUE for lib, (total, _) in found.items()}
+            table.append((f"claim statement, ms per call ({rows:,} not due)", dict(per_call), False, 3))
+            table.append((f"claim statement, ms per job claimed ({rows:,} not due)", dict(per_job), False, 3))
 
     load_after = os.getloadavg()
     took = time.monotonic() - started
