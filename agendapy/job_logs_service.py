@@ -85,6 +85,7 @@ class JobLogs:
         self._ttl = ttl
         self._ensure_index = ensure_index
         self._writer: JobLogWriter | None = None
+        self._configured: tuple[Any, Any] | None = None
         self._enabled = False
         self.enabled = enabled
 
@@ -115,14 +116,22 @@ class JobLogs:
 
     def store(self) -> LogStore:
         """The log store of the job store the Agenda uses now (its ``logs``, or a collection beside
-        the jobs in MongoDB)."""
+        the jobs in MongoDB); a ``logs`` with ``configured(table=, ttl=)`` gets the Agenda's
+        ``logs_collection`` and ``logs_ttl``."""
         store: Any = self._agenda.store
         if isinstance(store, MongoJobStore):
             return MongoLogStore(store.database[self._collection], ttl=self._ttl)
         logs = getattr(store, "logs", None)
         if logs is None:
             raise NotImplementedError(f"the job store {type(store).__name__} keeps no job logs")
-        return cast(LogStore, logs)
+        configured = getattr(logs, "configured", None)
+        if configured is None:
+            return cast(LogStore, logs)
+        # A log store that takes the Agenda's table and TTL (PostgreSQL's). One per store's log
+        # store, since it keeps state (when it last deleted expired entries).
+        if self._configured is None or self._configured[0] is not logs:
+            self._configured = (logs, configured(table=self._collection, ttl=self._ttl))
+        return cast(LogStore, self._configured[1])
 
     async def flush(self, timeout: float | None = None) -> None:
         """Write what this process still buffers (nothing to do when nothing is logged)."""

@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import pg_run_support
+import pytest
 from pg_run_support import add_jobs, execute, request_for, row
 from psycopg.rows import tuple_row
 
@@ -102,18 +103,30 @@ async def test_an_expired_lock_is_claimed_again_and_a_live_one_is_not(
     assert (await row(pg_store, alive.id))["lock_token"] == "running"
 
 
+@pytest.mark.parametrize(
+    ("column", "stored", "field"),
+    [
+        ("skip_days", '["monday"]', "skipDays"),
+        ("requires", "[1, 2]", "requires"),
+        ("misfire", "sometimes", "misfire"),
+        ("progress", "NaN", "progress"),
+        ("repeat_interval", None, None),  # readable: the control case
+    ],
+)
 async def test_an_unreadable_row_is_failed_and_unlocked_and_the_next_job_taken(
-    pg_store: PostgresJobStore, writes: StateWrites
+    pg_store: PostgresJobStore, writes: StateWrites, column: str, stored: str | None, field: str | None
 ) -> None:
-    broken, good = await add_jobs(pg_store, "work", 2)
-    # Another tool stored skip days agendapy cannot read.
-    await execute(pg_store, f'UPDATE "{pg_store.table}" SET skip_days = %s::jsonb WHERE id = %s',
-                  ['["monday"]', broken.id])  # fmt: skip
+    odd, good = await add_jobs(pg_store, "work", 2)
+    # Another tool (or an older version) stored a value agendapy cannot read.
+    await execute(pg_store, f'UPDATE "{pg_store.table}" SET {column} = %s WHERE id = %s', [stored, odd.id])
     claimed = await claim(pg_store.pool, pg_store.table, request_for(["work"]), "tok", 1, writes=writes)
+    if field is None:
+        assert [job.id for job in claimed] == [odd.id]
+        return
     assert [job.id for job in claimed] == [good.id]
-    stored = await row(pg_store, broken.id)
-    assert stored["locked_at"] is None and stored["lock_token"] is None and stored["next_run_at"] is None
-    assert "skipDays" in stored["fail_reason"]
+    found = await row(pg_store, odd.id)
+    assert found["locked_at"] is None and found["lock_token"] is None and found["next_run_at"] is None
+    assert field in found["fail_reason"] and "cannot read" in found["fail_reason"]
 
 
 async def test_the_claim_reads_about_as_many_rows_as_it_locks(pg_store: PostgresJobStore) -> None:

@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from bson import ObjectId
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
+from agendapy.events import EventEmitter
+from agendapy.job_logs_service import JobLogs
 from agendapy.joblogs import LogQuery
 from agendapy.store.postgres.logs import PostgresLogStore, entry_uuid
 
@@ -38,10 +41,15 @@ NODE_COLUMNS = [
 ]
 
 
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+@pytest.fixture(params=["store", "plain"])
+async def pool(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A pool as the job store makes it (autocommit, dict rows) or psycopg's defaults; its session time
+    zone far from UTC: every date must still read back as aware UTC."""
+    kwargs: dict[str, Any] = {"options": "-c TimeZone=America/Denver"}
+    if request.param == "store":
+        kwargs |= {"autocommit": True, "row_factory": dict_row}
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, min_size=1, max_size=6, open=False, kwargs={"options": "-c TimeZone=America/Denver"}
+        pg_url, min_size=1, max_size=8, open=False, kwargs=kwargs
     )
     await pool.open(wait=True)
     try:
@@ -85,14 +93,15 @@ async def test_the_table_and_indexes_are_node_agendas_created_safely_at_once(
     await asyncio.gather(*(store.create_indexes() for store in stores))
     await stores[0].create_indexes()
     async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=tuple_row)
         columns = await (
-            await conn.execute(
+            await cur.execute(
                 "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable::text"
                 " FROM information_schema.columns WHERE table_name = 'agenda_logs' ORDER BY ordinal_position"
             )
         ).fetchall()
         indexes = await (
-            await conn.execute(
+            await cur.execute(
                 "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'agenda_logs'"
                 " ORDER BY indexname"
             )
@@ -156,8 +165,8 @@ async def test_an_entry_agendapy_writes_is_a_plain_node_row(
         "boom",
         "py",
     )
-    # INTEGER milliseconds, as Node stores them; the fraction is kept in meta.
-    assert (row["duration"], row["meta"]) == (12, {"duration": 12.345})
+    # Whole milliseconds in an INTEGER, as Node stores them; nothing needed meta.
+    assert (row["duration"], row["meta"]) == (12, None)
     plain = entry("start", at=at)
     await logs.write([plain])
     [row] = await rows(pool, "event = 'start'")
@@ -264,3 +273,86 @@ async def test_bad_ids_and_options_are_refused_naming_the_field(
     with pytest.raises(InvalidInput, match="table"):
         PostgresLogStore(pool, table="", ttl=None)
     assert (await logs.query(LogQuery())).total == 0  # nothing of the refused batch was stored
+
+
+async def test_a_large_batch_is_written_whole_and_in_order(logs: PostgresLogStore) -> None:
+    at = datetime.now(UTC)
+    docs = [entry("start", at=at + timedelta(milliseconds=i // 100), message=str(i)) for i in range(1200)]
+    await logs.write(docs)
+    result = await logs.query(LogQuery(sort="asc", limit=0))
+    assert result.total == 1200
+    assert [e.message for e in result.entries] == [str(i) for i in range(1200)]
+    newest = await logs.query(LogQuery(limit=3))
+    assert [e.message for e in newest.entries] == ["1199", "1198", "1197"]
+
+
+async def test_node_creating_the_table_at_the_same_moment_does_not_fail_ours(
+    pg_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    # Node's ensureSchema takes no lock of ours: its CREATE TABLE is under way, not yet committed.
+    node = await psycopg.AsyncConnection.connect(pg_url)
+    try:
+        await node.execute(
+            "CREATE TABLE IF NOT EXISTS agenda_logs (id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
+            " timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW(), level VARCHAR(10) NOT NULL,"
+            " event VARCHAR(30) NOT NULL, job_id VARCHAR(255), job_name VARCHAR(255) NOT NULL,"
+            " message TEXT NOT NULL, duration INTEGER, error TEXT, fail_count INTEGER, retry_delay INTEGER,"
+            " retry_attempt INTEGER, agenda_name VARCHAR(255), meta JSONB)"
+        )
+        ours = asyncio.create_task(PostgresLogStore(pool, ttl=None).create_indexes())
+        # Ours waits on Node's transaction (the catalog's unique keys) before Node commits.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            async with pool.connection() as conn:
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE%%'"
+                )
+                waiting = await cur.fetchone()
+            if waiting == (1,):
+                break
+            assert asyncio.get_running_loop().time() < deadline and not ours.done()
+            await asyncio.sleep(0.05)
+        await node.commit()
+        await asyncio.wait_for(ours, 30)
+    finally:
+        await node.close()
+    logs = PostgresLogStore(pool, ttl=None)
+    await logs.write([entry("start", at=datetime.now(UTC))])
+    assert (await logs.query(LogQuery())).total == 1
+
+
+async def test_the_agendas_logs_collection_and_ttl_reach_the_postgres_log_store(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    class Store:  # what JobLogs reads of a PostgresJobStore: its logs
+        logs = PostgresLogStore(pool, ttl=None)
+
+    class Owner:  # what JobLogs reads of an Agenda
+        store = Store()
+
+        async def connect(self) -> None:
+            return None
+
+    job_logs = JobLogs(
+        Owner(),  # type: ignore[arg-type]
+        EventEmitter(),
+        {},
+        enabled=False,
+        collection="app_logs",
+        ttl=timedelta(hours=1),
+        ensure_index=True,
+    )
+    resolved = job_logs.store()
+    assert isinstance(resolved, PostgresLogStore)
+    assert (resolved.table, resolved.ttl) == ("app_logs", timedelta(hours=1))
+    assert job_logs.store() is resolved  # one store: it remembers when it last expired entries
+    now = datetime.now(UTC)
+    await resolved.create_indexes()
+    await resolved.write([entry("start", at=now - timedelta(hours=2)), entry("start", at=now, job="kept")])
+    await PostgresLogStore(pool, table="app_logs", ttl=timedelta(hours=1)).create_indexes()
+    result = await job_logs.query(LogQuery())
+    assert [e.job_name for e in result.entries] == ["kept"]
+    same = PostgresLogStore(pool, ttl=None)
+    assert same.configured(table="agenda_logs", ttl=None) is same

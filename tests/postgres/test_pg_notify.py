@@ -13,6 +13,7 @@ from typing import Any
 import pg_run_support
 import psycopg
 from pg_run_support import add_jobs, execute, request_for
+from psycopg.rows import tuple_row
 
 from agendapy.fleet_events import _events_of
 from agendapy.job import Job
@@ -66,8 +67,9 @@ async def wait_for_listeners(store: PostgresJobStore, count: int) -> list[int]:
     """The backend pids of the sessions listening (their last statement was LISTEN), once ``count`` are."""
     for _ in range(200):
         async with store.pool.connection() as conn:
-            cur = await conn.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'")
-            pids = [found["pid"] for found in await cur.fetchall()]
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'")
+            pids = [pid for (pid,) in await cur.fetchall()]
         if len(pids) >= count:
             return pids
         await asyncio.sleep(0.05)
@@ -87,7 +89,9 @@ async def test_a_hand_back_wakes_us_and_a_node_worker_in_nodes_format(
     try:
         async for node in listening(pg_url, pg_store.channel):
             await wait_for_listeners(pg_store, 2)
-            await add_jobs(pg_store, "work", 1, priority=3)
+            (added,) = await add_jobs(pg_store, "work", 1, priority=3)
+            assert await asyncio.wait_for(wakes.get(), 10) == ("work", added.next_run_at)  # the insert
+            assert (await node.next(pg_store.channel))["jobId"] == added.id
             (job,) = await claim(
                 pg_store.pool, pg_store.table, request_for(["work"]), "tok", 1, writes=writes
             )
@@ -242,3 +246,26 @@ def test_node_state_notifications_become_changes_fleet_events_understand() -> No
     assert fail["fullDocument"]["failReason"] == "bad" and fail["fullDocument"]["lastModifiedBy"] == "node-1"
     for ignored in ('{"type": "complete", "jobId": "x", "jobName": "n"}', "[]", "nope", '{"type": "start"}'):
         assert change_of(ignored) is None
+
+
+async def test_handing_back_a_job_disabled_meanwhile_wakes_nobody(
+    pg_store: PostgresJobStore, writes: StateWrites
+) -> None:
+    wakes: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    task = asyncio.create_task(collect(due_changes(pg_store.pool, pg_store.channel), wakes))
+    try:
+        await wait_for_listeners(pg_store, 1)
+        (added,) = await add_jobs(pg_store, "quiet", 1)
+        assert await asyncio.wait_for(wakes.get(), 10) == ("quiet", added.next_run_at)  # the insert
+        (job,) = await claim(pg_store.pool, pg_store.table, request_for(["quiet"]), "tok", 1, writes=writes)
+        await execute(pg_store, f'UPDATE "{pg_store.table}" SET disabled = TRUE WHERE id = %s', [job.id])
+        await release(writes, [job])
+        marker = utcnow()
+        async with pg_store.pool.connection() as conn:  # notifications arrive in commit order
+            await publish(
+                conn, due_notes(pg_store.channel, [{"_id": "m", "name": "marker", "nextRunAt": marker}], None)
+            )
+        assert await asyncio.wait_for(wakes.get(), 10) == ("marker", marker)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -5,12 +5,15 @@ creation, expiry without a TTL index, dates in any session time zone, text a TEX
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from agendapy import InvalidInput
@@ -22,11 +25,15 @@ from agendapy.store.runs import RunRecord
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    # A session time zone far from UTC: every date must still read back as aware UTC.
+@pytest.fixture(params=["store", "plain"])
+async def pool(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A pool as the job store makes it (autocommit, dict rows) or psycopg's defaults; its session time
+    zone far from UTC: every date must still read back as aware UTC."""
+    kwargs: dict[str, Any] = {"options": "-c TimeZone=Asia/Kolkata"}
+    if request.param == "store":
+        kwargs |= {"autocommit": True, "row_factory": dict_row}
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_url, min_size=1, max_size=8, open=False, kwargs={"options": "-c TimeZone=Asia/Kolkata"}
+        pg_url, min_size=1, max_size=8, open=False, kwargs=kwargs
     )
     await pool.open(wait=True)
     try:
@@ -74,7 +81,7 @@ async def query(runs: PostgresRunStore, **options: Any) -> list[RunRecord]:
 
 async def scalar(pool: AsyncConnectionPool[Any], statement: str, *params: Any) -> Any:
     async with pool.connection() as conn:
-        row = await (await conn.execute(statement, params)).fetchone()  # type: ignore[arg-type]
+        row = await (await conn.cursor(row_factory=tuple_row).execute(statement, params)).fetchone()  # type: ignore[arg-type]
         return None if row is None else row[0]
 
 
@@ -277,11 +284,56 @@ async def test_bad_options_are_refused_naming_the_field(pool: AsyncConnectionPoo
         PostgresRunStore(pool, ttl=HOUR, keep_per_name=-1)
 
 
-async def test_a_quoted_table_name_of_its_own(pool: AsyncConnectionPool[Any]) -> None:
-    runs = await make_runs(pool, table='My "Runs"')
+async def test_a_table_name_of_its_own(pool: AsyncConnectionPool[Any]) -> None:
+    with pytest.raises(InvalidInput, match="table"):
+        PostgresRunStore(pool, table='runs"; DROP TABLE x; --', ttl=HOUR, keep_per_name=1)
+    runs = await make_runs(pool, table="My_Runs")
     assert await start(runs, "q", interval=hour(base_hour()), guard=True)
     assert await start(runs, "q", interval=hour(base_hour()), guard=True, job_id="other") is None
     assert [r.name for r in await query(runs)] == ["q"]
     with pytest.raises(psycopg.errors.UndefinedTable):
         async with pool.connection() as conn:
             await conn.execute("SELECT 1 FROM agendapy_runs")
+
+
+async def test_every_statement_uses_its_index_on_a_large_history(
+    pool: AsyncConnectionPool[Any], runs: PostgresRunStore
+) -> None:
+    async with pool.connection() as conn:
+        # 200 names with 100 interval runs each, an hour apart.
+        await conn.execute(
+            "INSERT INTO agendapy_runs (id, name, job_id, interval_started_at, interval_ended_at,"
+            " interval_key, started_at, finished_at, status)"
+            " SELECT lpad(to_hex(g), 24, '0'), 'job' || g % 200, 'j' || g % 200, at, at + interval '1 hour',"
+            " 'job' || g % 200 || '@' || g, at, at, 'succeeded'"
+            " FROM generate_series(1, 20000) g, LATERAL (SELECT now() - g / 200 * interval '1 hour' AS at) t"
+        )
+        await conn.execute("ANALYZE agendapy_runs")
+
+    async def plan(statement: sql.Composed, params: Any) -> str:
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + statement, params)
+            row = await cur.fetchone()
+            assert row is not None
+            return json.dumps(row[0])
+
+    t = utcnow() - 50 * HOUR
+    expected = {
+        "agendapy_runs_by_name_idx": [
+            runs._history(50, {"name": "job7", "since": None, "until": None, "status": None}),
+            (runs._trim, {"name": "job7", "keep": 10}),
+        ],
+        "agendapy_runs_by_job_idx": [
+            runs._history(50, {"name": None, "since": None, "until": None, "status": None, "job_id": "j7"}),
+        ],
+        "agendapy_runs_by_interval_idx": [(runs._coverage, {"name": "job7", "start": t, "end": t + HOUR})],
+        "agendapy_runs_interval_key_idx": [
+            (runs._take_over, {"worker": "w", "started_at": t, "interval_key": "job7@7", "job_id": "j7"})
+        ],
+        "agendapy_runs_started_at_idx": [(runs._expiry, [utcnow() - 1000 * HOUR])],
+    }
+    for index, statements in expected.items():
+        for statement, params in statements:
+            explained = await plan(statement, params)
+            assert index in explained and "Seq Scan" not in explained, explained

@@ -83,13 +83,14 @@ async def test_batched_writes_go_together_and_report_each_outcome(
 
     # The final writes of a start and an end of runs, different columns, in the same batch.
     jobs[0].locked_at, jobs[0].last_finished_at = None, utcnow()
-    jobs[3].progress = 0.25
+    jobs[3].progress, jobs[3].checkpoint_state = 0.25, {"step": 2, "seen": ["a", None]}
     done = await asyncio.gather(writes.queue(jobs[0], ("last_finished_at",)), writes.queue(jobs[3], ()))
     assert done == [True, True]
     ended = await row(pg_store, jobs[0].id)
     assert ended["locked_at"] is None and ended["lock_token"] is None
     assert ended["last_finished_at"] == jobs[0].last_finished_at
-    assert (await row(pg_store, jobs[3].id))["progress"] == 0.25
+    kept = await row(pg_store, jobs[3].id)
+    assert (kept["progress"], kept["checkpoint"]) == (0.25, {"step": 2, "seen": ["a", None]})
 
 
 async def test_a_value_the_column_refuses_fails_that_job_alone(

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ...errors import InvalidInput
 from ...testing._mql import FilterError, check_filter, matches
 from ..base import JobCriteria, JobQuery
 from ..common import user_filter
@@ -28,6 +29,7 @@ __all__ = [
     "as_uuid",
     "criteria_sql",
     "data_filter",
+    "jsonb_order",
     "order_by",
     "page",
     "query_sql",
@@ -40,11 +42,15 @@ _FALSE = sql.SQL("FALSE")
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:
-    """A job id as the ``id`` column holds it; None for anything that is not a UUID (matches nothing)."""
+    """A job id as the ``id`` column holds it; None for a string that is not a UUID (matches nothing).
+
+    Anything but a string is refused (InvalidInput), so no mapping such as ``{"$ne": None}`` is ever
+    taken for an id, as in the other stores.
+    """
     if isinstance(value, uuid.UUID):
         return value
     if not isinstance(value, str):
-        return None
+        raise InvalidInput("id", value, "must be a job id (a string)")
     try:
         return uuid.UUID(value)
     except ValueError:
@@ -109,11 +115,27 @@ def criteria_sql(criteria: JobCriteria) -> SqlFilter:
 
 
 def data_filter(data: Any) -> dict[str, Any]:
-    """The MongoDB filter of a ``data`` criterion, checked (InvalidInput naming ``data`` if refused)."""
+    """The MongoDB filter of a ``data`` criterion, checked (InvalidInput naming ``data`` if refused).
+
+    Its objects are put in JSONB's key order (shorter keys first, then by bytes), the order stored
+    ``data`` comes back in: JSONB does not keep the order keys were written in, so an embedded
+    document given in a filter matches the stored one whatever order either was written in.
+    """
     flt = criteria_filter(JobCriteria(data=data, has_data=True))
     with user_filter_of("data", data):
         check_filter(flt)
-    return flt
+    ordered: dict[str, Any] = jsonb_order(flt)
+    return ordered
+
+
+def jsonb_order(value: Any) -> Any:
+    """``value`` with every mapping's keys in JSONB's order (lists keep theirs)."""
+    if isinstance(value, Mapping):
+        keys = sorted(value, key=lambda k: (len(str(k).encode()), str(k).encode()))
+        return {k: jsonb_order(value[k]) for k in keys}
+    if isinstance(value, list | tuple):
+        return [jsonb_order(item) for item in value]
+    return value
 
 
 def query_sql(query: JobQuery) -> SqlFilter:
@@ -129,7 +151,7 @@ def query_sql(query: JobQuery) -> SqlFilter:
 
 def unique_sql(name: str, flt: Mapping[str, Any]) -> SqlFilter:
     """Rows a ``unique()`` save may upsert into: its name, narrowed by the scalar leaves of its keys."""
-    out = SqlFilter(python=dict(flt))
+    out = SqlFilter(python=jsonb_order(dict(flt)))
     out.add(sql.SQL("name = %s"), name)
     for condition, params in _scalar_leaves("data", flt):
         out.add(condition, *params)

@@ -4,6 +4,7 @@ The table, its columns and its three indexes are Node's, so a Node process and a
 each other's entries. Fields agendapy writes that Node's table has no column for go into ``meta``
 (JSONB), as does the exact value of anything a column cannot hold (a text longer than its VARCHAR, an
 integer beyond INTEGER), so nothing written is lost and no entry can fail its batch for ever.
+Durations and delays are whole milliseconds, as Node writes them.
 
 Entry ids: Node's ``id`` is a UUID. agendapy's writer gives each entry an ObjectId when the event
 happens; it is stored as the UUID of its 12 bytes followed by four zero bytes, so a batch retried
@@ -25,14 +26,15 @@ from typing import Any, LiteralString
 
 from bson import ObjectId
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ... import schedule as sched
 from ...errors import InvalidInput
 from ...joblogs import JobLogsResult, LogQuery, entry_from_document
-from .runs import check_table_name, pg_text
+from .runs import pg_text, run_ddl
+from .schema import check_table_name
 
 __all__ = ["DEFAULT_LOGS_TABLE", "PostgresLogStore", "entry_uuid"]
 
@@ -152,9 +154,9 @@ def _row(doc: Mapping[str, Any]) -> dict[str, Any]:
         value = doc.get(field)
         number: int | None = None
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            # Whole milliseconds, as Node stores them; beyond INTEGER, meta keeps the value.
             number = round(value) if abs(value) <= _INT_MAX else None
-            if number is None or number != value:
-                # A fraction of a millisecond, or beyond INTEGER: the column rounds, meta keeps it.
+            if number is None:
                 extra[field] = value
         elif value is not None:
             extra[field] = value
@@ -205,24 +207,29 @@ class PostgresLogStore:
     def table(self) -> str:
         return self._table_name
 
+    @property
+    def ttl(self) -> timedelta | None:
+        return self._ttl
+
+    def configured(self, *, table: str, ttl: timedelta | None) -> PostgresLogStore:
+        """This store, or one on its pool with another table and TTL: ``agenda.get_logs`` and the log
+        writer use the Agenda's ``logs_collection`` and ``logs_ttl`` here, as they do in MongoDB."""
+        if (table, ttl) == (self._table_name, self._ttl):
+            return self
+        return PostgresLogStore(self._pool, table=table, ttl=ttl)
+
     def _sql(self, text: LiteralString, **parts: sql.Composable) -> sql.Composed:
         return sql.SQL(text).format(table=self._table, **parts)
 
     async def create_indexes(self) -> None:
-        """Node's table and indexes (if missing; safe when several processes start at once), then
-        delete expired entries."""
+        """Node's table and indexes if missing (:func:`~agendapy.store.postgres.runs.run_ddl`: safe
+        when several processes start at once, Node's included), then delete expired entries."""
         names = {
             f"{suffix}_idx": sql.Identifier(f"{self._table_name}_{suffix}_idx")
             for suffix in ("timestamp", "job_id", "job_name")
         }
         async with self._pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    [f"agendapy schema {self._table_name}"],
-                )
-                for statement in _DDL:
-                    await conn.execute(self._sql(statement, **names))
+            await run_ddl(conn, self._table_name, [self._sql(statement, **names) for statement in _DDL])
             await self._expire(conn, force=True)
 
     async def _expire(self, conn: AsyncConnection[Any], *, force: bool) -> None:
@@ -290,7 +297,7 @@ class PostgresLogStore:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(page, [*params, query.limit or None, query.offset])
             rows = await cur.fetchall()
-            counted = await (await conn.execute(count, params)).fetchone()
+            counted = await (await conn.cursor(row_factory=tuple_row).execute(count, params)).fetchone()
         entries = [entry_from_document(_document(row)) for row in rows]
         return JobLogsResult(entries=entries, total=0 if counted is None else int(counted[0]))
 

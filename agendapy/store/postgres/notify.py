@@ -171,7 +171,8 @@ class Announcements:
         due = None
         if "lockedAt" in values and values["lockedAt"] is None:
             next_run = values.get("nextRunAt", job.next_run_at)
-            if next_run is not None and not job.disabled:
+            # Sent only if the row, as written, is enabled with a next run (decided in the statement).
+            if next_run is not None:
                 due = due_payload(job_id, job.name, next_run, job.priority, source)
         steps: list[str] = []
         if values.get("lockedAt") is not None:

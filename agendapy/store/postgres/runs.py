@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, Unpack
 
-from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection, errors, sql
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from ... import schedule as sched
@@ -34,14 +34,13 @@ from ..runs import (
     new_run_document,
     record_of,
 )
+from .schema import check_table_name
 
-__all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "check_table_name", "pg_text"]
+__all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "pg_text", "run_ddl"]
 
 DEFAULT_RUNS_TABLE = "agendapy_runs"
 #: Seconds between two deletions of expired records by ``start`` (MongoDB's TTL monitor: 60 s).
 _EXPIRE_EVERY = 60.0
-#: PostgreSQL truncates identifiers to 63 bytes; the longest index name adds 20 to the table's.
-_MAX_TABLE_BYTES = 40
 
 #: What a TEXT column refuses: NUL, and lone surrogates (not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -92,19 +91,6 @@ _DDL: tuple[LiteralString, ...] = (
 )
 
 
-def check_table_name(table: object, *, field: str = "table") -> str:
-    """``table`` if PostgreSQL can hold it and the index names derived from it, else InvalidInput."""
-    if not isinstance(table, str) or not table:
-        raise InvalidInput(field, table, "must be a non-empty string")
-    if "\x00" in table or len(table.encode("utf-8", "surrogatepass")) > _MAX_TABLE_BYTES:
-        raise InvalidInput(field, table, f"must be at most {_MAX_TABLE_BYTES} bytes, without NUL")
-    try:
-        table.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(field, table, "must be valid Unicode (no lone surrogates)") from None
-    return table
-
-
 def pg_text(value: Any) -> str | None:
     """``value`` as text PostgreSQL accepts: a NUL or a lone surrogate (which MongoDB stores, but a
     TEXT column refuses) becomes U+FFFD, so an odd error message never fails the write."""
@@ -112,6 +98,24 @@ def pg_text(value: Any) -> str | None:
         return None
     text = value if isinstance(value, str) else str(value)
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+async def run_ddl(conn: AsyncConnection[Any], table: str, statements: list[sql.Composed]) -> None:
+    """Run ``IF NOT EXISTS`` DDL in one transaction under an advisory lock of ``table``, so agendapy
+    processes starting at once take turns. A creator outside the lock (Node's ``ensureSchema``) can
+    still commit the same table first, failing ours on a catalog key: then the second try finds it."""
+    for attempt in (1, 2):
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"agendapy schema {table}"]
+                )
+                for statement in statements:
+                    await conn.execute(statement)
+            return
+        except (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject):
+            if attempt == 2:
+                raise
 
 
 def _date(value: datetime | None) -> datetime | None:
@@ -158,11 +162,43 @@ class PostgresRunStore:
         if isinstance(keep_per_name, bool) or not isinstance(keep_per_name, int) or keep_per_name < 0:
             raise InvalidInput("keep_per_name", keep_per_name, "must be an int >= 0")
         self._pool = pool
+        # At most 40 characters: the index names add up to 20 to it, within PostgreSQL's 63.
         self._table_name = check_table_name(table)
         self._table = sql.Identifier(self._table_name)
         self._ttl = ttl
         self._keep = keep_per_name
         self._expired_at: float | None = None
+        self._insert = self._sql(
+            "INSERT INTO {table} ({columns}) VALUES ({values})"
+            " ON CONFLICT (interval_key) DO NOTHING RETURNING id",
+            values=sql.SQL(", ").join(sql.Placeholder(column) for column in _FIELDS),
+        )
+        # The same rule as takeover_filter/takeover_update. Run as a statement of its own, it sees a
+        # conflicting row another transaction committed while the insert waited for it.
+        self._take_over = self._sql(
+            "UPDATE {table} SET worker = %(worker)s, resumed_at = %(started_at)s,"
+            " attempts = attempts + 1"
+            " WHERE interval_key = %(interval_key)s AND status = 'running'"
+            " AND job_id IS NOT DISTINCT FROM %(job_id)s RETURNING id"
+        )
+        self._finish = self._sql("UPDATE {table} SET status = %s, finished_at = %s, error = %s WHERE id = %s")
+        self._trim = self._sql(
+            "DELETE FROM {table} WHERE name = %(name)s AND status <> 'running'"
+            " AND started_at <= (SELECT started_at FROM {table} WHERE name = %(name)s"
+            " ORDER BY started_at DESC OFFSET %(keep)s LIMIT 1)"
+        )
+        self._expiry = self._sql("DELETE FROM {table} WHERE started_at < %s")
+        # coverage_filter in interval order, and interval_runs_filter's first and last, in one query:
+        # the aggregate always yields one row; the lateral join adds the overlapping runs to it (or
+        # one row of NULLs when there are none).
+        self._coverage = self._sql(
+            "SELECT bounds.first_started_at, bounds.last_started_at, runs.* FROM"
+            " (SELECT min(interval_started_at) AS first_started_at,"
+            " max(interval_started_at) AS last_started_at FROM {table} WHERE name = %(name)s) bounds"
+            " LEFT JOIN LATERAL (SELECT {columns} FROM {table} WHERE name = %(name)s"
+            " AND interval_started_at < %(end)s AND interval_ended_at > %(start)s) runs ON TRUE"
+            " ORDER BY runs.interval_started_at, runs.id"
+        )
 
     @property
     def table(self) -> str:
@@ -172,17 +208,13 @@ class PostgresRunStore:
         return sql.SQL(text).format(table=self._table, columns=_RECORD_COLUMNS, **parts)
 
     async def create_tables(self) -> None:
-        """Create the table and its indexes if missing; several processes may run this at once (the
-        DDL runs in one transaction under an advisory lock, so no two create the same object)."""
+        """Create the table and its indexes if missing; several processes may run this at once
+        (:func:`run_ddl`)."""
         prefix = self._table_name
         suffixes = ("interval_key_idx", "by_name_idx", "by_job_idx", "by_interval_idx", "started_at_idx")
         names = {f"prefix_{suffix}": sql.Identifier(f"{prefix}_{suffix}") for suffix in suffixes}
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"agendapy schema {prefix}"]
-            )
-            for statement in _DDL:
-                await conn.execute(self._sql(statement, **names))
+        async with self._pool.connection() as conn:
+            await run_ddl(conn, prefix, [self._sql(statement, **names) for statement in _DDL])
 
     async def _expire(self, conn: AsyncConnection[Any], *, force: bool) -> None:
         """Delete the records older than the TTL (at most once a minute unless ``force``)."""
@@ -190,9 +222,7 @@ class PostgresRunStore:
         if not force and self._expired_at is not None and now - self._expired_at < _EXPIRE_EVERY:
             return
         self._expired_at = now
-        await conn.execute(
-            self._sql("DELETE FROM {table} WHERE started_at < %s"), [sched.utcnow() - self._ttl]
-        )
+        await conn.execute(self._expiry, [sched.utcnow() - self._ttl])
 
     async def start(self, **run: Unpack[RunStart]) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval``: None when another run holds it
@@ -211,25 +241,13 @@ class PostgresRunStore:
             "error": pg_text(doc["error"]),
             "worker": pg_text(doc["worker"]),
         }
-        insert = self._sql(
-            "INSERT INTO {table} ({columns}) VALUES ({values})"
-            " ON CONFLICT (interval_key) DO NOTHING RETURNING id",
-            values=sql.SQL(", ").join(sql.Placeholder(column) for column in _FIELDS),
-        )
-        # The same rule as takeover_filter/takeover_update. Run as a statement of its own, it sees a
-        # conflicting row another transaction committed while the insert waited for it.
-        take_over = self._sql(
-            "UPDATE {table} SET worker = %(worker)s, resumed_at = %(started_at)s,"
-            " attempts = attempts + 1"
-            " WHERE interval_key = %(interval_key)s AND status = 'running'"
-            " AND job_id IS NOT DISTINCT FROM %(job_id)s RETURNING id"
-        )
         async with self._pool.connection() as conn:
             await self._expire(conn, force=False)
-            inserted = await (await conn.execute(insert, row)).fetchone()
+            cur = conn.cursor(row_factory=tuple_row)
+            inserted = await (await cur.execute(self._insert, row)).fetchone()
             if inserted is not None:
                 return str(inserted[0])
-            resumed = await (await conn.execute(take_over, row)).fetchone()
+            resumed = await (await cur.execute(self._take_over, row)).fetchone()
         return None if resumed is None else str(resumed[0])
 
     async def finish(
@@ -237,27 +255,25 @@ class PostgresRunStore:
     ) -> None:
         """Record how a run ended (``finish_update``)."""
         async with self._pool.connection() as conn:
-            await conn.execute(
-                self._sql("UPDATE {table} SET status = %s, finished_at = %s, error = %s WHERE id = %s"),
-                [status, _date(finished_at), pg_text(error), str(run_id)],
-            )
+            await conn.execute(self._finish, [status, _date(finished_at), pg_text(error), str(run_id)])
 
     async def trim(self, name: str) -> None:
         """Keep at most ``keep_per_name`` records of ``name`` (the newest; running ones stay, as
         ``trim_filter`` says), and delete the expired records of every name."""
         async with self._pool.connection() as conn:
             await self._expire(conn, force=True)
-            await conn.execute(
-                self._sql(
-                    "DELETE FROM {table} WHERE name = %(name)s AND status <> 'running'"
-                    " AND started_at <= (SELECT started_at FROM {table} WHERE name = %(name)s"
-                    " ORDER BY started_at DESC OFFSET %(keep)s LIMIT 1)"
-                ),
-                {"name": name, "keep": self._keep},
-            )
+            await conn.execute(self._trim, {"name": name, "keep": self._keep})
 
     async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
         """Run records, newest first (``history_filter``, ``HISTORY_SORT``); ``limit`` 0: all."""
+        query, params = self._history(limit, where)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            return [_record(row) for row in await cur.fetchall()]
+
+    def _history(self, limit: int, where: RunFilter) -> tuple[sql.Composed, list[Any]]:
+        """The statement and parameters of ``query``."""
         conditions: list[sql.Composable] = []
         params: list[Any] = []
         for field, column in (("name", "name"), ("job_id", "job_id"), ("status", "status")):
@@ -276,28 +292,15 @@ class PostgresRunStore:
             "SELECT {columns} FROM {table} WHERE {filters} ORDER BY started_at DESC, id DESC LIMIT %s",
             filters=filters,
         )
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, [*params, limit or None])
-            return [_record(row) for row in await cur.fetchall()]
+        return query, [*params, limit or None]
 
     async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
         """The runs of ``name`` whose interval overlaps ``interval`` (``coverage_filter``, in interval
         order), and the first and last interval it ran (``interval_runs_filter``), in one query."""
-        # The aggregate always yields one row; the lateral join adds the overlapping runs to it (or
-        # one row of NULLs when there are none).
-        query = self._sql(
-            "SELECT bounds.first_started_at, bounds.last_started_at, runs.* FROM"
-            " (SELECT min(interval_started_at) AS first_started_at,"
-            " max(interval_started_at) AS last_started_at FROM {table} WHERE name = %(name)s) bounds"
-            " LEFT JOIN LATERAL (SELECT {columns} FROM {table} WHERE name = %(name)s"
-            " AND interval_started_at < %(end)s AND interval_ended_at > %(start)s) runs ON TRUE"
-            " ORDER BY runs.interval_started_at, runs.id"
-        )
         params = {"name": name, "start": _date(interval.started_at), "end": _date(interval.ended_at)}
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, params)
+            await cur.execute(self._coverage, params)
             rows = await cur.fetchall()
         return RequiredRuns(
             [_record(row) for row in rows if row["id"] is not None],

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from ...errors import InvalidInput
+from ...errors import InvalidData, InvalidInput
 from ..schema import AGENDA_FIELDS, EXTRA_FIELDS
 
 __all__ = [
@@ -321,7 +321,7 @@ def _check_text(label: str, value: str) -> None:
 
 def json_value(field: str, value: Any) -> Jsonb:
     """``value`` for a JSONB column, checked: only what JSON holds (objects with string keys, arrays,
-    strings, finite numbers, true/false/null). Anything else is InvalidInput naming its path."""
+    strings, finite numbers, true/false/null). Anything else is InvalidData naming its path."""
     _check_json(field, value)
     return Jsonb(value)
 
@@ -331,7 +331,7 @@ def _check_json(path: str, value: Any) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidInput(path, value, "JSON cannot hold NaN or infinity")
+            raise InvalidData(path, value, "JSON cannot hold NaN or infinity")
         return
     if isinstance(value, str):
         _check_text(path, value)
@@ -339,7 +339,7 @@ def _check_json(path: str, value: Any) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidInput(f"{path}.{key!r}", item, "JSON object keys must be strings")
+                raise InvalidData(f"{path}.{key!r}", item, "JSON object keys must be strings")
             _check_text(f"{path}.{key}", key)
             _check_json(f"{path}.{key}", item)
         return
@@ -347,7 +347,7 @@ def _check_json(path: str, value: Any) -> None:
         for index, item in enumerate(value):
             _check_json(f"{path}.{index}", item)
         return
-    raise InvalidInput(
+    raise InvalidData(
         path,
         value,
         f"JSON cannot hold a {type(value).__name__} (use str, int, float, bool, None, dict, list)",

@@ -228,14 +228,14 @@ class StateWrites:
         """Send the writes (one statement per set of columns, all in one pipeline); each one's outcome."""
         outcomes: list[bool | _Refused | None] = [None] * len(entries)
         groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
+        rows: dict[int, dict[str, Any]] = {}  # each write's values as their columns take them
         for index, (job, values) in enumerate(entries):
             uuid = job_uuid(job.id)
             if uuid is None:
                 outcomes[index] = False
                 continue
             try:
-                for key, value in values.items():
-                    column_value(key, value)
+                rows[index] = {key: column_value(key, value) for key, value in values.items()}
             except (TypeError, ValueError) as exc:
                 refusal = _Refused(f"{exc}")
                 refusal.__cause__ = exc
@@ -249,7 +249,7 @@ class StateWrites:
         sent = [index for members in groups.values() for index in members]
         notes = {index: self._announce.notes(*entries[index]) for index in sent}
         statements = [
-            (members, self._statement(keys, fenced), self._params(entries, members, keys, notes))
+            (members, self._statement(keys, fenced), self._params(entries, members, keys, notes, rows))
             for (keys, _), members in groups.items()
         ]
         try:
@@ -262,7 +262,7 @@ class StateWrites:
                 for index in members:
                     keys = tuple(sorted(entries[index][1]))
                     try:
-                        params = self._params(entries, [index], keys, notes)
+                        params = self._params(entries, [index], keys, notes, rows)
                         applied |= await self._execute([([index], statement, params)])
                     except _REFUSALS as exc:
                         refusal = _Refused(str(exc).strip())
@@ -306,8 +306,9 @@ class StateWrites:
         statement = sql.SQL(
             "WITH v AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[],"
             " %s::text[], {arrays}) AS v(id, fence_at, fence_token, due, states, {names})),"
-            " u AS (UPDATE {table} AS t SET {sets} FROM v WHERE t.id = v.id{fence} RETURNING t.id)"
-            " SELECT u.id, CASE WHEN v.due IS NOT NULL THEN pg_notify(%s, v.due) END,"
+            " u AS (UPDATE {table} AS t SET {sets} FROM v WHERE t.id = v.id{fence}"
+            " RETURNING t.id, t.disabled IS NOT TRUE AND t.next_run_at IS NOT NULL AS claimable)"
+            " SELECT u.id, CASE WHEN v.due IS NOT NULL AND u.claimable THEN pg_notify(%s, v.due) END,"
             " (SELECT count(pg_notify(%s, s)) FROM unnest(string_to_array(v.states, E'\\n')) AS s)"
             " FROM u JOIN v ON v.id = u.id"
         ).format(arrays=arrays, names=sql.SQL(", ").join(names), table=self._table, sets=sets, fence=fence)
@@ -320,6 +321,7 @@ class StateWrites:
         members: list[int],
         keys: tuple[str, ...],
         notes: dict[int, tuple[str | None, list[str]]],
+        rows: dict[int, dict[str, Any]],
     ) -> list[Any]:
         ids, fence_at, tokens, due, states = [], [], [], [], []
         for index in members:
@@ -331,7 +333,7 @@ class StateWrites:
             note, steps = notes[index]
             due.append(note)
             states.append("\n".join(steps) if steps else None)
-        columns = [[column_value(key, entries[i][1][key]) for i in members] for key in keys]
+        columns = [[rows[i][key] for i in members] for key in keys]
         return [ids, fence_at, tokens, due, states, *columns, self._channel, state_channel(self._channel)]
 
     async def _record_refusal(self, job: Job, values: dict[str, Any], refused: _Refused) -> None:
