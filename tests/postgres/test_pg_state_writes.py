@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
+from typing import Any, cast
 
 import pg_run_support
 import pytest
@@ -65,16 +66,29 @@ async def test_a_node_takeover_moves_only_locked_at_and_still_fences_us_out(
     assert (await row(pg_store, job.id))["fail_reason"] is None
 
 
-async def test_batched_writes_go_together_and_report_each_outcome(
-    pg_store: PostgresJobStore, writes: StateWrites
-) -> None:
+class CountingPool:
+    """The store's pool, counting the connections taken (one per round trip of the writer)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.taken = pool, 0
+
+    def connection(self) -> Any:
+        self.taken += 1
+        return self.pool.connection()
+
+
+async def test_batched_writes_go_together_and_report_each_outcome(pg_store: PostgresJobStore) -> None:
+    counting = CountingPool(pg_store.pool)
+    writes = StateWrites(lambda: cast(Any, counting), pg_store.table, window=0.05, channel=pg_store.channel)
     jobs = await claimed(pg_store, writes, 4)
     await take_over(pg_store, jobs[1])
     await execute(pg_store, f'DELETE FROM "{pg_store.table}" WHERE id = %s', [jobs[2].id])
     for job in jobs:
         job.last_run_at = utcnow()
+    counting.taken = 0
     outcomes = await asyncio.gather(*(writes.queue(job, ("last_run_at",)) for job in jobs))
     assert outcomes == [True, False, False, True]
+    assert counting.taken == 1  # four runs' writes, one round trip
     first, last = await row(pg_store, jobs[0].id), await row(pg_store, jobs[3].id)
     # Stamped with the moment of the batch's write: one value for all, held by the jobs too.
     assert first["last_run_at"] == last["last_run_at"] == jobs[0].last_run_at == jobs[3].last_run_at
@@ -84,8 +98,10 @@ async def test_batched_writes_go_together_and_report_each_outcome(
     # The final writes of a start and an end of runs, different columns, in the same batch.
     jobs[0].locked_at, jobs[0].last_finished_at = None, utcnow()
     jobs[3].progress, jobs[3].checkpoint_state = 0.25, {"step": 2, "seen": ["a", None]}
+    counting.taken = 0
     done = await asyncio.gather(writes.queue(jobs[0], ("last_finished_at",)), writes.queue(jobs[3], ()))
     assert done == [True, True]
+    assert counting.taken == 1  # two statements (different columns) in one pipeline
     ended = await row(pg_store, jobs[0].id)
     assert ended["locked_at"] is None and ended["lock_token"] is None
     assert ended["last_finished_at"] == jobs[0].last_finished_at

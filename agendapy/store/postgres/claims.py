@@ -259,7 +259,7 @@ class RunPath:
 
     async def run_changes(self) -> AsyncIterator[dict[str, Any]]:
         """See :func:`agendapy.store.postgres.notify.run_changes`."""
-        return await notify.run_changes(self._pool(), self._channel)
+        return await notify.run_changes(self._pool(), self._channel, table=self._table)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Send the batched writes still waiting (``close()`` calls this first)."""

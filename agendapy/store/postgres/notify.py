@@ -3,7 +3,7 @@
 Node's ``@agendajs/postgres-backend`` publishes two kinds of notifications, and so does agendapy, so
 a Node worker and an agendapy worker sharing one table wake each other:
 
-- on the jobs channel (``agenda_jobs``), a job that may have become claimable (saved, rescheduled,
+- on the jobs channel (``agenda:jobs`` by default), a job that may have become claimable (saved, rescheduled,
   unlocked, re-enabled): ``{"jobId", "jobName", "nextRunAt", "priority", "timestamp", "source"}``;
 - on ``<channel>:state``, a step of a run: ``{"type": "start" | "progress" | "success" | "fail" |
   "retry" | "complete", "jobId", "jobName", "timestamp", "source", ...}`` with the step's fields
@@ -19,27 +19,45 @@ lost meanwhile only delays a job until the next poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from ...job import Job
 from ..base import WakeUpsUnavailable
-from .schema import to_millis
+
+# The payloads and their sending live in .announce; they are named here too (where the formats are told).
+from .announce import (
+    Announcements,
+    claimable,
+    due_notes,
+    due_payload,
+    iso,
+    publish,
+    state_channel,
+    state_payload,
+)
+from .schema import row_to_document
 
 __all__ = [
     "DEFAULT_CHANNEL",
     "Announcements",
+    "change_of",
+    "claimable",
     "due_changes",
+    "due_notes",
     "due_payload",
+    "iso",
+    "parse_due",
     "publish",
     "run_changes",
     "state_channel",
@@ -48,25 +66,13 @@ __all__ = [
 
 log = logging.getLogger("agendapy.store")
 
-#: Node's default jobs channel.
-DEFAULT_CHANNEL = "agenda_jobs"
+#: Node's default jobs channel. Not the table's name: ``PostgresBackend`` passes its ``channelName``
+#: option (unset by default) to its channel, whose own default is ``agenda:jobs`` (checked against
+#: ``@agendajs/postgres-backend`` 3.0.6; its log line and typings say ``agenda_jobs``, which is not
+#: what it listens on). Run steps go to ``agenda:jobs:state``.
+DEFAULT_CHANNEL = "agenda:jobs"
 #: The longest pause between two attempts to re-open a lost listening connection (seconds).
 _MAX_REOPEN_PAUSE = 5.0
-#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; a longer error text is cut.
-_MAX_ERROR_TEXT = 2000
-#: How many runs' starts are remembered (to announce their ends).
-_REMEMBERED_STARTS = 10_000
-
-
-def state_channel(channel: str) -> str:
-    """The channel of run-state notifications beside a jobs channel (Node's ``<channel>:state``)."""
-    return f"{channel}:state"
-
-
-def iso(value: datetime) -> str:
-    """A date as JavaScript's ``toISOString`` writes it: UTC, milliseconds, ``Z``."""
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def _parse_iso(value: Any) -> datetime | None:
@@ -77,156 +83,6 @@ def _parse_iso(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _compact(fields: Mapping[str, Any]) -> str:
-    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":"))
-
-
-def due_payload(
-    job_id: str, name: str, next_run_at: datetime | None, priority: int, source: str | None
-) -> str:
-    """The jobs channel's payload for a job that may have become claimable (Node's format)."""
-    return json.dumps(
-        {
-            "jobId": job_id,
-            "jobName": name,
-            "nextRunAt": None if next_run_at is None else iso(next_run_at),
-            "priority": priority,
-            "timestamp": iso(datetime.now(UTC)),
-            **({"source": source} if source else {}),
-        },
-        separators=(",", ":"),
-    )
-
-
-def state_payload(kind: str, job_id: str, name: str, source: str | None, **fields: Any) -> str:
-    """A state channel payload (Node's format): ``fields`` are the step's, dates as datetimes."""
-    values = {k: iso(v) if isinstance(v, datetime) else v for k, v in fields.items()}
-    if isinstance(values.get("error"), str) and len(values["error"]) > _MAX_ERROR_TEXT:
-        values["error"] = values["error"][:_MAX_ERROR_TEXT] + " ... (cut)"
-    return _compact(
-        {"type": kind, "jobId": job_id, "jobName": name, "timestamp": iso(datetime.now(UTC)),
-         "source": source, **values}
-    )  # fmt: skip
-
-
-async def publish(conn: psycopg.AsyncConnection[Any], notes: Sequence[tuple[str, str]]) -> None:
-    """Send ``(channel, payload)`` notifications in one statement (delivered when it commits)."""
-    if notes:
-        channels, payloads = zip(*notes, strict=True)
-        await conn.execute(
-            "SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS n(c, p)",
-            [list(channels), list(payloads)],
-        )
-
-
-def claimable(doc: Mapping[str, Any]) -> bool:
-    """Whether a document, as written, is one a claim could take (unlocked, enabled, with a next run)."""
-    return (
-        doc.get("lockedAt") is None and doc.get("nextRunAt") is not None and doc.get("disabled") is not True
-    )
-
-
-def due_notes(channel: str, docs: Iterable[Mapping[str, Any]], source: str | None) -> list[tuple[str, str]]:
-    """The jobs channel's notifications for written documents a claim could now take (saved, inserted,
-    re-enabled): one per job name, its earliest next run, so a bulk insert does not flood every
-    listener (a wake-up is about a name: the worker then claims whatever of it is due).
-
-    ``PostgresJobStore`` sends them (:func:`publish`) after such writes, as Node's ``Job.save`` does.
-    """
-    earliest: dict[str, Mapping[str, Any]] = {}
-    for doc in docs:
-        name = doc.get("name")
-        if "_id" not in doc or not isinstance(name, str) or not claimable(doc):
-            continue
-        kept = earliest.get(name)
-        if kept is None or doc["nextRunAt"] < kept["nextRunAt"]:
-            earliest[name] = doc
-    return [
-        (channel, due_payload(str(doc["_id"]), name, doc["nextRunAt"], _priority(doc), source))
-        for name, doc in earliest.items()
-    ]
-
-
-def _priority(doc: Mapping[str, Any]) -> int:
-    priority = doc.get("priority")
-    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
-
-
-class Announcements:
-    """What a fenced write announces, as Node's worker would for the same step of a run.
-
-    The start of a run is remembered (job id -> lastRunAt) so that its end is announced: a write that
-    unlocks a job without a start this process wrote (a skipped run, one waiting for its
-    requirements, a hand-back) ends no run.
-    """
-
-    def __init__(self) -> None:
-        self._started: OrderedDict[str, datetime] = OrderedDict()
-
-    def notes(self, job: Job, values: Mapping[str, Any]) -> tuple[str | None, list[str]]:
-        """The jobs channel payload (a job left claimable) and the state payloads of one write."""
-        job_id, source = str(job.id), values.get("lastModifiedBy") or job.last_modified_by
-        due = None
-        if "lockedAt" in values and values["lockedAt"] is None:
-            next_run = values.get("nextRunAt", job.next_run_at)
-            # Sent only if the row, as written, is enabled with a next run (decided in the statement).
-            if next_run is not None:
-                due = due_payload(job_id, job.name, next_run, job.priority, source)
-        steps: list[str] = []
-        if values.get("lockedAt") is not None:
-            started = values.get("lastRunAt")
-            if started is not None and started != self._started.get(job_id):
-                self._started.pop(job_id, None)
-                self._started[job_id] = started
-                while len(self._started) > _REMEMBERED_STARTS:
-                    self._started.popitem(last=False)
-                steps.append(state_payload("start", job_id, job.name, source, lastRunAt=started))
-            elif values.get("progress") is not None and job_id in self._started:
-                steps.append(state_payload("progress", job_id, job.name, source, progress=values["progress"]))
-        elif "lockedAt" in values and values.get("lastFinishedAt") is not None and job_id in self._started:
-            steps = self._end(job, values, job_id, source, self._started.pop(job_id))
-        return due, steps
-
-    @staticmethod
-    def _end(
-        job: Job, values: Mapping[str, Any], job_id: str, source: str | None, started: datetime
-    ) -> list[str]:
-        """``success`` or ``fail`` [``retry``] and ``complete``, as Node's worker announces a run's end."""
-        finished = values["lastFinishedAt"]
-        times = {"lastRunAt": started, "lastFinishedAt": finished}
-        duration = int((finished - started).total_seconds() * 1000)
-        failed_at = values.get("failedAt")
-        steps = []
-        if failed_at is not None and to_millis(failed_at) == to_millis(finished):
-            next_run = values.get("nextRunAt")
-            retry = (
-                next_run is not None and not job.repeat_interval and not job.repeat_at and next_run > finished
-            )
-            retry_fields = {"retryAt": next_run, "retryAttempt": values.get("failCount")} if retry else {}
-            steps.append(
-                state_payload(
-                    "fail",
-                    job_id,
-                    job.name,
-                    source,
-                    error=values.get("failReason"),
-                    failCount=values.get("failCount"),
-                    **retry_fields,
-                    **times,
-                )
-            )
-            if retry:
-                steps.append(
-                    state_payload(
-                        "retry", job_id, job.name, source, error=values.get("failReason"), **retry_fields
-                    )
-                )
-        else:
-            steps.append(state_payload("success", job_id, job.name, source, duration=duration, **times))
-        steps.append(state_payload("complete", job_id, job.name, source, duration=duration, **times))
-        return steps
 
 
 # -- listening -------------------------------------------------------------------------------------
@@ -316,24 +172,75 @@ def parse_due(payload: str) -> tuple[str, datetime | None] | None:
 
 
 async def run_changes(
-    pool: AsyncConnectionPool[Any], channel: str = DEFAULT_CHANNEL
+    pool: AsyncConnectionPool[Any], channel: str = DEFAULT_CHANNEL, *, table: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     """Start listening on the state channel; its notifications (any writer's) as change events.
 
     Each event has the shape of a MongoDB change stream's (what ``agendapy.fleet_events`` reads):
-    ``operationType``, ``documentKey``, ``updateDescription.updatedFields`` and a ``fullDocument``
-    holding what the notification tells. Every notification sent after this returns is in it.
+    ``operationType``, ``documentKey``, ``updateDescription.updatedFields`` (what the notification
+    tells) and a ``fullDocument``: with ``table``, the job's row as it is now (read once for the
+    notifications that arrived together, as a change stream looks documents up), else, or once the
+    row is gone, what the notification tells. Every notification sent after this returns is in it.
     """
     channels = [state_channel(channel)]
     conn = await _listening_connection(pool, channels)
-    return _run_changes(_notifications(pool, channels, conn))
+    return _run_changes(_notifications(pool, channels, conn), pool, table)
 
 
-async def _run_changes(notes: AsyncIterator[psycopg.Notify]) -> AsyncIterator[dict[str, Any]]:
-    async for note in notes:
-        change = change_of(note.payload)
-        if change is not None:
-            yield change
+async def _run_changes(
+    notes: AsyncIterator[psycopg.Notify], pool: AsyncConnectionPool[Any], table: str | None
+) -> AsyncIterator[dict[str, Any]]:
+    arrived: asyncio.Queue[str] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for note in notes:
+            arrived.put_nowait(note.payload)
+
+    pumping = asyncio.create_task(pump(), name="agendapy: state notifications")
+    try:
+        while True:
+            waiting = asyncio.ensure_future(arrived.get())
+            await asyncio.wait({waiting, pumping}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                pumping.result()  # the listening failed: its error ends the stream
+                return
+            payloads = [waiting.result()]
+            while not arrived.empty():
+                payloads.append(arrived.get_nowait())
+            changes = [change for change in map(change_of, payloads) if change is not None]
+            if table is not None and changes:
+                await _look_up(pool, table, changes)
+            for change in changes:
+                yield change
+    finally:
+        pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+        await cast(Any, notes).aclose()
+
+
+async def _look_up(pool: AsyncConnectionPool[Any], table: str, changes: list[dict[str, Any]]) -> None:
+    """Put each job's current row in its change's ``fullDocument`` (one read for all of them)."""
+    ids = []
+    for change in changes:
+        with contextlib.suppress(ValueError):
+            ids.append(UUID(change["documentKey"]["_id"]))
+    if not ids:
+        return
+    try:
+        async with pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            statement = sql.SQL("SELECT * FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table))
+            await cursor.execute(statement, [ids])
+            rows = {str(row["id"]): row_to_document(row) for row in await cursor.fetchall()}
+    except psycopg.Error as exc:
+        # The events still carry what the notifications tell; the rest of the job is missing.
+        log.info("fleet events: cannot read the jobs that changed (%s)", exc)
+        return
+    for change in changes:
+        found = rows.get(change["documentKey"]["_id"])
+        if found is not None:
+            change["fullDocument"] = found
 
 
 def change_of(payload: str) -> dict[str, Any] | None:

@@ -32,7 +32,8 @@ from ...job import Job
 from ..common import fenced_state_write
 from ..fenced_writes import DEFAULT_STATE_WRITE_WINDOW, _state_values
 from ..schema import STATE_KEYS
-from .notify import Announcements, state_channel
+from .announce import Announcements, state_channel
+from .notify import DEFAULT_CHANNEL
 from .schema import COLUMNS, column_value, to_millis
 
 __all__ = ["DEFAULT_STATE_WRITE_WINDOW", "StateWrites", "job_uuid"]
@@ -95,7 +96,7 @@ class StateWrites:
         table: str,
         *,
         window: float = DEFAULT_STATE_WRITE_WINDOW,
-        channel: str = "agenda_jobs",
+        channel: str = DEFAULT_CHANNEL,
         unavailable: Callable[[Exception], Exception] = lambda exc: exc,
     ) -> None:
         self._pool = pool
