@@ -1,5 +1,6 @@
-# agendapy with its dashboard extra, for docker-compose.yml (or: docker build -t agendapy .).
-# The default command runs the quick start's worker; docker-compose.yml points it at MongoDB.
+# agendapy with its dashboard and postgres extras, for docker-compose.yml (or: docker build -t agendapy .).
+# The default command runs the quick start's worker; docker-compose.yml points it at MongoDB, or at
+# PostgreSQL with its `postgres` profile (AGENDAPY_DATABASE_URL).
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY agendapy ./agendapy
-RUN pip install ".[dashboard]" \
+RUN pip install ".[dashboard,postgres]" \
     && useradd --create-home --uid 10001 app
 COPY examples ./examples
 

@@ -61,9 +61,11 @@ class Agenda:
             (needs the ``embedded`` extra) with its files in ``.agendapy/db``.
         collection: the jobs collection (Agenda's ``agendaJobs``; MongoDB only).
         table: the jobs table (PostgreSQL only; default ``agenda_jobs``, Node Agenda's postgres
-            backend's). The MongoDB-only options (``collection``, ``database``, ``runs_collection``,
-            ``logs_collection``, ``workers_collection``, ``activity_collection``) raise
-            ``InvalidInput`` when changed on PostgreSQL, and ``table`` does on MongoDB.
+            backend's). ``collection`` and ``database`` raise ``InvalidInput`` when changed on
+            PostgreSQL, and ``table`` does on MongoDB; ``runs_collection``, ``logs_collection``,
+            ``workers_collection`` and ``activity_collection`` name tables there once changed (their
+            defaults stand for ``agendapy_runs``, ``agenda_logs``, ``agendapy_workers`` and
+            ``agendapy_activity``).
         name: this worker's name, written to ``lastModifiedBy`` and to the workers list; when not
             given, ``start()`` names it ``<host>-<pid>`` (each process needs its own: a lost worker's
             jobs are found by its name).

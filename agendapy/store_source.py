@@ -4,8 +4,9 @@ database is known).
 ``db`` picks the store: a ``JobStore`` is used as it is; a ``postgresql://``/``postgres://`` URL or a
 psycopg ``AsyncConnectionPool``/``AsyncConnection`` gets the PostgreSQL store (imported only then: the
 ``postgres`` extra is optional); a ``mongodb://``/``mongodb+srv://`` URL or a MongoDB client or database
-gets the MongoDB store. The naming options of one store are refused on the other, so a setting that would
-silently do nothing is an error instead.
+gets the MongoDB store. ``collection`` and ``database`` are refused on PostgreSQL and ``table`` on
+MongoDB, so a setting that would silently do nothing is an error instead; the other naming options name
+a collection on MongoDB and a table on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from .workers import DEFAULT_ACTIVITY_COLLECTION, DEFAULT_WORKERS_COLLECTION
 __all__ = [
     "ACCEPTED_SCHEMES",
     "DEFAULT_TABLE",
+    "POSTGRES_TABLES",
     "PendingStore",
     "PostgresDriverMissing",
     "StoreKind",
     "StoreSettings",
     "is_postgres_store",
+    "postgres_table",
     "store_kind",
 ]
 
@@ -43,6 +46,13 @@ _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _MONGO_SCHEMES = ("mongodb", "mongodb+srv")
 #: The PostgreSQL jobs table: Node Agenda's postgres backend's, so both share it.
 DEFAULT_TABLE = "agenda_jobs"
+#: PostgreSQL's names for the other tables, used while the option keeps its MongoDB default.
+POSTGRES_TABLES = {
+    "runs_collection": (DEFAULT_RUNS_COLLECTION, "agendapy_runs"),
+    "logs_collection": (DEFAULT_LOGS_COLLECTION, DEFAULT_LOGS_COLLECTION),  # Node's agenda_logs
+    "workers_collection": (DEFAULT_WORKERS_COLLECTION, "agendapy_workers"),
+    "activity_collection": (DEFAULT_ACTIVITY_COLLECTION, "agendapy_activity"),
+}
 #: The driver packages whose connection objects select the PostgreSQL store.
 _PSYCOPG_MODULES = ("psycopg", "psycopg_pool")
 _INSTALL_HINT = "pip install 'agendapy[postgres]'"
@@ -71,6 +81,13 @@ def store_kind(db: Any) -> StoreKind:
     return "mongodb"
 
 
+def postgres_table(option: str, value: str) -> str:
+    """The PostgreSQL table a MongoDB-named option stands for: PostgreSQL's default name while the option
+    keeps MongoDB's default (``agendaRuns`` -> ``agendapy_runs``), else the name given."""
+    mongo_default, table = POSTGRES_TABLES[option]
+    return table if value == mongo_default else value
+
+
 def is_postgres_store(store: object) -> bool:
     """Whether ``store`` is agendapy's PostgreSQL store (told by its module, so nothing is imported)."""
     return type(store).__module__.startswith("agendapy.store.postgres")
@@ -80,11 +97,11 @@ def is_postgres_store(store: object) -> bool:
 class StoreSettings:
     """The ``Agenda`` arguments a job store is built with.
 
-    The MongoDB names (``collection``, ``database``, ``runs_collection``, ``logs_collection``,
-    ``workers_collection``, ``activity_collection``) apply to MongoDB only and ``table`` to PostgreSQL
-    only; changing one for the other store is an ``InvalidInput`` naming it. On PostgreSQL the other tables
-    have fixed names (``agendapy_runs``, ``agenda_logs``, ``agendapy_workers``, ``agendapy_activity``):
-    several applications keep apart in one database through schemas (``search_path``), not table names.
+    ``collection`` and ``database`` apply to MongoDB only and ``table`` to PostgreSQL only; changing one
+    for the other store is an ``InvalidInput`` naming it. ``runs_collection``, ``logs_collection``,
+    ``workers_collection`` and ``activity_collection`` name a table on PostgreSQL once changed from their
+    defaults (which stand for ``agendapy_runs``, ``agenda_logs``, ``agendapy_workers`` and
+    ``agendapy_activity`` there), checked as table names when the store is built.
     """
 
     collection: str
@@ -129,9 +146,14 @@ class StoreSettings:
         """A PostgreSQL store on ``db`` (a URL, an ``AsyncConnectionPool`` or an ``AsyncConnection``)."""
         self._refuse_mongo_names()
         store_class = _postgres_store_class()
+        check_table_name = importlib.import_module("agendapy.store.postgres.schema").check_table_name
+        for option in ("workers_collection", "activity_collection"):
+            check_table_name(postgres_table(option, getattr(self, option)), option)
         return store_class(
             db,
             table=self.table or DEFAULT_TABLE,
+            runs_table=postgres_table("runs_collection", self.runs_collection),
+            logs_table=postgres_table("logs_collection", self.logs_collection),
             ensure_schema=self.ensure_indexes,
             history_ttl=self.history_ttl,
             history_keep=self.history_keep,
@@ -139,25 +161,14 @@ class StoreSettings:
         )
 
     def _refuse_mongo_names(self) -> None:
-        defaults: tuple[tuple[str, str | None, str | None], ...] = (
-            ("collection", self.collection, DEFAULT_COLLECTION),
-            ("database", self.database, None),
-            ("runs_collection", self.runs_collection, DEFAULT_RUNS_COLLECTION),
-            ("logs_collection", self.logs_collection, DEFAULT_LOGS_COLLECTION),
-            ("workers_collection", self.workers_collection, DEFAULT_WORKERS_COLLECTION),
-            ("activity_collection", self.activity_collection, DEFAULT_ACTIVITY_COLLECTION),
-        )
-        for option, value, default in defaults:
-            if value != default:
-                hint = (
-                    "name the jobs' table= instead"
-                    if option == "collection"
-                    else "the database comes from the URL"
-                    if option == "database"
-                    else "the other tables' names are fixed (use a schema, via search_path, to keep "
-                    "applications apart)"
-                )
-                raise InvalidInput(option, value, f"applies to MongoDB only; on PostgreSQL {hint}")
+        if self.collection != DEFAULT_COLLECTION:
+            raise InvalidInput(
+                "collection", self.collection, "applies to MongoDB only; on PostgreSQL name the jobs' table="
+            )
+        if self.database is not None:
+            raise InvalidInput(
+                "database", self.database, "applies to MongoDB only; on PostgreSQL the URL names the database"
+            )
 
 
 def _postgres_store_class() -> Callable[..., JobStore]:

@@ -123,8 +123,9 @@ class SyncAgenda:
     it to :meth:`save`, rather than awaiting its own methods.
 
     Args:
-        db: a ``mongodb://`` URL, a (sync) ``MongoClient`` or ``Database``, an ``AsyncMongoClient``, or any
-            JobStore (e.g. ``agendapy.testing.MemoryJobStore``); None means ``$AGENDAPY_MONGO_URL``.
+        db: a ``mongodb://`` or ``postgresql://`` URL, a (sync) ``MongoClient`` or ``Database``, an
+            ``AsyncMongoClient``, or any JobStore (e.g. ``agendapy.testing.MemoryJobStore``); None means
+            ``$AGENDAPY_DATABASE_URL``, else ``$AGENDAPY_MONGO_URL``, else the embedded database.
         call_timeout: seconds a call may take before ``TimeoutError`` (None: no limit).
         **agenda_options: passed to :class:`~agendapy.Agenda` (``collection``, ``name`` ...).
     """

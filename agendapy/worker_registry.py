@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .errors import InvalidInput
 from .events import EventEmitter
 from .store.mongo import MongoJobStore
-from .store_source import is_postgres_store
+from .store_source import is_postgres_store, postgres_table
 from .workers import MongoWorkerDirectory, WorkerDirectory, WorkerInfo, WorkerPresence
 
 if TYPE_CHECKING:
@@ -50,7 +50,12 @@ def worker_directory(
         # Imported here: psycopg is there whenever a PostgreSQL store is.
         from .workers_postgres import PostgresWorkerDirectory
 
-        return PostgresWorkerDirectory(store.pool, jobs_table=store.table)
+        return PostgresWorkerDirectory(
+            store.pool,
+            jobs_table=store.table,
+            workers_table=postgres_table("workers_collection", workers_collection),
+            activity_table=postgres_table("activity_collection", activity_collection),
+        )
     return None
 
 

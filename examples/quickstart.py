@@ -1,8 +1,9 @@
 """The quick start's worker: recurring, one-off and retried jobs you can watch in the terminal.
 
 Run it with ``agendapy worker examples.quickstart:agenda`` (the README's first command). With no
-``AGENDAPY_MONGO_URL`` it uses the embedded database in ``.agendapy/db``, so stop it (Ctrl-C) and start
-it again: the schedule carries on where it was instead of starting over.
+``AGENDAPY_DATABASE_URL`` (or ``AGENDAPY_MONGO_URL``) it uses the embedded database in ``.agendapy/db``,
+so stop it (Ctrl-C) and start it again: the schedule carries on where it was instead of starting over.
+``AGENDAPY_DATABASE_URL=postgresql://...`` runs the same jobs on PostgreSQL.
 """
 
 from __future__ import annotations

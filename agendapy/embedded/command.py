@@ -12,7 +12,8 @@ from ..errors import AgendaError
 _SERVER_SCRIPT = "secantusd-py"
 _SERVER_MODULE = "secantus"
 _INSTALL_HINT = (
-    "the embedded database needs SecantusDB: pip install 'agendapy[embedded]' (or set AGENDAPY_MONGO_URL)"
+    "the embedded database needs SecantusDB: pip install 'agendapy[embedded]' "
+    "(or set AGENDAPY_DATABASE_URL or AGENDAPY_MONGO_URL)"
 )
 
 

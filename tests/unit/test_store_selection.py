@@ -11,7 +11,7 @@ from agendapy import Agenda
 from agendapy.connections import environment_url
 from agendapy.errors import InvalidInput
 from agendapy.store.mongo import MongoJobStore
-from agendapy.store_source import PostgresDriverMissing, store_kind
+from agendapy.store_source import PostgresDriverMissing, postgres_table, store_kind
 from agendapy.testing import MemoryJobStore
 
 
@@ -51,17 +51,7 @@ def test_a_psycopg_pool_selects_the_postgres_store() -> None:
     assert store_kind(pool) == "postgresql"
 
 
-@pytest.mark.parametrize(
-    ("option", "value"),
-    [
-        ("collection", "jobs"),
-        ("database", "app"),
-        ("runs_collection", "runs"),
-        ("logs_collection", "logs"),
-        ("workers_collection", "workers"),
-        ("activity_collection", "activity"),
-    ],
-)
+@pytest.mark.parametrize(("option", "value"), [("collection", "jobs"), ("database", "app")])
 def test_mongodb_only_options_are_refused_on_postgres(option: str, value: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         Agenda("postgresql://localhost/app", **{option: value})
@@ -73,6 +63,25 @@ def test_mongodb_defaults_passed_explicitly_are_fine_on_postgres() -> None:
     pytest.importorskip("psycopg")
     agenda = Agenda("postgresql://localhost/app", collection="agendaJobs", runs_collection="agendaRuns")
     assert type(agenda.store).__name__ == "PostgresJobStore"
+
+
+def test_the_other_names_stand_for_postgres_tables() -> None:
+    assert postgres_table("runs_collection", "agendaRuns") == "agendapy_runs"
+    assert postgres_table("workers_collection", "agendaWorkers") == "agendapy_workers"
+    assert postgres_table("activity_collection", "agendaActivity") == "agendapy_activity"
+    assert postgres_table("logs_collection", "agenda_logs") == "agenda_logs"
+    assert postgres_table("runs_collection", "billing_runs") == "billing_runs"
+
+
+@pytest.mark.parametrize(
+    "option", ["table", "runs_collection", "logs_collection", "workers_collection", "activity_collection"]
+)
+def test_a_name_postgres_cannot_take_is_refused_naming_the_option(option: str) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(InvalidInput) as caught:
+        Agenda("postgresql://localhost/app", **{option: "bad-name; DROP TABLE x"})
+    assert option.split("_")[0] in caught.value.field
+    assert caught.value.value == "bad-name; DROP TABLE x"
 
 
 def test_table_is_refused_on_mongodb() -> None:
