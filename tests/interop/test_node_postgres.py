@@ -394,15 +394,25 @@ async def test_job_logs_are_shared_with_node_on_postgres(node_pg: Any, make_pg_a
     await events.wait("complete")
     await agenda.stop()
     read = await node_pg.run("logs.mjs", "--read", str(job.id))
-    assert [e["event"] for e in read["entries"]] == ["start", "fail", "complete"]
-    assert read["entries"][1]["error"] == "python says no"
+    # Both sides order by the timestamp alone (milliseconds): entries of one millisecond come in any order.
+    entries = {e["event"]: e for e in read["entries"]}
+    assert len(read["entries"]) == 3 and set(entries) == {"start", "fail", "complete"}
+    assert [iso(entries[e]["timestamp"]) for e in ("start", "fail", "complete")] == sorted(
+        iso(e["timestamp"])
+        for e in read["entries"]  # type: ignore[type-var]
+    )
+    assert entries["fail"]["error"] == "python says no" and entries["fail"]["level"] == "error"
     assert {e["agendaName"] for e in read["entries"]} == {"py-worker"}
 
     ran = await node_pg.run("logs.mjs", "--run", "node-failing", "--fail", "--name", "node-worker")
     result = await agenda.get_logs(job_id=ran["jobId"], sort="asc")
-    assert [e.event for e in result.entries] == ["locked", "start", "fail", "complete"]
-    assert [e.error for e in result.entries if e.event == "fail"] == ["node says no"]
+    by_event = {e.event: e for e in result.entries}
+    assert len(result.entries) == 4 and set(by_event) == {"locked", "start", "fail", "complete"}
+    lifecycle = [by_event[e].timestamp for e in ("locked", "start", "fail", "complete")]
+    assert lifecycle == sorted(lifecycle)
+    assert by_event["fail"].error == "node says no" and by_event["locked"].level == "debug"
     assert {e.agenda_name for e in result.entries} == {"node-worker"}
+    assert await agenda.clear_logs(job_name="node-failing") == 4
 
 
 # -- 7. Fleet events from Node's state channel -------------------------------------------------------------
