@@ -749,6 +749,7 @@ async def run(args: argparse.Namespace) -> int:
         " poll every 100 ms; ratios: >1x = agendapy better",
         *[f"- note: {note}" for note in notes],
         "",
+        "",
     ]
     tops = [
         f"- {d.lib} {d.n:,} x {d.workers}w top statements: "
