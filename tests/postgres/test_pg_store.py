@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from agendapy import InvalidData, InvalidInput, Job, JobState
+from agendapy.errors import DatabaseUnavailable
 from agendapy.schedule import utcnow
 from agendapy.store.base import JobCriteria, JobQuery
 from agendapy.store.postgres import PostgresJobStore
@@ -231,3 +232,38 @@ async def test_data_filters_match_exactly_what_the_in_memory_store_matches(
         assert sorted(j.name for j in (await store.query(query))[0]) == expected, flt
         assert await store.set_disabled(JobCriteria(data=flt, has_data=True), True) == len(expected), flt
         await store.set_disabled(JobCriteria(data=flt, has_data=True), False)
+
+
+async def test_insert_many_in_chunks_gives_each_job_its_row_and_one_wake_up_per_name(
+    stores: list[PostgresJobStore], pg_url: str
+) -> None:
+    count = 5003  # beyond one statement's chunk (5,000)
+    jobs = [Job(name=f"bulk{i % 2}", data={"i": i}, next_run_at=utcnow()) for i in range(count)]
+    jobs.append(Job(name="unscheduled", data={"i": -1}, next_run_at=None))
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as listener:
+        await listener.execute("LISTEN agenda_jobs")
+        await stores[0].insert_many(jobs, last_modified_by="loader")
+        names = [json.loads(note.payload)["jobName"] async for note in listener.notifies(timeout=1.0)]
+    assert sorted(names) == ["bulk0", "bulk1"]
+    stored = {str(row["id"]): row for row in await rows(pg_url)}
+    assert len(stored) == count + 1
+    assert all(stored[str(j.id)]["data"] == j.data and stored[str(j.id)]["name"] == j.name for j in jobs)
+    assert all(row["last_modified_by"] == "loader" and row["fork"] is False for row in stored.values())
+
+
+async def test_a_lost_connection_is_database_unavailable_and_the_next_call_reconnects(
+    stores: list[PostgresJobStore], pg_url: str
+) -> None:
+    store = stores[0]
+    saved = Job(name="a", next_run_at=utcnow())
+    await store.save_job(saved, now=utcnow(), last_modified_by=None)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    # The pool's one idle connection is dead: the first use says so, naming the server.
+    with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL"):
+        await store.get_job(str(saved.id))
+    found = await store.get_job(str(saved.id))
+    assert found is not None and found.name == "a"

@@ -8,12 +8,12 @@ workers wake at once; polling stays the fallback.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
 
 from ...job import Job
 from ...testing._mql import apply_update, check_filter, upsert_document
@@ -28,6 +28,19 @@ __all__ = ["JobSaver"]
 
 _ALL_COLUMNS = [c.column for c in COLUMNS]
 _EMPTY = sql.SQL("")
+#: Rows per statement of a bulk insert.
+_BULK_CHUNK = 5000
+#: The array type a bulk insert sends each kind of column as.
+_ARRAY_TYPES = {
+    "text": "text",
+    "interval": "text",
+    "type": "text",
+    "int": "int4",
+    "real": "float4",
+    "bool": "bool",
+    "date": "timestamptz",
+    "json": "jsonb",
+}
 #: Attempts of an every() save racing another process's insert of the same name.
 _SINGLE_ATTEMPTS = 3
 
@@ -86,28 +99,40 @@ class JobSaver:
         return None
 
     async def insert_many(self, pool: PgPool, jobs: Sequence[Job], *, last_modified_by: str | None) -> None:
-        """Insert new one-off jobs in one pipelined round trip; sets each job's id."""
+        """Insert new one-off jobs: one statement per 5,000 (their columns as arrays, unnested), which
+        also announces the names made claimable; one transaction. Sets each job's id (made here)."""
         if not jobs:
             return
         rows = [_full_row(document_to_save(job, last_modified_by)) for job in jobs]
-        statement = self._insert_statement()
-        async with (
-            pool.connection() as conn,
-            conn.transaction(),
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.executemany(statement, rows, returning=True)
-            stored: list[dict[str, Any]] = []
-            while True:
-                row = await cur.fetchone()
-                if row is not None:
-                    stored.append(row_to_document(row))
-                if not cur.nextset():
-                    break
-            await self._announce(conn, stored)
-        ids = [doc["_id"] for doc in stored]
+        ids = [uuid.uuid4() for _ in jobs]
+        written = [
+            {**row_to_document(row), "_id": str(job_id)} for row, job_id in zip(rows, ids, strict=True)
+        ]
+        notes = notify.due_notes(self._channel, written, last_modified_by)
+        async with pool.connection() as conn, conn.transaction():
+            for start in range(0, len(rows), _BULK_CHUNK):
+                chunk = rows[start : start + _BULK_CHUNK]
+                params: list[Any] = [ids[start : start + _BULK_CHUNK]]
+                params += [[row[column] for row in chunk] for column in _ALL_COLUMNS]
+                last = start + _BULK_CHUNK >= len(rows)  # the notes go with the last chunk
+                params += [[c for c, _ in notes] if last else [], [p for _, p in notes] if last else []]
+                await conn.execute(self._bulk_insert(), params)
         for job, job_id in zip(jobs, ids, strict=True):
-            job.id = job_id
+            job.id = str(job_id)
+
+    def _bulk_insert(self) -> sql.Composed:
+        arrays = [sql.SQL("%s::uuid[]")] + [
+            sql.SQL("%s::{}[]").format(sql.SQL(_ARRAY_TYPES[c.kind])) for c in COLUMNS
+        ]
+        return sql.SQL(
+            "WITH ins AS (INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}) RETURNING 1)"
+            " SELECT (SELECT count(*) FROM ins),"
+            " (SELECT count(pg_notify(n.c, n.p)) FROM unnest(%s::text[], %s::text[]) AS n(c, p))"
+        ).format(
+            t=self._table,
+            cols=sql.SQL(", ").join(map(sql.Identifier, ["id", *_ALL_COLUMNS])),
+            arrays=sql.SQL(", ").join(arrays),
+        )
 
     def _insert_statement(self, conflict: sql.Composable = _EMPTY) -> sql.Composed:
         return sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}){conflict} RETURNING *").format(
@@ -118,12 +143,31 @@ class JobSaver:
         )
 
     async def _insert_row(self, conn: AsyncConnection[Any], doc: dict[str, Any]) -> dict[str, Any]:
-        cur = await execute(conn, self._insert_statement(), _full_row(doc))
-        row = await cur.fetchone()
-        assert row is not None
-        stored = row_to_document(row)
-        await self._announce(conn, [stored])
-        return stored
+        """Insert one job and announce it if claimable, in one statement (one round trip: the
+        notification is computed here, so the id is made here too, a random UUID as Node's)."""
+        row = _full_row(doc)
+        row["id"] = uuid.uuid4()
+        written = {**doc, "_id": str(row["id"]), "nextRunAt": row["next_run_at"]}
+        source = doc.get("lastModifiedBy") if isinstance(doc.get("lastModifiedBy"), str) else None
+        notes = notify.due_notes(self._channel, [written], source)
+        row["_channels"] = [channel for channel, _ in notes]
+        row["_payloads"] = [payload for _, payload in notes]
+        cur = await execute(conn, self._announced_insert(), row)
+        inserted = await cur.fetchone()
+        assert inserted is not None
+        return row_to_document(inserted)
+
+    def _announced_insert(self) -> sql.Composed:
+        columns = ["id", *_ALL_COLUMNS]
+        return sql.SQL(
+            "WITH ins AS (INSERT INTO {t} ({cols}) VALUES ({vals}) RETURNING *)"
+            " SELECT ins.*, (SELECT count(pg_notify(n.c, n.p))"
+            " FROM unnest(%(_channels)s::text[], %(_payloads)s::text[]) AS n(c, p)) AS notified FROM ins"
+        ).format(
+            t=self._table,
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        )
 
     async def _update_row(
         self, conn: AsyncConnection[Any], job_id: Any, values: dict[str, Any], *, name: str | None = None
