@@ -50,6 +50,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 
+#: PostgreSQL's SQLSTATE for "relation does not exist".
+_UNDEFINED_TABLE = "42P01"
+
 #: ``lastModifiedBy`` of the changes made by the CLI without a TARGET.
 CLI_NAME = "agendapy-cli"
 
@@ -179,7 +182,14 @@ def _guard(call: Callable[[], T]) -> T:
         # psycopg's errors (the PostgreSQL driver is optional, so not imported here to be named).
         if type(exc).__module__.split(".", 1)[0] in ("psycopg", "psycopg_pool"):
             lines = str(exc).strip().splitlines()
-            raise CliError(f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__) from None
+            message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            if getattr(exc, "sqlstate", None) == _UNDEFINED_TABLE:
+                # Read-only commands create no tables: say what would.
+                message += (
+                    " (nothing was scheduled in this database yet: a worker, `agendapy schedule` or "
+                    "Agenda.connect() creates the tables; or check --table and the URL's search_path)"
+                )
+            raise CliError(message) from None
         raise
 
 

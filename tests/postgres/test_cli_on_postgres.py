@@ -127,6 +127,13 @@ async def test_a_bare_cli_agenda_on_another_table(pg_url: str) -> None:
     assert refused.returncode == 2 and "collection" in refused.stderr
 
 
+def test_listing_a_database_without_the_tables_says_what_creates_them(pg_url: str) -> None:
+    result = cli("jobs", "ls", "--database-url", pg_url)
+    assert result.returncode == 1
+    assert "agenda_jobs" in result.stderr and "creates the tables" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_unreachable_postgres_server_fails_with_status_1() -> None:
     result = cli("jobs", "ls", "--database-url", "postgresql://u:secret@127.0.0.1:1/x?connect_timeout=2")
     assert result.returncode == 1, result.stderr
