@@ -316,6 +316,63 @@ async def test_node_and_agendapy_workers_share_one_postgres_queue(
         assert row["next_run_at"] is None, row
 
 
+async def test_node_leaves_a_job_agendapy_is_running_alone_on_postgres(
+    node_pg: Any, make_pg_agenda: MakePgAgenda, pg_url: str
+) -> None:
+    agenda = await make_pg_agenda(name="py-holder")
+    started, release = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    @agenda.define("held")
+    async def held(job: Job) -> None:
+        ran.append(str(job.id))
+        started.set()
+        await release.wait()
+
+    log = EventLog(agenda, "complete:held", "fail", "error")
+    job = await agenda.now("held", {"n": 1})
+    await agenda.start()
+    await asyncio.wait_for(started.wait(), 15)
+    (row,) = await rows(
+        pg_url, "SELECT locked_at, lock_token, last_run_at FROM agenda_jobs WHERE name = 'held'"
+    )
+    assert row["locked_at"] is not None and row["last_run_at"] is not None, row
+    token = row["lock_token"]
+    assert isinstance(token, str) and token, row
+
+    # Node reads it as running, and a Node worker defining the same name polls for it without taking it.
+    inspected = await node_pg.run("inspect.mjs")
+    assert inspected["byState"]["running"] == [str(job.id)], inspected
+    done = await node_pg.run(
+        "worker.mjs",
+        "--define",
+        "held",
+        "--results",
+        RESULTS,
+        "--until-polls",
+        "held=5",
+        "--timeout-ms",
+        "20000",
+    )
+    assert done["polls"]["held"] >= 5, done
+    assert done["locked"] == {} and done["runs"] == {}, done
+    (row,) = await rows(pg_url, "SELECT lock_token, last_modified_by FROM agenda_jobs WHERE name = 'held'")
+    assert row == {"lock_token": token, "last_modified_by": "py-holder"}
+
+    release.set()
+    await log.wait("complete:held")
+    await agenda.stop()
+    assert log.count("fail") == 0 and log.count("error") == 0, log.calls
+    assert ran == [str(job.id)]
+    (row,) = await rows(
+        pg_url,
+        "SELECT locked_at, lock_token, next_run_at, last_finished_at FROM agenda_jobs WHERE name = 'held'",
+    )
+    assert row["locked_at"] is None and row["lock_token"] is None and row["next_run_at"] is None, row
+    inspected = await node_pg.run("inspect.mjs")
+    assert inspected["byState"]["completed"] == [str(job.id)], inspected
+
+
 # -- 5. Wake-ups: NOTIFY both ways ---------------------------------------------------------------------
 #
 # Node's channels are Agenda's defaults: "agenda:jobs" and "agenda:jobs:state" (PostgresBackend hands its
