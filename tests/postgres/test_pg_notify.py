@@ -20,7 +20,14 @@ from agendapy.job import Job
 from agendapy.schedule.timezones import utcnow
 from agendapy.store.postgres import PostgresJobStore
 from agendapy.store.postgres.claims import claim, release
-from agendapy.store.postgres.notify import change_of, due_changes, due_notes, publish, run_changes
+from agendapy.store.postgres.notify import (
+    change_of,
+    due_changes,
+    due_notes,
+    publish,
+    run_changes,
+    state_payload,
+)
 from agendapy.store.postgres.state_writes import StateWrites
 
 pg_store, writes = pg_run_support.pg_store, pg_run_support.writes
@@ -269,3 +276,19 @@ async def test_handing_back_a_job_disabled_meanwhile_wakes_nobody(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_long_error_never_makes_a_payload_postgresql_refuses(
+    pg_store: PostgresJobStore, writes: StateWrites
+) -> None:
+    (job,) = await add_jobs(pg_store, "work", 1)
+    (job,) = await claim(pg_store.pool, pg_store.table, request_for(["work"]), "tok", 1, writes=writes)
+    job.last_run_at = utcnow()
+    assert await writes.queue(job, ())
+    _fail(job, retry_in=timedelta(minutes=1))
+    job.fail_reason = "ünïcödé " * 2000  # 16,000 characters, most of them more than one byte
+    job.locked_at = None
+    assert await writes.queue(job, ()) is True  # the final write applies; its notification fits
+    assert (await pg_run_support.row(pg_store, job.id))["fail_reason"] == job.fail_reason
+    payload = state_payload("fail", "id", "n" * 255, "source", error="é" * 5000, failCount=1)
+    assert len(payload.encode()) < 8000 and json.loads(payload)["error"].startswith("é")

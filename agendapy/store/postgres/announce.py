@@ -25,8 +25,10 @@ __all__ = [
     "state_payload",
 ]
 
-#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; a longer error text is cut.
-_MAX_ERROR_TEXT = 2000
+#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more (and with them the write that sends
+#: them): an error text is cut to this many characters, and left out of a payload still too long.
+_MAX_ERROR_TEXT = 1000
+_MAX_PAYLOAD_BYTES = 7900
 #: How many runs' starts are remembered (to announce their ends).
 _REMEMBERED_STARTS = 10_000
 
@@ -43,7 +45,12 @@ def iso(value: datetime) -> str:
 
 
 def _compact(fields: Mapping[str, Any]) -> str:
-    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":"))
+    kept = {k: v for k, v in fields.items() if v is not None}
+    payload = json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+    if len(payload.encode()) > _MAX_PAYLOAD_BYTES:
+        kept.pop("error", None)
+        payload = json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+    return payload
 
 
 def due_payload(
@@ -60,6 +67,7 @@ def due_payload(
             **({"source": source} if source else {}),
         },
         separators=(",", ":"),
+        ensure_ascii=False,
     )
 
 
