@@ -214,7 +214,16 @@ async def test_agendapy_reads_rows_node_wrote(node_pg: Any, make_pg_agenda: Make
 async def test_node_reads_recurring_rows_agendapy_wrote(node_pg: Any, make_pg_agenda: MakePgAgenda) -> None:
     agenda = await make_pg_agenda(name="py-scheduler")
     await agenda.every("5 minutes", "py-five", {"k": 1}, timezone="Europe/Berlin")
-    await agenda.every("0 9 * * 1-5", "py-cron", timezone="America/New_York", skip_immediate=True)
+    window = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC))
+    await agenda.every(
+        "0 9 * * *",
+        "py-cron",
+        timezone="America/New_York",
+        skip_immediate=True,
+        start_date=window[0],
+        end_date=window[1],
+        skip_days=[0, 6],
+    )
     later = await agenda.schedule(datetime.now(UTC) + timedelta(hours=1), "py-later", {"n": [1, 2]})
     stored = {job.name: job for job in (await agenda.query_jobs()).jobs}
 
@@ -224,8 +233,9 @@ async def test_node_reads_recurring_rows_agendapy_wrote(node_pg: Any, make_pg_ag
     assert five["repeatInterval"] == "5 minutes" and five["repeatTimezone"] == "Europe/Berlin"
     assert five["type"] == "single" and five["data"] == {"k": 1}
     assert iso(five["nextRunAt"]) == stored["py-five"].next_run_at
-    assert cron["repeatInterval"] == "0 9 * * 1-5" and cron["repeatTimezone"] == "America/New_York"
+    assert cron["repeatInterval"] == "0 9 * * *" and cron["repeatTimezone"] == "America/New_York"
     assert iso(cron["nextRunAt"]) == stored["py-cron"].next_run_at
+    assert (iso(cron["startDate"]), iso(cron["endDate"])) == window and cron["skipDays"] == [0, 6]
     assert jobs["py-later"]["id"] == str(later.id) and jobs["py-later"]["data"] == {"n": [1, 2]}
     assert jobs["py-later"]["state"] == "scheduled"
     overview = {entry["name"]: entry for entry in inspected["overview"]}

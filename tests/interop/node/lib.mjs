@@ -129,5 +129,8 @@ export function jobSummary(attrs) {
     repeatTimezone: attrs.repeatTimezone ?? null,
     disabled: attrs.disabled ?? null,
     lastModifiedBy: attrs.lastModifiedBy ?? null,
+    startDate: attrs.startDate ?? null,
+    endDate: attrs.endDate ?? null,
+    skipDays: attrs.skipDays ?? null,
   };
 }
