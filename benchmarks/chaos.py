@@ -4,7 +4,8 @@ One command::
 
     python benchmarks/chaos.py --workers 3 --jobs 1000 --kill-every 2 [--restart-db-every 10]
 
-It starts its own SecantusDB (or uses ``--mongo-url``), schedules one-off jobs (a few long ones that
+It starts its own SecantusDB (or uses ``--mongo-url``; with ``--store postgres`` its own PostgreSQL from
+``tests/pg_server.py``, or ``--postgres-url``), schedules one-off jobs (a few long ones that
 checkpoint in chunks) and a few short-interval recurring jobs, runs ``--workers`` worker processes through
 the real CLI (``python -m agendapy worker``), and every ``--kill-every`` seconds kills one of them with
 SIGKILL or SIGTERM (alternating) and starts a replacement. Every handler run writes a record to a ``runs``
@@ -25,6 +26,10 @@ What counts as a duplicate:
 * *success saved but job left locked* — the run's success is in the document but ``lockedAt`` is still
   set, so the job is claimed again once the lock expires (the cause of "run after completion").
 * *stranded* — unlocked, unfinished and without ``nextRunAt``: no claim matches it again (lost).
+
+On PostgreSQL the workers use ``PostgresJobStore`` on the ``agenda_jobs`` table, write their run records
+to JSON-lines files in the work directory (they survive a server restart without retries), and a database
+restart is a SIGKILL of the postmaster followed by a restart of the same cluster (crash recovery).
 
 Workers import a frozen copy of the agendapy sources taken at start (its digest is in the table), so
 edits to the checkout during a run do not mix versions. ``--trace`` also records each worker's lock
@@ -52,6 +57,7 @@ import textwrap
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +73,8 @@ import agendapy
 from agendapy import Agenda
 
 TASK = "chaos-task"
+#: tests/pg_server.py lives there (a temporary PostgreSQL for --store postgres).
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 RECURRING = "chaos-recurring"
 
 # The worker module the harness writes to a temporary directory and runs through the CLI.
@@ -262,6 +270,112 @@ WORKER_MODULE = textwrap.dedent(
     '''
 )
 
+# The PostgreSQL worker: the same handler and the same record fields as WORKER_MODULE, the records
+# appended to runs-PID.jsonl (one line per change of a record: the harness merges them by "rec").
+WORKER_MODULE_PG = textwrap.dedent(
+    '''
+    """Chaos worker on PostgreSQL: every run appends its record's changes to runs-PID.jsonl."""
+    import asyncio, json, os, random, time, uuid
+    from agendapy import Agenda
+    from agendapy.store.postgres import PostgresJobStore
+
+    LOCK_LIFETIME = float(os.environ["CHAOS_LOCK_LIFETIME"])
+    PID = os.getpid()
+
+    agenda = Agenda(
+        PostgresJobStore(
+            os.environ["CHAOS_PG_URL"],
+            **({"state_write_window": float(os.environ["CHAOS_STATE_WRITE_WINDOW"])}
+               if os.environ.get("CHAOS_STATE_WRITE_WINDOW") else {}),
+        ),
+        process_every=float(os.environ["CHAOS_PROCESS_EVERY"]),
+        max_concurrency=int(os.environ["CHAOS_CONCURRENCY"]),
+        default_concurrency=int(os.environ["CHAOS_CONCURRENCY"]),
+        default_lock_lifetime=LOCK_LIFETIME,
+    )
+
+    _log = open(os.path.join(os.environ["CHAOS_RUNS_DIR"], f"runs-{PID}.jsonl"), "a", buffering=1)
+    _records = {}   # Job -> run record id (the same Job object reaches the handler and the events)
+    _outcome = {}   # Job -> None (success) or the error text
+
+    def note(rec, **fields):
+        _log.write(json.dumps({"rec": rec, **fields}) + "\\n")
+
+    async def read_job(job_id):
+        # Through agendapy's own store; retried through a server restart.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return await agenda.get_job(job_id)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def run(job):
+        rec = uuid.uuid4().hex
+        _records[job] = rec
+        data = job.data or {}
+        resumed = job.checkpoint_state
+        note(rec, jobId=job.id, name=job.name, pid=PID, worker=agenda.name,
+             key=job.id if not job.repeat_interval else f"{job.id}@{job.last_run_at.isoformat()}",
+             start=time.time(), resumedFrom=resumed, long=bool(data.get("chunks")),
+             lockedAt=job.locked_at.timestamp() if job.locked_at else None)
+        try:
+            chunks = data.get("chunks")
+            if chunks:
+                first = (resumed or {}).get("chunk", 0)
+                for i in range(first, chunks):
+                    await asyncio.sleep(data["chunk_s"])
+                    await job.checkpoint({"chunk": i + 1})
+            else:
+                await asyncio.sleep(data.get("sleep", random.uniform(0, 0.2)))
+        except asyncio.CancelledError:
+            note(rec, interrupted=time.time())
+            raise
+        except Exception as exc:
+            note(rec, raised=time.time(), raisedError=repr(exc))
+            raise
+        note(rec, finish=time.time())
+
+    agenda.define("chaos-task", run)
+    for i in range(int(os.environ["CHAOS_RECURRING"])):
+        agenda.define(f"chaos-recurring-{i}", run, concurrency=1)
+
+    @agenda.on("success")
+    def _success(job):
+        _outcome[job] = None
+
+    @agenda.on("fail")
+    def _fail(exc, job):
+        _outcome[job] = f"{type(exc).__name__}: {exc}"
+
+    @agenda.on("lock lost")
+    def _lock_lost(job):
+        rec = _records.get(job)
+        if rec is not None:
+            note(rec, lockLost=time.time())
+
+    @agenda.on("complete")
+    async def _complete(job):
+        # A run counts as completed only if its success is what the row now says (lastFinishedAt
+        # equal to this run's, to the millisecond) and the row is unlocked.
+        rec = _records.pop(job, None)
+        if rec is None:
+            return
+        error = _outcome.pop(job, "no success or fail event")
+        stored_job = await read_job(job.id)
+        stored = stored_job.last_finished_at if stored_job is not None else None
+        saved = (
+            error is None and not job.lock_lost and stored is not None
+            and job.last_finished_at is not None
+            and abs((stored - job.last_finished_at).total_seconds()) < 0.002
+        )
+        note(rec, completeEvent=time.time(), error=error, saved=saved, lockLostFlag=job.lock_lost,
+             lockedAfterSave=bool(saved and stored_job.locked_at is not None))
+    '''
+)
+
 
 def snapshot_sources(workdir: Path) -> Path:
     """Copy the agendapy package into ``workdir/src``: workers started during a run then all run the
@@ -347,9 +461,15 @@ class Fleet:
             env["CHAOS_TRACE"] = str(self.module_dir)
         command = [
             sys.executable, "-m", "agendapy", "worker", "chaosjobs:agenda",
-            "--mongo-url", self.jobs_url, "--grace", str(self.args.grace),
-            "--name", f"w{index}", "--log-level", "INFO",
+            "--grace", str(self.args.grace), "--name", f"w{index}", "--log-level", "INFO",
         ]  # fmt: skip
+        if self.args.store == "postgres":
+            # The module's Agenda carries its PostgresJobStore: no URL option, none from the environment.
+            env.pop("AGENDAPY_MONGO_URL", None)
+            env.pop("AGENDAPY_DATABASE_URL", None)
+            env.update(CHAOS_PG_URL=self.jobs_url, CHAOS_RUNS_DIR=str(self.module_dir / "runs"))
+        else:
+            command += ["--mongo-url", self.jobs_url]
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(
                 command, cwd=self.module_dir, env=env, stdout=log_file, stderr=subprocess.STDOUT
@@ -427,20 +547,39 @@ class Fleet:
             task.cancel()
 
 
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a server that is restarting, for both stores."""
+    errors: list[type[BaseException]] = [ConnectionFailure]
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        errors.append(psycopg.OperationalError)
+    return tuple(errors)
+
+
 async def retrying(op: Any, attempts: int = 200) -> Any:
     """Run a harness query, waiting out a database restart."""
+    errors = _connection_errors()
     for attempt in range(attempts):
         try:
             return await op()
-        except ConnectionFailure:
+        except errors:
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.2)
     return None
 
 
+def producer_agenda(args: argparse.Namespace, jobs_url: str) -> Agenda:
+    if args.store == "postgres":
+        from agendapy.store.postgres import PostgresJobStore
+
+        return Agenda(PostgresJobStore(jobs_url), name="chaos-producer")
+    return Agenda(jobs_url, name="chaos-producer")
+
+
 async def schedule_jobs(args: argparse.Namespace, jobs_url: str, rng: random.Random) -> None:
-    producer = Agenda(jobs_url, name="chaos-producer")
+    producer = producer_agenda(args, jobs_url)
     try:
         for i in range(args.recurring):
             await producer.every(f"{1 + i % 3} seconds", f"{RECURRING}-{i}", {"i": i, "sleep": 0.05})
@@ -471,7 +610,11 @@ async def all_done(jobs: Any) -> tuple[bool, int]:
 
 
 async def chaos_loop(
-    args: argparse.Namespace, fleet: Fleet, server: Any, jobs: Any, console: Console
+    args: argparse.Namespace,
+    fleet: Fleet,
+    server: Any,
+    pending_jobs: Callable[[], Awaitable[tuple[bool, int]]],
+    console: Console,
 ) -> tuple[bool, float]:
     started = time.time()
     next_kill = started + args.kill_every
@@ -499,7 +642,7 @@ async def chaos_loop(
             console.print("[red]workers keep exiting on their own: giving up (see below)[/]")
             return False, now - started
         if now >= next_check and (restart_task is None or restart_task.done()):
-            done, now_pending = await all_done(jobs)
+            done, now_pending = await pending_jobs()
             if done:
                 return True, time.time() - started
             if now_pending != pending:
@@ -688,7 +831,62 @@ def print_report(
     console.print(table)
 
 
+def report(
+    console: Console,
+    args: argparse.Namespace,
+    docs: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    fleet: Fleet,
+    end: float,
+    wall: float,
+    finished: bool,
+    digest: str,
+    workdir: Path,
+) -> int:
+    """Analyse, print the table, write chaos-report.json; the exit status (1 on any anomaly)."""
+    result = analyse(args, docs, records, fleet.chaos, end)
+    result["digest"] = digest
+    print_report(console, args, result, fleet.chaos, wall, finished)
+    report_path = workdir / "chaos-report.json"
+    anomalies = {
+        k: result[k]
+        for k in ("lost", "stranded", "completed_twice", "after_completion", "overlaps", "failed_reasons")
+    }
+    anomalies["unexpected_exits"] = fleet.chaos.unexpected_exits
+    anomalies["sigkills"] = fleet.chaos.sigkills
+    anomalies["sigterms"] = fleet.chaos.sigterms
+    anomalies["db_restarts"] = fleet.chaos.db_restarts
+    anomalies["workers"] = {w.proc.pid: w.index for w in fleet.all_workers}
+    anomalies["records_of_anomalies"] = [
+        r
+        for r in records
+        if r["jobId"]
+        in {a["jobId"] for key in ("overlaps", "completed_twice", "after_completion") for a in result[key]}
+    ]
+    anomalies["lost_docs"] = [
+        {k: v for k, v in d.items() if k != "data"} | {"data": d.get("data")}
+        for d in docs
+        if str(d["_id"]) in set(result["lost"])
+    ]
+    report_path.write_text(json.dumps(anomalies, default=str, indent=1))
+    console.print(f"details: {report_path} (worker logs in {workdir})")
+    for key in ("completed_twice", "after_completion", "overlaps"):
+        for item in result[key][:3]:
+            console.print(f"[red]{key}[/]: {item}")
+    for pid, code, tail in fleet.chaos.unexpected_exits[:3]:
+        console.print(f"[red]worker {pid} exited with {code}[/]:\n{tail}")
+    bad = (
+        len(result["lost"])
+        + len(result["completed_twice"])
+        + len(result["after_completion"])
+        + len(result["overlaps"])
+    )
+    return 1 if bad or not finished else 0
+
+
 async def main(args: argparse.Namespace) -> int:
+    if args.store == "postgres":
+        return await main_postgres(args)
     console = Console()
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="agendapy-chaos-"))
@@ -717,7 +915,7 @@ async def main(args: argparse.Namespace) -> int:
         wall_start = time.time()
         for _ in range(args.workers):
             fleet.spawn()
-        finished, _ = await chaos_loop(args, fleet, server, db.agendaJobs, console)
+        finished, _ = await chaos_loop(args, fleet, server, lambda: all_done(db.agendaJobs), console)
         # Leave the surviving fleet running a little longer, so a late duplicate (a stale lock
         # recovered after its lifetime) would still show up in the records.
         await asyncio.sleep(args.settle)
@@ -726,46 +924,7 @@ async def main(args: argparse.Namespace) -> int:
         end = time.time()
         docs = await retrying(lambda: db.agendaJobs.find({}).to_list())
         records = await retrying(lambda: db.runs.find({}).to_list())
-        result = analyse(args, docs, records, fleet.chaos, end)
-        result["digest"] = digest
-        print_report(console, args, result, fleet.chaos, wall, finished)
-        report_path = workdir / "chaos-report.json"
-        anomalies = {
-            k: result[k]
-            for k in ("lost", "stranded", "completed_twice", "after_completion", "overlaps", "failed_reasons")
-        }
-        anomalies["unexpected_exits"] = fleet.chaos.unexpected_exits
-        anomalies["sigkills"] = fleet.chaos.sigkills
-        anomalies["sigterms"] = fleet.chaos.sigterms
-        anomalies["db_restarts"] = fleet.chaos.db_restarts
-        anomalies["workers"] = {w.proc.pid: w.index for w in fleet.all_workers}
-        anomalies["records_of_anomalies"] = [
-            r
-            for r in records
-            if r["jobId"]
-            in {
-                a["jobId"] for key in ("overlaps", "completed_twice", "after_completion") for a in result[key]
-            }
-        ]
-        anomalies["lost_docs"] = [
-            {k: v for k, v in d.items() if k != "data"} | {"data": d.get("data")}
-            for d in docs
-            if str(d["_id"]) in set(result["lost"])
-        ]
-        report_path.write_text(json.dumps(anomalies, default=str, indent=1))
-        console.print(f"details: {report_path} (worker logs in {workdir})")
-        for key in ("completed_twice", "after_completion", "overlaps"):
-            for item in result[key][:3]:
-                console.print(f"[red]{key}[/]: {item}")
-        for pid, code, tail in fleet.chaos.unexpected_exits[:3]:
-            console.print(f"[red]worker {pid} exited with {code}[/]:\n{tail}")
-        bad = (
-            len(result["lost"])
-            + len(result["completed_twice"])
-            + len(result["after_completion"])
-            + len(result["overlaps"])
-        )
-        return 1 if bad or not finished else 0
+        return report(console, args, docs, records, fleet, end, wall, finished, digest, workdir)
     finally:
         await fleet.stop_all()
         if not args.keep:
@@ -774,6 +933,111 @@ async def main(args: argparse.Namespace) -> int:
         await client.close()
         if server is not None:
             await server.astop()
+
+
+class _RestartedByKill:
+    """``server.restart`` for the chaos loop: SIGKILL the postmaster, then start the same cluster."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def restart(self) -> None:
+        self.server.kill()
+        self.server.restart()
+
+
+#: The job row as the analysis reads it (the MongoDB document's field names).
+_PG_DOCS = """
+    SELECT id::text AS "_id", name, data, next_run_at AS "nextRunAt", locked_at AS "lockedAt",
+           last_finished_at AS "lastFinishedAt", failed_at AS "failedAt", fail_reason AS "failReason"
+    FROM agenda_jobs
+"""
+_PG_PENDING = """
+    SELECT count(*) FROM agenda_jobs
+    WHERE name = %s AND (last_finished_at IS NULL OR locked_at IS NOT NULL)
+"""
+
+
+def read_run_records(folder: Path) -> list[dict[str, Any]]:
+    """The workers' run records: each file's lines are changes of one record, merged by ``rec``."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("runs-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                change = json.loads(line)
+            except ValueError:
+                continue  # the last line of a worker killed mid-write
+            merged.setdefault(change.pop("rec"), {}).update(change)
+    return [record for record in merged.values() if "start" in record]
+
+
+async def main_postgres(args: argparse.Namespace) -> int:
+    """The chaos run on PostgreSQL (``--store postgres``)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    sys.path.insert(0, str(TESTS_DIR))
+    from pg_server import PostgresServer
+
+    console = Console()
+    rng = random.Random(args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="agendapy-chaos-pg-"))
+    (workdir / "chaosjobs.py").write_text(WORKER_MODULE_PG)
+    (workdir / "runs").mkdir()
+    digest = source_digest(snapshot_sources(workdir))
+    server: PostgresServer | None = None
+    if args.postgres_url:
+        if args.restart_db_every:
+            console.print("[red]--restart-db-every needs the harness's own server (no --postgres-url)[/]")
+            return 2
+        base_url = args.postgres_url
+    else:
+        server = PostgresServer(durable=True)
+        await asyncio.to_thread(server.start)
+        base_url = server.url
+    db_name = f"chaos_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(base_url, autocommit=True) as admin:
+        await admin.execute(f'CREATE DATABASE "{db_name}"')
+    jobs_url = with_database(base_url, db_name)
+    fleet = Fleet(args, workdir, jobs_url, db_name)
+    console.log(f"work dir {workdir}; database {jobs_url}")
+
+    async def query(sql: str, *params: Any) -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(
+            jobs_url, autocommit=True, connect_timeout=5
+        ) as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(sql, params)  # type: ignore[arg-type]
+            return list(await cur.fetchall())
+
+    async def pending() -> tuple[bool, int]:
+        rows = await retrying(lambda: query(_PG_PENDING, TASK))
+        count = int(rows[0]["count"])
+        return count == 0, count
+
+    try:
+        await schedule_jobs(args, jobs_url, rng)
+        console.log(f"scheduled {args.jobs} one-off and {args.recurring} recurring jobs")
+        wall_start = time.time()
+        for _ in range(args.workers):
+            fleet.spawn()
+        restarter = _RestartedByKill(server) if server is not None else None
+        finished, _ = await chaos_loop(args, fleet, restarter, pending, console)
+        await asyncio.sleep(args.settle)
+        await fleet.stop_all()
+        wall = time.time() - wall_start
+        end = time.time()
+        docs = await retrying(lambda: query(_PG_DOCS))
+        records = read_run_records(workdir / "runs")
+        return report(console, args, docs, records, fleet, end, wall, finished, digest, workdir)
+    finally:
+        await fleet.stop_all()
+        if not args.keep:
+            with contextlib.suppress(Exception):
+                async with await psycopg.AsyncConnection.connect(base_url, autocommit=True) as admin:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        if server is not None:
+            await asyncio.to_thread(server.stop)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -789,7 +1053,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=90.0,
         help="give up when no one-off job completes for this many seconds",
     )
+    p.add_argument("--store", choices=("mongo", "postgres"), default="mongo", help="the job store (mongo)")
     p.add_argument("--mongo-url", default=None, help="use this server instead of an embedded SecantusDB")
+    p.add_argument(
+        "--postgres-url",
+        default=None,
+        help="with --store postgres: use this server instead of a temporary one (tests/pg_server.py)",
+    )
     p.add_argument("--recurring", type=int, default=3, help="recurring jobs (every 1-3 s)")
     p.add_argument("--long-fraction", type=float, default=0.03, help="share of 2-5 s checkpointed jobs")
     p.add_argument("--lock-lifetime", type=float, default=3.0)
@@ -804,7 +1074,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--settle", type=float, default=4.0, help="seconds to keep running after the last job")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--keep", action="store_true", help="keep the database (with --mongo-url)")
+    p.add_argument("--keep", action="store_true", help="keep the database (with --mongo-url/--postgres-url)")
     p.add_argument(
         "--trace",
         action="store_true",

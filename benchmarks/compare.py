@@ -1,6 +1,7 @@
 """Side-by-side benchmark: Node Agenda 6.2.6, APScheduler 4.0.0a6 and agendapy on the same server build.
 
     python benchmarks/compare.py [--quick | --full] [--mongo-url URL] [--only drain,latency,...]
+    python benchmarks/compare.py --store postgres [--quick]    (PostgreSQL: see benchmarks/compare_pg.py)
 
 Starts its own SecantusDB (``agendapy.embedded.EmbeddedServer`` in a temporary directory, and a fresh
 one for every drain cell) unless ``--mongo-url`` is given, runs every workload through Node Agenda
@@ -1549,6 +1550,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small sizes and budgets (under ~5 minutes)")
     size.add_argument("--full", action="store_true", help="also the 1M-document lock query")
+    p.add_argument(
+        "--store",
+        choices=("mongo", "postgres"),
+        default="mongo",
+        help="postgres: the PostgreSQL comparison (benchmarks/compare_pg.py, its own options)",
+    )
     p.add_argument("--mongo-url", default=None, help="use this server instead of an embedded SecantusDB")
     p.add_argument("--only", default=None, help=f"comma-separated sections: {', '.join(SECTIONS)}")
     p.add_argument("--skip-node", action="store_true", help="agendapy column only")
@@ -1585,7 +1592,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def store_of(argv: Sequence[str]) -> str:
+    """The ``--store`` named on the command line (``mongo`` when absent)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--store="):
+            return arg.split("=", 1)[1]
+        if arg == "--store" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "mongo"
+
+
 def main(argv: list[str] | None = None) -> int:
+    if store_of(sys.argv[1:] if argv is None else argv) == "postgres":
+        # PostgreSQL has its own harness and peers (Node's postgres backend, procrastinate).
+        import compare_pg
+
+        return compare_pg.main(argv)
     args = parse_args(argv)
     settings = make_settings(args)
     started = time.monotonic()

@@ -1,5 +1,6 @@
-"""Fixtures of the Node interoperability tests: Node Agenda 6.2.6 installed once, and a runner for the
-ESM helper scripts in ``tests/interop/node`` (each exits on its own and takes ``--timeout-ms``).
+"""Fixtures of the Node interoperability tests: Node Agenda 6.2.6 (with its MongoDB and PostgreSQL
+backends) installed once, and a runner for the ESM helper scripts in ``tests/interop/node`` (each exits
+on its own and takes ``--timeout-ms``; ``--url`` picks the backend by its scheme).
 
 Skips (never fails) when ``node``/``npm`` are missing or too old, or when ``npm install`` fails (a
 registry outage must not fail CI). ``node_modules`` is reused when it already holds the pinned versions.
@@ -21,7 +22,12 @@ from typing import Any
 import pytest
 
 NODE_DIR = Path(__file__).parent / "node"
-PINNED = {"agenda": "6.2.6", "@agendajs/mongo-backend": "4.0.3"}
+PINNED = {
+    "agenda": "6.2.6",
+    "@agendajs/mongo-backend": "4.0.3",
+    "@agendajs/postgres-backend": "3.0.6",
+    "pg": "8.23.1",
+}
 #: agenda 6.2.6 is ESM and uses import attributes (`import ... with { type: 'json' }`): Node >= 18.20.
 MIN_NODE = (18, 20)
 NPM_INSTALL_TIMEOUT = 300.0
@@ -214,6 +220,16 @@ class NodeRunner:
 async def node(node_helpers: Path, db_url: str) -> AsyncIterator[NodeRunner]:
     """Run Node Agenda helper scripts on this test's database (any still running at teardown is killed)."""
     runner = NodeRunner(node_helpers, db_url)
+    try:
+        yield runner
+    finally:
+        await runner.close()
+
+
+@pytest.fixture
+async def node_pg(node_helpers: Path, pg_url: str) -> AsyncIterator[NodeRunner]:
+    """Run the helper scripts with ``@agendajs/postgres-backend`` on this test's PostgreSQL database."""
+    runner = NodeRunner(node_helpers, pg_url)
     try:
         yield runner
     finally:

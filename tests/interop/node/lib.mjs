@@ -1,6 +1,9 @@
 // Shared helpers of the interop scripts: argument parsing, an Agenda on the test's database, JSON lines.
+// `--url` picks the backend: mongodb://... -> @agendajs/mongo-backend (collection `--collection`),
+// postgresql://... -> @agendajs/postgres-backend (table `--table`, default agenda_jobs).
 import { Agenda } from 'agenda';
 import { MongoBackend } from '@agendajs/mongo-backend';
+import { PostgresBackend } from '@agendajs/postgres-backend';
 
 /** Parse `--key value` pairs (and bare `--flag`) into an object. */
 export function parseArgs(argv = process.argv.slice(2)) {
@@ -17,7 +20,7 @@ export function parseArgs(argv = process.argv.slice(2)) {
       i++;
     }
   }
-  if (!out.url) throw new Error('--url mongodb://host:port/database is required');
+  if (!out.url) throw new Error('--url mongodb://host:port/database (or postgresql://...) is required');
   return out;
 }
 
@@ -39,9 +42,47 @@ export function parseList(text) {
   return String(text).split(',').filter(Boolean);
 }
 
-/** A connected Agenda on `--url` / `--collection` (default agendaJobs). */
+/** Whether `--url` names a PostgreSQL database. */
+export function isPostgres(args) {
+  return /^postgres(ql)?:\/\//.test(String(args.url));
+}
+
+/** The backend `--url` names: MongoDB (`--collection`, default agendaJobs) or PostgreSQL (`--table`). */
+export function makeBackend(args) {
+  if (isPostgres(args)) {
+    return new PostgresBackend({ connectionString: args.url, tableName: args.table || 'agenda_jobs' });
+  }
+  return new MongoBackend({ address: args.url, collection: args.collection || 'agendaJobs' });
+}
+
+/**
+ * Where a worker records its runs, so a test can count them across processes: a MongoDB collection, or a
+ * PostgreSQL table `name` holding one JSONB document per run (created here when missing).
+ */
+export async function makeResults(backend, args, name) {
+  const repository = backend.repository;
+  if (isPostgres(args)) {
+    const pool = repository.getPool();
+    await pool.query(`CREATE TABLE IF NOT EXISTS "${name}" (id BIGSERIAL PRIMARY KEY, doc JSONB NOT NULL)`);
+    return {
+      insert: async (record) => {
+        await pool.query(`INSERT INTO "${name}" (doc) VALUES ($1)`, [JSON.stringify(record)]);
+      },
+      count: async () => Number((await pool.query(`SELECT count(*) AS n FROM "${name}"`)).rows[0].n),
+    };
+  }
+  const collection = repository.getDb().collection(name);
+  return {
+    insert: async (record) => {
+      await collection.insertOne(record);
+    },
+    count: () => collection.countDocuments({}),
+  };
+}
+
+/** A connected Agenda on `--url` (see makeBackend). */
 export async function makeAgenda(args, extra = {}) {
-  const backend = new MongoBackend({ address: args.url, collection: args.collection || 'agendaJobs' });
+  const backend = makeBackend(args);
   const agenda = new Agenda({
     backend,
     processEvery: Number(args['process-every'] || 100),
@@ -88,5 +129,8 @@ export function jobSummary(attrs) {
     repeatTimezone: attrs.repeatTimezone ?? null,
     disabled: attrs.disabled ?? null,
     lastModifiedBy: attrs.lastModifiedBy ?? null,
+    startDate: attrs.startDate ?? null,
+    endDate: attrs.endDate ?? null,
+    skipDays: attrs.skipDays ?? null,
   };
 }

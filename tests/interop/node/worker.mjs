@@ -1,8 +1,8 @@
 // A Node Agenda 6 worker for the interop tests: runs the named jobs, records every run, exits on its own.
 //
-//   node worker.mjs --url mongodb://host:port/db --define a,b[,...]
+//   node worker.mjs --url mongodb://host:port/db|postgresql://... --define a,b[,...]
 //        [--collection agendaJobs] [--name node-worker] [--process-every 100]
-//        [--results interopRuns]        collection that receives one document per run
+//        [--results interopRuns]        collection (PostgreSQL: table of JSONB `doc`) receiving one document per run
 //        [--delay-ms 0]                 time each handler takes
 //        [--concurrency N] [--lock-limit N]   per-definition limits (Agenda's defaults when absent)
 //        [--until-runs a=2,b=1]         stop once this worker ran each name at least that often
@@ -18,7 +18,7 @@
 // holds (as Agenda's stop() does), disconnects and prints
 //   {"event":"done","runs":{name: n},"polls":{name: n},"locked":{name: n}}
 // where `locked` counts the jobs the lock query returned to this worker. Exit 0.
-import { parseArgs, parseCounts, parseList, makeAgenda, emit, exitAfter } from './lib.mjs';
+import { parseArgs, parseCounts, parseList, makeAgenda, makeResults, emit, exitAfter } from './lib.mjs';
 
 const args = parseArgs();
 const names = parseList(args.define);
@@ -36,7 +36,7 @@ exitAfter(Number(args['timeout-ms'] || 20000), () => ({ runs, polls, locked }));
 
 const { agenda, backend } = await makeAgenda({ ...args, name: worker });
 const repository = backend.repository;
-const results = repository.getDb().collection(args.results || 'interopRuns');
+const results = await makeResults(backend, args, args.results || 'interopRuns');
 
 // Count lock queries per name (one per poll and name, more while jobs are found).
 const getNextJobToRun = repository.getNextJobToRun.bind(repository);
@@ -75,7 +75,7 @@ for (const name of names) {
         },
       };
       if (delayMs) await sleep(delayMs);
-      await results.insertOne(record);
+      await results.insert(record);
       runs[name] = (runs[name] || 0) + 1;
       emit({ event: 'run', jobId: record.jobId, name, worker, data: a.data });
       check();
@@ -100,7 +100,7 @@ function check() {
   if (untilResults !== null && !counting) {
     counting = true;
     results
-      .countDocuments({})
+      .count()
       .then((n) => {
         resultsCount = n;
         counting = false;
