@@ -1,9 +1,10 @@
 """Lock renewal, the worker's heartbeat: ``lockedAt`` of every held job moves forward in time.
 
 So a long run needs no ``touch()``, and a dead worker's jobs come back one lock lifetime after it
-stopped renewing. A job whose renewal matches nothing was taken over by another worker: its lease is
-marked lost (its run is asked to stop), the worker forgets it if it was waiting, and ``lock lost`` and
-``error`` are emitted.
+stopped renewing. A job whose renewal matches nothing was taken over by another worker, and a lock
+that outlived its lifetime unrenewed (the database was unreachable) may have been: either way its
+lease is marked lost (its run is asked to stop), the worker forgets it if it was waiting, and ``lock
+lost`` and ``error`` are emitted.
 """
 
 from __future__ import annotations
@@ -56,11 +57,22 @@ class LockRenewal:
         lifetimes.append(self._ctx.default_lock_lifetime)
         await asyncio.sleep(max(min(lifetimes).total_seconds() / 4, _MIN_HEARTBEAT))
         now = sched.utcnow()
+        held = [job for job in self._held() if job.lease is not None and not job.lease.finishing]
+        # A lock that outlived its lifetime unrenewed (the database was unreachable, say) may already
+        # belong to another worker: its run is asked to stop, as when a takeover is seen, rather than
+        # running on beside the new owner's run.
+        for job in held:
+            if (
+                job.lease is not None
+                and not job.lease.lost
+                and now - job.lease.locked_at >= self.lifetime(job)
+            ):
+                await self._lost(job, "its lock expired before it could be renewed")
         due = [
             job
-            for job in self._held()
+            for job in held
             if job.lease is not None
-            and not job.lease.finishing
+            and not job.lease.lost
             and now - job.lease.locked_at >= self.lifetime(job) / 4
         ]
         if not due:
@@ -70,14 +82,14 @@ class LockRenewal:
         for job in lost:
             await self._lost(job)
 
-    async def _lost(self, job: Job) -> None:
+    async def _lost(self, job: Job, why: str = "another worker owns it now") -> None:
         lease = job.lease
         if lease is None or lease.lost:
             return
         lease.lost = True
         lease.stop_event.set()
         self._forget(job)
-        log.warning("lost the lock of %s (%s): another worker owns it now", job.name, job.id)
+        log.warning("lost the lock of %s (%s): %s", job.name, job.id, why)
         await self._ctx.events.emit_job_event("lock lost", job.name, job)
         await self._ctx.report_error(LockLost(f"job {job.name!r} ({job.id}) lost its lock"))
 

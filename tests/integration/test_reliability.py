@@ -775,3 +775,28 @@ async def test_a_next_run_claimed_while_the_final_write_is_answered_slowly_still
     finally:
         await agenda.stop(grace=1)
         await agenda.close()
+
+
+async def test_a_lock_that_expires_unrenewed_asks_its_run_to_stop(agenda: Agenda) -> None:
+    # The database stops answering renewals (an outage): once the lock has outlived its lifetime another
+    # worker may own the job, so the run is asked to stop instead of running on beside the new owner's.
+    started = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    @agenda.define("long", lock_lifetime=0.4)
+    async def long_job(job: Job) -> None:
+        started.set()
+        await asyncio.wait_for(job.stopping(), 10)
+        seen["lock_lost"] = job.lock_lost
+
+    async def unreachable(jobs: Any, now: datetime) -> list[Job]:
+        raise ConnectionError("the database is unreachable")
+
+    events = EventLog(agenda, "lock lost", "complete")
+    await agenda.now("long")
+    await agenda.start()
+    await asyncio.wait_for(started.wait(), 10)
+    agenda.store.renew_locks = unreachable  # type: ignore[method-assign]
+    await events.wait("lock lost", timeout=10)
+    await events.wait("complete", timeout=10)
+    assert seen["lock_lost"] is True
