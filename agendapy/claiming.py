@@ -132,9 +132,12 @@ class Claimer:
         held_name = self._held.locked_count(name) + self._reserved[name]
         return not (limit and held_name + claiming.get(name, 0) >= limit)
 
-    async def claim(self, quotas: dict[str, int], limit: int) -> list[Job]:
+    async def claim(self, quotas: dict[str, int], limit: int, *, start_due: bool = False) -> list[Job]:
         """Lock up to ``limit`` due jobs (``quotas`` per name) for this worker. A claim cancelled in
-        flight unlocks what the database locked for it."""
+        flight unlocks what the database locked for it.
+
+        ``start_due``: the caller starts at once what comes back due now (a claim for free slots), so
+        the store may write those runs' starts with their locks (``ClaimRequest.start_due``)."""
         ctx = self._ctx
         now = sched.utcnow()
         until = self.scope.until
@@ -145,6 +148,7 @@ class Claimer:
             lock_deadlines={name: now - ctx.definitions[name].lock_lifetime for name in quotas},
             owner=ctx.name,
             per_name=quotas,
+            start_due=start_due,
         )
         claiming = asyncio.ensure_future(ctx.store.claim(request, uuid.uuid4().hex, limit))
         # Cleared before the caller accepts the jobs, with no await in between: they are then held.

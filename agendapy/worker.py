@@ -339,7 +339,9 @@ class Worker:
                 quotas, room = self.claimer.room(immediate=immediate)
                 if room < max(floor, 1):
                     break
-                jobs = await self.claimer.claim(quotas, room)
+                # Jobs of the first phase that are due start in the _dispatch below (their slots are
+                # free): the store may write their starts with the locks.
+                jobs = await self.claimer.claim(quotas, room, start_due=immediate)
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()

@@ -22,7 +22,7 @@ from pymongo.errors import (
 
 from ..connections import DEFAULT_DATABASE, MongoConnection, redact_url
 from ..errors import InvalidInput
-from ..job import Job
+from ..job import ClaimedStart, Job
 from . import streams
 from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery
 from .common import (
@@ -52,6 +52,9 @@ from .queries import (
     saved_filter,
     single_filter,
     single_update,
+    start_conditions,
+    start_fields,
+    starts_with_claim,
     unique_filter,
     unique_update,
 )
@@ -76,6 +79,11 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
     tzinfo=UTC,
     datetime_conversion=DatetimeConversion.DATETIME_AUTO,
     unicode_decode_error_handler="replace",
+)
+#: What a claim reads of its candidates: the branch of the claim filter that found them (``lockedAt``)
+#: and whether the lock writes their start (``starts_with_claim``), with what that start replaces.
+_CANDIDATE_FIELDS = dict.fromkeys(
+    ("_id", "name", "lockedAt", "nextRunAt", "lastRunAt", "repeatInterval", "repeatAt"), 1
 )
 #: Claim rounds in one call when a round won only unreadable documents.
 _CLAIM_ROUNDS = 5
@@ -308,14 +316,16 @@ class MongoJobStore:
             docs = await self._claim_documents(request, token, limit)
             if not docs:
                 return []
-            jobs = [leased(doc, token, request.now) for doc in docs]
+            jobs = [leased(doc, token, request.now, claimed_start=start) for doc, start in docs]
             readable = await self._fail_unreadable(jobs, request.now)
             if readable:
                 return readable
         return []
 
-    async def _claim_documents(self, request: ClaimRequest, token: str, limit: int) -> list[dict[str, Any]]:
-        """The claimed documents, as locked.
+    async def _claim_documents(
+        self, request: ClaimRequest, token: str, limit: int
+    ) -> list[tuple[dict[str, Any], ClaimedStart | None]]:
+        """The claimed documents, as locked, each with the start its lock wrote (if it did).
 
         One job: Agenda's single atomic find_one_and_update. Several: finds pick the candidates
         (usually one; another for the names left with room when a name filled up), an update_many by
@@ -335,13 +345,13 @@ class MongoJobStore:
                 sort=CLAIM_SORT,
                 return_document=ReturnDocument.AFTER,
             )
-            return [] if found is None else [found]
+            return [] if found is None else [(found, None)]
         for _ in range(3):
             candidates = await self._claim_candidates(request, limit)
             if not candidates:
                 return []
             ids = [doc["_id"] for doc in candidates]
-            if await self._lock(lock_filters(request, candidates), claim_update(request, token)):
+            if await self._lock(self._lock_writes(request, token, candidates)):
                 break
             # Every candidate was taken by another worker between the two steps: look again.
         else:
@@ -350,16 +360,43 @@ class MongoJobStore:
             {"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now}, hint=BY_ID
         )
         by_id = {doc["_id"]: doc async for doc in won}
-        return [by_id[i] for i in ids if i in by_id]
+        # Candidates whose start the lock wrote: what it replaced, for the lease (ClaimedStart).
+        starts = {
+            doc["_id"]: ClaimedStart(doc.get("lastRunAt"), doc.get("nextRunAt"))
+            for doc in candidates
+            if starts_with_claim(request, doc)
+        }
+        return [(by_id[i], starts.get(i)) for i in ids if i in by_id]
 
-    async def _lock(self, filters: list[dict[str, Any]], update: dict[str, Any]) -> int:
+    @staticmethod
+    def _lock_writes(
+        request: ClaimRequest, token: str, candidates: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The batched lock as (filter, update) pairs: the candidates whose start the claim writes
+        (``starts_with_claim``) in one ``update_many`` that also sets ``start_fields``, the others
+        as ``lock_filters`` says."""
+        update = claim_update(request, token)
+        starting = [doc for doc in candidates if starts_with_claim(request, doc)]
+        if not starting:
+            return [(flt, update) for flt in lock_filters(request, candidates)]
+        others = [doc for doc in candidates if not starts_with_claim(request, doc)]
+        start_update = {"$set": {**update["$set"], **start_fields(request)}}
+        writes = [
+            ({**flt, **start_conditions(request)}, start_update) for flt in lock_filters(request, starting)
+        ]
+        return writes + [(flt, update) for flt in lock_filters(request, others)]
+
+    async def _lock(self, writes: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
         """Apply the batched lock (one ``update_many`` per filter, in one round trip); how many
         documents it locked."""
-        if not filters:
+        if not writes:
             return 0
-        if len(filters) == 1:
-            return (await self.collection.update_many(filters[0], update)).modified_count
-        result = await self.collection.bulk_write([UpdateMany(flt, update) for flt in filters], ordered=False)
+        if len(writes) == 1:
+            flt, update = writes[0]
+            return (await self.collection.update_many(flt, update)).modified_count
+        result = await self.collection.bulk_write(
+            [UpdateMany(flt, update) for flt, update in writes], ordered=False
+        )
         return result.modified_count
 
     async def _fail_unreadable(self, jobs: list[Job], now: datetime) -> list[Job]:
@@ -385,7 +422,8 @@ class MongoJobStore:
             wanted = quota.wanted()
             cursor = self.collection.find(
                 claim_filter(request.only(names), exclude=[doc["_id"] for doc in chosen]),
-                projection={"_id": 1, "name": 1, "lockedAt": 1},
+                # What decides the lock's filter and whether it writes the start (starts_with_claim).
+                projection=_CANDIDATE_FIELDS,
                 sort=CLAIM_SORT,
                 limit=wanted,
             )
