@@ -58,6 +58,9 @@ class Claimer:
         self._reserved: Counter[str] = Counter()
         # What the claim under way may still lock (per name, in all), while its round trip lasts.
         self._claiming: tuple[dict[str, int], int] = ({}, 0)
+        #: The lock tokens of claims under way: what they lock (and the starts they write) is this
+        #: worker's before they return (fleet events must not take those runs for another process's).
+        self.tokens_in_flight: set[str] = set()
 
     def room(self, *, immediate: bool) -> tuple[dict[str, int], int]:
         """How many jobs each name may claim now, and how many in all.
@@ -150,9 +153,11 @@ class Claimer:
             per_name=quotas,
             start_due=start_due,
         )
-        claiming = asyncio.ensure_future(ctx.store.claim(request, uuid.uuid4().hex, limit))
+        token = uuid.uuid4().hex
+        claiming = asyncio.ensure_future(ctx.store.claim(request, token, limit))
         # Cleared before the caller accepts the jobs, with no await in between: they are then held.
         self._claiming = (quotas, limit)
+        self.tokens_in_flight.add(token)
         try:
             jobs = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -164,6 +169,7 @@ class Claimer:
             raise
         finally:
             self._claiming = ({}, 0)
+            self.tokens_in_flight.discard(token)
         for job in jobs:
             job.agenda = ctx.owner
         return jobs
