@@ -15,9 +15,11 @@ from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
+    WriteError,
 )
 
 from ..connections import DEFAULT_DATABASE, MongoConnection, redact_url
@@ -85,11 +87,22 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
 _CANDIDATE_FIELDS = dict.fromkeys(
     ("_id", "name", "lockedAt", "nextRunAt", "lastRunAt", "repeatInterval", "repeatAt"), 1
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Claim rounds in one call when a round won only unreadable documents.
 _CLAIM_ROUNDS = 5
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _stored_ms(value: Any) -> int | None:
+    """A date as BSON stores it (milliseconds since the epoch), None for anything else."""
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    since: timedelta = value - _EPOCH
+    return since // timedelta(milliseconds=1)
 
 
 def _refused(exc: Exception) -> str | None:
@@ -351,7 +364,7 @@ class MongoJobStore:
             if not candidates:
                 return []
             ids = [doc["_id"] for doc in candidates]
-            if await self._lock(self._lock_writes(request, token, candidates)):
+            if await self._lock_batch(request, token, candidates):
                 break
             # Every candidate was taken by another worker between the two steps: look again.
         else:
@@ -361,10 +374,15 @@ class MongoJobStore:
         )
         by_id = {doc["_id"]: doc async for doc in won}
         # Candidates whose start the lock wrote: what it replaced, for the lease (ClaimedStart).
+        stamp = _stored_ms(request.now)
         starts = {
             doc["_id"]: ClaimedStart(doc.get("lastRunAt"), doc.get("nextRunAt"))
             for doc in candidates
             if starts_with_claim(request, doc)
+            # Written only if the lock's update that carried it applied (see _lock_batch).
+            and doc["_id"] in by_id
+            and _stored_ms(by_id[doc["_id"]].get("lastRunAt")) == stamp
+            and by_id[doc["_id"]].get("nextRunAt") is None
         }
         return [(by_id[i], starts.get(i)) for i in ids if i in by_id]
 
@@ -385,6 +403,23 @@ class MongoJobStore:
             ({**flt, **start_conditions(request)}, start_update) for flt in lock_filters(request, starting)
         ]
         return writes + [(flt, update) for flt in lock_filters(request, others)]
+
+    async def _lock_batch(self, request: ClaimRequest, token: str, candidates: list[dict[str, Any]]) -> bool:
+        """Lock the candidates (``_lock_writes``); whether any may have been locked.
+
+        A server that refuses the start's fields for a document (a validator) refuses that lock's
+        ``update_many`` from that document on: the candidates it did not lock are then locked without
+        their start, so their runs write it and a refusal is handled as a run's (failed, unlocked).
+        """
+        writes = self._lock_writes(request, token, candidates)
+        try:
+            return await self._lock(writes) > 0
+        except (WriteError, BulkWriteError) as exc:
+            if not any(starts_with_claim(request, doc) for doc in candidates):
+                raise
+            log.warning("the server refused a claim's start fields (%s); locking without them", exc)
+        await self._lock([(flt, claim_update(request, token)) for flt in lock_filters(request, candidates)])
+        return True  # the refused update may have locked some before refusing: the read-back tells
 
     async def _lock(self, writes: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
         """Apply the batched lock (one ``update_many`` per filter, in one round trip); how many
