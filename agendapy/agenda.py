@@ -631,6 +631,7 @@ class Agenda:
                 self._fleet = FleetEvents(self.worker_context(), self._running_jobs, self._claiming_tokens)
                 await self._fleet.start()
             self._processor = processor = Worker(self.worker_context())
+            self._registry.count_runs(every=self.heartbeat_every)
             await processor.start()
             await self._registry.register(every=self.heartbeat_every)
 
