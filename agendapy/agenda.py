@@ -634,9 +634,10 @@ class Agenda:
             # Fleet events before the first claim and (in stop) after the last run: the runs of the
             # first pass and of the stop's grace are heard and, without change streams, published.
             if self.fleet_events and self._fleet is None:
-                self._fleet = FleetEvents(self.worker_context(), self._running_jobs)
+                self._fleet = FleetEvents(self.worker_context(), self._running_jobs, self._claiming_tokens)
                 await self._fleet.start()
             self._processor = processor = Worker(self.worker_context())
+            self._registry.count_runs(every=self.heartbeat_every)
             await processor.start()
             await self._registry.register(every=self.heartbeat_every)
 
@@ -936,6 +937,15 @@ class Agenda:
             change_streams=self.change_streams,
             fork_method=self.fork_method,
         )
+
+    def _claiming_tokens(self) -> set[str]:
+        """The lock tokens of the claims this process has under way (see ``Claimer.tokens_in_flight``)."""
+        return {
+            token
+            for worker in (self._processor, self._stopping)
+            if worker is not None
+            for token in worker.claimer.tokens_in_flight
+        }
 
     def _running_jobs(self) -> list[Job]:
         """The jobs this process runs now, of the started worker and of one still stopping."""

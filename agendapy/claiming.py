@@ -58,6 +58,9 @@ class Claimer:
         self._reserved: Counter[str] = Counter()
         # What the claim under way may still lock (per name, in all), while its round trip lasts.
         self._claiming: tuple[dict[str, int], int] = ({}, 0)
+        #: The lock tokens of claims under way: what they lock (and the starts they write) is this
+        #: worker's before they return (fleet events must not take those runs for another process's).
+        self.tokens_in_flight: set[str] = set()
 
     def room(self, *, immediate: bool) -> tuple[dict[str, int], int]:
         """How many jobs each name may claim now, and how many in all.
@@ -132,9 +135,12 @@ class Claimer:
         held_name = self._held.locked_count(name) + self._reserved[name]
         return not (limit and held_name + claiming.get(name, 0) >= limit)
 
-    async def claim(self, quotas: dict[str, int], limit: int) -> list[Job]:
+    async def claim(self, quotas: dict[str, int], limit: int, *, start_due: bool = False) -> list[Job]:
         """Lock up to ``limit`` due jobs (``quotas`` per name) for this worker. A claim cancelled in
-        flight unlocks what the database locked for it."""
+        flight unlocks what the database locked for it.
+
+        ``start_due``: the caller starts at once what comes back due now (a claim for free slots), so
+        the store may write those runs' starts with their locks (``ClaimRequest.start_due``)."""
         ctx = self._ctx
         now = sched.utcnow()
         until = self.scope.until
@@ -145,10 +151,13 @@ class Claimer:
             lock_deadlines={name: now - ctx.definitions[name].lock_lifetime for name in quotas},
             owner=ctx.name,
             per_name=quotas,
+            start_due=start_due,
         )
-        claiming = asyncio.ensure_future(ctx.store.claim(request, uuid.uuid4().hex, limit))
+        token = uuid.uuid4().hex
+        claiming = asyncio.ensure_future(ctx.store.claim(request, token, limit))
         # Cleared before the caller accepts the jobs, with no await in between: they are then held.
         self._claiming = (quotas, limit)
+        self.tokens_in_flight.add(token)
         try:
             jobs = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -160,6 +169,7 @@ class Claimer:
             raise
         finally:
             self._claiming = ({}, 0)
+            self.tokens_in_flight.discard(token)
         for job in jobs:
             job.agenda = ctx.owner
         return jobs

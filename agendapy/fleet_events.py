@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,10 +65,18 @@ def _ms(value: Any) -> int | None:
 class FleetEvents:
     """Watches run state in the jobs collection and emits other processes' runs on the Agenda."""
 
-    def __init__(self, context: WorkerContext, running_jobs: Callable[[], list[Job]]) -> None:
+    def __init__(
+        self,
+        context: WorkerContext,
+        running_jobs: Callable[[], list[Job]],
+        claiming: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
         self._ctx = context
         # The jobs this process runs now: the stream can report a run before its start event is out.
         self._running_jobs = running_jobs
+        # The lock tokens of this process's claims under way: a claim may write the start of the jobs
+        # it locks (a one-off due now), and the stream can report it before the claim has returned.
+        self._claiming = claiming
         self._task: asyncio.Task[None] | None = None
         # The last known document of each job: the end of a run that removes its job (remove on
         # complete) arrives without one.
@@ -114,6 +122,10 @@ class FleetEvents:
             return True
         # A run of this process whose start event is not emitted yet (the stream can be quicker).
         return any(job.id == job_id and _ms(job.last_run_at) == key[1] for job in self._running_jobs())
+
+    def _claimed_here(self, doc: Mapping[str, Any]) -> bool:
+        token = doc.get("lockToken")
+        return isinstance(token, str) and token in self._claiming()
 
     async def _listening(self) -> None:
         runs_changes = getattr(self._ctx.store, "run_changes", None)
@@ -175,7 +187,7 @@ class FleetEvents:
                 self._progress.popitem(last=False)
         events = _events_of(updated, doc, written_before, started_at)
         run = started_at if started_at is not None else doc.get("lastRunAt")
-        if not events or self._is_local(job_id, run):
+        if not events or self._is_local(job_id, run) or self._claimed_here(doc):
             return
         job = job_from_document(doc)
         job.remote = True

@@ -53,6 +53,16 @@ class DebounceOptions:
     strategy: DebounceStrategy = "trailing"
 
 
+@dataclass(frozen=True)
+class ClaimedStart:
+    """The claim that locked a job also wrote its start (``lastRunAt`` = the lock's moment, no next
+    run): the run skips its start write. Holds what the start replaced, so a release of a job that
+    never started puts it back (it did not run)."""
+
+    last_run_at: datetime | None
+    next_run_at: datetime | None
+
+
 @dataclass
 class Lease:
     """The lock a worker holds on a job it claimed: every state write is fenced by it.
@@ -68,6 +78,8 @@ class Lease:
     finishing: bool = False
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set by a store whose claim wrote the run's start with the lock; the run takes it (clears it).
+    claimed_start: ClaimedStart | None = None
 
 
 class JobOwner(Protocol):

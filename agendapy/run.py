@@ -75,10 +75,18 @@ class RunOutcome:
 async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None) -> RunOutcome:
     """Run ``job`` once; with a lease every write is fenced, without one (``job.run()``) by id only."""
     events = ctx.events
-    now = sched.utcnow()
-    due = job.next_run_at
+    # The claim that locked the job may have written its start already (a one-off job due at once):
+    # the run then starts at that moment and sends no start write. Taken here, before any await, so a
+    # release from now on knows the start stands.
+    lease = job.lease
+    claimed = lease.claimed_start if lease is not None else None
+    if lease is not None:
+        lease.claimed_start = None
+    now = job.last_run_at if claimed is not None and job.last_run_at is not None else sched.utcnow()
+    due = job.next_run_at if claimed is None else claimed.next_run_at
     plan = plan_run(job, definition, now)
-    previous_last_run = job.last_run_at
+    previous_last_run = job.last_run_at if claimed is None else claimed.last_run_at
+    failures_before = job.fail_count
     job.last_run_at = now
     if job.lease is not None:
         # The start write renews the lock too: a claim answered slowly must not start out expired.
@@ -115,9 +123,21 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     # A start that schedules no next run (a one-off job) lets the store stamp lastRunAt with the
     # moment of the write: the runs of one batch then write the same values, in one update.
     start_stamp = ("last_run_at",) if job.next_run_at is None and plan.interval is None else ()
-    # Kept trying while the database is away (PostgreSQL refuses at once where MongoDB's driver waits):
-    # the job is claimed and nothing ran yet, so the run starts when the database is back.
-    if not await keep_trying(lambda: ctx.store.save_state_batched(job, stamp=start_stamp), job):
+    # The claim's start stands when the run plans what it wrote: no next run, no interval, no
+    # schedule error to record (a failed schedule changes failCount, which the claim did not write).
+    started_by_claim = (
+        claimed is not None
+        and plan.interval is None
+        and job.next_run_at is None
+        and job.fail_count == failures_before
+        and not (lease is not None and lease.lost)
+    )
+    # Otherwise the start is written, kept trying while the database is away (PostgreSQL refuses at
+    # once where MongoDB's driver waits): the job is claimed and nothing ran yet, so the run starts
+    # when the database is back.
+    if not started_by_claim and not await keep_trying(
+        lambda: ctx.store.save_state_batched(job, stamp=start_stamp), job
+    ):
         error: BaseException = (
             LockLost(f"job {job.name!r} ({job.id}) lost its lock before it started")
             if job.lease is not None and job.lease.lost

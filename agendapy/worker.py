@@ -10,7 +10,8 @@ Background loops, each named after its job, started from one list (``_loops``) a
 * ``lock renewal`` (``renewal.py``) moves ``lockedAt`` forward for every held job (the heartbeat), so
   long runs need no ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped
   renewing;
-* ``wake-ups`` (``wakeups.py``) wakes lock filling when the store reports a job due now.
+* ``wake-ups`` (``wakeups.py``) wakes lock filling when the store reports a job due now; while the
+  last claim came back full (a backlog: the worker claims again as its runs end) its stream is closed.
 
 Runs are tasks started by ``_dispatch``, which is called whenever something changes. How much a pass
 may claim, and the claim itself, are ``claiming.py``'s. A pass has two phases: first only jobs that can
@@ -339,11 +340,14 @@ class Worker:
                 quotas, room = self.claimer.room(immediate=immediate)
                 if room < max(floor, 1):
                     break
-                jobs = await self.claimer.claim(quotas, room)
+                # Jobs of the first phase that are due start in the _dispatch below (their slots are
+                # free): the store may write their starts with the locks.
+                jobs = await self.claimer.claim(quotas, room, start_due=immediate)
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()
                 self._backlog = len(jobs) >= room
+                self._wakeups.backlog(self._backlog)
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 

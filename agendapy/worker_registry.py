@@ -82,6 +82,7 @@ class WorkerRegistry:
         self._workers_collection = workers_collection
         self._activity_collection = activity_collection
         self._presence: WorkerPresence | None = None
+        self._registering = False
 
     def _directory(self) -> WorkerDirectory | None:
         return worker_directory(
@@ -124,20 +125,34 @@ class WorkerRegistry:
         except Exception as exc:
             log.warning("could not create the workers' and activity tables: %s", exc)
 
-    async def register(self, *, every: timedelta) -> None:
-        """Write this worker's entry and refresh it every ``every`` until ``unregister`` (once)."""
+    def count_runs(self, *, every: timedelta) -> None:
+        """Count this worker's finished runs from now on, before its first claim: runs of the first
+        pass can end before ``register`` (a one-off job whose start its claim wrote ends after one
+        write). ``register`` writes the entry with them."""
         directory = self._directory()
         if directory is None or self._presence is not None:
             return
         presence = WorkerPresence(self._agenda, directory, every=every, version=package_version())
         self._events.tap(presence.observe)
         self._presence = presence
+
+    async def register(self, *, every: timedelta) -> None:
+        """Write this worker's entry and refresh it every ``every`` until ``unregister`` (once)."""
+        if self._presence is None:
+            self.count_runs(every=every)
+        presence = self._presence
+        if presence is None or self._registering:
+            return
+        self._registering = True
         await presence.start()
 
     async def unregister(self, timeout: float = 1.0) -> None:
         """Mark this worker's entry stopped within ``timeout`` seconds (nothing to do when it is not
         registered)."""
         presence, self._presence = self._presence, None
+        registered, self._registering = self._registering, False
         if presence is not None:
             self._events.untap(presence.observe)
+            if not registered:
+                return  # counting only: no entry was written
             await presence.stop(timeout)

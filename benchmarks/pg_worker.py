@@ -23,9 +23,8 @@ import sys
 import time
 from typing import Any
 
-from agendapy.store.postgres import PostgresJobStore
-
 from agendapy import Agenda, Job
+from agendapy.store.postgres import PostgresJobStore
 
 options: dict[str, Any] = {}
 for env, option, kind in (

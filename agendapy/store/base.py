@@ -118,6 +118,12 @@ class ClaimRequest:
     #: At most this many jobs of a name in one claim (its room under its own concurrency and lock
     #: limit); a name missing here is capped by the claim's total limit only.
     per_name: Mapping[str, int] | None = None
+    #: The worker starts at once what this claim returns that is due by ``now`` (it claims for free
+    #: slots). A store may then write the start of such a job with its lock, when the start needs
+    #: nothing computed (:func:`~agendapy.store.queries.starts_with_claim`): ``start_fields`` in the
+    #: same update, and a :class:`~agendapy.job.ClaimedStart` on the lease, so the run skips its start
+    #: write. A store that does not ignores this (the run then writes its start as usual).
+    start_due: bool = False
 
     def only(self, names: Sequence[str]) -> ClaimRequest:
         """The same claim over ``names`` (a subset of this request's names)."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidInput, JobNotFound
-from ..job import Job, JobState, Lease, compute_job_state, set_lease
+from ..job import ClaimedStart, Job, JobState, Lease, compute_job_state, set_lease
 from .queries import fence_filter
 from .schema import STATE_FIELDS, STATE_KEYS, document_from_job, job_from_document
 
@@ -31,10 +31,13 @@ __all__ = [
 ]
 
 
-def leased(doc: Mapping[str, Any], token: str, locked_at: datetime) -> Job:
-    """The job of a document this worker just locked, carrying its lease."""
+def leased(
+    doc: Mapping[str, Any], token: str, locked_at: datetime, *, claimed_start: ClaimedStart | None = None
+) -> Job:
+    """The job of a document this worker just locked, carrying its lease (with the start the lock
+    wrote, if it did)."""
     job = job_from_document(dict(doc))
-    set_lease(job, Lease(token=token, locked_at=locked_at))
+    set_lease(job, Lease(token=token, locked_at=locked_at, claimed_start=claimed_start))
     return job
 
 
@@ -102,12 +105,22 @@ def release_values(job: Job, reschedule_at: datetime | None) -> dict[str, Any]:
     A job without a next run (a recovered crash) becomes due now, so no release strands it.
     """
     values: dict[str, Any] = {"lockedAt": None, "lockToken": None}
+    claimed = job.lease.claimed_start if job.lease is not None else None
+    if claimed is not None:
+        # The claim wrote a start that never ran: put back what it replaced (the job did not run).
+        values["lastRunAt"] = claimed.last_run_at
+        values["nextRunAt"] = reschedule_at or claimed.next_run_at or _now_ms()
+        return values
     if reschedule_at is not None:
         values["nextRunAt"] = reschedule_at
     elif job.next_run_at is None:
-        now = datetime.now(UTC)
-        values["nextRunAt"] = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        values["nextRunAt"] = _now_ms()
     return values
+
+
+def _now_ms() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def wake_up(doc: Mapping[str, Any] | None) -> tuple[str, datetime | None] | None:

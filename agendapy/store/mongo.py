@@ -15,14 +15,16 @@ from pymongo import AsyncMongoClient, ReturnDocument, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
+    WriteError,
 )
 
 from ..connections import DEFAULT_DATABASE, MongoConnection, redact_url
 from ..errors import InvalidInput
-from ..job import Job
+from ..job import ClaimedStart, Job
 from . import streams
 from .base import ClaimQuota, ClaimRequest, JobCriteria, JobQuery
 from .common import (
@@ -51,6 +53,9 @@ from .queries import (
     saved_filter,
     single_filter,
     single_update,
+    start_conditions,
+    start_fields,
+    starts_with_claim,
     unique_filter,
     unique_update,
 )
@@ -76,11 +81,27 @@ _CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
     datetime_conversion=DatetimeConversion.DATETIME_AUTO,
     unicode_decode_error_handler="replace",
 )
+#: What a claim reads of its candidates: the branch of the claim filter that found them (``lockedAt``)
+#: and whether the lock writes their start (``starts_with_claim``), with what that start replaces.
+_CANDIDATE_FIELDS = dict.fromkeys(
+    ("_id", "name", "lockedAt", "nextRunAt", "lastRunAt", "repeatInterval", "repeatAt"), 1
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Claim rounds in one call when a round won only unreadable documents.
 _CLAIM_ROUNDS = 5
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _stored_ms(value: Any) -> int | None:
+    """A date as BSON stores it (milliseconds since the epoch), None for anything else."""
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    since: timedelta = value - _EPOCH
+    return since // timedelta(milliseconds=1)
 
 
 def _refused(exc: Exception) -> str | None:
@@ -307,14 +328,16 @@ class MongoJobStore:
             docs = await self._claim_documents(request, token, limit)
             if not docs:
                 return []
-            jobs = [leased(doc, token, request.now) for doc in docs]
+            jobs = [leased(doc, token, request.now, claimed_start=start) for doc, start in docs]
             readable = await self._fail_unreadable(jobs, request.now)
             if readable:
                 return readable
         return []
 
-    async def _claim_documents(self, request: ClaimRequest, token: str, limit: int) -> list[dict[str, Any]]:
-        """The claimed documents, as locked.
+    async def _claim_documents(
+        self, request: ClaimRequest, token: str, limit: int
+    ) -> list[tuple[dict[str, Any], ClaimedStart | None]]:
+        """The claimed documents, as locked, each with the start its lock wrote (if it did).
 
         One job: Agenda's single atomic find_one_and_update. Several: finds pick the candidates
         (usually one; another for the names left with room when a name filled up), an update_many by
@@ -334,13 +357,13 @@ class MongoJobStore:
                 sort=CLAIM_SORT,
                 return_document=ReturnDocument.AFTER,
             )
-            return [] if found is None else [found]
+            return [] if found is None else [(found, None)]
         for _ in range(3):
             candidates = await self._claim_candidates(request, limit)
             if not candidates:
                 return []
             ids = [doc["_id"] for doc in candidates]
-            if await self._lock(lock_filters(request, candidates), claim_update(request, token)):
+            if await self._lock_batch(request, token, candidates):
                 break
             # Every candidate was taken by another worker between the two steps: look again.
         else:
@@ -349,16 +372,65 @@ class MongoJobStore:
             {"_id": {"$in": ids}, "lockToken": token, "lockedAt": request.now}, hint=BY_ID
         )
         by_id = {doc["_id"]: doc async for doc in won}
-        return [by_id[i] for i in ids if i in by_id]
+        # Candidates whose start the lock wrote: what it replaced, for the lease (ClaimedStart).
+        stamp = _stored_ms(request.now)
+        starts = {
+            doc["_id"]: ClaimedStart(doc.get("lastRunAt"), doc.get("nextRunAt"))
+            for doc in candidates
+            if starts_with_claim(request, doc)
+            # Written only if the lock's update that carried it applied (see _lock_batch).
+            and doc["_id"] in by_id
+            and _stored_ms(by_id[doc["_id"]].get("lastRunAt")) == stamp
+            and by_id[doc["_id"]].get("nextRunAt") is None
+        }
+        return [(by_id[i], starts.get(i)) for i in ids if i in by_id]
 
-    async def _lock(self, filters: list[dict[str, Any]], update: dict[str, Any]) -> int:
+    @staticmethod
+    def _lock_writes(
+        request: ClaimRequest, token: str, candidates: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The batched lock as (filter, update) pairs: the candidates whose start the claim writes
+        (``starts_with_claim``) in one ``update_many`` that also sets ``start_fields``, the others
+        as ``lock_filters`` says."""
+        update = claim_update(request, token)
+        starting = [doc for doc in candidates if starts_with_claim(request, doc)]
+        if not starting:
+            return [(flt, update) for flt in lock_filters(request, candidates)]
+        others = [doc for doc in candidates if not starts_with_claim(request, doc)]
+        start_update = {"$set": {**update["$set"], **start_fields(request)}}
+        writes = [
+            ({**flt, **start_conditions(request)}, start_update) for flt in lock_filters(request, starting)
+        ]
+        return writes + [(flt, update) for flt in lock_filters(request, others)]
+
+    async def _lock_batch(self, request: ClaimRequest, token: str, candidates: list[dict[str, Any]]) -> bool:
+        """Lock the candidates (``_lock_writes``); whether any may have been locked.
+
+        A server that refuses the start's fields for a document (a validator) refuses that lock's
+        ``update_many`` from that document on: the candidates it did not lock are then locked without
+        their start, so their runs write it and a refusal is handled as a run's (failed, unlocked).
+        """
+        writes = self._lock_writes(request, token, candidates)
+        try:
+            return await self._lock(writes) > 0
+        except (WriteError, BulkWriteError) as exc:
+            if not any(starts_with_claim(request, doc) for doc in candidates):
+                raise
+            log.warning("the server refused a claim's start fields (%s); locking without them", exc)
+        await self._lock([(flt, claim_update(request, token)) for flt in lock_filters(request, candidates)])
+        return True  # the refused update may have locked some before refusing: the read-back tells
+
+    async def _lock(self, writes: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
         """Apply the batched lock (one ``update_many`` per filter, in one round trip); how many
         documents it locked."""
-        if not filters:
+        if not writes:
             return 0
-        if len(filters) == 1:
-            return (await self.collection.update_many(filters[0], update)).modified_count
-        result = await self.collection.bulk_write([UpdateMany(flt, update) for flt in filters], ordered=False)
+        if len(writes) == 1:
+            flt, update = writes[0]
+            return (await self.collection.update_many(flt, update)).modified_count
+        result = await self.collection.bulk_write(
+            [UpdateMany(flt, update) for flt, update in writes], ordered=False
+        )
         return result.modified_count
 
     async def _fail_unreadable(self, jobs: list[Job], now: datetime) -> list[Job]:
@@ -384,7 +456,8 @@ class MongoJobStore:
             wanted = quota.wanted()
             cursor = self.collection.find(
                 claim_filter(request.only(names), exclude=[doc["_id"] for doc in chosen]),
-                projection={"_id": 1, "name": 1, "lockedAt": 1},
+                # What decides the lock's filter and whether it writes the start (starts_with_claim).
+                projection=_CANDIDATE_FIELDS,
                 sort=CLAIM_SORT,
                 limit=wanted,
             )

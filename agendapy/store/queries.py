@@ -48,6 +48,9 @@ __all__ = [
     "saved_filter",
     "single_filter",
     "single_update",
+    "start_conditions",
+    "start_fields",
+    "starts_with_claim",
     "unique_filter",
     "unique_update",
 ]
@@ -192,6 +195,36 @@ def lock_filters(request: ClaimRequest, candidates: Sequence[Mapping[str, Any]])
             }
         )
     return filters
+
+
+def starts_with_claim(request: ClaimRequest, doc: Mapping[str, Any]) -> bool:
+    """Whether the claim writes the start of this candidate with its lock (``request.start_due``).
+
+    Only where the start needs nothing the run computes: an unlocked one-off job (no
+    ``repeatInterval``, no ``repeatAt``: its start sets ``lastRunAt`` and clears ``nextRunAt``, as
+    Agenda's) that is due by the claim's ``now``, so it starts at once. Jobs claimed ahead (due
+    later) and expired locks (a crashed run) are locked only, and started by the run's own write.
+    :func:`start_conditions` repeats this in the lock's filter.
+    """
+    if not request.start_due or doc.get("lockedAt") is not None:
+        return False
+    due = doc.get("nextRunAt")
+    if not isinstance(due, datetime):
+        return False
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    return due <= request.now and doc.get("repeatInterval") is None and doc.get("repeatAt") is None
+
+
+def start_conditions(request: ClaimRequest) -> dict[str, Any]:
+    """:func:`starts_with_claim` as filter conditions, added to the lock of such candidates: a job
+    saved as recurring (or rescheduled) between the search and the lock is left alone."""
+    return {"nextRunAt": {"$lte": request.now}, "repeatInterval": None, "repeatAt": None}
+
+
+def start_fields(request: ClaimRequest) -> dict[str, Any]:
+    """What a run's start writes for a one-off job, set by the claim that locks it at ``now``."""
+    return {"lastRunAt": request.now, "nextRunAt": None}
 
 
 def claim_update(request: ClaimRequest, token: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from ..job import Job
+from ..job import ClaimedStart, Job
 from ..joblogs import MemoryLogStore
 from ..store import common, queries
 from ..store._mql import (
@@ -243,8 +243,14 @@ class MemoryJobStore:
                 if not chosen:
                     break
                 for doc in chosen:
-                    self._update(doc, update)
-                    job = common.leased(bson_copy(doc), token, now)
+                    start = None
+                    if queries.starts_with_claim(request, doc):
+                        # The lock writes the run's start too, as the MongoDB store's claim does.
+                        start = ClaimedStart(doc.get("lastRunAt"), doc.get("nextRunAt"))
+                        self._update(doc, {"$set": {**update["$set"], **queries.start_fields(request)}})
+                    else:
+                        self._update(doc, update)
+                    job = common.leased(bson_copy(doc), token, now, claimed_start=start)
                     if job.unreadable:
                         self._update(doc, {"$set": unreadable_failure(job, now)})
                         broken.append(job)

@@ -71,6 +71,7 @@ def claim_request(
     deadlines: dict[str, datetime] | None = None,
     owner: str | None = "worker-1",
     per_name: dict[str, int] | None = None,
+    start_due: bool = False,
 ) -> ClaimRequest:
     """A claim pass at ``now`` looking ``window`` ahead; locks older than ``lifetime`` count as expired;
     ``per_name``: each name's room in the batch."""
@@ -83,6 +84,7 @@ def claim_request(
         lock_deadlines=deadlines or {name: at - lifetime for name in name_list},
         owner=owner,
         per_name=per_name,
+        start_due=start_due,
     )
 
 

@@ -280,3 +280,32 @@ async def test_progress_is_heard_when_the_looked_up_document_is_already_newer(ma
         )
     assert events.names() == ["start", "progress", "progress"]
     assert [job.progress for (job,) in events.args("progress")] == [25, 50]
+
+
+async def test_a_run_whose_start_its_claim_wrote_is_not_heard_as_another_processs(
+    make_agenda: Any, db_url: str
+) -> None:
+    # The claim writes the start of a one-off job due now; its read-back is slowed here, so the
+    # stream reports that start before the claim has returned to the worker that made it.
+    from agendapy.store.mongo import MongoJobStore
+
+    class SlowReadBack(MongoJobStore):
+        async def _lock(self, writes: Any) -> int:
+            locked = await super()._lock(writes)
+            await asyncio.sleep(0.5)
+            return locked
+
+    store = SlowReadBack(db_url)
+    watcher: Agenda = await make_agenda(db=store, process_every=0.05, fleet_events=True, name="web")
+    events = EventLog(watcher, "start", "success")
+    watcher.define("local", _nothing)
+    await watcher.start()
+    producer: Agenda = await make_agenda(process_every=0.05)
+    job = await producer.now("local")  # saved by a process that does not run it: claimed, not on the fly
+    await watcher.wait_for(job, timeout=30)
+    worker_done = EventLog(watcher, "complete:marker")
+    other = await _start_marker_worker(watcher)
+    await worker_done.wait("complete:marker", timeout=30)
+    await other.stop()
+    starts = [(seen.name, seen.remote) for (seen,) in events.args("start")]
+    assert starts == [("local", False), ("marker", True)], "the claim's start was heard as a remote run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Collection
@@ -500,9 +501,15 @@ def test_the_state_write_window_is_checked() -> None:
 
 
 async def test_a_stop_during_a_runs_start_hands_the_job_back() -> None:
+    from agendapy.store.base import ClaimRequest
     from agendapy.testing import MemoryJobStore
 
     class SlowStart(MemoryJobStore):
+        # Claims that lock only, as a store without the capability: the run writes its own start
+        # (a claim that writes it leaves no start write to stop in).
+        async def claim(self, request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
+            return await super().claim(dataclasses.replace(request, start_due=False), token, limit)
+
         async def save_state_batched(self, job: Job, *, stamp: Collection[str] = ()) -> bool:
             await asyncio.sleep(0.3)
             return await super().save_state_batched(job, stamp=stamp)
