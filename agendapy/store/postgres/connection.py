@@ -222,7 +222,7 @@ class PostgresConnection:
         """The pool failed to connect: said once per outage (its retries are not)."""
         if not self._unreachable:
             self._unreachable = True
-            first = (str(error).strip().splitlines() or ["?"])[0]
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             log.warning(
                 "PostgreSQL at %s is unreachable (%s); reconnecting in the background", self.describe(), first
             )
