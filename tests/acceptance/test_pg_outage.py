@@ -241,3 +241,22 @@ async def test_sigterm_while_the_server_is_silent_exits_within_the_grace(
         assert code == 0, worker.log()[-3000:]
     finally:
         proxy.close()
+
+
+async def test_listening_on_a_silent_server_gives_up_in_seconds_not_minutes(server: object, url: str) -> None:
+    """A connection attempt to a server that accepts and never answers ends on the store's connect
+    timeout (5 s unless the URL sets one) as DatabaseUnavailable, not after psycopg's 130 s."""
+    from agendapy.errors import DatabaseUnavailable
+    from agendapy.store.postgres import PostgresJobStore
+
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    proxy = SilentableProxy(port)
+    store = PostgresJobStore(url.replace(f":{port}/", f":{await proxy.start()}/"))
+    try:
+        await store.connect()
+        proxy.silent.set()
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(store.run_changes(), 60)
+    finally:
+        proxy.close()
+        await asyncio.wait_for(store.close(), 30)

@@ -50,6 +50,10 @@ _POOL_NUMBERS = itertools.count(1)
 PREPARE_THRESHOLD = 2
 #: Seconds ``connect()`` waits for the first connection, and a request waits for a free one.
 _CONNECT_TIMEOUT = 10.0
+#: libpq's ``connect_timeout`` of the connections made here unless the URL sets one: a server that
+#: accepts and never answers (hung, or a network path dropping packets) would otherwise hold each
+#: attempt of the pool and of the listening connection for psycopg's default of 130 s.
+_ATTEMPT_TIMEOUT = 5
 _SCHEMES = ("postgresql://", "postgres://")
 
 #: The pool type every module of this package uses.
@@ -218,6 +222,13 @@ class PostgresConnection:
         """The error for "cannot reach the server", naming it."""
         return unreachable(exc, self.describe())
 
+    @staticmethod
+    def _connection_kwargs(conninfo: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD}
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(conninfo):
+            kwargs["connect_timeout"] = _ATTEMPT_TIMEOUT
+        return kwargs
+
     def outage_began(self, error: object) -> None:
         """The pool failed to connect: said once per outage (its retries are not)."""
         if not self._unreachable:
@@ -241,7 +252,7 @@ class PostgresConnection:
                 self._conninfo,
                 min_size=self._min_size,
                 max_size=self._max_size,
-                kwargs={"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
+                kwargs=self._connection_kwargs(self._conninfo),
                 configure=self._configure,
                 timeout=_CONNECT_TIMEOUT,
                 open=False,
