@@ -4,6 +4,7 @@ psycopg error, and psycopg's pool does not log a warning per failed reconnection
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -127,3 +128,31 @@ async def test_the_pool_reports_an_outage_once_not_per_reconnection_attempt(
         ),
         timeout=10,
     )
+
+
+async def test_the_pool_reconnects_within_about_a_second_of_the_servers_return(
+    server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg_pool alone doubles the wait between reconnection attempts (1, 2, 4, 8 s ...): after an
+    8 s outage its next attempt came some 6 s after the server was back, longer than a lock lifetime of
+    a few seconds, so the worker's renewals failed while the server answered. Attempts are at most a
+    second apart here, so the store answers well within 3 s of the server's return."""
+    monkeypatch.setattr(connection, "_CONNECT_TIMEOUT", 1.0)
+    store = PostgresJobStore(server.url, min_size=1, max_size=1)  # one connection: no growth hides it
+    await store.connect()
+    try:
+        server.kill()
+        await _unavailable(lambda: store.queue_size(utcnow()))  # the pool finds its connection broken
+        await asyncio.sleep(8)  # the outage: the pool retries meanwhile, unasked
+        await asyncio.to_thread(server.restart)
+
+        async def answers() -> bool:
+            try:
+                await store.queue_size(utcnow())
+            except DatabaseUnavailable:
+                return False
+            return True
+
+        await wait_until(answers, timeout=3, interval=0.1)
+    finally:
+        await store.close()
