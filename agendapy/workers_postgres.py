@@ -19,6 +19,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from .store.postgres.connection import translate_unreachable
 from .workers import (
     ACTIVITY_KEPT,
     FORGET_AFTER,
@@ -88,6 +89,7 @@ class PostgresWorkerDirectory:
         self._pruned_at: float | None = None
         self._ensured = False
 
+    @translate_unreachable
     async def ensure(self) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -143,6 +145,7 @@ class PostgresWorkerDirectory:
                 (ACTIVITY_KEPT,),
             )
 
+    @translate_unreachable
     async def write(self, worker_id: ObjectId, doc: dict[str, Any]) -> None:
         row: dict[str, Any] = {"id": str(worker_id)}
         for field, column in _WORKER_COLUMNS.items():
@@ -167,6 +170,7 @@ class PostgresWorkerDirectory:
         if self._ensured and (self._pruned_at is None or time.monotonic() - self._pruned_at >= _PRUNE_EVERY):
             await self._prune()
 
+    @translate_unreachable
     async def add_activity(self, minute: datetime, *, done: int, failed: int, queued: int | None) -> None:
         # GREATEST ignores NULLs: a bucket keeps its largest queue sample, or gets its first one.
         statement = sql.SQL(
@@ -177,6 +181,7 @@ class PostgresWorkerDirectory:
         async with self._pool.connection() as conn:
             await conn.execute(statement, (minute, done, failed, queued))
 
+    @translate_unreachable
     async def workers(self, *, include_stopped: bool) -> list[WorkerInfo]:
         async with self._pool.connection() as conn:
             if not await _table_exists(conn, self._workers_name):
@@ -216,6 +221,7 @@ class PostgresWorkerDirectory:
                         )
         return worker_infos(docs, states, held, include_stopped=include_stopped)
 
+    @translate_unreachable
     async def activity(self, minutes: int) -> list[dict[str, Any]]:
         first, last = activity_window(minutes)
         docs: list[dict[str, Any]] = []

@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -30,10 +32,41 @@ _EXIT_RESERVE = 1.5
 #: given up on (cancelling what is left, joining threads): 0.2-0.5 s on a busy machine.
 _EXIT_MARGIN = 0.75
 _MIN_CLOSE_TIME = 0.2
+#: Seconds past the grace period after which a worker process exits whatever it still waits for.
+_HARD_EXIT_AFTER_GRACE = 0.5
 
 
-async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
-    """Run until SIGTERM/SIGINT, then stop gracefully within ``grace`` seconds (a second signal: at once)."""
+def _arm_hard_exit(grace: float) -> None:
+    """Exit the process ``grace`` + a moment after the stop signal, whatever is still waiting then.
+
+    The stop's own steps are bounded, but a database that stops answering (a hung server, a dropped
+    network path) can hold what comes after them: psycopg waits for the cancellation of a query
+    interrupted by the stop (seconds per connection) when the event loop cancels the tasks still
+    running at exit, and a pool or listening connection closes only after the server answers. The
+    platform kills soon after the grace anyway; exiting first says why. What was not written (final
+    states, unlocks) is left to lock expiry: those jobs come back to other workers.
+    """
+
+    def give_up() -> None:
+        log.warning(
+            "the stop did not finish within the grace period (the database does not answer); exiting "
+            "now: jobs still locked by this worker come back when their locks expire"
+        )
+        for handler in logging.getLogger().handlers + log.handlers:
+            handler.flush()
+        os._exit(0)
+
+    timer = threading.Timer(grace + _HARD_EXIT_AFTER_GRACE, give_up)
+    timer.daemon = True
+    timer.start()
+
+
+async def run_worker(
+    agenda: Agenda, *, grace: float = 8.0, on_stop_signal: Callable[[float], None] | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT, then stop gracefully within ``grace`` seconds (a second signal: at once).
+
+    ``on_stop_signal(grace)`` is called at the first signal (the CLI arms its hard exit with it)."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals_seen = 0
@@ -55,6 +88,8 @@ async def run_worker(agenda: Agenda, *, grace: float = 8.0) -> None:
             )
             nonlocal deadline
             deadline = loop.time() + grace - margin
+            if on_stop_signal is not None:
+                on_stop_signal(grace)
             stop_requested.set()
         else:
             log.warning("received %s again: stopping now", signal.Signals(signum).name)
@@ -143,7 +178,7 @@ def worker(
         bind_job_context(agenda)
         server = _serve_metrics(agenda, metrics_host, metrics_port) if metrics_port else None
         try:
-            await run_worker(agenda, grace=grace)
+            await run_worker(agenda, grace=grace, on_stop_signal=_arm_hard_exit)
         finally:
             if server is not None:
                 server.close()

@@ -175,3 +175,88 @@ async def test_sigterm_during_the_outage_exits_within_the_grace(
     took = time.monotonic() - began
     assert took <= 2 + 1, f"exited after {took:.1f} s:\n{worker.log()[-3000:]}"
     assert code == 0, worker.log()[-3000:]
+
+
+class SilentableProxy:
+    """A TCP proxy to the server that can go silent: connections stay open, nothing passes either way
+    and new ones are accepted but never answered (a server hung, or a network path dropping packets),
+    the case where nothing fails fast and every wait is on a timeout."""
+
+    def __init__(self, port: int) -> None:
+        self._target_port = port
+        self.silent = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.silent.is_set():
+            await asyncio.Event().wait()  # accepted, never answered
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self._target_port)
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                if self.silent.is_set():
+                    await asyncio.Event().wait()
+                writer.write(data)
+                await writer.drain()
+
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w), return_exceptions=True)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_sigterm_while_the_server_is_silent_exits_within_the_grace(
+    server: object, url: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Nothing refuses at once here: each write, the unlocks, the goodbye, closing the pool and the
+    listening connection would wait on the silent server; the stop still ends within grace + 1 s."""
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    proxy = SilentableProxy(port)
+    proxied = url.replace(f":{port}/", f":{await proxy.start()}/")
+    try:
+        await _schedule(url, 3, 30)
+        await _schedule(url, 100, 0.05)
+        worker = Worker(tmp_path, proxied, "silenced", grace=2)
+        workers.append(worker)
+        await worker.started()
+        await wait_until(
+            lambda: sum(1 for _, what in _records(tmp_path) if what == "start") >= 20, timeout=60
+        )
+
+        proxy.silent.set()
+        await asyncio.sleep(1)  # the writes of finishing runs now wait on the silent server
+        began = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(worker.proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 15 s after SIGTERM:\n{worker.log()[-5000:]}") from None
+        took = time.monotonic() - began
+        assert took <= 2 + 1, f"exited after {took:.1f} s:\n{worker.log()[-3000:]}"
+        assert code == 0, worker.log()[-3000:]
+    finally:
+        proxy.close()
+
+
+async def test_listening_on_a_silent_server_gives_up_in_seconds_not_minutes(server: object, url: str) -> None:
+    """A connection attempt to a server that accepts and never answers ends on the store's connect
+    timeout (5 s unless the URL sets one) as DatabaseUnavailable, not after psycopg's 130 s."""
+    from agendapy.errors import DatabaseUnavailable
+    from agendapy.store.postgres import PostgresJobStore
+
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    proxy = SilentableProxy(port)
+    store = PostgresJobStore(url.replace(f":{port}/", f":{await proxy.start()}/"))
+    try:
+        await store.connect()
+        proxy.silent.set()
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(store.run_changes(), 60)
+    finally:
+        proxy.close()
+        await asyncio.wait_for(store.close(), 30)

@@ -8,9 +8,14 @@ run often (claims, state writes) become server-side prepared statements after a 
 
 from __future__ import annotations
 
+import functools
+import itertools
+import logging
 import re
+import weakref
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
@@ -18,6 +23,7 @@ from psycopg.abc import Buffer, Params
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from ...errors import DatabaseUnavailable, InvalidInput
 
@@ -28,12 +34,27 @@ __all__ = [
     "execute",
     "is_connection_error",
     "redact_conninfo",
+    "translate_unreachable",
+    "unreachable",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("agendapy.store")
+_pool_log = logging.getLogger("psycopg.pool")
+#: The pools made here, by name: the pool logger's filter tells an outage of one of them from others'.
+_OWN_POOLS: weakref.WeakValueDictionary[str, PostgresConnection] = weakref.WeakValueDictionary()
+_POOL_NUMBERS = itertools.count(1)
 
 #: Executions of one statement after which psycopg prepares it on the server.
 PREPARE_THRESHOLD = 2
 #: Seconds ``connect()`` waits for the first connection, and a request waits for a free one.
 _CONNECT_TIMEOUT = 10.0
+#: libpq's ``connect_timeout`` of the connections made here unless the URL sets one: a server that
+#: accepts and never answers (hung, or a network path dropping packets) would otherwise hold each
+#: attempt of the pool and of the listening connection for psycopg's default of 130 s.
+_ATTEMPT_TIMEOUT = 5
 _SCHEMES = ("postgresql://", "postgres://")
 
 #: The pool type every module of this package uses.
@@ -60,6 +81,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | PoolTimeout) and not isinstance(
         exc, psycopg.errors.QueryCanceled
     )
+
+
+def unreachable(exc: BaseException, where: str | None = None) -> DatabaseUnavailable:
+    """The error for "cannot reach the server" (``where``: the server, named without its password)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    at = f" at {where}" if where else ""
+    return DatabaseUnavailable(f"cannot reach PostgreSQL{at}: {first}")
+
+
+def translate_unreachable(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Turn psycopg's connection-class errors raised by ``fn`` into :class:`DatabaseUnavailable`, the
+    error agendapy's callers know (the run path retries it, stops give up on it at once)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except psycopg.Error as exc:
+            if is_connection_error(exc):
+                raise unreachable(exc) from exc
+            raise
+
+    return wrapper
 
 
 def _checked_url(url: str) -> str:
@@ -95,6 +139,52 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
     conn.adapters.register_loader("timestamptz", _InfiniteDateLoader)
 
 
+class _OneLinePerOutage(logging.Filter):
+    """psycopg_pool logs a warning per failed connection attempt of a pool ("error connecting in
+    'agendapy-1': ..."), several a second while the server is down. For the pools made here, the first
+    one of an outage becomes one line of agendapy's and the rest are dropped; a connection made again
+    ends the outage (see ``PostgresConnection._configure``). Other pools' records pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "error connecting in %r: %s" or not isinstance(record.args, tuple):
+            return True
+        owner = _OWN_POOLS.get(str(record.args[0]))
+        if owner is None:
+            return True
+        owner.outage_began(record.args[1])
+        return False
+
+
+_pool_log.addFilter(_OneLinePerOutage())
+
+
+#: Seconds between the pool's reconnection attempts at most (psycopg_pool doubles its wait from 1 s
+#: without bound, so after a 10 s outage the next attempt could come 8 s after the server was back).
+_MAX_RECONNECT_DELAY = 1.0
+
+
+class _PromptReconnection(AttemptWithBackoff):
+    """Reconnection attempts 0.2 s, 0.4 s, 0.8 s, then every second while the server is away: a
+    worker resumes within about a second of the server's return (its locks' renewal with it, so a
+    short outage does not outlast a lock lifetime). The attempts are cheap (a refused connection) and
+    their warnings are folded into one line per outage (``_OneLinePerOutage``)."""
+
+    INITIAL_DELAY = 0.2
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, _MAX_RECONNECT_DELAY)
+
+
+class _Pool(AsyncConnectionPool[Any]):
+    """psycopg's pool with :class:`_PromptReconnection` (the only change)."""
+
+    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        await super()._add_connection(
+            attempt or _PromptReconnection(timeout=self.reconnect_timeout), growing=growing
+        )
+
+
 class PostgresConnection:
     """Where a store's database comes from: a pool, made on :meth:`open` or given.
 
@@ -114,6 +204,7 @@ class PostgresConnection:
         if max_size < 1:
             raise InvalidInput("max_size", max_size, "must be at least 1")
         self._min_size, self._max_size = min_size, max_size
+        self._unreachable = False
         self._pool: PgPool | None = None
         self._owns_pool = False
         self._conninfo: str | None = None
@@ -157,23 +248,45 @@ class PostgresConnection:
 
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable:
         """The error for "cannot reach the server", naming it."""
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return DatabaseUnavailable(f"cannot reach PostgreSQL at {self.describe()}: {first}")
+        return unreachable(exc, self.describe())
+
+    @staticmethod
+    def _connection_kwargs(conninfo: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD}
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(conninfo):
+            kwargs["connect_timeout"] = _ATTEMPT_TIMEOUT
+        return kwargs
+
+    def outage_began(self, error: object) -> None:
+        """The pool failed to connect: said once per outage (its retries are not)."""
+        if not self._unreachable:
+            self._unreachable = True
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            log.warning(
+                "PostgreSQL at %s is unreachable (%s); reconnecting in the background", self.describe(), first
+            )
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        await _configure(conn)
+        if self._unreachable:
+            self._unreachable = False
+            log.info("PostgreSQL at %s is reachable again", self.describe())
 
     async def open(self) -> PgPool:
         """Make (or open) the pool and wait for a first connection; DatabaseUnavailable if none comes."""
         if self._pool is None:
             assert self._conninfo is not None
-            self._pool = AsyncConnectionPool(
+            self._pool = _Pool(
                 self._conninfo,
                 min_size=self._min_size,
                 max_size=self._max_size,
-                kwargs={"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
-                configure=_configure,
+                kwargs=self._connection_kwargs(self._conninfo),
+                configure=self._configure,
                 timeout=_CONNECT_TIMEOUT,
                 open=False,
-                name="agendapy",
+                name=f"agendapy-{next(_POOL_NUMBERS)}",
             )
+            _OWN_POOLS[self._pool.name] = self
             self._owns_pool = True
         try:
             if self._owns_pool:

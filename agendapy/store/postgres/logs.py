@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 from ... import schedule as sched
 from ...errors import InvalidInput
 from ...joblogs import JobLogsResult, LogQuery, entry_from_document
+from .connection import translate_unreachable
 from .runs import pg_text, run_ddl
 from .schema import check_table_name
 
@@ -221,6 +222,7 @@ class PostgresLogStore:
     def _sql(self, text: LiteralString, **parts: sql.Composable) -> sql.Composed:
         return sql.SQL(text).format(table=self._table, **parts)
 
+    @translate_unreachable
     async def create_indexes(self) -> None:
         """Node's table and indexes if missing (:func:`~agendapy.store.postgres.runs.run_ddl`: safe
         when several processes start at once, Node's included), then delete expired entries."""
@@ -243,6 +245,7 @@ class PostgresLogStore:
             self._sql("DELETE FROM {table} WHERE timestamp < %s"), [sched.utcnow() - self._ttl]
         )
 
+    @translate_unreachable
     async def write(self, docs: Sequence[dict[str, Any]]) -> None:
         """Insert entries in one statement; an entry already stored (same id) is left as it is."""
         if not docs:
@@ -280,6 +283,7 @@ class PostgresLogStore:
                 params.append(sched.to_utc(query.until))
         return (sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")), params
 
+    @translate_unreachable
     async def query(self, query: LogQuery) -> JobLogsResult:
         """A page of matching entries by time (then id, so a batch keeps its order) and the total;
         ``limit`` 0 reads all, as in MongoDB."""
@@ -301,6 +305,7 @@ class PostgresLogStore:
         entries = [entry_from_document(_document(row)) for row in rows]
         return JobLogsResult(entries=entries, total=0 if counted is None else int(counted[0]))
 
+    @translate_unreachable
     async def clear(self, query: LogQuery | None) -> int:
         """Delete the matching entries (all without a query); returns how many."""
         where, params = self._where(query)

@@ -33,6 +33,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ...errors import DatabaseUnavailable
 from ..base import WakeUpsUnavailable
 
 # The payloads and their sending live in .announce; they are named here too (where the formats are told).
@@ -46,6 +47,7 @@ from .announce import (
     state_channel,
     state_payload,
 )
+from .connection import unreachable
 from .schema import row_to_document
 
 __all__ = [
@@ -106,13 +108,16 @@ async def _listening_connection(
 ) -> psycopg.AsyncConnection[Any]:
     """A connection of its own (the pool's settings, outside its working set) listening on ``channels``."""
     conninfo, kwargs = await _connect_params(pool)
-    conn = await psycopg.AsyncConnection.connect(conninfo, **{**kwargs, "autocommit": True})
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, **{**kwargs, "autocommit": True})
+    except psycopg.OperationalError as exc:
+        raise unreachable(exc) from exc
     try:
         for channel in channels:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-    except psycopg.OperationalError:
+    except psycopg.OperationalError as exc:
         await conn.close()
-        raise
+        raise unreachable(exc) from exc
     except psycopg.Error as exc:
         # Connected, but LISTEN is refused (a pooler in transaction mode, a restricted role).
         await conn.close()
@@ -140,7 +145,7 @@ async def _notifications(
                 try:
                     conn = await _listening_connection(pool, channels)
                     break
-                except psycopg.OperationalError as exc:
+                except DatabaseUnavailable as exc:
                     log.info("cannot re-open the listening connection (%s); retrying", exc)
     finally:
         await conn.close()

@@ -34,6 +34,7 @@ from ..runs import (
     new_run_document,
     record_of,
 )
+from .connection import translate_unreachable
 from .schema import check_table_name
 
 __all__ = ["DEFAULT_RUNS_TABLE", "PostgresRunStore", "pg_text", "run_ddl"]
@@ -207,6 +208,7 @@ class PostgresRunStore:
     def _sql(self, text: LiteralString, **parts: sql.Composable) -> sql.Composed:
         return sql.SQL(text).format(table=self._table, columns=_RECORD_COLUMNS, **parts)
 
+    @translate_unreachable
     async def create_tables(self) -> None:
         """Create the table and its indexes if missing; several processes may run this at once
         (:func:`run_ddl`)."""
@@ -224,6 +226,7 @@ class PostgresRunStore:
         self._expired_at = now
         await conn.execute(self._expiry, [sched.utcnow() - self._ttl])
 
+    @translate_unreachable
     async def start(self, **run: Unpack[RunStart]) -> str | None:
         """Record a run's start; with ``guard`` it claims ``interval``: None when another run holds it
         (a run still "running" for the same job document is resumed instead: its id is returned)."""
@@ -250,6 +253,7 @@ class PostgresRunStore:
             resumed = await (await cur.execute(self._take_over, row)).fetchone()
         return None if resumed is None else str(resumed[0])
 
+    @translate_unreachable
     async def finish(
         self, run_id: str, *, status: RunStatus, finished_at: datetime, error: str | None
     ) -> None:
@@ -257,6 +261,7 @@ class PostgresRunStore:
         async with self._pool.connection() as conn:
             await conn.execute(self._finish, [status, _date(finished_at), pg_text(error), str(run_id)])
 
+    @translate_unreachable
     async def trim(self, name: str) -> None:
         """Keep at most ``keep_per_name`` records of ``name`` (the newest; running ones stay, as
         ``trim_filter`` says), and delete the expired records of every name."""
@@ -264,6 +269,7 @@ class PostgresRunStore:
             await self._expire(conn, force=True)
             await conn.execute(self._trim, {"name": name, "keep": self._keep})
 
+    @translate_unreachable
     async def query(self, *, limit: int, **where: Unpack[RunFilter]) -> list[RunRecord]:
         """Run records, newest first (``history_filter``, ``HISTORY_SORT``); ``limit`` 0: all."""
         query, params = self._history(limit, where)
@@ -294,6 +300,7 @@ class PostgresRunStore:
         )
         return query, [*params, limit or None]
 
+    @translate_unreachable
     async def coverage(self, name: str, interval: RunInterval) -> RequiredRuns:
         """The runs of ``name`` whose interval overlaps ``interval`` (``coverage_filter``, in interval
         order), and the first and last interval it ran (``interval_runs_filter``), in one query."""

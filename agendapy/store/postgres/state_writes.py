@@ -29,6 +29,7 @@ from ...job import Job
 from ..common import fenced_state_write
 from ..state_batches import DEFAULT_STATE_WRITE_WINDOW, PendingState, StateBatcher
 from .announce import Announcements, state_channel
+from .connection import is_connection_error
 from .notify import DEFAULT_CHANNEL
 from .schema import COLUMNS, column_value, to_millis
 
@@ -169,15 +170,23 @@ class StateWrites(StateBatcher[_Refused]):
                         refusal = _Refused(str(exc).strip())
                         refusal.__cause__ = exc
                         outcomes[index] = refusal
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from exc
         for index, (job, _) in enumerate(entries):
             if outcomes[index] is None:
                 outcomes[index] = str(job.id) in applied
         return [False if outcome is None else outcome for outcome in outcomes]
 
     async def _execute(self, statements: list[tuple[list[int], sql.Composed, list[Any]]]) -> set[str]:
-        """Run the statements in one pipeline (one round trip); the ids of the rows they matched."""
+        """Run the statements in one pipeline (one round trip); the ids of the rows they matched.
+        Losing the server is the store's "unavailable" error wherever it happens (in the per-row
+        retry of a refused batch too), so the run path retries it."""
+        try:
+            return await self._run_statements(statements)
+        except psycopg.Error as exc:
+            if is_connection_error(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    async def _run_statements(self, statements: list[tuple[list[int], sql.Composed, list[Any]]]) -> set[str]:
         async with self._pool().connection() as conn:
             cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
             if len(statements) == 1:
