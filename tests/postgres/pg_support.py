@@ -1,9 +1,9 @@
 """Fixtures several PostgreSQL test modules share: a pool in both shapes a store may hand over, and the
-Agendas a test starts (stopped and closed at its end)."""
+Agendas a test starts (stopped and closed at its end), and Agendas made on the test's database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -40,4 +40,26 @@ async def agendas() -> AsyncIterator[list[Agenda]]:
     finally:
         for agenda in made:
             await agenda.stop(grace=1.0)
+            await agenda.close()
+
+
+MakeAgenda = Callable[..., Awaitable[Agenda]]
+
+
+@pytest.fixture
+async def make_pg_agenda(pg_url: str) -> AsyncIterator[MakeAgenda]:
+    """``await make_pg_agenda(**options)``: an Agenda on this test's PostgreSQL database (process_every
+    0.1 s unless given; closed after the test)."""
+    made: list[Agenda] = []
+
+    async def make(**options: Any) -> Agenda:
+        options.setdefault("process_every", 0.1)
+        agenda = Agenda(pg_url, **options)
+        made.append(agenda)
+        return agenda
+
+    try:
+        yield make
+    finally:
+        for agenda in made:
             await agenda.close()

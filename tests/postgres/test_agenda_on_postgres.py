@@ -4,10 +4,10 @@ activity, job logs, the dashboard's JSON API, metrics, SyncAgenda and the defaul
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import pg_support
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,25 +21,8 @@ from agendapy.sync import SyncAgenda
 
 from support import EventLog, wait_until
 
-MakeAgenda = Callable[..., Awaitable[Agenda]]
-
-
-@pytest.fixture
-async def make_pg_agenda(pg_url: str) -> AsyncIterator[MakeAgenda]:
-    """``await make_pg_agenda(**options)``: an Agenda on this test's PostgreSQL database (closed after)."""
-    made: list[Agenda] = []
-
-    async def make(**options: Any) -> Agenda:
-        options.setdefault("process_every", 0.1)
-        agenda = Agenda(pg_url, **options)
-        made.append(agenda)
-        return agenda
-
-    try:
-        yield make
-    finally:
-        for agenda in made:
-            await agenda.close()
+MakeAgenda = pg_support.MakeAgenda
+make_pg_agenda = pg_support.make_pg_agenda
 
 
 async def _rows(pg_url: str, query: str) -> list[dict[str, Any]]:

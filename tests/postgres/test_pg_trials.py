@@ -8,36 +8,20 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pg_support
 import psycopg
 import pytest
 
-from agendapy import Agenda, Job
+from agendapy import Job
 from agendapy.errors import DatabaseUnavailable, InvalidInput
 
 from support import wait_until
 
-MakeAgenda = Callable[..., Awaitable[Agenda]]
-
-
-@pytest.fixture
-async def make_pg_agenda(pg_url: str) -> AsyncIterator[MakeAgenda]:
-    made: list[Agenda] = []
-
-    async def make(**options: Any) -> Agenda:
-        options.setdefault("process_every", 0.1)
-        agenda = Agenda(pg_url, **options)
-        made.append(agenda)
-        return agenda
-
-    try:
-        yield make
-    finally:
-        for agenda in made:
-            await agenda.close()
+MakeAgenda = pg_support.MakeAgenda
+make_pg_agenda = pg_support.make_pg_agenda
 
 
 async def _sql(pg_url: str, statement: str, params: Any = None) -> None:
