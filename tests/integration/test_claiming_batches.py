@@ -73,11 +73,8 @@ async def test_runs_ending_one_at_a_time_are_refilled_in_batches(
     assert min(limits[2:]) >= 2, limits
 
 
-async def test_a_job_due_while_runs_are_ending_is_woken_for(make_agenda: Any) -> None:
-    """With nothing more due, ended runs do not claim; a job saved elsewhere is still started at
-    once, through the wake-up, by a worker with only one free slot."""
-    worker: Agenda = await make_agenda(max_concurrency=4, default_concurrency=4, process_every=60)
-    other: Agenda = await make_agenda(process_every=60)
+async def _one_free_slot_takes_a_job_saved_elsewhere(worker: Agenda, other: Agenda) -> None:
+    """Three of the worker's four slots hold runs; a job ``other`` saves must start in the fourth."""
     release = asyncio.Event()
 
     async def hold(job: Job) -> None:
@@ -93,6 +90,13 @@ async def test_a_job_due_while_runs_are_ending_is_woken_for(make_agenda: Any) ->
     await log.wait("success:hold", 1)
     release.set()
     await log.wait("success:hold", 4)
+
+
+async def test_a_job_due_while_runs_are_ending_is_woken_for(make_agenda: Any) -> None:
+    """With nothing more due, ended runs do not claim; a job saved elsewhere is still started at
+    once, through the wake-up, by a worker with only one free slot."""
+    worker: Agenda = await make_agenda(max_concurrency=4, default_concurrency=4, process_every=60)
+    await _one_free_slot_takes_a_job_saved_elsewhere(worker, await make_agenda(process_every=60))
 
 
 async def test_without_wake_ups_a_poll_claims_a_single_free_slot(make_agenda: Any) -> None:
@@ -100,22 +104,7 @@ async def test_without_wake_ups_a_poll_claims_a_single_free_slot(make_agenda: An
     worker: Agenda = await make_agenda(
         max_concurrency=4, default_concurrency=4, process_every=0.1, change_streams=False
     )
-    other: Agenda = await make_agenda(process_every=60)
-    release = asyncio.Event()
-
-    async def hold(job: Job) -> None:
-        if job.data.get("hold"):
-            await release.wait()
-
-    worker.define("hold", hold)
-    log = EventLog(worker, "start:hold", "success:hold")
-    await worker.now_many("hold", [{"hold": True} for _ in range(3)])
-    await worker.start()
-    await log.wait("start:hold", 3)
-    await other.now("hold", {"hold": False})
-    await log.wait("success:hold", 1)
-    release.set()
-    await log.wait("success:hold", 4)
+    await _one_free_slot_takes_a_job_saved_elsewhere(worker, await make_agenda(process_every=60))
 
 
 @pytest.mark.parametrize("change_streams", [False, True])
