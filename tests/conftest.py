@@ -26,8 +26,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-@pytest.fixture(scope="session")
-def mongo_url() -> Iterator[str]:
+def _serve_mongo() -> Iterator[str]:
     url = os.environ.get("AGENDAPY_TEST_MONGO_URL")
     if url:
         yield url
@@ -40,6 +39,14 @@ def mongo_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+mongo_url = pytest.fixture(scope="session", name="mongo_url")(_serve_mongo)
+
+#: For a module that writes documents at BSON's 16 MB limit, to override ``mongo_url`` with:
+#: SecantusDB gets a fresh server for it. Such documents on the server the whole session has
+#: filled could stall its storage engine's cache (a server stuck inside WiredTiger, seen in CI).
+own_mongo_url = pytest.fixture(scope="module", name="own_mongo_url")(_serve_mongo)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +99,8 @@ def db_url(mongo_url: str, db_name: str) -> str:
 
 @pytest.fixture
 async def client(mongo_url: str, db_name: str) -> AsyncIterator[AsyncMongoClient[Any]]:
-    c: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True)
+    # A bound on every operation: a stuck server fails the test instead of hanging the run.
+    c: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True, timeoutMS=60_000)
     try:
         yield c
     finally:
