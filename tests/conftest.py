@@ -1,4 +1,4 @@
-"""Shared fixtures: one real MongoDB-wire server per test session, one fresh database per test.
+"""Shared fixtures: one real MongoDB-wire server per folder of tests, one fresh database per test.
 
 The server is ``$AGENDAPY_TEST_MONGO_URL`` when set (a real mongod), else SecantusDB started by
 agendapy's own embedded-server manager on a free loopback port with a temporary data directory.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,7 +42,47 @@ def _serve_mongo() -> Iterator[str]:
         server.stop()
 
 
-mongo_url = pytest.fixture(scope="session", name="mongo_url")(_serve_mongo)
+class _ServerPerFolder:
+    """One server per folder of tests (``tests/contract``, ``tests/integration`` ...), started when the
+    folder's first test asks for it and stopped when a test of another folder does: tests run folder
+    by folder, and no server carries a whole session's data and load (SecantusDB keeps every write in
+    its oplog and its cache; a server filled by a long session once stalled inside its storage engine)."""
+
+    def __init__(self) -> None:
+        self._folder: str | None = None
+        self._serving: Iterator[str] | None = None
+        self._url = ""
+
+    def url_for(self, folder: str) -> str:
+        if folder != self._folder:
+            self.close()
+            self._serving = _serve_mongo()
+            self._url = next(self._serving)
+            self._folder = folder
+        return self._url
+
+    def close(self) -> None:
+        serving, self._serving, self._folder = self._serving, None, None
+        if serving is not None:
+            next(serving, None)
+
+
+@pytest.fixture(scope="session")
+def _mongo_servers() -> Iterator[_ServerPerFolder]:
+    servers = _ServerPerFolder()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture
+def mongo_url(_mongo_servers: _ServerPerFolder, request: pytest.FixtureRequest) -> str:
+    """The MongoDB-wire server of this test's folder (see ``_ServerPerFolder``)."""
+    tests = Path(__file__).parent
+    folder = request.path.relative_to(tests).parts[0] if request.path.is_relative_to(tests) else ""
+    return _mongo_servers.url_for(folder)
+
 
 #: For a module that writes documents at BSON's 16 MB limit, to override ``mongo_url`` with:
 #: SecantusDB gets a fresh server for it. Such documents on the server the whole session has
