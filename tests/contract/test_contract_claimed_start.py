@@ -1,6 +1,6 @@
 """A claim for free slots may write the start of the one-off jobs it locks (``ClaimRequest.start_due``):
-the run then sends no start write. MongoDB and the in-memory store do; a store that does not (PostgreSQL)
-locks only, and its runs write their start as before. Either way, what is stored must be consistent."""
+the run then sends no start write. Every store here does; one that did not would lock only, and its runs
+would write their start as before. Either way, what is stored must be consistent."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from agendapy.store.base import JobStore
 from support import wait_until
 
 #: The stores whose claims write starts (the others must still pass every test here).
-WRITES_STARTS = {"mongo", "memory"}
+WRITES_STARTS = {"mongo", "memory", "postgres"}
 
 
 async def saved(store: JobStore, **fields: Any) -> Job:

@@ -16,7 +16,7 @@ instead of waiting: no two claims return the same job.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from ...job import Job
+from ...job import ClaimedStart, Job
 from ..base import ClaimQuota, ClaimRequest
 from ..common import leased
 from ..common import refresh_run_fields as refresh_from
@@ -44,14 +44,19 @@ _CLAIM = """
 WITH claimed AS (
   UPDATE {table} AS t
   SET locked_at = %(now)s, lock_token = %(token)s,
-      last_modified_by = coalesce(%(owner)s, t.last_modified_by)
+      last_modified_by = coalesce(%(owner)s, t.last_modified_by),
+      last_run_at = CASE WHEN picked.starts THEN %(now)s ELSE t.last_run_at END,
+      next_run_at = CASE WHEN picked.starts THEN NULL ELSE t.next_run_at END
   FROM (
-    SELECT c.id, c.next_run_at, c.priority
+    SELECT c.id, c.next_run_at, c.priority, c.last_run_at, c.starts
     FROM unnest(%(names)s::text[], %(rooms)s::int[], %(deadlines)s::timestamptz[]) AS q(name, room, deadline)
     CROSS JOIN LATERAL (
-      SELECT u.id, u.next_run_at, u.priority FROM (
+      SELECT u.id, u.next_run_at, u.priority, u.last_run_at, u.starts FROM (
         SELECT due.* FROM (
-          SELECT j.id, j.next_run_at, j.priority FROM {table} AS j
+          SELECT j.id, j.next_run_at, j.priority, j.last_run_at,
+            %(start_due)s AND j.next_run_at <= %(now)s
+              AND j.repeat_interval IS NULL AND j.repeat_at IS NULL AS starts
+          FROM {table} AS j
           WHERE j.name = q.name AND j.disabled = FALSE AND j.locked_at IS NULL
             AND j.next_run_at <= %(scan)s
           ORDER BY j.next_run_at, j.priority DESC
@@ -59,7 +64,7 @@ WITH claimed AS (
         ) AS due
         UNION ALL
         SELECT expired.* FROM (
-          SELECT j.id, j.next_run_at, j.priority FROM {table} AS j
+          SELECT j.id, j.next_run_at, j.priority, j.last_run_at, FALSE AS starts FROM {table} AS j
           WHERE j.locked_at <= %(latest_deadline)s AND j.locked_at <= q.deadline
             AND j.name = q.name AND j.disabled = FALSE
           ORDER BY j.next_run_at, j.priority DESC
@@ -73,10 +78,14 @@ WITH claimed AS (
     LIMIT %(limit)s
   ) AS picked
   WHERE t.id = picked.id
-  RETURNING t.*
+  RETURNING t.*, picked.starts AS claim_started, picked.last_run_at AS claim_replaced_last_run_at,
+    picked.next_run_at AS claim_replaced_next_run_at
 )
-SELECT * FROM claimed ORDER BY next_run_at, priority DESC
+SELECT * FROM claimed ORDER BY claim_replaced_next_run_at, priority DESC
 """
+# ``starts``: the claim writes the run's start with the lock (``ClaimRequest.start_due``) for an
+# unlocked one-off job due by now, as ``queries.starts_with_claim`` says for MongoDB; the row's
+# replaced lastRunAt and nextRunAt come back beside it, for the lease (``ClaimedStart``).
 # ``latest_deadline`` (the latest of the names' deadlines, a constant) lets the planner see that the
 # expired-lock branch reads the few old locks of the locked_at index, not every row of the name.
 
@@ -105,6 +114,7 @@ def claim_params(request: ClaimRequest, token: str, limit: int) -> dict[str, Any
         "latest_deadline": max(deadlines),
         "scan": to_millis(request.next_scan_at),
         "limit": wanted,
+        "start_due": request.start_due,
     }
 
 
@@ -134,9 +144,14 @@ async def claim(
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(statement, params)
             rows = await cursor.fetchall()
-        if not rows:
-            return []
-        jobs = [leased(row_to_document(row), token, locked_at) for row in rows]
+            if not rows:
+                return []
+            jobs = [
+                leased(row_to_document(row), token, locked_at, claimed_start=_started(row)) for row in rows
+            ]
+            await writes.announce_claimed_starts(
+                conn, [job for job in jobs if job.lease and job.lease.claimed_start]
+            )
         broken = [job for job in jobs if job.unreadable]
         if broken:
             await writes.apply([(job, unreadable_failure(job, locked_at)) for job in broken])
@@ -146,6 +161,16 @@ async def claim(
         if readable:
             return readable
     return []
+
+
+def _started(row: Mapping[str, Any]) -> ClaimedStart | None:
+    """The start the claim wrote into ``row`` (what it replaced), or None."""
+    if not row.get("claim_started"):
+        return None
+    replaced = row_to_document(
+        {"last_run_at": row["claim_replaced_last_run_at"], "next_run_at": row["claim_replaced_next_run_at"]}
+    )
+    return ClaimedStart(replaced.get("lastRunAt"), replaced.get("nextRunAt"))
 
 
 async def renew_locks(writes: StateWrites, jobs: Sequence[Job], now: datetime) -> list[Job]:

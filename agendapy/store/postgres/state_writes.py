@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from ...job import Job
 from ..common import fenced_state_write
 from ..state_batches import DEFAULT_STATE_WRITE_WINDOW, PendingState, StateBatcher
-from .announce import Announcements, state_channel
+from .announce import Announcements, publish, state_channel
 from .connection import is_connection_error
 from .notify import DEFAULT_CHANNEL
 from .schema import COLUMNS, column_value, to_millis
@@ -121,6 +121,19 @@ class StateWrites(StateBatcher[_Refused]):
     def _refusal_error(self, refused: _Refused) -> Exception:
         cause = refused.__cause__
         return cause if isinstance(cause, Exception) else refused
+
+    async def announce_claimed_starts(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job]) -> None:
+        """Announce the starts a claim wrote (its runs send no start write), on the claim's connection
+        right after it committed, as the start write would have; remembered so their ends are announced.
+        A notification lost with the connection is only logged: the claim stands and the runs go on."""
+        notes: list[tuple[str, str]] = []
+        for job in jobs:
+            _, steps = self._announce.notes(job, {"lockedAt": job.locked_at, "lastRunAt": job.last_run_at})
+            notes.extend((state_channel(self._channel), step) for step in steps)
+        try:
+            await publish(conn, notes)
+        except psycopg.Error as exc:
+            log.warning("could not announce the start of %d claimed run(s): %s", len(jobs), exc)
 
     # -- the statements --------------------------------------------------------------------------
 
