@@ -31,8 +31,6 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Final
 
-from croniter import CroniterBadDateError, croniter
-
 from .text import JS_SPACE
 
 __all__ = ["MAX_CRON_LENGTH", "CronError", "CronSpec", "cron_spec", "is_cron", "parse_cron"]
@@ -105,6 +103,9 @@ class CronSpec:
 
 def _occurrence(expression: str, start: datetime, *, forward: bool) -> datetime | None:
     """croniter's next occurrence after ``start``, or its last one at or before ``start``."""
+    # Imported here: a worker without cron schedules never needs it (~20 ms of every start-up).
+    from croniter import CroniterBadDateError, croniter
+
     # A naive start makes croniter work on wall-clock time without a zone, as cron_times needs.
     try:
         if forward:
