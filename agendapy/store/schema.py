@@ -365,13 +365,18 @@ def unreadable_failure(job: Job, now: datetime) -> dict[str, Any]:
     job.failed_at = now
     job.next_run_at = None
     job.locked_at = None
-    return {
+    values: dict[str, Any] = {
         "failReason": reason,
         "failedAt": now,
         "nextRunAt": None,
         "lockedAt": None,
         "lockToken": None,
     }
+    claimed = job.lease.claimed_start if job.lease is not None else None
+    if claimed is not None:
+        # The claim wrote a start for a run that never happens: put back the lastRunAt it replaced.
+        values["lastRunAt"] = claimed.last_run_at
+    return values
 
 
 def log_unreadable(job: Job) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -67,6 +67,19 @@ async def test_claim_fails_an_unreadable_document_and_returns_the_rest(
     assert isinstance(stored["failedAt"], datetime)
     if field != "failReason":
         assert stored[field] == value or (isinstance(value, float) and math.isnan(stored[field]))
+
+
+async def test_an_unreadable_document_a_claim_started_keeps_its_last_run(store: JobStore) -> None:
+    """A claim for free slots writes the start of a due one-off job with its lock; when the document
+    then cannot be read, the run never happens and the lastRunAt the start replaced is put back."""
+    before = utcnow().replace(microsecond=0) - timedelta(minutes=5)
+    bad_id = await insert_raw(store, due_doc("task", skipDays="weekends", lastRunAt=before))
+
+    assert await claim(store, "task", limit=5, start_due=True) == []
+
+    stored = await raw_document(store, bad_id)
+    assert "cannot read" in stored["failReason"] and stored["lockedAt"] is None
+    assert stored["lastRunAt"] == before
 
 
 async def test_a_single_claim_skips_unreadable_documents(store: JobStore) -> None:

@@ -4,6 +4,7 @@ listening connection of its own that comes back after a connection loss."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -306,3 +307,25 @@ def test_the_default_channel_is_node_backends_whatever_the_table() -> None:
         with pytest.raises(InvalidInput) as refused:
             PostgresJobStore("postgresql://127.0.0.1/x", channel=bad)
         assert refused.value.field == "channel"
+
+
+async def test_a_claim_announces_the_starts_it_writes_but_not_of_a_row_it_cannot_read(
+    pg_url: str, pg_store: PostgresJobStore, writes: StateWrites
+) -> None:
+    good, bad = await add_jobs(pg_store, "work", 2)
+    await execute(
+        pg_store, f'UPDATE "{pg_store.table}" SET misfire = %s WHERE id = %s', ["sometimes", bad.id]
+    )
+    state = f"{pg_store.channel}:state"
+    async for node in listening(pg_url, state):
+        request = dataclasses.replace(request_for(["work"]), start_due=True)
+        (job,) = await claim(pg_store.pool, pg_store.table, request, "tok", 5, writes=writes)
+        assert job.id == good.id and job.lease is not None and job.lease.claimed_start is not None
+        # A marker sent after the claim: notifications arrive in commit order, so whatever the claim
+        # announced is read before it.
+        await execute(pg_store, "SELECT pg_notify(%s, %s)", [state, json.dumps({"type": "marker"})])
+        seen = []
+        while (payload := await node.next(state))["type"] != "marker":
+            seen.append(payload)
+        assert [(p["type"], p["jobId"]) for p in seen] == [("start", good.id)]
+        assert set(seen[0]) <= NODE_STATE_KEYS and ISO.match(seen[0]["lastRunAt"])

@@ -149,9 +149,8 @@ async def claim(
             jobs = [
                 leased(row_to_document(row), token, locked_at, claimed_start=_started(row)) for row in rows
             ]
-            await writes.announce_claimed_starts(
-                conn, [job for job in jobs if job.lease and job.lease.claimed_start]
-            )
+            started = [job for job in jobs if job.lease and job.lease.claimed_start and not job.unreadable]
+            await writes.announce_claimed_starts(conn, started)
         broken = [job for job in jobs if job.unreadable]
         if broken:
             await writes.apply([(job, unreadable_failure(job, locked_at)) for job in broken])
