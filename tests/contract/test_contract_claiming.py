@@ -115,6 +115,16 @@ async def test_an_expired_lock_is_claimed_again_whatever_its_next_run(store: Job
     assert again.lease is not None and again.lease.token == "new"
 
 
+async def test_a_crashed_run_without_next_run_comes_first(store: JobStore) -> None:
+    """A job whose worker died mid-run (its start cleared nextRunAt, its lock expired) sorts before any
+    due job, as MongoDB sorts a null nextRunAt before every date: a claim with room for one takes it."""
+    now = utcnow()
+    crashed = await saved(store, next_run_at=None, locked_at=now - 20 * MINUTE, last_run_at=now - 20 * MINUTE)
+    due = await saved(store, next_run_at=now - 30 * MINUTE, priority=10)
+    assert [j.id for j in await claim(store, "work", now=now, lifetime=10 * MINUTE)] == [crashed.id]
+    assert [j.id for j in await claim(store, "work", now=now, lifetime=10 * MINUTE)] == [due.id]
+
+
 async def test_lock_deadline_is_inclusive_and_per_name(store: JobStore) -> None:
     now = utcnow()
     locked_at = now - 10 * MINUTE

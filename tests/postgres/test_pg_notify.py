@@ -22,6 +22,7 @@ from agendapy.fleet_events import _events_of
 from agendapy.job import Job
 from agendapy.schedule.timezones import utcnow
 from agendapy.store.postgres import PostgresJobStore
+from agendapy.store.postgres.announce import Announcements
 from agendapy.store.postgres.claims import claim, release
 from agendapy.store.postgres.notify import (
     change_of,
@@ -329,3 +330,14 @@ async def test_a_claim_announces_the_starts_it_writes_but_not_of_a_row_it_cannot
             seen.append(payload)
         assert [(p["type"], p["jobId"]) for p in seen] == [("start", good.id)]
         assert set(seen[0]) <= NODE_STATE_KEYS and ISO.match(seen[0]["lastRunAt"])
+
+
+def test_a_start_whose_notification_was_lost_announces_no_end() -> None:
+    announce = Announcements()
+    started = utcnow().replace(microsecond=0)
+    job = Job(name="work", id="00000000-0000-4000-8000-000000000001", last_modified_by="w1")
+    _, steps = announce.notes(job, {"lockedAt": started, "lastRunAt": started})
+    assert [json.loads(step)["type"] for step in steps] == ["start"]
+    announce.forget([str(job.id)])
+    ended = {"lockedAt": None, "lockToken": None, "lastFinishedAt": started + timedelta(seconds=1)}
+    assert announce.notes(job, ended) == (None, [])

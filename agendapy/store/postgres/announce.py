@@ -160,6 +160,12 @@ class Announcements:
             steps = self._end(job, values, job_id, source, self._started.pop(job_id))
         return due, steps
 
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop remembered starts whose notification was lost: their runs' ends are not announced
+        either (a listener never sees an end without its start)."""
+        for job_id in job_ids:
+            self._started.pop(job_id, None)
+
     @staticmethod
     def _end(
         job: Job, values: Mapping[str, Any], job_id: str, source: str | None, started: datetime

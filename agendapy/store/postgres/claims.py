@@ -67,22 +67,24 @@ WITH claimed AS (
           SELECT j.id, j.next_run_at, j.priority, j.last_run_at, FALSE AS starts FROM {table} AS j
           WHERE j.locked_at <= %(latest_deadline)s AND j.locked_at <= q.deadline
             AND j.name = q.name AND j.disabled = FALSE
-          ORDER BY j.next_run_at, j.priority DESC
+          ORDER BY j.next_run_at NULLS FIRST, j.priority DESC
           LIMIT q.room FOR UPDATE SKIP LOCKED
         ) AS expired
       ) AS u
-      ORDER BY u.next_run_at, u.priority DESC
+      ORDER BY u.next_run_at NULLS FIRST, u.priority DESC
       LIMIT q.room
     ) AS c
-    ORDER BY c.next_run_at, c.priority DESC
+    ORDER BY c.next_run_at NULLS FIRST, c.priority DESC
     LIMIT %(limit)s
   ) AS picked
   WHERE t.id = picked.id
   RETURNING t.*, picked.starts AS claim_started, picked.last_run_at AS claim_replaced_last_run_at,
     picked.next_run_at AS claim_replaced_next_run_at
 )
-SELECT * FROM claimed ORDER BY claim_replaced_next_run_at, priority DESC
+SELECT * FROM claimed ORDER BY claim_replaced_next_run_at NULLS FIRST, priority DESC
 """
+# A null next_run_at (a crashed run whose lock expired) sorts first, as MongoDB sorts null before every
+# date; the due branch never meets one, so its index order stands.
 # ``starts``: the claim writes the run's start with the lock (``ClaimRequest.start_due``) for an
 # unlocked one-off job due by now, as ``queries.starts_with_claim`` says for MongoDB; the row's
 # replaced lastRunAt and nextRunAt come back beside it, for the lease (``ClaimedStart``).

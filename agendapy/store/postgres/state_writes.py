@@ -125,7 +125,8 @@ class StateWrites(StateBatcher[_Refused]):
     async def announce_claimed_starts(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job]) -> None:
         """Announce the starts a claim wrote (its runs send no start write), on the claim's connection
         right after it committed, as the start write would have; remembered so their ends are announced.
-        A notification lost with the connection is only logged: the claim stands and the runs go on."""
+        A notification lost with the connection is only logged (and those runs' ends are not announced
+        either): the claim stands and the runs go on."""
         notes: list[tuple[str, str]] = []
         for job in jobs:
             _, steps = self._announce.notes(job, {"lockedAt": job.locked_at, "lastRunAt": job.last_run_at})
@@ -133,6 +134,7 @@ class StateWrites(StateBatcher[_Refused]):
         try:
             await publish(conn, notes)
         except psycopg.Error as exc:
+            self._announce.forget(str(job.id) for job in jobs)
             log.warning("could not announce the start of %d claimed run(s): %s", len(jobs), exc)
 
     # -- the statements --------------------------------------------------------------------------
