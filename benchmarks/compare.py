@@ -675,7 +675,9 @@ class Harness:
         collection = "jobs" if lib == "aps" else f"drain_{lib}_{n}_{workers}w_{round(pe * 1000)}ms"
         self._prepare_drain(lib, collection, n)
         col = self.db[collection]
-        if lib == "aps":  # APScheduler deletes a job when it releases it (results are not kept)
+        if lib == "aps" or (lib == "py" and s.py_options.get("remove_on_complete")):
+            # APScheduler deletes a job when it releases it (results are not kept), as agendapy does
+            # with remove_on_complete.
 
             def count_done() -> int:
                 return n - col.count_documents({})
