@@ -290,7 +290,10 @@ async def test_a_job_of_a_killed_worker_is_run_by_another_after_the_lock_lifetim
     jobs_collection: Any,
     workers: list[WorkerProcess],
 ) -> None:
-    lifetime = 1.0
+    # Two seconds: with one, a loaded machine once delayed the second worker's own heartbeat past the
+    # lifetime, so the worker re-claimed the job it was running and ran it twice. This test is about
+    # a dead worker's job; a live worker's late heartbeat is a different case.
+    lifetime = 2.0
     (job_id,) = await _schedule(db_url, 1, {"chunks": 6, "chunk_s": 0.5, "stall_at": 2})
     first = WorkerProcess(module_dir, db_url, mongo_url, db_name, "first", lock_lifetime=lifetime, grace=2)
     workers.append(first)
