@@ -46,7 +46,9 @@ class _ServerPerFolder:
     """One server per folder of tests (``tests/contract``, ``tests/integration`` ...), started when the
     folder's first test asks for it and stopped when a test of another folder does: tests run folder
     by folder, and no server carries a whole session's data and load (SecantusDB keeps every write in
-    its oplog and its cache; a server filled by a long session once stalled inside its storage engine)."""
+    its oplog and its cache; a server filled by a long session once stalled inside its storage engine).
+    A module marked ``own_mongo_server`` (it writes documents at BSON's 16 MB limit) gets one of its own
+    the same way."""
 
     def __init__(self) -> None:
         self._folder: str | None = None
@@ -78,16 +80,13 @@ def _mongo_servers() -> Iterator[_ServerPerFolder]:
 
 @pytest.fixture
 def mongo_url(_mongo_servers: _ServerPerFolder, request: pytest.FixtureRequest) -> str:
-    """The MongoDB-wire server of this test's folder (see ``_ServerPerFolder``)."""
+    """The MongoDB-wire server of this test's folder, or of its module when the module is marked
+    ``own_mongo_server`` (see ``_ServerPerFolder``)."""
+    if request.node.get_closest_marker("own_mongo_server") is not None:
+        return _mongo_servers.url_for(str(request.path))
     tests = Path(__file__).parent
     folder = request.path.relative_to(tests).parts[0] if request.path.is_relative_to(tests) else ""
     return _mongo_servers.url_for(folder)
-
-
-#: For a module that writes documents at BSON's 16 MB limit, to override ``mongo_url`` with:
-#: SecantusDB gets a fresh server for it. Such documents on the server the whole session has
-#: filled could stall its storage engine's cache (a server stuck inside WiredTiger, seen in CI).
-own_mongo_url = pytest.fixture(scope="module", name="own_mongo_url")(_serve_mongo)
 
 
 @pytest.fixture(scope="session")

@@ -63,10 +63,8 @@ FUZZ = settings(
 UNSAFE_OPERATORS = ("$where", "$function", "$accumulator", "$expr")
 
 
-@pytest.fixture(scope="module")
-def mongo_url(own_mongo_url: str) -> str:
-    """Documents at BSON's 16 MB limit: a server of this module's own (see ``own_mongo_url``)."""
-    return own_mongo_url
+# Documents at BSON's 16 MB limit: a server of this module's own (tests/conftest.py).
+pytestmark = pytest.mark.own_mongo_server
 
 
 MAX_DATA_BYTES = 16 * 1024 * 1024  # BSON's document limit

@@ -13,11 +13,8 @@ from agendapy.validate import _MAX_DATA_BYTES
 
 from support import EventLog, wait_until
 
-
-@pytest.fixture(scope="module")
-def mongo_url(own_mongo_url: str) -> str:
-    """Documents at BSON's 16 MB limit: a server of this module's own (see ``own_mongo_url``)."""
-    return own_mongo_url
+# Documents at BSON's 16 MB limit: a server of this module's own (tests/conftest.py).
+pytestmark = pytest.mark.own_mongo_server
 
 
 def _largest_data() -> dict[str, str]:
