@@ -45,6 +45,8 @@ class Holdings(Protocol):
 
     def waiting_count(self, name: str | None = None) -> int: ...
 
+    def held_ids(self) -> frozenset[str]: ...
+
 
 class Claimer:
     """Computes a worker's room to claim and claims; ``scope`` says which jobs."""
@@ -152,6 +154,7 @@ class Claimer:
             owner=ctx.name,
             per_name=quotas,
             start_due=start_due,
+            held=self._held.held_ids(),
         )
         token = uuid.uuid4().hex
         claiming = asyncio.ensure_future(ctx.store.claim(request, token, limit))

@@ -295,6 +295,11 @@ class Worker:
             return len(self._waiting)
         return sum(1 for job, _ in self._waiting if job.name == name)
 
+    def held_ids(self) -> frozenset[str]:
+        """The ids of the jobs this worker holds locks on (waiting + running)."""
+        jobs = [job for job, _ in self._waiting] + [job for job, _ in self._running.values()]
+        return frozenset(job.id for job in jobs if job.id is not None)
+
     # -- lock filling ----------------------------------------------------------------------------
 
     def _filling_loop(self) -> Loop:

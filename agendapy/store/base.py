@@ -124,6 +124,10 @@ class ClaimRequest:
     #: same update, and a :class:`~agendapy.job.ClaimedStart` on the lease, so the run skips its start
     #: write. A store that does not ignores this (the run then writes its start as usual).
     start_due: bool = False
+    #: The ids of the jobs the claiming worker holds already. Their locks are its own, kept fresh by
+    #: its heartbeat: one that looks expired (a late heartbeat on a loaded machine) is never claimed
+    #: again by the same worker, which would run the job a second time beside the run it has.
+    held: frozenset[str] = frozenset()
 
     def only(self, names: Sequence[str]) -> ClaimRequest:
         """The same claim over ``names`` (a subset of this request's names)."""

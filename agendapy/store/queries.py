@@ -146,8 +146,14 @@ def claim_filter(request: ClaimRequest, *, exclude: Sequence[Any] = ()) -> dict[
     by_deadline: dict[datetime, list[str]] = defaultdict(list)
     for name in names:
         by_deadline[request.lock_deadlines[name]].append(name)
+    # The claiming worker's own jobs are left out of the expired-lock branch (see ClaimRequest.held);
+    # the due branch never meets them, since they are locked.
+    own = [to_object_id(job_id) for job_id in sorted(request.held)]
     for deadline, group in by_deadline.items():
-        branches.append({"name": {"$in": group}, "lockedAt": {"$lte": deadline}})
+        expired: dict[str, Any] = {"name": {"$in": group}, "lockedAt": {"$lte": deadline}}
+        if own:
+            expired["_id"] = {"$nin": own}
+        branches.append(expired)
     flt: dict[str, Any] = {"disabled": {"$ne": True}, "$or": branches}
     if exclude:
         flt["_id"] = {"$nin": list(exclude)}

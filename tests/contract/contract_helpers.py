@@ -72,9 +72,10 @@ def claim_request(
     owner: str | None = "worker-1",
     per_name: dict[str, int] | None = None,
     start_due: bool = False,
+    held: Sequence[str | None] = (),
 ) -> ClaimRequest:
     """A claim pass at ``now`` looking ``window`` ahead; locks older than ``lifetime`` count as expired;
-    ``per_name``: each name's room in the batch."""
+    ``per_name``: each name's room in the batch; ``held``: the ids of the jobs the claimer holds."""
     name_list = [names] if isinstance(names, str) else list(names)
     at = now or utcnow()
     return ClaimRequest(
@@ -85,6 +86,7 @@ def claim_request(
         owner=owner,
         per_name=per_name,
         start_due=start_due,
+        held=frozenset(job_id for job_id in held if job_id is not None),
     )
 
 

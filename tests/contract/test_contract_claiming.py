@@ -115,6 +115,21 @@ async def test_an_expired_lock_is_claimed_again_whatever_its_next_run(store: Job
     assert again.lease is not None and again.lease.token == "new"
 
 
+async def test_a_worker_never_claims_a_job_it_holds_again(store: JobStore) -> None:
+    """A job whose lock looks expired to its own holder (its heartbeat came late) is left to it: claiming
+    it again would run it a second time beside the run the worker has. Other workers still take it,
+    and the holder's other claims go on."""
+    now = utcnow()
+    mine = await saved(store, next_run_at=None, locked_at=now - 20 * MINUTE, last_run_at=now - 20 * MINUTE)
+    other = await saved(store, next_run_at=None, locked_at=now - 20 * MINUTE, last_run_at=now - 20 * MINUTE)
+    due = await saved(store, next_run_at=now - MINUTE)
+    claimed = await claim(store, "work", limit=5, now=now, held=[mine.id, "not-a-job-id"], token="again")
+    assert {j.id for j in claimed} == {other.id, due.id}
+    assert (await reread(store, mine)).locked_at == ms(now - 20 * MINUTE)
+    [taken] = await claim(store, "work", now=now, held=[other.id, due.id], owner="worker-2")
+    assert taken.id == mine.id
+
+
 async def test_a_crashed_run_without_next_run_comes_first(store: JobStore) -> None:
     """A job whose worker died mid-run (its start cleared nextRunAt, its lock expired) sorts before any
     due job, as MongoDB sorts a null nextRunAt before every date: a claim with room for one takes it."""

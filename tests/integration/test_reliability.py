@@ -807,3 +807,44 @@ async def test_a_lock_that_expires_unrenewed_asks_its_run_to_stop(agenda: Agenda
     await events.wait("lock lost", timeout=10)
     await events.wait("complete", timeout=10)
     assert seen["lock_lost"] is True
+
+
+async def test_a_worker_whose_own_lock_looks_expired_keeps_its_one_run(
+    make_agenda: Any, jobs_collection: Any
+) -> None:
+    # A late heartbeat (a loaded machine) leaves a running job's lock older than its lifetime. The
+    # worker's next claim pass must not take the job again: a second lock token would fence the run's
+    # own renewal, and the job would run twice in the same worker.
+    worker: Agenda = await make_agenda(name="worker")
+    feeder: Agenda = await make_agenda(name="feeder")
+    started: dict[str, asyncio.Event] = {"long": asyncio.Event(), "next": asyncio.Event()}
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    @worker.define("work", lock_lifetime=60, concurrency=5)
+    async def work(job: Job) -> None:
+        runs.append(job.data["step"])
+        started[job.data["step"]].set()
+        if job.data["step"] == "long":
+            await asyncio.wait_for(release.wait(), 15)
+
+    events = EventLog(worker, "lock lost", "complete", "fail")
+    long_job = await worker.now("work", {"step": "long"})
+    await worker.start()
+    await asyncio.wait_for(started["long"].wait(), 10)
+    before = await jobs_collection.find_one({"_id": ObjectId(long_job.id)})
+    expired = before["lockedAt"] - timedelta(hours=1)
+    await jobs_collection.update_one({"_id": ObjectId(long_job.id)}, {"$set": {"lockedAt": expired}})
+
+    # A second job of the name, saved elsewhere, makes the worker claim with room for both.
+    await feeder.now("work", {"step": "next"})
+    await asyncio.wait_for(started["next"].wait(), 10)
+    await events.wait("complete", timeout=10)
+    doc = await jobs_collection.find_one({"_id": ObjectId(long_job.id)})
+    assert doc["lockToken"] == before["lockToken"], doc
+    assert doc["lockedAt"] == expired, doc
+
+    release.set()
+    await events.wait("complete", count=2, timeout=10)
+    assert runs == ["long", "next"]
+    assert events.count("lock lost") == 0 and events.count("fail") == 0, events.calls

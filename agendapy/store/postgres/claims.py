@@ -66,7 +66,7 @@ WITH claimed AS (
         SELECT expired.* FROM (
           SELECT j.id, j.next_run_at, j.priority, j.last_run_at, FALSE AS starts FROM {table} AS j
           WHERE j.locked_at <= %(latest_deadline)s AND j.locked_at <= q.deadline
-            AND j.name = q.name AND j.disabled = FALSE
+            AND j.name = q.name AND j.disabled = FALSE AND j.id <> ALL(%(held)s::uuid[])
           ORDER BY j.next_run_at NULLS FIRST, j.priority DESC
           LIMIT q.room FOR UPDATE SKIP LOCKED
         ) AS expired
@@ -88,6 +88,7 @@ SELECT * FROM claimed ORDER BY claim_replaced_next_run_at NULLS FIRST, priority 
 # ``starts``: the claim writes the run's start with the lock (``ClaimRequest.start_due``) for an
 # unlocked one-off job due by now, as ``queries.starts_with_claim`` says for MongoDB; the row's
 # replaced lastRunAt and nextRunAt come back beside it, for the lease (``ClaimedStart``).
+# ``held``: the claiming worker's own jobs, never claimed again by it (``ClaimRequest.held``).
 # ``latest_deadline`` (the latest of the names' deadlines, a constant) lets the planner see that the
 # expired-lock branch reads the few old locks of the locked_at index, not every row of the name.
 
@@ -117,6 +118,7 @@ def claim_params(request: ClaimRequest, token: str, limit: int) -> dict[str, Any
         "scan": to_millis(request.next_scan_at),
         "limit": wanted,
         "start_due": request.start_due,
+        "held": sorted({uuid for uuid in map(job_uuid, request.held) if uuid is not None}),
     }
 
 
