@@ -213,8 +213,8 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     await events.emit_job_event("complete", job.name, job)
 
     remove = definition.remove_on_complete if definition is not None else ctx.remove_on_complete
-    if succeeded and remove and job.next_run_at is None and not job.repeat_interval:
-        await job.remove()
+    if succeeded and remove and job.next_run_at is None and not job.repeat_interval and job.id is not None:
+        await ctx.store.remove_finished(job.id)
     return RunOutcome(
         job, ran=True, succeeded=succeeded, error=failure, status="succeeded" if succeeded else "failed"
     )

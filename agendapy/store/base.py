@@ -196,7 +196,8 @@ class JobStore(Protocol):
     """What agendapy needs from a database (see the module's notes on writing one).
 
     Saving: ``save_job``, ``insert_many``. One run: ``claim``, ``save_state``,
-    ``save_state_batched``, ``renew_locks``, ``release``, ``refresh_run_fields``. Wake-ups:
+    ``save_state_batched``, ``renew_locks``, ``release``, ``refresh_run_fields``,
+    ``remove_finished``. Wake-ups:
     ``due_changes``. Reading and bulk changes: ``get_job``, ``query``, ``fetch_all_states``,
     ``overview``, ``queue_size``, ``distinct_names``, ``remove``, ``remove_all``, ``set_disabled``.
     Run records: ``runs``. Implemented by ``MongoJobStore``, ``PostgresJobStore`` and
@@ -257,6 +258,10 @@ class JobStore(Protocol):
         ``stamp`` names attributes (``last_run_at``, ``last_finished_at``) the store sets to the
         moment it writes (the job holds the written value afterwards).
         """
+
+    async def remove_finished(self, job_id: str) -> None:
+        """Delete a finished one-off job by id (``remove_on_complete``, as ``remove()`` would);
+        deletions issued close together may be sent as one batch."""
 
     def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
         """``(name, nextRunAt)`` of jobs that may have become claimable, as they change: the writes

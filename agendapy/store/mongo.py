@@ -490,6 +490,11 @@ class MongoJobStore:
             return await self.save_state(job)
         return await self._writes.queue(job, stamp)
 
+    async def remove_finished(self, job_id: str) -> None:
+        """Delete a finished job by id (``remove_on_complete``); the deletions issued within the state
+        write window go out as one ``delete_many``."""
+        await self._writes.queue_removal(job_id)
+
     async def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
         """Yield ``(name, nextRunAt)`` of jobs that may have become claimable: inserted, rescheduled,
         unlocked or re-enabled (a change stream; needs a replica set). Claims and lock renewals do

@@ -50,6 +50,14 @@ def write_instant() -> datetime:
 
 
 @dataclasses.dataclass
+class PendingRemoval:
+    """The deletion of a finished job waiting for the window to close."""
+
+    job_id: str
+    done: asyncio.Future[None]
+
+
+@dataclasses.dataclass
 class PendingState:
     """A state write waiting for the window to close: its values are fixed when it is queued."""
 
@@ -69,8 +77,8 @@ def _absorb_written(job: Job, values: dict[str, Any]) -> None:
 
 class StateBatcher(abc.ABC, Generic[R]):
     """Fenced writes of leased jobs (heartbeats and releases among them), and the batching of the state
-    writes of runs; a store provides :meth:`_write_leased`, :meth:`_settle_refused` and
-    :meth:`_refusal_error`.
+    writes of runs and of the deletions of finished jobs (``remove_on_complete``); a store provides
+    :meth:`_write_leased`, :meth:`_settle_refused`, :meth:`_refusal_error` and :meth:`_remove_ids`.
 
     Args:
         window: seconds the state writes of runs gather before they are sent together (0: those
@@ -80,6 +88,7 @@ class StateBatcher(abc.ABC, Generic[R]):
     def __init__(self, *, window: float) -> None:
         self._window = window
         self._pending: list[PendingState] = []
+        self._removals: list[PendingRemoval] = []
         self._timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -98,20 +107,33 @@ class StateBatcher(abc.ABC, Generic[R]):
         values = batched_state_values(job)
         keys = frozenset(STATE_KEYS[attr] for attr in stamp) & values.keys()
         self._pending.append(PendingState(job, values, keys, done))
-        if len(self._pending) >= _MAX_STATE_BATCH:
+        self._flush_soon(len(self._pending))
+        return await done
+
+    async def queue_removal(self, job_id: str) -> None:
+        """Delete the job ``job_id`` (by id, as ``remove()`` does), sent with the batch it falls into:
+        the deletions of runs that end close together go out as one delete."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._removals.append(PendingRemoval(job_id, done))
+        self._flush_soon(len(self._removals))
+        await done
+
+    def _flush_soon(self, queued: int) -> None:
+        """Send what is queued when the window closes, or now if a batch is full."""
+        if queued >= _MAX_STATE_BATCH:
             self._start_flush()
         elif self._timer is None:
+            loop = asyncio.get_running_loop()
             if self._window > 0:
                 self._timer = loop.call_later(self._window, self._start_flush)
             else:
                 self._timer = loop.call_soon(self._start_flush)
-        return await done
 
     async def drain(self, timeout: float) -> None:
         """Send the queued writes now and wait for them (at most ``timeout`` seconds)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._pending or self._flushes) and loop.time() < deadline:
+        while (self._pending or self._removals or self._flushes) and loop.time() < deadline:
             self._start_flush()
             await asyncio.wait(set(self._flushes), timeout=max(deadline - loop.time(), 0.01))
 
@@ -122,17 +144,40 @@ class StateBatcher(abc.ABC, Generic[R]):
         if self._flushes:
             return  # one batch in flight: this one follows when it returns (_flushed)
         batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
+        removals, self._removals = self._removals, []
+        if batch or removals:
+            task = asyncio.get_running_loop().create_task(self._flush(batch, removals))
             self._flushes.add(task)
             task.add_done_callback(self._flushed)
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        if self._pending:
+        if self._pending or self._removals:
             self._start_flush()
 
-    async def _flush(self, batch: list[PendingState]) -> None:
+    async def _flush(self, batch: list[PendingState], removals: list[PendingRemoval]) -> None:
+        # A job's deletion is queued only after its final write returned: never in the same flush.
+        try:
+            if batch:
+                await self._write_states(batch)
+        finally:
+            if removals:
+                await self._remove_batch(removals)
+
+    async def _remove_batch(self, removals: list[PendingRemoval]) -> None:
+        try:
+            await self._remove_ids(sorted({entry.job_id for entry in removals}))
+        except Exception as exc:
+            error = self._batch_error(exc)
+            for entry in removals:
+                if not entry.done.done():
+                    entry.done.set_exception(error)
+            return
+        for entry in removals:
+            if not entry.done.done():
+                entry.done.set_result(None)
+
+    async def _write_states(self, batch: list[PendingState]) -> None:
         written_at = write_instant()
         for entry in batch:
             for key in entry.stamp:
@@ -225,6 +270,10 @@ class StateBatcher(abc.ABC, Generic[R]):
     @abc.abstractmethod
     async def _settle_refused(self, entry: PendingState, refused: R) -> None:
         """A batched write the server refused: deal with its job and answer its writer."""
+
+    @abc.abstractmethod
+    async def _remove_ids(self, job_ids: list[str]) -> None:
+        """Delete the jobs with these ids, in one round trip."""
 
     @abc.abstractmethod
     def _refusal_error(self, refused: R) -> Exception:

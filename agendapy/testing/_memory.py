@@ -292,6 +292,10 @@ class MemoryJobStore:
                 job.locked_at = written_at
         return await self.save_state(job)
 
+    async def remove_finished(self, job_id: str) -> None:
+        """Delete a finished job by id (nothing to batch in memory)."""
+        await self.remove(JobCriteria(id=job_id))
+
     async def due_changes(self) -> AsyncIterator[Change]:
         """``(name, nextRunAt)`` of jobs that may have become claimable (inserted, rescheduled,
         unlocked or re-enabled by a write to this store), as they happen."""

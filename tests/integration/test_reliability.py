@@ -288,14 +288,17 @@ async def test_batched_state_writes_are_fenced_one_by_one(
 
 
 class _UpdateCommands(monitoring.CommandListener):
-    """The update commands a client sends: each as its list of statements."""
+    """The update (and delete) commands a client sends: each as its list of statements."""
 
     def __init__(self) -> None:
         self.updates: list[list[dict[str, Any]]] = []
+        self.deletes: list[list[dict[str, Any]]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "update":
             self.updates.append(list(event.command["updates"]))
+        elif event.command_name == "delete" and event.command.get("delete") == "agendaJobs":
+            self.deletes.append(list(event.command["deletes"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -358,6 +361,39 @@ async def test_finishes_within_the_write_window_go_out_as_one_fenced_update(
         # The job holds what was written: the moment of the batch's write.
         assert docs[job.id]["lastFinishedAt"] == job.last_finished_at
     assert jobs[0].last_finished_at == jobs[2].last_finished_at
+
+
+async def test_removals_on_complete_within_the_write_window_go_out_as_one_delete(
+    make_agenda: Any, db_url: str, jobs_collection: Any
+) -> None:
+    commands = _UpdateCommands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(db_url, event_listeners=[commands], tz_aware=True)
+    try:
+        agenda: Agenda = await make_agenda(db=client, state_write_window=0.2, remove_on_complete=True)
+        agenda.define("brief", lambda job: None, concurrency=10)
+        events = EventLog(agenda, "complete:brief")
+        await agenda.insert_many([agenda.create("brief", {"n": n}) for n in range(10)])
+        await agenda.every("1 hour", "brief", {"kept": True})  # recurring: never removed
+        await agenda.start()
+        await events.wait("complete:brief", count=11)
+
+        async def only_the_recurring_job_left() -> bool:
+            return await jobs_collection.count_documents({}) == 1
+
+        await wait_until(only_the_recurring_job_left)
+    finally:
+        await agenda.stop()
+        await client.close()
+    left = [doc["data"] async for doc in jobs_collection.find({})]
+    assert left == [{"kept": True}]
+    deleted = []
+    for command in commands.deletes:
+        for statement in command:
+            target = statement["q"]["_id"]
+            deleted.extend(target["$in"] if isinstance(target, dict) else [target])
+    assert len(deleted) == len(set(deleted)) == 10
+    # Ten runs that ended together: their deletions share a command or two, not one each.
+    assert 1 <= len(commands.deletes) <= 3, commands.deletes
 
 
 async def test_run_writes_issued_while_a_batch_is_in_flight_go_out_together_after_it(

@@ -247,6 +247,10 @@ class RunPath:
             return await self.writes.save_state(job)
         return await self.writes.queue(job, stamp)
 
+    async def remove_finished(self, job_id: str) -> None:
+        """Delete a finished job by id; the deletions within the window go out as one statement."""
+        await self.writes.queue_removal(job_id)
+
     async def renew_locks(self, jobs: Sequence[Job], now: datetime) -> list[Job]:
         """See :func:`renew_locks`."""
         return await renew_locks(self.writes, jobs, now)

@@ -122,6 +122,19 @@ class StateWrites(StateBatcher[_Refused]):
         cause = refused.__cause__
         return cause if isinstance(cause, Exception) else refused
 
+    async def _remove_ids(self, job_ids: list[str]) -> None:
+        uuids = [uuid for uuid in map(job_uuid, job_ids) if uuid is not None]
+        if not uuids:
+            return
+        statement = sql.SQL("DELETE FROM {} WHERE id = ANY(%s::uuid[])").format(self._table)
+        try:
+            async with self._pool().connection() as conn:
+                await conn.execute(statement, [uuids])
+        except psycopg.Error as exc:
+            if is_connection_error(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
     async def announce_claimed_starts(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job]) -> None:
         """Announce the starts a claim wrote (its runs send no start write), on the claim's connection
         right after it committed, as the start write would have; remembered so their ends are announced.

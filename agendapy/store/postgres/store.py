@@ -252,6 +252,11 @@ class PostgresJobStore:
         """``save_state`` of every field; the writes of runs within the window go out together."""
         return await self._path.save_state_batched(job, stamp=stamp)
 
+    @_translate_errors
+    async def remove_finished(self, job_id: str) -> None:
+        """Delete a finished job by id; the deletions within the window go out as one statement."""
+        await self._path.remove_finished(job_id)
+
     def due_changes(self) -> AsyncIterator[tuple[str, datetime | None]]:
         """``(name, nextRunAt)`` of jobs announced claimable on the jobs channel (LISTEN/NOTIFY), by
         agendapy or Node Agenda."""
