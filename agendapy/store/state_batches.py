@@ -168,14 +168,18 @@ class StateBatcher(abc.ABC, Generic[R]):
         try:
             await self._remove_ids(sorted({entry.job_id for entry in removals}))
         except Exception as exc:
-            error = self._batch_error(exc)
-            for entry in removals:
-                if not entry.done.done():
-                    entry.done.set_exception(error)
+            self._fail_all(removals, exc)
             return
         for entry in removals:
             if not entry.done.done():
                 entry.done.set_result(None)
+
+    def _fail_all(self, entries: Sequence[PendingState | PendingRemoval], exc: Exception) -> None:
+        """A batch's round trip failed as a whole: each of its writers gets the error."""
+        error = self._batch_error(exc)
+        for entry in entries:
+            if not entry.done.done():
+                entry.done.set_exception(error)
 
     async def _write_states(self, batch: list[PendingState]) -> None:
         written_at = write_instant()
@@ -189,10 +193,7 @@ class StateBatcher(abc.ABC, Generic[R]):
         try:
             results = await self.outcomes([(entry.job, entry.values) for entry in batch])
         except Exception as exc:
-            error = self._batch_error(exc)
-            for entry in batch:
-                if not entry.done.done():
-                    entry.done.set_exception(error)
+            self._fail_all(batch, exc)
             return
         refused: list[tuple[PendingState, R]] = []
         for entry, outcome in zip(batch, results, strict=True):

@@ -32,6 +32,7 @@ class DictBatcher(StateBatcher[Refusal]):
         self.refuse: set[str] = set()
         self.fail_with: Exception | None = None
         self.settled: list[str] = []
+        self.removals: list[list[str]] = []
 
     async def _write_leased(self, live: list[tuple[Job, dict[str, Any]]]) -> list[bool | Refusal]:
         self.batches.append([str(job.id) for job, _ in live])
@@ -56,6 +57,13 @@ class DictBatcher(StateBatcher[Refusal]):
 
     def _refusal_error(self, refused: Refusal) -> Exception:
         return ValueError(refused.message)
+
+    async def _remove_ids(self, job_ids: list[str]) -> None:
+        self.removals.append(job_ids)
+        if self.fail_with is not None:
+            raise self.fail_with
+        for job_id in job_ids:
+            self.rows.pop(job_id, None)
 
     def _batch_error(self, exc: Exception) -> Exception:
         return RuntimeError(f"unavailable: {exc}")
@@ -147,6 +155,56 @@ async def test_drain_sends_what_waits_for_the_window() -> None:
     await batcher.drain(timeout=30.0)
 
     assert pending.done() and pending.result() is True
+
+
+async def test_removals_within_the_window_go_out_as_one_deletion() -> None:
+    batcher = DictBatcher()
+    for i in range(3):
+        leased(batcher, f"j{i}")
+
+    await asyncio.gather(*(batcher.queue_removal(f"j{i}") for i in (2, 0, 2)))
+
+    assert batcher.removals == [["j0", "j2"]]
+    assert batcher.rows.keys() == {"j1"}
+
+
+async def test_removals_queued_while_a_batch_is_in_flight_follow_it() -> None:
+    batcher = DictBatcher(window=0)
+    job = finished(leased(batcher, "j0"))
+    leased(batcher, "j1")
+    assert job.lease is not None
+    async with job.lease.write_lock:  # the state write waits for its lease: its batch is in flight
+        write = asyncio.ensure_future(batcher.queue(job, []))
+        await asyncio.sleep(0.01)
+        removal = asyncio.ensure_future(batcher.queue_removal("j1"))
+        await asyncio.sleep(0.01)
+        assert batcher.removals == [] and not removal.done()
+
+    await asyncio.wait_for(asyncio.gather(write, removal), 30.0)
+    assert batcher.removals == [["j1"]] and "j1" not in batcher.rows
+
+
+async def test_a_failed_removal_fails_every_writer_with_the_stores_error() -> None:
+    batcher = DictBatcher()
+    batcher.fail_with = OSError("connection reset")
+
+    results = await asyncio.gather(
+        *(batcher.queue_removal(f"j{i}") for i in range(2)), return_exceptions=True
+    )
+
+    assert [type(result) for result in results] == [RuntimeError, RuntimeError]
+    assert "connection reset" in str(results[0])
+
+
+async def test_drain_sends_the_removals_that_wait_for_the_window() -> None:
+    batcher = DictBatcher(window=3600.0)
+    leased(batcher, "j0")
+    pending = asyncio.ensure_future(batcher.queue_removal("j0"))
+    await asyncio.sleep(0)
+
+    await batcher.drain(timeout=30.0)
+
+    assert pending.done() and batcher.rows == {}
 
 
 async def test_renewal_moves_live_locks_and_names_the_lost_ones() -> None:
