@@ -359,8 +359,9 @@ class Worker:
     def _accept(self, job: Job) -> None:
         held = self._held(job.id)
         if held is not None:
-            # This worker claimed a job it already holds: its lock looked expired to the claim query
-            # (a slow round trip, a late heartbeat). Keep the one run, under the new lock.
+            # This worker claimed a job it already holds. Its claims leave out the jobs it holds
+            # (ClaimRequest.held), so only a job taken on between building a claim and its answer can
+            # come back here (its lock looked expired to that claim). Keep the one run, under the new lock.
             asyncio.get_running_loop().create_task(self._adopt_lock(held, job))
             return
         self._waiting.append((job, next(self._seq)))
