@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -96,9 +96,9 @@ class Claimer:
                 quotas[name] = free
         return quotas, min(room, sum(quotas.values()))
 
-    def top_up_floor(self) -> int:
-        """The least room a claim pass after runs ended (a top-up) claims for: half of what this
-        worker can hold in its scope (``max_concurrency``, the lock limits and the names'
+    def top_up_floor(self, names: Collection[str]) -> int:
+        """The least room for ``names`` a claim pass after runs ended (a top-up) claims for: half of
+        what this worker can hold of them (``max_concurrency``, the lock limits and the names'
         concurrencies, with nothing held), at least one.
 
         Each claim costs the server a search for due jobs (a collection scan where the server plans
@@ -109,8 +109,9 @@ class Claimer:
         """
         ctx = self._ctx
         total = 0
-        for name, definition in ctx.definitions.items():
-            if self.scope.names is not None and name not in self.scope.names:
+        for name in names:
+            definition = ctx.definitions.get(name)
+            if definition is None:
                 continue
             room = definition.concurrency
             if definition.lock_limit:
@@ -120,6 +121,24 @@ class Claimer:
         if ctx.lock_limit:
             total = min(total, ctx.lock_limit)
         return max(1, (total + 1) // 2)
+
+    def worth_topping_up(self, quotas: Mapping[str, int], room: int, backlogged: Collection[str]) -> bool:
+        """Whether a top-up claims now: the names that had more due (``backlogged``) have room for
+        at least :meth:`top_up_floor` of them. Measured on those names alone: the room of names with
+        nothing due says nothing about how much one search would lock."""
+        if not backlogged:
+            return False
+        have = min(room, sum(quotas.get(name, 0) for name in backlogged))
+        return have >= self.top_up_floor(backlogged)
+
+    @staticmethod
+    def saturated(quotas: Mapping[str, int], room: int, jobs: Sequence[Job]) -> frozenset[str]:
+        """The names a claim may have left due jobs of: each name it took all its room for, and
+        every name it took jobs of when it filled its whole room."""
+        taken = Counter(job.name for job in jobs)
+        if len(jobs) >= room:
+            return frozenset(taken)
+        return frozenset(name for name, quota in quotas.items() if taken[name] >= quota)
 
     def has_slot_now(self, name: str) -> bool:
         """Whether a job of ``name`` saved now may be locked on the fly: a claim pass would start it at

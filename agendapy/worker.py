@@ -5,8 +5,9 @@ Background loops, each named after its job, started from one list (``_loops``) a
 
 * ``lock filling`` claims jobs (at start, which waits for that first pass, then every
   ``process_every``, and at once when woken); after runs end it claims again only if its last claim
-  came back full (more may be due), and once half its slots are free (``Claimer.top_up_floor``), so
-  each search for due jobs locks a batch rather than the one job a finished run makes room for;
+  took all the room it had for some names (more of them may be due), and once those names have half
+  their slots free (``Claimer.worth_topping_up``), so each search for due jobs locks a batch rather
+  than the one job a finished run makes room for;
 * ``lock renewal`` (``renewal.py``) moves ``lockedAt`` forward for every held job (the heartbeat), so
   long runs need no ``touch()`` and a dead worker's jobs come back one lock lifetime after it stopped
   renewing;
@@ -88,10 +89,11 @@ class Worker:
         self._wake = asyncio.Event()
         # The next claim pass claims whatever room there is: it is the first, a poll, a job became
         # due (wake()) or a run left its job due again. Otherwise only runs ended (a top-up): it
-        # claims only while the last claim came back full (more may be due) and once half the slots
-        # are free.
+        # claims only for the names the last claim took all their room for (more may be due), once
+        # they have half their slots free.
         self._claim_any = True
-        self._backlog = False
+        # The names whose last claim took all the room it had for them: more of them may be due.
+        self._backlogged: frozenset[str] = frozenset()
         # Set once claiming stops (stop, drain, the end of run-due); lock renewal has its own.
         self._claiming_stopped = asyncio.Event()
         self._renewal_stopped = asyncio.Event()
@@ -316,8 +318,8 @@ class Worker:
         claim_any, self._claim_any = self._claim_any, False
         if claim_any:
             await self._fill()
-        elif self._backlog:
-            await self._fill(floor=self.claimer.top_up_floor())
+        elif self._backlogged:
+            await self._fill(top_up=True)
 
     async def _filling_failed(self, error: Exception, failures: int) -> None:
         if failures == 1 or isinstance(error, DatabaseUnavailable):
@@ -337,13 +339,17 @@ class Worker:
         except TimeoutError:
             self._claim_any = True  # the poll
 
-    async def _fill(self, floor: int = 1) -> None:
-        """Claim in two phases (jobs that start at once, then the look-ahead), each only while its
-        room is at least ``floor``; a batch that came back full is followed by another at once."""
+    async def _fill(self, *, top_up: bool = False) -> None:
+        """Claim in two phases (jobs that start at once, then the look-ahead); a batch that came back
+        full is followed by another at once. A top-up (runs ended while names had more due) claims in
+        a phase only once those names have room for half of what they can hold
+        (``Claimer.worth_topping_up``), so each search locks a batch."""
         for immediate in (True, False):
             while self._filling:
                 quotas, room = self.claimer.room(immediate=immediate)
-                if room < max(floor, 1):
+                if room < 1:
+                    break
+                if top_up and not self.claimer.worth_topping_up(quotas, room, self._backlogged):
                     break
                 # Jobs of the first phase that are due start in the _dispatch below (their slots are
                 # free): the store may write their starts with the locks.
@@ -351,8 +357,8 @@ class Worker:
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()
-                self._backlog = len(jobs) >= room
-                self._wakeups.backlog(self._backlog)
+                self._backlogged = self.claimer.saturated(quotas, room, jobs)
+                self._wakeups.backlog(bool(self._backlogged))
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 

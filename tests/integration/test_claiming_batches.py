@@ -1,7 +1,8 @@
 """Claims come in batches: a worker whose runs end one at a time does not search for one job per run.
 
-After runs end, a worker claims again only if its last claim came back full (more may be due) and once
-half its slots are free; polls and wake-ups (a job became due) claim whatever room there is.
+After runs end, a worker claims again only for the names its last claim took all their room for (more
+may be due), once they have half their slots free; polls and wake-ups (a job became due) claim
+whatever room there is.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ async def test_runs_ending_one_at_a_time_are_refilled_in_batches(
     # Each top-up searched for at least half the slots, never for the one a finished run freed.
     assert len(limits) > 2
     assert min(limits[2:]) >= 2, limits
+
+
+async def test_a_backlog_of_one_name_is_refilled_while_other_names_are_idle(make_agenda: Any) -> None:
+    """A service defines several names; a backlog of one of them (concurrency 2) is claimed as its
+    runs end, not a few jobs per poll. The other names' free slots say nothing about that backlog:
+    the claims take all the room the busy name has, so more of it may be due."""
+    agenda: Agenda = await make_agenda(max_concurrency=20, default_concurrency=5, process_every=60)
+    agenda.define("busy", lambda job: None, concurrency=2)
+    for name in ("mail", "report", "cleanup"):
+        agenda.define(name, lambda job: None)
+    log = EventLog(agenda, "success:busy")
+    await agenda.now_many("busy", [{"i": i} for i in range(30)])
+    await agenda.start()
+    # No poll within the test (process_every is a minute): a worker that claimed this name only on
+    # polls would take 4 jobs (2 to run, 2 to look ahead) a minute.
+    await log.wait("success:busy", 30, timeout=20)
 
 
 async def _one_free_slot_takes_a_job_saved_elsewhere(worker: Agenda, other: Agenda) -> None:
