@@ -358,7 +358,9 @@ class Worker:
                     self._accept(job)
                 self._dispatch()
                 self._backlogged = self.claimer.saturated(quotas, room, jobs)
-                self._wakeups.backlog(bool(self._backlogged))
+                # Wake-ups stay on while the worker has room for names other than the backlogged
+                # ones: a job of one of those saved elsewhere still starts at once.
+                self._wakeups.backlog(len(jobs) >= room)
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 

@@ -68,3 +68,33 @@ async def test_a_worker_with_a_backlog_closes_its_stream_and_opens_it_when_the_b
     await asyncio.sleep(1.0)  # past the recheck after reopening: what comes now is a wake-up's
     await producer.now("work", "after")
     await wait_until(lambda: "after" in finished, timeout=15)
+
+
+async def test_a_backlog_of_one_name_leaves_the_stream_open_for_the_others(make_agenda: MakeAgenda) -> None:
+    # The worker has room for other names: a job of one of them saved by another process starts on
+    # its wake-up, not at the next poll (half a minute away), while the busy name's backlog waits.
+    worker = await make_agenda(process_every=30, max_concurrency=10, default_concurrency=5)
+    producer = await make_agenda(process_every=30)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def busy(job: Job) -> None:
+        started.append("busy")
+        await release.wait()
+
+    async def mail(job: Job) -> None:
+        started.append("mail")
+
+    worker.define("busy", busy, concurrency=1)
+    worker.define("mail", mail)
+    for _ in range(4):
+        await producer.now("busy")
+    await worker.start()
+    # One runs, one waits, two more are due: the claims took all the room busy had.
+    await wait_until(lambda: started == ["busy"], timeout=20)
+    await asyncio.sleep(1.0)  # past the stream's start-up recheck: what comes now is a wake-up's
+    await producer.now("mail")
+    try:
+        await wait_until(lambda: "mail" in started, timeout=15)
+    finally:
+        release.set()
