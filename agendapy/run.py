@@ -206,15 +206,17 @@ async def run_job(ctx: WorkerContext, job: Job, definition: JobDefinition | None
     _finishing(job)
     # lastFinishedAt may take the moment of the write unless the next run was computed from it.
     final_stamp = ("last_finished_at",) if succeeded and not job.fixed_delay else ()
-    if not job.lock_lost and not await _save_final_state(ctx, job, final_stamp):
+    saved = not job.lock_lost and await _save_final_state(ctx, job, final_stamp)
+    if not saved:
         log.debug("final state of %s (%s) not saved: removed or lock taken over", job.name, job.id)
     if run_id is not None:
         await _finish_record(ctx, job, run_id, succeeded, failure, finished_at)
     await events.emit_job_event("complete", job.name, job)
 
     remove = definition.remove_on_complete if definition is not None else ctx.remove_on_complete
-    if succeeded and remove and job.next_run_at is None and not job.repeat_interval and job.id is not None:
-        await ctx.store.remove_finished(job.id)
+    # Only a job whose final state this run wrote: one taken over by another worker is that worker's.
+    if saved and succeeded and remove and job.next_run_at is None and not job.repeat_interval:
+        await _remove_finished(ctx, job)
     return RunOutcome(
         job, ran=True, succeeded=succeeded, error=failure, status="succeeded" if succeeded else "failed"
     )
@@ -240,6 +242,19 @@ def failure_stack(error: BaseException) -> str:
     if len(text) > MAX_FAIL_STACK:
         text = "... (traceback cut)\n" + text[-(MAX_FAIL_STACK - 20) :]
     return text
+
+
+async def _remove_finished(ctx: WorkerContext, job: Job) -> None:
+    """Delete a finished one-off job (``remove_on_complete``). A deletion that fails (the database
+    went away) leaves the job stored, finished and unlocked: the run still succeeded; the error is
+    reported."""
+    if job.id is None:
+        return
+    try:
+        await ctx.store.remove_finished(job.id)
+    except Exception as exc:
+        log.warning("could not remove finished job %s (%s): %s", job.name, job.id, exc)
+        await ctx.report_error(exc)
 
 
 def _finishing(job: Job) -> None:

@@ -357,7 +357,10 @@ class Worker:
                 for job in jobs:
                     self._accept(job)
                 self._dispatch()
-                self._backlogged = self.claimer.saturated(quotas, room, jobs)
+                # Names this claim had no room for keep their mark: nothing was learnt of them.
+                self._backlogged = (self._backlogged - quotas.keys()) | self.claimer.saturated(
+                    quotas, room, jobs
+                )
                 # Wake-ups stay on while the worker has room for names other than the backlogged
                 # ones: a job of one of those saved elsewhere still starts at once.
                 self._wakeups.backlog(len(jobs) >= room)
@@ -367,9 +370,11 @@ class Worker:
     def _accept(self, job: Job) -> None:
         held = self._held(job.id)
         if held is not None:
-            # This worker claimed a job it already holds. Its claims leave out the jobs it holds
-            # (ClaimRequest.held), so only a job taken on between building a claim and its answer can
-            # come back here (its lock looked expired to that claim). Keep the one run, under the new lock.
+            # This worker claimed a job it already holds. Its claims leave the jobs it holds out of
+            # the expired-lock branch (ClaimRequest.held), but the due branch can still return one:
+            # a recurring job or retry whose final write unlocked it while its run is finishing (the
+            # ``finishing`` case in _adopt_lock), or a job taken on while the claim was under way.
+            # Keep the one run, under the new lock.
             asyncio.get_running_loop().create_task(self._adopt_lock(held, job))
             return
         self._waiting.append((job, next(self._seq)))

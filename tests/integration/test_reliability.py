@@ -396,6 +396,59 @@ async def test_removals_on_complete_within_the_write_window_go_out_as_one_delete
     assert 1 <= len(commands.deletes) <= 3, commands.deletes
 
 
+async def test_a_removal_that_fails_leaves_the_run_succeeded_and_the_job_stored(
+    agenda: Agenda, jobs_collection: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agendapy.errors import DatabaseUnavailable
+
+    async def unreachable(job_id: str) -> None:
+        raise DatabaseUnavailable("cannot reach the database")
+
+    monkeypatch.setattr(agenda.store, "remove_finished", unreachable)
+    agenda.define("brief", lambda job: None, remove_on_complete=True)
+    events = EventLog(agenda, "success:brief", "fail", "error")
+    job = await agenda.now("brief")
+    await agenda.start()
+    [(error,)] = await events.wait("error", timeout=10)
+    assert isinstance(error, DatabaseUnavailable)
+    assert events.count("success:brief") == 1 and events.count("fail") == 0, events.calls
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc["lastFinishedAt"] is not None and doc["lockedAt"] is None and doc["nextRunAt"] is None
+    assert doc.get("failedAt") is None
+    # A warning that names the job, not a crashed run (whose outcome would count as failed).
+    assert "could not remove finished job brief" in caplog.text
+    assert "crashed" not in caplog.text
+
+
+async def test_a_job_taken_over_during_its_run_is_not_removed_by_the_old_holder(
+    agenda: Agenda, jobs_collection: Any
+) -> None:
+    # Another worker took the job over (its lock expired meanwhile): it is that worker's now, so the
+    # old holder's remove_on_complete must not delete it under it.
+    taken_over = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        await asyncio.wait_for(taken_over.wait(), 10)
+
+    agenda.define("slow", slow, remove_on_complete=True)
+    events = EventLog(agenda, "complete:slow")
+    job = await agenda.now("slow")
+    await agenda.start()
+
+    async def locked() -> bool:
+        doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+        return doc is not None and doc.get("lockToken") is not None
+
+    await wait_until(locked)
+    thief = {"lockedAt": datetime.now(UTC).replace(microsecond=0), "lockToken": "another-worker"}
+    await jobs_collection.update_one({"_id": ObjectId(job.id)}, {"$set": thief})
+    taken_over.set()
+    await events.wait("complete:slow", timeout=10)
+    await agenda.stop()  # waits for the run's end, which would have sent a deletion
+    doc = await jobs_collection.find_one({"_id": ObjectId(job.id)})
+    assert doc is not None and doc["lockToken"] == "another-worker", doc
+
+
 async def test_run_writes_issued_while_a_batch_is_in_flight_go_out_together_after_it(
     make_agenda: Any, db_url: str, jobs_collection: Any
 ) -> None:
