@@ -347,10 +347,16 @@ class Worker:
         for immediate in (True, False):
             while self._filling:
                 quotas, room = self.claimer.room(immediate=immediate)
+                whole_room = room
                 if room < 1:
                     break
-                if top_up and not self.claimer.worth_topping_up(quotas, room, self._backlogged):
-                    break
+                if top_up:
+                    if not self.claimer.worth_topping_up(quotas, room, self._backlogged):
+                        break
+                    # A top-up searches for the names that had more due; the others are claimed by
+                    # polls and wake-ups, as before the runs ended.
+                    quotas = {name: quotas[name] for name in self._backlogged if name in quotas}
+                    room = min(room, sum(quotas.values()))
                 # Jobs of the first phase that are due start in the _dispatch below (their slots are
                 # free): the store may write their starts with the locks.
                 jobs = await self.claimer.claim(quotas, room, start_due=immediate)
@@ -363,7 +369,7 @@ class Worker:
                 )
                 # Wake-ups stay on while the worker has room for names other than the backlogged
                 # ones: a job of one of those saved elsewhere still starts at once.
-                self._wakeups.backlog(len(jobs) >= room)
+                self._wakeups.backlog(len(jobs) >= whole_room)
                 if len(jobs) < room:
                     break  # fewer due than there was room for: nothing more to claim now
 
