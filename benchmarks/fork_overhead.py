@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fork_handlers  # the children import it by this name
+from embedded_db import database_url
 
 from agendapy import Agenda
 from agendapy.fork import ForkMethod
@@ -116,17 +116,5 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=100, help="runs per overhead measurement")
     parser.add_argument("--leak-runs", type=int, default=1000, help="forked runs of the leaking handler")
     args = parser.parse_args()
-    server = None
-    url = args.mongo_url
-    if url is None:
-        from agendapy.embedded import EmbeddedServer
-
-        server = EmbeddedServer(None)
-        server.start()
-        parts = urlsplit(server.url)
-        url = urlunsplit(parts._replace(path="/fork_overhead"))
-    try:
+    with database_url(args.mongo_url, "fork_overhead") as url:
         asyncio.run(main(url, args.runs, args.leak_runs))
-    finally:
-        if server is not None:
-            server.stop()

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from embedded_db import database_url
 
 from agendapy import Agenda, Job
 
@@ -67,17 +72,6 @@ if __name__ == "__main__":
     parser.add_argument("--others", default="0,4,10", help="counts of other names, comma-separated")
     parser.add_argument("--process-every", type=float, default=1.0, help="the worker's poll, seconds")
     args = parser.parse_args()
-    server = None
-    url = args.mongo_url
-    if url is None:
-        from agendapy.embedded import EmbeddedServer
-
-        server = EmbeddedServer(None)
-        server.start()
-        url = urlunsplit(urlsplit(server.url)._replace(path="/one_name_backlog"))
-    try:
-        counts = [int(part) for part in args.others.split(",") if part.strip()]
+    counts = [int(part) for part in args.others.split(",") if part.strip()]
+    with database_url(args.mongo_url, "one_name_backlog") as url:
         asyncio.run(main(url, args.jobs, counts, args.process_every))
-    finally:
-        if server is not None:
-            server.stop()
