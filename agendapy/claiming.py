@@ -105,7 +105,8 @@ class Claimer:
         the claim query as one), whether it locks one job or twenty: a worker whose runs end one at a
         time would otherwise search once per run, and four workers four times as often. Waiting until
         half the slots are free makes each search lock a batch. Polls and wake-ups (a job became due)
-        claim whatever room there is, so latency and the poll's guarantee are unchanged.
+        claim whatever room there is, except for a backlogged name below this floor
+        (:meth:`without_small_backlogs`), which still has jobs waiting.
         """
         ctx = self._ctx
         total = 0
@@ -130,6 +131,19 @@ class Claimer:
             return False
         have = min(room, sum(quotas.get(name, 0) for name in backlogged))
         return have >= self.top_up_floor(backlogged)
+
+    def without_small_backlogs(
+        self, quotas: Mapping[str, int], backlogged: Collection[str]
+    ) -> dict[str, int]:
+        """``quotas`` less the backlogged names whose room is below their :meth:`top_up_floor`: a poll
+        or a wake-up leaves those to the top-ups their runs' ends bring (a search for one job of a
+        backlog costs the server as much as one for a batch), and claims the other names as usual.
+        No slot idles for it: a backlogged name with less room than that still has jobs waiting."""
+        return {
+            name: quota
+            for name, quota in quotas.items()
+            if name not in backlogged or quota >= self.top_up_floor((name,))
+        }
 
     @staticmethod
     def saturated(quotas: Mapping[str, int], room: int, jobs: Sequence[Job]) -> frozenset[str]:

@@ -87,10 +87,11 @@ class Worker:
         self._running_by_name: Counter[str] = Counter()
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
-        # The next claim pass claims whatever room there is: it is the first, a poll, a job became
-        # due (wake()) or a run left its job due again. Otherwise only runs ended (a top-up): it
-        # claims only for the names the last claim took all their room for (more may be due), once
-        # they have half their slots free.
+        # The next claim pass claims whatever room there is (but for backlogged names below half
+        # their room, left to the top-ups): it is the first, a poll, a job became due (wake()) or a
+        # run left its job due again. Otherwise only runs ended (a top-up): it claims only for the
+        # names the last claim took all their room for (more may be due), once they have half their
+        # slots free.
         self._claim_any = True
         # The names whose last claim took all the room it had for them: more of them may be due.
         self._backlogged: frozenset[str] = frozenset()
@@ -356,7 +357,11 @@ class Worker:
                     # A top-up searches for the names that had more due; the others are claimed by
                     # polls and wake-ups, as before the runs ended.
                     quotas = {name: quotas[name] for name in self._backlogged if name in quotas}
-                    room = min(room, sum(quotas.values()))
+                else:
+                    quotas = self.claimer.without_small_backlogs(quotas, self._backlogged)
+                room = min(room, sum(quotas.values()))
+                if room < 1:
+                    break
                 # Jobs of the first phase that are due start in the _dispatch below (their slots are
                 # free): the store may write their starts with the locks.
                 jobs = await self.claimer.claim(quotas, room, start_due=immediate)

@@ -2,7 +2,8 @@
 
 After runs end, a worker claims again only for the names its last claim took all their room for (more
 may be due), once they have half their slots free; polls and wake-ups (a job became due) claim
-whatever room there is.
+whatever room there is, but leave a backlogged name with less than half its slots free to those
+top-ups.
 """
 
 from __future__ import annotations
@@ -19,25 +20,34 @@ from agendapy.worker import Worker
 from support import EventLog, wait_until
 
 
-def count_claims(agenda: Agenda, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The ``limit`` of every claim the agenda's store is asked for, in order."""
+def count_claims(
+    agenda: Agenda, monkeypatch: pytest.MonkeyPatch, taken: list[int] | None = None
+) -> list[int]:
+    """The ``limit`` of every claim the agenda's store is asked for, in order (and in ``taken``, how
+    many jobs each returned)."""
     store = agenda.store
     original = store.claim
     limits: list[int] = []
 
     async def claim(request: ClaimRequest, token: str, limit: int = 1) -> list[Job]:
         limits.append(limit)
-        return await original(request, token, limit)
+        jobs = await original(request, token, limit)
+        if taken is not None:
+            taken.append(len(jobs))
+        return jobs
 
     monkeypatch.setattr(store, "claim", claim)
     return limits
 
 
+@pytest.mark.parametrize("process_every", [60, 0.1])
 async def test_runs_ending_one_at_a_time_are_refilled_in_batches(
-    make_agenda: Any, monkeypatch: pytest.MonkeyPatch
+    make_agenda: Any, monkeypatch: pytest.MonkeyPatch, process_every: float
 ) -> None:
-    # No poll during the test: every claim after the first pass is a top-up after runs ended.
-    agenda: Agenda = await make_agenda(max_concurrency=4, default_concurrency=4, process_every=60)
+    # With a poll of a minute every claim after the first pass is a top-up after runs ended; with
+    # polls every 100 ms, the polls during the backlog leave it to those top-ups too, rather than
+    # searching for the one slot a run's end freed.
+    agenda: Agenda = await make_agenda(max_concurrency=4, default_concurrency=4, process_every=process_every)
     gates: dict[int, asyncio.Event] = {}
     started: list[int] = []
 
@@ -50,7 +60,8 @@ async def test_runs_ending_one_at_a_time_are_refilled_in_batches(
     agenda.define("hold", hold)
     log = EventLog(agenda, "success:hold")
     await agenda.now_many("hold", [{"i": i} for i in range(16)])
-    limits = count_claims(agenda, monkeypatch)
+    taken: list[int] = []
+    limits = count_claims(agenda, monkeypatch, taken)
     # Claim passes done: each run's end is followed by one pass before the next run ends.
     passes = [0]
     filling_round = Worker._filling_round
@@ -68,10 +79,14 @@ async def test_runs_ending_one_at_a_time_are_refilled_in_batches(
         before = passes[0]
         gates[started[done]].set()  # the runs end one at a time, oldest first
         await log.wait("success:hold", done + 1)
-        await wait_until(lambda before=before: passes[0] > before)
-    # Each top-up searched for at least half the slots, never for the one a finished run freed.
-    assert len(limits) > 2
-    assert min(limits[2:]) >= 2, limits
+        # The pass the run's end brings; with short polls, a poll as well, in every state of the room.
+        after = before + (1 if process_every < 1 else 0)
+        await wait_until(lambda after=after: passes[0] > after)
+    # While jobs were still due, each claim searched for at least half the slots, never for the one
+    # a finished run freed. (Once all are claimed, a poll searches whatever room there is.)
+    backlog = next(i for i in range(len(taken)) if sum(taken[: i + 1]) == 16) + 1
+    assert backlog > 2
+    assert min(limits[2:backlog]) >= 2, str(list(zip(limits, taken, strict=True)))
 
 
 async def test_a_backlog_of_one_name_is_refilled_while_other_names_are_idle(make_agenda: Any) -> None:

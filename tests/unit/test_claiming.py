@@ -62,3 +62,14 @@ def test_a_top_up_waits_for_half_of_what_the_backlogged_names_can_hold() -> None
     # No backlog, no top-up; a name no longer defined counts for nothing.
     assert not wide.worth_topping_up({"drain": 20}, 20, set())
     assert wide.top_up_floor({"gone"}) == 1
+
+
+def test_a_poll_leaves_a_backlogged_name_with_little_room_to_its_top_ups() -> None:
+    wide = claimer(drain=8, mail=5)
+    # drain had more due and has room for 3 of its 8 (below half): left to the top-ups; mail as usual.
+    assert wide.without_small_backlogs({"drain": 3, "mail": 5}, {"drain"}) == {"mail": 5}
+    assert wide.without_small_backlogs({"drain": 4, "mail": 5}, {"drain"}) == {"drain": 4, "mail": 5}
+    # Not backlogged: any room is claimed.
+    assert wide.without_small_backlogs({"drain": 1}, set()) == {"drain": 1}
+    # A name of one slot is never left out (half of one is one).
+    assert claimer(solo=1).without_small_backlogs({"solo": 1}, {"solo"}) == {"solo": 1}
