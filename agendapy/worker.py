@@ -349,8 +349,6 @@ class Worker:
             while self._filling:
                 quotas, room = self.claimer.room(immediate=immediate)
                 whole_room = room
-                if room < 1:
-                    break
                 if top_up:
                     if not self.claimer.worth_topping_up(quotas, room, self._backlogged):
                         break

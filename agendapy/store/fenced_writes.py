@@ -98,11 +98,7 @@ class FencedWrites(StateBatcher[Refused]):
         return refused.error
 
     async def _remove_ids(self, job_ids: list[str]) -> None:
-        ids = [to_object_id(job_id) for job_id in job_ids]
-        if len(ids) == 1:
-            await self._collection().delete_one({"_id": ids[0]})
-        else:
-            await self._collection().delete_many({"_id": {"$in": ids}})
+        await self._collection().delete_many({"_id": {"$in": [to_object_id(job_id) for job_id in job_ids]}})
 
     def _batch_error(self, exc: Exception) -> Exception:
         return self._unavailable(exc) if isinstance(exc, ConnectionFailure) else exc

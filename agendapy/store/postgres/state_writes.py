@@ -126,14 +126,8 @@ class StateWrites(StateBatcher[_Refused]):
         uuids = [uuid for uuid in map(job_uuid, job_ids) if uuid is not None]
         if not uuids:
             return
-        statement = sql.SQL("DELETE FROM {} WHERE id = ANY(%s::uuid[])").format(self._table)
-        try:
-            async with self._pool().connection() as conn:
-                await conn.execute(statement, [uuids])
-        except psycopg.Error as exc:
-            if is_connection_error(exc):
-                raise self._unavailable(exc) from exc
-            raise
+        statement = sql.SQL("DELETE FROM {} WHERE id = ANY(%s::uuid[]) RETURNING id").format(self._table)
+        await self._execute([([], statement, [uuids])])
 
     async def announce_claimed_starts(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job]) -> None:
         """Announce the starts a claim wrote (its runs send no start write), on the claim's connection
